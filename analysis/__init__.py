@@ -1,0 +1,1 @@
+"""Empirical measurements of the parametrization gap and the optimality bounds (in progress)."""

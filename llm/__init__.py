@@ -1,0 +1,1 @@
+"""Parametrized dual method (CAID) on real language models (in progress; see issues)."""

@@ -1,0 +1,74 @@
+"""Random instances and independent reference computations for the theory tests.
+
+Nothing here calls the code under test: the dual function, its gradient and its minimiser are
+recomputed densely with scipy (logsumexp + L-BFGS-B), so agreement is evidence, not tautology.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax, logsumexp
+
+import theory
+
+
+def random_problem(
+    seed: int,
+    n_prompts: int = 12,
+    n_responses: int = 20,
+    m: int = 2,
+    beta: float = 0.1,
+    reward_scale: float = 1.0,
+    ref_temperature: float = 2.0,
+    zero_fraction: float = 0.0,
+    tiny_fraction: float = 0.0,
+    fraction: np.ndarray | float = 0.5,
+) -> theory.ConstrainedProblem:
+    """A random instance with thresholds at ``fraction`` of each constraint's largest improvement.
+
+    ``zero_fraction`` of the reference entries are set to probability zero (-inf log-prob) and
+    ``tiny_fraction`` to probability ~1e-30 (before renormalisation).
+    """
+    rng = np.random.default_rng(seed)
+    logits = ref_temperature * rng.normal(size=(n_prompts, n_responses))
+    if tiny_fraction:
+        logits[rng.random(logits.shape) < tiny_fraction] = -69.0  # exp(-69) ~ 1e-30
+    if zero_fraction:
+        logits[rng.random(logits.shape) < zero_fraction] = -np.inf
+        logits[:, 0] = np.where(np.isfinite(logits[:, 0]), logits[:, 0], 0.0)  # keep each row non-empty
+    ref = log_softmax(logits, axis=1)
+    reward = reward_scale * rng.normal(size=(n_prompts, n_responses))
+    utilities = rng.normal(size=(m, n_prompts, n_responses))
+    prob = theory.ConstrainedProblem(ref, reward, utilities, np.zeros(m), beta)
+    return prob.with_thresholds(np.asarray(fraction) * prob.max_improvements)
+
+
+def dense_dual(prob: theory.ConstrainedProblem, lam: np.ndarray) -> tuple[float, np.ndarray]:
+    """D(lambda) and its gradient from the textbook formulas, on dense arrays."""
+    w = prob.prompt_weights
+    ref = prob.ref_logprobs
+    p_ref = np.exp(ref)
+    mean_ref = np.einsum("xy,ixy->ix", p_ref, prob.utilities)
+    h = prob.utilities - mean_ref[:, :, None] - prob.thresholds[:, None, None]
+    logits = ref + (prob.reward + np.tensordot(lam, h, axes=1)) / prob.beta
+    log_z = logsumexp(logits, axis=1)
+    policy = np.exp(logits - log_z[:, None])
+    grad = np.einsum("xy,ixy->ix", policy, h) @ w
+    return float(prob.beta * (w @ log_z)), grad
+
+
+def reference_lam(prob: theory.ConstrainedProblem, extra_linear: np.ndarray | None = None) -> np.ndarray:
+    """argmin_{lambda >= 0} D(lambda) + extra_linear^T lambda by L-BFGS-B on :func:`dense_dual`."""
+    extra = np.zeros(prob.n_constraints) if extra_linear is None else extra_linear
+
+    def fun(lam: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = dense_dual(prob, lam)
+        return value + extra @ lam, grad + extra
+
+    x0 = np.full(prob.n_constraints, 0.1)
+    res = minimize(
+        fun, x0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * prob.n_constraints,
+        options={"ftol": 1e-16, "gtol": 1e-13, "maxiter": 10_000, "maxcor": 20},
+    )
+    return res.x

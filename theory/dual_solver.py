@@ -1,0 +1,276 @@
+"""Closed-form dual solver: min_{lambda >= 0} D(lambda) by projected Newton on the covariance Hessian.
+
+D is convex and smooth (Lemma 1); its gradient is the tilted policy's constraint slack and its Hessian
+is the tilted covariance of g over beta (spec §2.2). Each iteration makes one pass over the data
+(:func:`theory.dual.evaluate_dual`), solves the m-dimensional box-constrained Newton subproblem
+exactly, and backtracks along it. By Lemma 2 (strong duality, under strict feasibility) the minimiser
+gives the optimum of (U-CA): P* = D* and pi* = pi*(lambda*).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy.optimize import lsq_linear, minimize
+
+from theory.dual import DualEvaluation, evaluate_dual, tilted_policy
+from theory.problem import ConstrainedProblem, InfeasibleProblemError
+
+__all__ = ["DualSolution", "DualSolverError", "solve_dual"]
+
+# Trust-region acceptance and update thresholds on actual / predicted decrease.
+_ACCEPT, _SHRINK, _EXPAND = 1e-4, 0.25, 0.75
+# Initial trust radius: a step may change the tilt lambda_i * (largest improvement_i) / beta by this
+# many nats. Newton steps are unreliable when pi*(lambda) is nearly deterministic (hess D ~ 0).
+_INITIAL_RADIUS = 10.0
+# beta-continuation (see _minimize_with_continuation): Newton iterations per stage before a stage
+# counts as stalled, beta multiplier between stages, most stages, and intermediate tolerance.
+_STAGE_ITERS = 40
+_BETA_FACTOR = 4.0
+_MAX_STAGES = 30
+_STAGE_TOL = 1e-8
+# A tilt of this many nats makes pi*(lambda) nearly deterministic in the direction of lambda; past it
+# we test whether the problem is infeasible (D then decreases without bound).
+_TILT_CHECK = 50.0
+
+
+class DualSolverError(RuntimeError):
+    """The dual solver did not reach its tolerance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DualSolution:
+    """The solution of the dual problem (4), min_{lambda >= 0} D(lambda).
+
+    Attributes:
+        lam: ``(m,)`` lambda*.
+        value: D* = D(lambda*) (= P* by strong duality, Lemma 2).
+        gradient: ``(m,)`` grad D(lambda*) = E_x E_{pi*} h, the optimal policy's constraint slacks
+            (>= 0; zero where lambda*_i > 0, complementary slackness).
+        hessian: ``(m, m)`` hess D(lambda*); its smallest eigenvalue is mu*_D of Assumption 5.
+        policy: ``(X, Y)`` pi*(lambda*) of eq. (3), or ``None`` if not requested.
+        iterations: accepted Newton iterations of the final run (at the problem's own beta).
+        evaluations: passes over the data (dual evaluations), continuation stages included.
+        kkt_residual: ``max_i |lambda_i - max(lambda_i - grad_i, 0)|``, the projected-gradient residual.
+        trajectory: ``(iterations + 1, m)`` the accepted iterates of the final run, its start first.
+    """
+
+    lam: np.ndarray
+    value: float
+    gradient: np.ndarray
+    hessian: np.ndarray
+    policy: np.ndarray | None
+    iterations: int
+    evaluations: int
+    kkt_residual: float
+    trajectory: np.ndarray
+
+    @property
+    def slacks(self) -> np.ndarray:
+        """``(m,)`` E_x E_{pi*} h_i, an alias of :attr:`gradient`."""
+        return self.gradient
+
+
+def _newton_step(ev: DualEvaluation, radius: np.ndarray) -> np.ndarray:
+    """The exact minimiser d of g^T d + d^T H d / 2 subject to lambda + d >= 0 and |d_i| <= radius_i."""
+    g, lam = ev.gradient, ev.lam
+    scale = np.where(np.isfinite(radius), radius, 1.0)  # solve in units of the trust box
+    g_s, h_s = g * scale, ev.hessian * np.outer(scale, scale)
+    eig, vec = np.linalg.eigh(h_s)
+    # Floor the curvature so the step stays defined when Assumption 1 fails or pi* is deterministic;
+    # the floor is negligible next to either the curvature or the gradient.
+    floor = 1e-12 * max(eig[-1], np.linalg.norm(g_s), np.finfo(float).tiny)
+    root = np.sqrt(np.maximum(eig, floor))
+    a = root[:, None] * vec.T  # a^T a = H_s, so |a u - t|^2 / 2 = g_s^T u + u^T H_s u / 2 + const
+    target = -(vec.T @ g_s) / root
+    lower = np.maximum(-lam / scale, -radius / scale)
+    upper = radius / scale
+    if len(g) == 1:
+        return np.clip(target[0] / a[0, 0], lower[0], upper[0])[None] * scale
+    candidates = [lsq_linear(a, target, bounds=(lower, upper), method="bvls").x]
+    # bvls can be inaccurate when H_s is nearly singular. Two more candidates: the Newton step on the
+    # free coordinates (gives quadratic convergence once the active set is found), and the Cauchy
+    # point (the model's minimiser along the clipped steepest descent; it guarantees the decrease
+    # trust-region convergence needs).
+    free = (lam > 0) | (g < 0)
+    if free.any():
+        u = np.zeros_like(g_s)
+        u[free] = -np.linalg.lstsq(h_s[np.ix_(free, free)], g_s[free], rcond=1e-14)[0]
+        if np.all(u >= lower) and np.all(u <= upper):
+            candidates.append(u)
+    direction = np.clip(-g_s, lower, upper)
+    curvature, slope = direction @ h_s @ direction, g_s @ direction
+    candidates.append(direction * (1.0 if curvature <= -slope else -slope / curvature))
+    model = [float(g_s @ u + 0.5 * u @ h_s @ u) for u in candidates]
+    best = candidates[int(np.argmin(model))]
+    # Polish with L-BFGS-B on the small QP itself: robust where H_s is nearly singular.
+    polished = minimize(
+        lambda u: (g_s @ u + 0.5 * u @ h_s @ u, g_s + h_s @ u),
+        best,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lower, upper, strict=True)),
+        options={"ftol": 1e-15, "gtol": 1e-14, "maxiter": 200},
+    )
+    return (polished.x if polished.fun < min(model) else best) * scale
+
+
+def _projected_residual(ev: DualEvaluation) -> float:
+    return float(np.max(np.abs(ev.lam - np.maximum(ev.lam - ev.gradient, 0.0))))
+
+
+def _raise_if_certified_infeasible(prob: ConstrainedProblem, lam: np.ndarray) -> None:
+    """Raise if mu = lambda / |lambda|_1 certifies infeasibility (Farkas).
+
+    For every policy pi, mu^T E_x E_pi h <= phi(mu) := E_x max_{y in supp} mu^T h(x, y). So phi(mu) <= 0
+    means no policy satisfies all constraints strictly, and D decreases without bound along mu.
+    """
+    mu = lam / lam.sum()
+    combined = np.tensordot(mu, prob.utilities, axes=1)
+    if prob.support is not None:
+        combined = np.where(prob.support, combined, -np.inf)
+    offset = mu @ (prob.ref_utility_means + prob.thresholds[:, None])
+    phi = float(prob.prompt_weights @ (combined.max(axis=1) - offset))
+    if phi <= 0:
+        raise InfeasibleProblemError(
+            f"the constraints are jointly infeasible: for the combination mu = {np.round(mu, 6).tolist()} "
+            f"every policy has sum_i mu_i (E g_i - E_ref g_i - b_i) <= {phi:.6g}, although each constraint "
+            f"alone can reach its threshold (largest improvements {prob.max_improvements.tolist()}, "
+            f"thresholds {prob.thresholds.tolist()}); lower the thresholds"
+        )
+
+
+@dataclasses.dataclass
+class _Run:
+    """The state of one Newton run: its last evaluation, accepted iterates and pass count."""
+
+    ev: DualEvaluation
+    iterates: list[np.ndarray]
+    evaluations: int
+    converged: bool = False
+
+
+def _minimize(prob: ConstrainedProblem, lam0: np.ndarray, tol: float, max_iter: int) -> _Run:
+    """Trust-region projected Newton from ``lam0``."""
+    run = _Run(evaluate_dual(prob, lam0, order=2), [np.asarray(lam0, dtype=float)], 1)
+    # lambda_i * nats_per_unit_i is the tilt, in nats, that lambda_i puts on the best responses.
+    nats_per_unit = np.maximum(prob.max_improvements, np.finfo(float).tiny) / prob.beta
+    radius = _INITIAL_RADIUS
+    checked_tilt = _TILT_CHECK
+    for _ in range(max_iter):
+        ev = run.ev
+        step = _newton_step(ev, radius / nats_per_unit)
+        if np.max(np.abs(step)) <= tol * (1.0 + np.max(ev.lam)):
+            run.converged = True
+            return run
+        trial = evaluate_dual(prob, np.maximum(ev.lam + step, 0.0), order=2)
+        run.evaluations += 1
+        predicted = -float(ev.gradient @ step + 0.5 * step @ ev.hessian @ step)
+        step_nats = float(np.max(np.abs(step) * nats_per_unit))
+        if predicted <= 8 * np.finfo(float).eps * (1.0 + abs(ev.value)):
+            if step_nats >= 0.99 * radius:
+                return run  # the trust region collapsed: stalled, not converged
+            # A full Newton step whose decrease D cannot resolve: judge it by the projected gradient.
+            run.converged = _projected_residual(trial) >= _projected_residual(ev)
+            if run.converged:
+                return run
+            run.ev = trial
+            run.iterates.append(trial.lam)
+            continue
+        ratio = (ev.value - trial.value) / predicted
+        if ratio < _SHRINK:
+            radius = 0.25 * step_nats
+        elif ratio > _EXPAND and step_nats >= 0.99 * radius:
+            radius *= 4.0
+        if ratio > _ACCEPT:
+            run.ev = trial
+            run.iterates.append(trial.lam)
+            tilt = float(trial.lam @ nats_per_unit)
+            if tilt > checked_tilt:
+                _raise_if_certified_infeasible(prob, trial.lam)
+                checked_tilt = 4.0 * tilt
+    return run
+
+
+def _minimize_with_continuation(prob: ConstrainedProblem, lam0: np.ndarray, tol: float, max_iter: int) -> _Run:
+    """Newton from ``lam0``; if it stalls, follow lambda*(beta') down from a smoother beta' = 4^k beta.
+
+    When r / beta spans thousands of nats, D is nearly piecewise linear (an LP's dual smoothed at scale
+    beta) and local quadratic models fail. lambda*(beta) is continuous in beta, so we increase beta until
+    Newton converges, then decrease it stage by stage, warm-starting each solve.
+    """
+    run = _minimize(prob, lam0, tol, _STAGE_ITERS)
+    if run.converged:
+        return run
+    total = run.evaluations
+    betas = [prob.beta]
+    while not run.converged:
+        if len(betas) > _MAX_STAGES:
+            return run
+        betas.append(betas[-1] * _BETA_FACTOR)
+        run = _minimize(prob.with_beta(betas[-1]), run.ev.lam, _STAGE_TOL, _STAGE_ITERS)
+        total += run.evaluations
+    for beta in reversed(betas[:-1]):
+        final = beta == prob.beta
+        stage = prob if final else prob.with_beta(beta)
+        run = _minimize(stage, run.ev.lam, tol if final else _STAGE_TOL, max_iter if final else _STAGE_ITERS)
+        total += run.evaluations
+    run.evaluations = total
+    return run
+
+
+def solve_dual(
+    prob: ConstrainedProblem,
+    lam0: np.ndarray | None = None,
+    *,
+    tol: float = 1e-12,
+    max_iter: int = 200,
+    return_policy: bool = True,
+) -> DualSolution:
+    """Solve the dual problem (4) and recover the primal optimum pi*(lambda*) (Lemma 2).
+
+    Args:
+        prob: The problem.
+        lam0: ``(m,)`` non-negative starting multipliers (default zero).
+        tol: Stop when the Newton step satisfies ``|d|_inf <= tol * (1 + |lambda|_inf)``; Newton converges
+            quadratically, so lambda is then accurate to about ``tol`` relative.
+        max_iter: Maximum Newton iterations.
+        return_policy: Also compute pi*(lambda*) (an (X, Y) array; one more pass over the data).
+
+    Returns:
+        The :class:`DualSolution`.
+
+    Raises:
+        InfeasibleProblemError: A threshold no policy absolutely continuous w.r.t. pi_ref can strictly
+            reach, or jointly infeasible constraints.
+        DualSolverError: The tolerance was not reached in ``max_iter`` iterations.
+    """
+    prob.check_feasible()
+    lam = np.zeros(prob.n_constraints) if lam0 is None else np.asarray(lam0, dtype=np.float64)
+    if lam.shape != (prob.n_constraints,) or not np.all(np.isfinite(lam)) or np.any(lam < 0):
+        raise ValueError(f"lam0: expected {prob.n_constraints} finite non-negative multipliers, got {lam0!r}")
+
+
+    run = _minimize_with_continuation(prob, lam, tol, max_iter)
+    ev = run.ev
+    residual = _projected_residual(ev)
+    if not run.converged:
+        if ev.lam.sum() > 0:
+            _raise_if_certified_infeasible(prob, ev.lam)
+        raise DualSolverError(
+            f"solve_dual did not converge ({run.evaluations} evaluations) at lambda = {ev.lam.tolist()}, "
+            f"projected-gradient residual {residual:.3g}; the problem may be nearly infeasible "
+            "(try smaller thresholds) or badly scaled"
+        )
+    return DualSolution(
+        lam=ev.lam,
+        value=ev.value,
+        gradient=ev.gradient,
+        hessian=ev.hessian,
+        policy=tilted_policy(prob, ev.lam) if return_policy else None,
+        iterations=len(run.iterates) - 1,
+        evaluations=run.evaluations + int(return_policy),
+        kkt_residual=residual,
+        trajectory=np.array(run.iterates),
+    )

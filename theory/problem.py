@@ -1,0 +1,256 @@
+"""The constrained alignment problem (U-CA) on an enumerable response set.
+
+Problem (U-CA) of the paper (spec §1.3)::
+
+    max_pi  E_x [ E_{y~pi(.|x)} r(x, y) - beta KL(pi(.|x) || pi_ref(.|x)) ]
+    s.t.    E_x E_{y~pi(.|x)} h_i(x, y) >= 0,   i = 1..m,
+
+with the relative constraint functions ``h_i = g_i - E_{pi_ref(.|x)} g_i - b_i`` (spec §1.1): the thresholds
+``b_i`` are improvements over the reference model's mean utility.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property
+
+import numpy as np
+from scipy.special import logsumexp
+
+__all__ = ["ConstrainedProblem", "InfeasibleProblemError"]
+
+# Reference rows must be normalised to this accuracy in log space (float64 inputs that were
+# normalised by logsumexp are exact to ~1e-15; float32 inputs to ~1e-7).
+_ROW_SUM_TOL = 1e-6
+
+
+class InfeasibleProblemError(ValueError):
+    """No policy absolutely continuous w.r.t. ``pi_ref`` strictly satisfies the constraints."""
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _as_float_array(value: object, field: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{field}: expected a numeric array ({err})") from None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ConstrainedProblem:
+    """An instance of (U-CA) over ``X`` prompts and ``Y`` enumerated responses per prompt.
+
+    Args:
+        ref_logprobs: ``(X, Y)`` log pi_ref(y|x). ``-inf`` marks a response outside the reference support
+            (ragged response sets); every row must have at least one finite entry and sum to 1 in
+            probability.
+        reward: ``(X, Y)`` reward r(x, y), finite everywhere (fill off-support entries with 0).
+        utilities: ``(m, X, Y)`` utilities g_i(x, y), finite everywhere. An ``(X, Y)`` array means m = 1.
+        thresholds: ``(m,)`` required improvements b_i of E_pi g_i over E_{pi_ref} g_i (a scalar means m = 1).
+        beta: KL-regularisation strength, > 0.
+        prompt_weights: ``(X,)`` non-negative prompt distribution (normalised here); default uniform.
+
+    Raises:
+        ValueError: naming the offending field, for non-finite scores, ``beta <= 0``, reference rows that
+            do not sum to one, shape mismatches, a threshold count that differs from m, or negative
+            prompt weights.
+    """
+
+    ref_logprobs: np.ndarray
+    reward: np.ndarray
+    utilities: np.ndarray
+    thresholds: np.ndarray
+    beta: float
+    prompt_weights: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        set_field = object.__setattr__  # the dataclass is frozen; normalise fields once here
+        ref = _as_float_array(self.ref_logprobs, "ref_logprobs")
+        if ref.ndim != 2 or ref.shape[0] == 0 or ref.shape[1] == 0:
+            raise ValueError(f"ref_logprobs: expected a non-empty (X, Y) array, got shape {ref.shape}")
+        n_prompts, n_responses = ref.shape
+        if np.isnan(ref).any() or np.isposinf(ref).any():
+            raise ValueError("ref_logprobs: contains NaN or +inf; use -inf for responses outside the support")
+        row_lse = logsumexp(ref, axis=1)
+        if not np.all(np.isfinite(row_lse)):
+            bad = int(np.flatnonzero(~np.isfinite(row_lse))[0])
+            raise ValueError(f"ref_logprobs: row {bad} has no response in the support (all entries are -inf)")
+        worst = int(np.argmax(np.abs(row_lse)))
+        if abs(row_lse[worst]) > _ROW_SUM_TOL:
+            raise ValueError(
+                f"ref_logprobs: row {worst} sums to {np.exp(row_lse[worst]):.9g} in probability, not 1; "
+                "normalise each row, e.g. ref_logprobs - scipy.special.logsumexp(ref_logprobs, axis=1, keepdims=True)"
+            )
+
+        reward = _as_float_array(self.reward, "reward")
+        if reward.shape != ref.shape:
+            raise ValueError(f"reward: expected shape {ref.shape} to match ref_logprobs, got {reward.shape}")
+        if not np.all(np.isfinite(reward)):
+            raise ValueError("reward: contains NaN or inf; scores must be finite (fill off-support entries with 0)")
+
+        utilities = _as_float_array(self.utilities, "utilities")
+        if utilities.shape == ref.shape:
+            utilities = utilities[None]
+        if utilities.ndim != 3 or utilities.shape[1:] != ref.shape or utilities.shape[0] == 0:
+            raise ValueError(
+                f"utilities: expected shape (m, {n_prompts}, {n_responses}) with m >= 1, got {utilities.shape}"
+            )
+        if not np.all(np.isfinite(utilities)):
+            raise ValueError("utilities: contains NaN or inf; scores must be finite (fill off-support entries with 0)")
+        n_constraints = utilities.shape[0]
+
+        thresholds = np.atleast_1d(_as_float_array(self.thresholds, "thresholds"))
+        if thresholds.shape != (n_constraints,):
+            raise ValueError(
+                f"thresholds: expected {n_constraints} value(s), one per utility, got shape {thresholds.shape}"
+            )
+        if not np.all(np.isfinite(thresholds)):
+            raise ValueError("thresholds: contains NaN or inf")
+
+        beta = float(self.beta)
+        if not (np.isfinite(beta) and beta > 0):
+            raise ValueError(f"beta: must be a finite number > 0, got {self.beta!r}")
+
+        if self.prompt_weights is None:
+            weights = np.full(n_prompts, 1.0 / n_prompts)
+        else:
+            weights = _as_float_array(self.prompt_weights, "prompt_weights")
+            if weights.shape != (n_prompts,):
+                raise ValueError(f"prompt_weights: expected shape ({n_prompts},), got {weights.shape}")
+            if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+                raise ValueError("prompt_weights: must be finite and non-negative")
+            total = weights.sum()
+            if total <= 0:
+                raise ValueError("prompt_weights: must not be all zero")
+            weights = weights / total
+
+        set_field(self, "ref_logprobs", _frozen(ref))
+        set_field(self, "reward", _frozen(reward))
+        set_field(self, "utilities", _frozen(utilities))
+        set_field(self, "thresholds", _frozen(thresholds))
+        set_field(self, "beta", beta)
+        set_field(self, "prompt_weights", _frozen(weights))
+
+    # ----------------------------------------------------------------------------------------------
+    # Shapes and derived quantities (computed once, on first use).
+
+    @property
+    def n_prompts(self) -> int:
+        """X, the number of prompts."""
+        return self.ref_logprobs.shape[0]
+
+    @property
+    def n_responses(self) -> int:
+        """Y, the number of enumerated responses per prompt."""
+        return self.ref_logprobs.shape[1]
+
+    @property
+    def n_constraints(self) -> int:
+        """m, the number of utility constraints."""
+        return self.utilities.shape[0]
+
+    @cached_property
+    def ref_probs(self) -> np.ndarray:
+        """``(X, Y)`` pi_ref(y|x)."""
+        return _frozen(np.exp(self.ref_logprobs))
+
+    @cached_property
+    def support(self) -> np.ndarray | None:
+        """``(X, Y)`` boolean mask of pi_ref(y|x) > 0, or ``None`` when every response is in the support."""
+        mask = np.isfinite(self.ref_logprobs)
+        return None if mask.all() else _frozen(mask)
+
+    @cached_property
+    def ref_utility_means(self) -> np.ndarray:
+        """``(m, X)`` E_{pi_ref(.|x)} g_i, the per-prompt offsets inside h_i."""
+        return _frozen(np.einsum("xy,ixy->ix", self.ref_probs, self.utilities))
+
+    @cached_property
+    def absolute_thresholds(self) -> np.ndarray:
+        """``(m,)`` E_x E_{pi_ref} g_i + b_i: the level E_x E_pi g_i must reach."""
+        return _frozen(self.ref_utility_means @ self.prompt_weights + self.thresholds)
+
+    def constraint_functions(self) -> np.ndarray:
+        """``(m, X, Y)`` h_i(x, y) = g_i(x, y) - E_{pi_ref(.|x)} g_i - b_i (a fresh array; spec §1.1)."""
+        return self.utilities - self.ref_utility_means[:, :, None] - self.thresholds[:, None, None]
+
+    def _support_extreme(self, values: np.ndarray, reduce: str) -> np.ndarray:
+        """Max or min over the reference support of each row of ``values`` (..., X, Y)."""
+        fill = -np.inf if reduce == "max" else np.inf
+        masked = values if self.support is None else np.where(self.support, values, fill)
+        return masked.max(axis=-1) if reduce == "max" else masked.min(axis=-1)
+
+    @cached_property
+    def max_improvements(self) -> np.ndarray:
+        """``(m,)`` the largest improvement E_x max_{y in supp} g_i - E_x E_{pi_ref} g_i any policy reaches.
+
+        Constraint i alone is strictly feasible iff ``thresholds[i] < max_improvements[i]``.
+        """
+        best = self._support_extreme(self.utilities, "max")  # (m, X)
+        return _frozen((best - self.ref_utility_means) @ self.prompt_weights)
+
+    @cached_property
+    def bound_M(self) -> float:
+        """M = max over i, x, y in the support of max(|h_i(x, y)|, |r(x, y)|) (spec §4)."""
+        h = self.constraint_functions()
+        h_abs = self._support_extreme(np.abs(h), "max").max()
+        r_abs = self._support_extreme(np.abs(self.reward), "max").max()
+        return float(max(h_abs, r_abs))
+
+    # ----------------------------------------------------------------------------------------------
+
+    def check_feasible(self) -> None:
+        """Raise :class:`InfeasibleProblemError` if some constraint alone cannot be strictly satisfied.
+
+        Joint infeasibility of several individually feasible constraints is detected by the solvers.
+        """
+        for i, (b, best) in enumerate(zip(self.thresholds, self.max_improvements, strict=True)):
+            if not b < best:
+                raise InfeasibleProblemError(
+                    f"constraint {i}: threshold b_{i} = {b:.6g} is not below the largest achievable "
+                    f"improvement {best:.6g} (every policy absolutely continuous w.r.t. pi_ref has "
+                    f"E_pi g_{i} - E_ref g_{i} <= {best:.6g}); lower the threshold"
+                )
+
+    def with_thresholds(self, thresholds: np.ndarray | float) -> ConstrainedProblem:
+        """The same problem with new thresholds (scores shared; no validation pass over them)."""
+        new = np.atleast_1d(_as_float_array(thresholds, "thresholds"))
+        if new.shape != self.thresholds.shape or not np.all(np.isfinite(new)):
+            raise ValueError(
+                f"thresholds: expected {self.n_constraints} finite value(s), got {np.asarray(thresholds)!r}"
+            )
+        # absolute_thresholds and bound_M depend on the thresholds; the other cached values carry over.
+        return self._replace(("absolute_thresholds", "bound_M"), thresholds=_frozen(new))
+
+    def with_beta(self, beta: float) -> ConstrainedProblem:
+        """The same problem with a new KL strength beta (scores shared; no validation pass over them)."""
+        if not (np.isfinite(beta) and beta > 0):
+            raise ValueError(f"beta: must be a finite number > 0, got {beta!r}")
+        return self._replace((), beta=float(beta))
+
+    def _replace(self, stale: tuple[str, ...], **fields: object) -> ConstrainedProblem:
+        clone = object.__new__(ConstrainedProblem)
+        clone.__dict__.update({k: v for k, v in self.__dict__.items() if k not in stale})
+        clone.__dict__.update(fields)
+        return clone
+
+    def subproblem(self, prompts: np.ndarray) -> ConstrainedProblem:
+        """The problem restricted to the given prompt indices (weights renormalised).
+
+        The thresholds stay relative to each prompt's own reference mean, so the restricted problem's
+        dual is a consistent estimate of the full one.
+        """
+        prompts = np.asarray(prompts)
+        return ConstrainedProblem(
+            ref_logprobs=self.ref_logprobs[prompts],
+            reward=self.reward[prompts],
+            utilities=self.utilities[:, prompts],
+            thresholds=self.thresholds,
+            beta=self.beta,
+            prompt_weights=self.prompt_weights[prompts],
+        )
