@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 lint: $(STAMP)
-	$(BIN)/ruff check theory llm analysis paper_figures tests benchmarks
+	$(BIN)/ruff check .
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

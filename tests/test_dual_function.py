@@ -23,9 +23,11 @@ def test_gradient_and_hessian_match_finite_differences(seed):
     lam = np.random.default_rng(seed).uniform(0, 2, size=3)
     step = 1e-5
     eye = np.eye(3)
-    fd_grad = [(theory.dual_value(prob, lam + step * e) - theory.dual_value(prob, lam - step * e)) / (2 * step) for e in eye]
+    value = theory.dual_value
+    fd_grad = [(value(prob, lam + step * e) - value(prob, lam - step * e)) / (2 * step) for e in eye]
     fd_hess = np.array(
-        [(theory.dual_gradient(prob, lam + step * e) - theory.dual_gradient(prob, lam - step * e)) / (2 * step) for e in eye]
+        [(theory.dual_gradient(prob, lam + step * e) - theory.dual_gradient(prob, lam - step * e)) / (2 * step)
+         for e in eye]
     )
     np.testing.assert_allclose(theory.dual_gradient(prob, lam), fd_grad, rtol=1e-6, atol=1e-8)
     hess = theory.dual_hessian(prob, lam)

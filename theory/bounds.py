@@ -150,7 +150,7 @@ def lemma6_constraint_gap_one_shot(
 
 
 def conditioning_constant(L_D: float, mu_D: float) -> float:
-    """hat L_D = L_D / sqrt(mu*_D) + sqrt(L_D) (Theorem 3; name [Q], form [R])."""
+    """Hat L_D = L_D / sqrt(mu*_D) + sqrt(L_D) (Theorem 3; name [Q], form [R])."""
     _nonneg(L_D=L_D)
     if not mu_D > 0:
         raise ValueError(f"mu_D: strong convexity constant must be > 0, got {mu_D!r}")

@@ -145,12 +145,12 @@ def dual_value(prob: ConstrainedProblem, lam: np.ndarray | float) -> float:
 
 
 def dual_gradient(prob: ConstrainedProblem, lam: np.ndarray | float) -> np.ndarray:
-    """grad D(lambda) = E_x E_{pi*(.|x; lambda)} h (Danskin's theorem; spec §2.2)."""
+    """Grad D(lambda) = E_x E_{pi*(.|x; lambda)} h (Danskin's theorem; spec §2.2)."""
     return evaluate_dual(prob, lam, order=1).gradient
 
 
 def dual_hessian(prob: ConstrainedProblem, lam: np.ndarray | float) -> np.ndarray:
-    """hess D(lambda) = (1/beta) E_x Cov_{pi*(.|x; lambda)}(g) (Lemma 1, covariance form; spec §2.2)."""
+    """Hess D(lambda) = (1/beta) E_x Cov_{pi*(.|x; lambda)}(g) (Lemma 1, covariance form; spec §2.2)."""
     return evaluate_dual(prob, lam, order=2).hessian
 
 

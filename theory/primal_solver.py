@@ -28,10 +28,13 @@ __all__ = ["PrimalSolution", "PrimalSolverError", "solve_primal"]
 
 # Attempts in order: interior-point solves to tight tolerances first (Clarabel sometimes stops at
 # "almost solved" below 1e-9 on exponential cones), then looser ones, then the first-order SCS.
-_ATTEMPTS: tuple[tuple[str, dict[str, float | int]], ...] = tuple(
-    ("CLARABEL", {"tol_gap_abs": tol, "tol_gap_rel": tol, "tol_feas": tol, "max_iter": 500})
-    for tol in (1e-10, 1e-9, 1e-8)
-) + (("SCS", {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000}),)
+_ATTEMPTS: tuple[tuple[str, dict[str, float | int]], ...] = (
+    *(
+        ("CLARABEL", {"tol_gap_abs": tol, "tol_gap_rel": tol, "tol_feas": tol, "max_iter": 500})
+        for tol in (1e-10, 1e-9, 1e-8)
+    ),
+    ("SCS", {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000}),
+)
 # A returned policy whose constraint violation exceeds this (relative to max |h|) is rejected.
 _MAX_VIOLATION = 1e-6
 

@@ -238,19 +238,3 @@ class ConstrainedProblem:
         clone.__dict__.update({k: v for k, v in self.__dict__.items() if k not in stale})
         clone.__dict__.update(fields)
         return clone
-
-    def subproblem(self, prompts: np.ndarray) -> ConstrainedProblem:
-        """The problem restricted to the given prompt indices (weights renormalised).
-
-        The thresholds stay relative to each prompt's own reference mean, so the restricted problem's
-        dual is a consistent estimate of the full one.
-        """
-        prompts = np.asarray(prompts)
-        return ConstrainedProblem(
-            ref_logprobs=self.ref_logprobs[prompts],
-            reward=self.reward[prompts],
-            utilities=self.utilities[:, prompts],
-            thresholds=self.thresholds,
-            beta=self.beta,
-            prompt_weights=self.prompt_weights[prompts],
-        )
