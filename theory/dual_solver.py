@@ -2,9 +2,9 @@
 
 D is convex and smooth (Lemma 1); its gradient is the tilted policy's constraint slack and its Hessian
 is the tilted covariance of g over beta (spec §2.2). Each iteration makes one pass over the data
-(:func:`theory.dual.evaluate_dual`), solves the m-dimensional box-constrained Newton subproblem
-exactly, and backtracks along it. By Lemma 2 (strong duality, under strict feasibility) the minimiser
-gives the optimum of (U-CA): P* = D* and pi* = pi*(lambda*).
+(:func:`theory.dual.evaluate_dual`) and minimises the quadratic model over the box lambda >= 0
+intersected with a trust region measured in nats of tilt. By Lemma 2 (strong duality, under strict
+feasibility) the minimiser gives the optimum of (U-CA): P* = D* and pi* = pi*(lambda*).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.optimize import lsq_linear, minimize
+from scipy.optimize import minimize
 
 from theory.dual import DualEvaluation, evaluate_dual, tilted_policy
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
@@ -23,7 +23,7 @@ __all__ = ["DualSolution", "DualSolverError", "solve_dual"]
 _ACCEPT, _SHRINK, _EXPAND = 1e-4, 0.25, 0.75
 # Initial trust radius: a step may change the tilt lambda_i * (largest improvement_i) / beta by this
 # many nats. Newton steps are unreliable when pi*(lambda) is nearly deterministic (hess D ~ 0).
-_INITIAL_RADIUS = 10.0
+_INITIAL_RADIUS, _MAX_RADIUS = 10.0, 1e8
 # beta-continuation (see _minimize_with_continuation): Newton iterations per stage before a stage
 # counts as stalled, beta multiplier between stages, most stages, and intermediate tolerance.
 _STAGE_ITERS = 40
@@ -73,47 +73,43 @@ class DualSolution:
 
 
 def _newton_step(ev: DualEvaluation, radius: np.ndarray) -> np.ndarray:
-    """The exact minimiser d of g^T d + d^T H d / 2 subject to lambda + d >= 0 and |d_i| <= radius_i."""
-    g, lam = ev.gradient, ev.lam
-    scale = np.where(np.isfinite(radius), radius, 1.0)  # solve in units of the trust box
-    g_s, h_s = g * scale, ev.hessian * np.outer(scale, scale)
-    eig, vec = np.linalg.eigh(h_s)
-    # Floor the curvature so the step stays defined when Assumption 1 fails or pi* is deterministic;
-    # the floor is negligible next to either the curvature or the gradient.
-    floor = 1e-12 * max(eig[-1], np.linalg.norm(g_s), np.finfo(float).tiny)
-    root = np.sqrt(np.maximum(eig, floor))
-    a = root[:, None] * vec.T  # a^T a = H_s, so |a u - t|^2 / 2 = g_s^T u + u^T H_s u / 2 + const
-    target = -(vec.T @ g_s) / root
-    lower = np.maximum(-lam / scale, -radius / scale)
-    upper = radius / scale
-    if len(g) == 1:
-        return np.clip(target[0] / a[0, 0], lower[0], upper[0])[None] * scale
-    candidates = [lsq_linear(a, target, bounds=(lower, upper), method="bvls").x]
-    # bvls can be inaccurate when H_s is nearly singular. Two more candidates: the Newton step on the
-    # free coordinates (gives quadratic convergence once the active set is found), and the Cauchy
-    # point (the model's minimiser along the clipped steepest descent; it guarantees the decrease
-    # trust-region convergence needs).
+    """The minimiser d of the model g^T d + d^T H d / 2 subject to lambda + d >= 0 and |d_i| <= radius_i.
+
+    The m-dimensional box QP is solved by L-BFGS-B, started from the better of two classic steps: the
+    Newton step on the free coordinates (quadratic convergence once the active set is found) and the
+    Cauchy point along the clipped steepest descent (the decrease trust-region convergence needs).
+    H can be nearly singular (a deterministic pi*, or Assumption 1 failing), so nothing inverts it blindly.
+    """
+    g, h, lam = ev.gradient, ev.hessian, ev.lam
+    scale = np.where(np.isfinite(radius), radius, 1.0)  # work in units of the trust box
+    g_s, h_s = g * scale, h * np.outer(scale, scale)
+    lower, upper = np.maximum(-lam, -radius) / scale, radius / scale
+
+    def model(u: np.ndarray) -> tuple[float, np.ndarray]:
+        return float(g_s @ u + 0.5 * u @ h_s @ u), g_s + h_s @ u
+
     free = (lam > 0) | (g < 0)
+    newton = np.zeros_like(g_s)
+    with np.errstate(all="ignore"):  # a denormal H (point-mass pi*) gives a non-finite step: skipped
+        newton[free] = -np.linalg.lstsq(h_s[np.ix_(free, free)], g_s[free], rcond=1e-14)[0]
+    free &= np.all(np.isfinite(newton))
     if free.any():
-        u = np.zeros_like(g_s)
-        u[free] = -np.linalg.lstsq(h_s[np.ix_(free, free)], g_s[free], rcond=1e-14)[0]
-        if np.all(u >= lower) and np.all(u <= upper):
-            candidates.append(u)
+        grad = model(newton)[1]
+        stationary = np.all(np.abs(grad[free]) <= 1e-9 * np.abs(g_s).max())  # fails if H_FF is singular
+        inside = np.all(newton >= lower) and np.all(newton <= upper)
+        if stationary and inside and np.all(grad[~free] >= 0):
+            return newton * scale  # KKT holds: the free Newton step is the exact minimiser
     direction = np.clip(-g_s, lower, upper)
     curvature, slope = direction @ h_s @ direction, g_s @ direction
-    candidates.append(direction * (1.0 if curvature <= -slope else -slope / curvature))
-    model = [float(g_s @ u + 0.5 * u @ h_s @ u) for u in candidates]
-    best = candidates[int(np.argmin(model))]
-    # Polish with L-BFGS-B on the small QP itself: robust where H_s is nearly singular.
+    candidates = [direction * (1.0 if curvature <= -slope else -slope / curvature)]
+    if free.any():
+        candidates.append(np.clip(newton, lower, upper))
+    start = min(candidates, key=lambda u: model(u)[0])
     polished = minimize(
-        lambda u: (g_s @ u + 0.5 * u @ h_s @ u, g_s + h_s @ u),
-        best,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=list(zip(lower, upper, strict=True)),
+        model, start, jac=True, method="L-BFGS-B", bounds=list(zip(lower, upper, strict=True)),
         options={"ftol": 1e-15, "gtol": 1e-14, "maxiter": 200},
     )
-    return (polished.x if polished.fun < min(model) else best) * scale
+    return (polished.x if polished.fun < model(start)[0] else start) * scale
 
 
 def _projected_residual(ev: DualEvaluation) -> float:
@@ -182,7 +178,7 @@ def _minimize(prob: ConstrainedProblem, lam0: np.ndarray, tol: float, max_iter: 
         if ratio < _SHRINK:
             radius = 0.25 * step_nats
         elif ratio > _EXPAND and step_nats >= 0.99 * radius:
-            radius *= 4.0
+            radius = min(4.0 * radius, _MAX_RADIUS)
         if ratio > _ACCEPT:
             run.ev = trial
             run.iterates.append(trial.lam)
