@@ -155,11 +155,6 @@ class ConstrainedProblem:
         return self.utilities.shape[0]
 
     @cached_property
-    def ref_probs(self) -> np.ndarray:
-        """``(X, Y)`` pi_ref(y|x)."""
-        return _frozen(np.exp(self.ref_logprobs))
-
-    @cached_property
     def support(self) -> np.ndarray | None:
         """``(X, Y)`` boolean mask of pi_ref(y|x) > 0, or ``None`` when every response is in the support."""
         mask = np.isfinite(self.ref_logprobs)
@@ -168,7 +163,7 @@ class ConstrainedProblem:
     @cached_property
     def ref_utility_means(self) -> np.ndarray:
         """``(m, X)`` E_{pi_ref(.|x)} g_i, the per-prompt offsets inside h_i."""
-        return _frozen(np.einsum("xy,ixy->ix", self.ref_probs, self.utilities))
+        return _frozen(np.einsum("xy,ixy->ix", np.exp(self.ref_logprobs), self.utilities))
 
     @cached_property
     def absolute_thresholds(self) -> np.ndarray:
