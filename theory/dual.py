@@ -63,9 +63,10 @@ def _check_lam(prob: ConstrainedProblem, lam: np.ndarray | float) -> np.ndarray:
     return lam
 
 
-def _blocks(prob: ConstrainedProblem) -> tuple[int, list[slice]]:
+def row_blocks(prob: ConstrainedProblem) -> list[slice]:
+    """Row slices whose (rows, Y) buffers fit in cache; every pass over the data iterates over these."""
     rows = max(1, _BLOCK_ELEMS // prob.n_responses)
-    return rows, [slice(s, min(s + rows, prob.n_prompts)) for s in range(0, prob.n_prompts, rows)]
+    return [slice(s, min(s + rows, prob.n_prompts)) for s in range(0, prob.n_prompts, rows)]
 
 
 def _tilt_block(prob: ConstrainedProblem, lam: np.ndarray, rows: slice, z: np.ndarray, tmp: np.ndarray) -> None:
@@ -99,8 +100,8 @@ def evaluate_dual(
     if order not in (0, 1, 2):
         raise ValueError(f"order: expected 0, 1 or 2, got {order!r}")
     m, n_prompts = prob.n_constraints, prob.n_prompts
-    block_rows, blocks = _blocks(prob)
-    shape = (block_rows, prob.n_responses)
+    blocks = row_blocks(prob)
+    shape = (blocks[0].stop - blocks[0].start, prob.n_responses)
     z, tmp = np.empty(shape), np.empty(shape)
     centred = [np.empty(shape) for _ in range(m)] if order == 2 else []
     log_z = np.empty(n_prompts)

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 from scipy.optimize import minimize
 
-from theory.dual import DualEvaluation, evaluate_dual, tilted_policy
+from theory.dual import DualEvaluation, evaluate_dual, row_blocks, tilted_policy
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
 
 __all__ = ["DualSolution", "DualSolverError", "solve_dual"]
@@ -123,11 +123,14 @@ def _raise_if_certified_infeasible(prob: ConstrainedProblem, lam: np.ndarray) ->
     means no policy satisfies all constraints strictly, and D decreases without bound along mu.
     """
     mu = lam / lam.sum()
-    combined = np.tensordot(mu, prob.utilities, axes=1)
-    if prob.support is not None:
-        combined = np.where(prob.support, combined, -np.inf)
+    best = np.empty(prob.n_prompts)
+    for rows in row_blocks(prob):  # blockwise: no (X, Y) temporary at N = 1e7
+        combined = np.tensordot(mu, prob.utilities[:, rows], axes=1)
+        if prob.support is not None:
+            combined[~prob.support[rows]] = -np.inf
+        best[rows] = combined.max(axis=1)
     offset = mu @ (prob.ref_utility_means + prob.thresholds[:, None])
-    phi = float(prob.prompt_weights @ (combined.max(axis=1) - offset))
+    phi = float(prob.prompt_weights @ (best - offset))
     if phi <= 0:
         raise InfeasibleProblemError(
             f"the constraints are jointly infeasible: for the combination mu = {np.round(mu, 6).tolist()} "
