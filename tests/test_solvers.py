@@ -17,7 +17,6 @@ CASES = [
         [(0.0, 0.0), (0.3, 0.2)],
     )
 ]
-SUBSET = CASES[::3]  # cvxpy is slow; the dual/L-BFGS-B comparison runs on every case
 
 
 def _sizes(i):
