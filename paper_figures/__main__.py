@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from paper_figures import theory_solver_benchmark
+from paper_figures.cli import add_results_argument
 
 FigureFn = Callable[[Path, Path], list[Path]]
 
@@ -91,10 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "figure", choices=["all", *figures], help="'all' for every registered figure, or one name"
     )
-    parser.add_argument(
-        "--results", type=Path, default=Path("results"),
-        help="results directory: read, and written where results are missing (default: results)",
-    )  # fmt: skip
+    add_results_argument(parser, "results directory: read, and written where results are missing")
     parser.add_argument(
         "--figures", type=Path, default=Path("figures"),
         help="output directory for the figures (default: figures)",

@@ -12,7 +12,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
+from paper_figures.cli import figure_main
 from paper_figures.style import new_figure, paper_style, save_figure
 
 NAME = "theory_solver_benchmark"
@@ -176,21 +176,7 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: draw the figure and print the written paths."""
-    parser = argparse.ArgumentParser(
-        prog="python -m paper_figures.theory_solver_benchmark", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--results", type=Path, default=Path("results"),
-        help="results directory holding benchmarks/solver_benchmark.csv (default: results)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--out", type=Path, default=Path("figures"),
-        help="directory for the PNG and PDF (default: figures)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    for path in make_figure(args.results, args.out):
-        print(path)
-    return 0
+    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
 
 
 if __name__ == "__main__":

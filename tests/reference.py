@@ -44,13 +44,17 @@ def random_problem(
     return prob.with_thresholds(np.asarray(fraction) * prob.max_improvements)
 
 
+def dense_constraint_functions(prob: theory.ConstrainedProblem) -> np.ndarray:
+    """``(m, X, Y)`` h_i = g_i - E_{pi_ref(.|x)} g_i - b_i, straight from the definition."""
+    mean_ref = np.einsum("xy,ixy->ix", np.exp(prob.ref_logprobs), prob.utilities)
+    return prob.utilities - mean_ref[:, :, None] - prob.thresholds[:, None, None]
+
+
 def dense_dual(prob: theory.ConstrainedProblem, lam: np.ndarray) -> tuple[float, np.ndarray]:
     """D(lambda) and its gradient from the textbook formulas, on dense arrays."""
     w = prob.prompt_weights
     ref = prob.ref_logprobs
-    p_ref = np.exp(ref)
-    mean_ref = np.einsum("xy,ixy->ix", p_ref, prob.utilities)
-    h = prob.utilities - mean_ref[:, :, None] - prob.thresholds[:, None, None]
+    h = dense_constraint_functions(prob)
     logits = ref + (prob.reward + np.tensordot(lam, h, axes=1)) / prob.beta
     log_z = logsumexp(logits, axis=1)
     policy = np.exp(logits - log_z[:, None])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import theory
-from tests.reference import random_problem, reference_lam
+from tests.reference import dense_constraint_functions, random_problem, reference_lam
 from theory import bounds
 
 M, BETA, NU = 2.0, 0.1, 0.01
@@ -69,7 +69,7 @@ def test_smoothness_constant_bounds_the_hessian_everywhere(seed):
 def test_bound_constant_M_is_the_largest_score_in_the_support():
     prob = random_problem(1, m=2, zero_fraction=0.3)
     support = np.isfinite(prob.ref_logprobs)
-    h = prob.constraint_functions()
+    h = dense_constraint_functions(prob)
     expected = max(np.abs(prob.reward[support]).max(), np.abs(h[:, support]).max())
     assert bounds.bound_constant_M(prob) == expected
 

@@ -4,7 +4,7 @@ from scipy.special import xlogy
 
 import theory
 import theory.dual
-from tests.reference import dense_dual, random_problem
+from tests.reference import dense_constraint_functions, dense_dual, random_problem
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -42,7 +42,7 @@ def test_tilted_policy_maximises_the_lagrangian():
     assert np.allclose(pi.sum(axis=1), 1.0)
     assert np.all(pi[~np.isfinite(prob.ref_logprobs)] == 0.0)
     # L(pi*(lam), lam) = D(lam), computed here from its definition.
-    h = prob.constraint_functions()
+    h = dense_constraint_functions(prob)
     ref = np.where(pi > 0, prob.ref_logprobs, 0.0)
     kl = (xlogy(pi, pi) - pi * ref).sum(axis=1)
     lagr = prob.prompt_weights @ ((pi * (prob.reward + np.tensordot(lam, h, axes=1))).sum(axis=1) - prob.beta * kl)
@@ -80,3 +80,8 @@ def test_kl_is_infinite_outside_the_support_and_zero_at_the_reference():
     kl = theory.kl_divergence(prob, leak)
     assert np.isinf(kl[outside[0]]) and np.isfinite(np.delete(kl, outside[0])).all()
     assert theory.objective(prob, leak) == -np.inf
+
+
+def test_constraint_functions_follow_the_relative_convention():
+    prob = random_problem(6, m=3, zero_fraction=0.2)
+    np.testing.assert_allclose(prob.constraint_functions(), dense_constraint_functions(prob), atol=1e-14)

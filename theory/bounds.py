@@ -72,7 +72,7 @@ def smoothness_constant(prob: ConstrainedProblem) -> float:
     is (1/beta) E_x Cov(g), and for any unit u, Var(u^T g) <= (range of u^T g)^2 / 4 (Popoviciu) <=
     |per-coordinate ranges|^2 / 4. The spec's crude constant m M^2 / beta [G] is never smaller.
     """
-    ranges = prob._support_extreme(prob.utilities, "max") - prob._support_extreme(prob.utilities, "min")
+    ranges = prob.support_extreme(prob.utilities, "max") - prob.support_extreme(prob.utilities, "min")
     return float(prob.prompt_weights @ (ranges**2).sum(axis=0) / (4.0 * prob.beta))
 
 
@@ -150,7 +150,7 @@ def lemma6_constraint_gap_one_shot(
 
 
 def conditioning_constant(L_D: float, mu_D: float) -> float:
-    """Hat L_D = L_D / sqrt(mu*_D) + sqrt(L_D) (Theorem 3; name [Q], form [R])."""
+    """The conditioning constant hat L_D = L_D / sqrt(mu*_D) + sqrt(L_D) (Theorem 3; name [Q], form [R])."""
     _nonneg(L_D=L_D)
     if not mu_D > 0:
         raise ValueError(f"mu_D: strong convexity constant must be > 0, got {mu_D!r}")

@@ -57,9 +57,7 @@ def certify(prob: ConstrainedProblem, policy: np.ndarray, lam: np.ndarray | floa
     Raises:
         ValueError: If ``lam`` has a negative entry (D(lambda) is then no bound on P*).
     """
-    lam = np.atleast_1d(np.asarray(lam, dtype=np.float64))
-    if np.any(lam < 0):
-        raise ValueError(f"lam: a duality certificate needs lambda >= 0, got {lam.tolist()}")
+    lam = prob.check_multipliers(lam, nonnegative=True)
     primal = objective(prob, policy)
     slacks = constraint_slacks(prob, policy)
     slackness = float(lam @ slacks)

@@ -54,15 +54,6 @@ class DualEvaluation:
     hessian: np.ndarray | None = None
 
 
-def _check_lam(prob: ConstrainedProblem, lam: np.ndarray | float) -> np.ndarray:
-    lam = np.atleast_1d(np.asarray(lam, dtype=np.float64))
-    if lam.shape != (prob.n_constraints,):
-        raise ValueError(f"lam: expected shape ({prob.n_constraints},), one multiplier per constraint, got {lam.shape}")
-    if not np.all(np.isfinite(lam)):
-        raise ValueError(f"lam: must be finite, got {lam}")
-    return lam
-
-
 def row_blocks(prob: ConstrainedProblem) -> list[slice]:
     """Row slices whose (rows, Y) buffers fit in cache; every pass over the data iterates over these."""
     rows = max(1, _BLOCK_ELEMS // prob.n_responses)
@@ -96,7 +87,7 @@ def evaluate_dual(
     Returns:
         The :class:`DualEvaluation`.
     """
-    lam = _check_lam(prob, lam)
+    lam = prob.check_multipliers(lam)
     if order not in (0, 1, 2):
         raise ValueError(f"order: expected 0, 1 or 2, got {order!r}")
     m, n_prompts = prob.n_constraints, prob.n_prompts
@@ -146,12 +137,12 @@ def dual_value(prob: ConstrainedProblem, lam: np.ndarray | float) -> float:
 
 
 def dual_gradient(prob: ConstrainedProblem, lam: np.ndarray | float) -> np.ndarray:
-    """Grad D(lambda) = E_x E_{pi*(.|x; lambda)} h (Danskin's theorem; spec §2.2)."""
+    """The gradient E_x E_{pi*(.|x; lambda)} h of D (Danskin's theorem; spec §2.2)."""
     return evaluate_dual(prob, lam, order=1).gradient
 
 
 def dual_hessian(prob: ConstrainedProblem, lam: np.ndarray | float) -> np.ndarray:
-    """Hess D(lambda) = (1/beta) E_x Cov_{pi*(.|x; lambda)}(g) (Lemma 1, covariance form; spec §2.2)."""
+    """The Hessian (1/beta) E_x Cov_{pi*(.|x; lambda)}(g) of D (Lemma 1, covariance form; spec §2.2)."""
     return evaluate_dual(prob, lam, order=2).hessian
 
 

@@ -246,9 +246,7 @@ def solve_dual(
         DualSolverError: The tolerance was not reached in ``max_iter`` iterations.
     """
     prob.check_feasible()
-    lam = np.zeros(prob.n_constraints) if lam0 is None else np.asarray(lam0, dtype=np.float64)
-    if lam.shape != (prob.n_constraints,) or not np.all(np.isfinite(lam)) or np.any(lam < 0):
-        raise ValueError(f"lam0: expected {prob.n_constraints} finite non-negative multipliers, got {lam0!r}")
+    lam = np.zeros(prob.n_constraints) if lam0 is None else prob.check_multipliers(lam0, nonnegative=True, field="lam0")
 
 
     run = _minimize_with_continuation(prob, lam, tol, max_iter)

@@ -8,11 +8,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import xlogy
 
-from theory.problem import ConstrainedProblem
+from theory.problem import ROW_SUM_TOL, ConstrainedProblem
 
 __all__ = ["constraint_slacks", "kl_divergence", "lagrangian", "objective"]
-
-_ROW_SUM_TOL = 1e-6
 
 
 def _check_policy(prob: ConstrainedProblem, policy: np.ndarray) -> np.ndarray:
@@ -23,7 +21,7 @@ def _check_policy(prob: ConstrainedProblem, policy: np.ndarray) -> np.ndarray:
         raise ValueError("policy: probabilities must be finite and non-negative")
     row_sums = policy.sum(axis=1)
     worst = int(np.argmax(np.abs(row_sums - 1.0)))
-    if abs(row_sums[worst] - 1.0) > _ROW_SUM_TOL:
+    if abs(row_sums[worst] - 1.0) > ROW_SUM_TOL:
         raise ValueError(f"policy: row {worst} sums to {row_sums[worst]:.9g}, not 1")
     return policy
 
@@ -53,7 +51,5 @@ def constraint_slacks(prob: ConstrainedProblem, policy: np.ndarray) -> np.ndarra
 
 def lagrangian(prob: ConstrainedProblem, policy: np.ndarray, lam: np.ndarray | float) -> float:
     """L(pi, lambda) = E_x [ E_pi (r + lambda^T h) - beta KL(pi || pi_ref) ] of eq. (1)."""
-    lam = np.atleast_1d(np.asarray(lam, dtype=np.float64))
-    if lam.shape != (prob.n_constraints,):
-        raise ValueError(f"lam: expected shape ({prob.n_constraints},), got {lam.shape}")
+    lam = prob.check_multipliers(lam)
     return objective(prob, policy) + float(lam @ constraint_slacks(prob, policy))

@@ -17,11 +17,11 @@ from functools import cached_property
 import numpy as np
 from scipy.special import logsumexp
 
-__all__ = ["ConstrainedProblem", "InfeasibleProblemError"]
+__all__ = ["ROW_SUM_TOL", "ConstrainedProblem", "InfeasibleProblemError"]
 
-# Reference rows must be normalised to this accuracy in log space (float64 inputs that were
+# Probability rows (pi_ref, and policies passed in) must sum to one to this accuracy (float64 inputs
 # normalised by logsumexp are exact to ~1e-15; float32 inputs to ~1e-7).
-_ROW_SUM_TOL = 1e-6
+ROW_SUM_TOL = 1e-6
 
 
 class InfeasibleProblemError(ValueError):
@@ -81,7 +81,7 @@ class ConstrainedProblem:
             bad = int(np.flatnonzero(~np.isfinite(row_lse))[0])
             raise ValueError(f"ref_logprobs: row {bad} has no response in the support (all entries are -inf)")
         worst = int(np.argmax(np.abs(row_lse)))
-        if abs(row_lse[worst]) > _ROW_SUM_TOL:
+        if abs(row_lse[worst]) > ROW_SUM_TOL:
             raise ValueError(
                 f"ref_logprobs: row {worst} sums to {np.exp(row_lse[worst]):.9g} in probability, not 1; "
                 "normalise each row, e.g. ref_logprobs - scipy.special.logsumexp(ref_logprobs, axis=1, keepdims=True)"
@@ -174,8 +174,8 @@ class ConstrainedProblem:
         """``(m, X, Y)`` h_i(x, y) = g_i(x, y) - E_{pi_ref(.|x)} g_i - b_i (a fresh array; spec §1.1)."""
         return self.utilities - self.ref_utility_means[:, :, None] - self.thresholds[:, None, None]
 
-    def _support_extreme(self, values: np.ndarray, reduce: str) -> np.ndarray:
-        """Max or min over the reference support of each row of ``values`` (..., X, Y)."""
+    def support_extreme(self, values: np.ndarray, reduce: str) -> np.ndarray:
+        """``(..., X)`` max (``reduce="max"``) or min over the reference support of each row of ``values``."""
         fill = -np.inf if reduce == "max" else np.inf
         masked = values if self.support is None else np.where(self.support, values, fill)
         return masked.max(axis=-1) if reduce == "max" else masked.min(axis=-1)
@@ -186,18 +186,38 @@ class ConstrainedProblem:
 
         Constraint i alone is strictly feasible iff ``thresholds[i] < max_improvements[i]``.
         """
-        best = self._support_extreme(self.utilities, "max")  # (m, X)
+        best = self.support_extreme(self.utilities, "max")  # (m, X)
         return _frozen((best - self.ref_utility_means) @ self.prompt_weights)
 
     @cached_property
     def bound_M(self) -> float:
         """M = max over i, x, y in the support of max(|h_i(x, y)|, |r(x, y)|) (spec §4)."""
         h = self.constraint_functions()
-        h_abs = self._support_extreme(np.abs(h), "max").max()
-        r_abs = self._support_extreme(np.abs(self.reward), "max").max()
+        h_abs = self.support_extreme(np.abs(h), "max").max()
+        r_abs = self.support_extreme(np.abs(self.reward), "max").max()
         return float(max(h_abs, r_abs))
 
     # ----------------------------------------------------------------------------------------------
+
+    def check_multipliers(
+        self, lam: np.ndarray | float, *, nonnegative: bool = False, field: str = "lam"
+    ) -> np.ndarray:
+        """``lam`` as an ``(m,)`` float array; raise ``ValueError`` naming ``field`` if it is malformed.
+
+        Args:
+            lam: One multiplier per constraint (a scalar when m = 1).
+            nonnegative: Also require lambda >= 0 (the dual domain, where D(lambda) bounds P*).
+            field: The argument name used in error messages.
+        """
+        out = np.atleast_1d(_as_float_array(lam, field))
+        if out.shape != (self.n_constraints,):
+            raise ValueError(
+                f"{field}: expected shape ({self.n_constraints},), one multiplier per constraint, got {out.shape}"
+            )
+        if not np.all(np.isfinite(out)) or (nonnegative and np.any(out < 0)):
+            kind = "finite and non-negative" if nonnegative else "finite"
+            raise ValueError(f"{field}: multipliers must be {kind}, got {out.tolist()}")
+        return out
 
     def check_feasible(self) -> None:
         """Raise :class:`InfeasibleProblemError` if some constraint alone cannot be strictly satisfied.
