@@ -1,0 +1,195 @@
+"""Practical CAID (MoCAID): DPO on Bernoulli pseudo-labels and stochastic on-policy dual steps.
+
+The Lagrangian maximiser of exact CAID is replaced by DPO (spec §3.2, eq. (13)) on response pairs drawn
+from pi_ref and relabelled at every iteration: ``y_1`` is preferred with probability
+``sigma(r_lambda(x, y_1) - r_lambda(x, y_0))``, ``r_lambda = r + lambda^T g``. The DPO reference is pi_ref
+and its temperature is the problem's beta, so the population DPO optimum is pi*(lambda). The dual step
+uses a sample mean of h over fresh (x, y) drawn from the current policy (eq. (27)).
+
+Everything the practical theory needs (spec §3.5) is measured exactly on the enumerable world:
+``eps_app = D_p(lambda) - L(pi_dpo, lambda)`` (eq. (28); D_p by exact maximisation warm-started at the
+DPO policy) and ``E|u_dagger|^2 = |E h|^2 + (E|h|^2 - |E h|^2) / n`` for n i.i.d. samples.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from analysis.exact_caid import lbfgs_minimize, maximize_lagrangian
+from analysis.policy_classes import SequencePolicy, to_tensor
+from theory.lagrangian import lagrangian
+from theory.problem import ConstrainedProblem
+
+__all__ = [
+    "PracticalTrajectory",
+    "dpo_loss",
+    "fit_dpo",
+    "practical_caid",
+    "pseudo_labels",
+    "reference_pairs",
+    "subgradient_second_moment",
+]
+
+
+def _sample_responses(rng: np.random.Generator, probs: np.ndarray, prompts: np.ndarray) -> np.ndarray:
+    """One response per prompt index, from the rows of ``probs`` (inverse-CDF sampling)."""
+    cdf = np.cumsum(probs[prompts], axis=1)
+    u = rng.random(len(prompts)) * cdf[:, -1]
+    return np.minimum((cdf < u[:, None]).sum(axis=1), probs.shape[1] - 1)
+
+
+def _sample_prompts(rng: np.random.Generator, prob: ConstrainedProblem, n: int) -> np.ndarray:
+    return rng.choice(len(prob.prompt_weights), size=n, p=prob.prompt_weights)
+
+
+def reference_pairs(prob: ConstrainedProblem, n_pairs: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_pairs, 3)`` rows ``(x, y_0, y_1)``: prompts from the prompt distribution, two pi_ref responses each."""
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs: must be >= 1, got {n_pairs}")
+    ref = np.exp(prob.ref_logprobs)
+    x = _sample_prompts(rng, prob, n_pairs)
+    return np.stack([x, _sample_responses(rng, ref, x), _sample_responses(rng, ref, x)], axis=1)
+
+
+def pseudo_labels(
+    prob: ConstrainedProblem, lam: np.ndarray, pairs: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Relabel pairs by ``Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0)))`` (spec §3.2, step 3).
+
+    Returns:
+        ``(x, chosen, rejected)`` index arrays.
+    """
+    lam = prob.check_multipliers(lam)
+    composite = prob.reward + np.tensordot(lam, prob.utilities, axes=1)
+    x, y0, y1 = pairs.T
+    margin = composite[x, y1] - composite[x, y0]
+    prefer_y1 = rng.random(len(x)) < 1.0 / (1.0 + np.exp(-margin))
+    return x, np.where(prefer_y1, y1, y0), np.where(prefer_y1, y0, y1)
+
+
+def dpo_loss(
+    logp: torch.Tensor, ref: torch.Tensor, beta: float, x: np.ndarray, chosen: np.ndarray, rejected: np.ndarray
+) -> torch.Tensor:
+    """``-mean log sigma(beta log(pi/pi_ref)(y+) - beta log(pi/pi_ref)(y-))`` (eq. (13)) from ``(X, Y)`` tables."""
+    ratio = logp - ref
+    margin = beta * (ratio[x, chosen] - ratio[x, rejected])
+    return -torch.nn.functional.logsigmoid(margin).mean()
+
+
+def fit_dpo(
+    policy: SequencePolicy,
+    prob: ConstrainedProblem,
+    x: np.ndarray,
+    chosen: np.ndarray,
+    rejected: np.ndarray,
+    max_iter: int = 100,
+) -> float:
+    """Minimise the DPO loss over the given pairs (full batch, L-BFGS) in place; return the final loss."""
+    ref = to_tensor(prob.ref_logprobs)
+    idx = [torch.as_tensor(a) for a in (x, chosen, rejected)]
+
+    def loss() -> torch.Tensor:
+        return dpo_loss(policy.log_probs(), ref, prob.beta, *idx)
+
+    lbfgs_minimize([p for p in policy.parameters() if p.requires_grad], loss, max_iter)
+    with torch.no_grad():
+        return float(loss())
+
+
+def subgradient_second_moment(prob: ConstrainedProblem, policy: np.ndarray, n_samples: int) -> float:
+    """Exact ``E|u_dagger|^2`` for the mean of h over ``n_samples`` i.i.d. (x, y) ~ prompt weights x policy."""
+    h = prob.constraint_functions()  # (m, X, Y)
+    joint = prob.prompt_weights[:, None] * policy
+    mean = np.einsum("xy,ixy->i", joint, h)
+    second = float(np.einsum("xy,ixy->", joint, h**2))
+    return float(mean @ mean + (second - mean @ mean) / n_samples)
+
+
+@dataclasses.dataclass(frozen=True)
+class PracticalTrajectory:
+    """The iterates of practical CAID; entry t belongs to the DPO policy trained at lambda(t).
+
+    Attributes:
+        lam: ``(T+1, m)`` lambda(t).
+        sampled_slacks: ``(T+1, m)`` the stochastic subgradient u_dagger that produced lambda(t) (row 0: NaN).
+        second_moments: ``(T+1,)`` exact E|u_dagger|^2 of that step (row 0: NaN).
+        dual_values: ``(T+1,)`` D_p(lambda(t)), by exact maximisation.
+        dpo_lagrangian: ``(T+1,)`` L(pi_dpo(t), lambda(t)).
+        eps_app: ``(T+1,)`` D_p(lambda(t)) - L(pi_dpo(t), lambda(t)) >= 0.
+        maximizers: ``(T+1, X, Y)`` the exact in-class Lagrangian maximisers pi*_p(lambda(t)).
+    """
+
+    lam: np.ndarray
+    sampled_slacks: np.ndarray
+    second_moments: np.ndarray
+    dual_values: np.ndarray
+    dpo_lagrangian: np.ndarray
+    eps_app: np.ndarray
+    maximizers: np.ndarray
+
+    @property
+    def best(self) -> int:
+        """t_best = argmin_t D_p(lambda(t)) (Lemma 8)."""
+        return int(np.argmin(self.dual_values))
+
+
+def practical_caid(
+    policy: SequencePolicy,
+    prob: ConstrainedProblem,
+    lam0: np.ndarray,
+    step_size: float,
+    steps: int,
+    n_dual_samples: int,
+    n_pairs: int,
+    rng: np.random.Generator,
+    max_iter: int = 100,
+    on_step: Callable[[], None] | None = None,
+) -> PracticalTrajectory:
+    """Run MoCAID for ``steps`` dual steps; the policy is trained in place (warm-started, DPO reference pi_ref).
+
+    Args:
+        policy: The parametrized policy (starts at pi_ref).
+        prob: The distribution-space problem.
+        lam0: lambda(0) (e.g. the one-shot solution).
+        step_size: eta.
+        steps: T, the number of stochastic dual steps.
+        n_dual_samples: i.i.d. (x, y) samples from the current policy per dual step.
+        n_pairs: Reference pairs, drawn once and relabelled at every iteration.
+        rng: Source of every sample and label.
+        max_iter: L-BFGS iterations of each DPO fit and each exact maximisation.
+        on_step: Called after each iteration.
+    """
+    if n_dual_samples < 1:
+        raise ValueError(f"n_dual_samples: must be >= 1, got {n_dual_samples}")
+    lam = prob.check_multipliers(lam0)
+    pairs = reference_pairs(prob, n_pairs, rng)
+    h = prob.constraint_functions()
+    nan = np.full_like(lam, np.nan)
+    rows: dict[str, list] = {k: [] for k in ("lam", "u", "s2", "dual", "dpo", "maximizer")}
+    u, s2 = nan, np.nan
+    for t in range(steps + 1):
+        if t > 0:
+            current = policy.policy()
+            x = _sample_prompts(rng, prob, n_dual_samples)
+            y = _sample_responses(rng, current, x)
+            u = h[:, x, y].mean(axis=1)
+            s2 = subgradient_second_moment(prob, current, n_dual_samples)
+            lam = np.maximum(lam - step_size * u, 0.0)
+        fit_dpo(policy, prob, *pseudo_labels(prob, lam, pairs, rng), max_iter=max_iter)
+        dpo_value = lagrangian(prob, policy.policy(), lam)
+        exact = copy.deepcopy(policy)
+        exact_value = maximize_lagrangian(exact, prob, lam, max_iter)
+        # A local maximisation can end below its own start; the DPO policy is then the best known member.
+        best = exact if exact_value >= dpo_value else policy
+        dual_value = max(exact_value, dpo_value)
+        for key, value in zip(rows, (lam, u, s2, dual_value, dpo_value, best.policy()), strict=True):
+            rows[key].append(value)
+        if on_step is not None:
+            on_step()
+    lams, us, s2s, dual, dpo, maximizers = (np.array(v) for v in rows.values())
+    return PracticalTrajectory(lams, us, s2s, dual, dpo, dual - dpo, maximizers)
