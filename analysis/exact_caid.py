@@ -109,6 +109,7 @@ def dual_descent(
     step_size: float | np.ndarray,
     max_iter: int = 200,
     on_step: Callable[[], None] | None = None,
+    first_iter: int | None = None,
 ) -> DualDescentTrajectory:
     """Exact CAID (Algorithm 1): alternate Lagrangian maximisation and ``lambda <- [lambda - eta eps*_p]_+``.
 
@@ -121,12 +122,15 @@ def dual_descent(
             ``lambda - eta @ eps*_p``).
         max_iter: L-BFGS iterations per Lagrangian maximisation.
         on_step: Called after each maximisation (e.g. to advance a progress bar).
+        first_iter: L-BFGS iterations of the first maximisation (default ``max_iter``); more when the
+            policy starts far from the maximiser, e.g. at pi_ref.
     """
     lam = prob.check_multipliers(lam0)
     eta = np.asarray(step_size, dtype=np.float64)
     lams, values, slacks, policies = [], [], [], []
     for t in range(steps + 1):
-        values.append(maximize_lagrangian(policy, prob, lam, max_iter))
+        iters = first_iter if t == 0 and first_iter is not None else max_iter
+        values.append(maximize_lagrangian(policy, prob, lam, iters))
         pi = policy.policy()
         lams.append(lam)
         slacks.append(constraint_slacks(prob, pi))

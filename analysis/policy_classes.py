@@ -206,4 +206,3 @@ class TransformerPolicy(SequencePolicy):
 
     def log_probs(self) -> torch.Tensor:  # noqa: D102
         return sequence_log_probs(self.token_logprobs(), self.inputs, self.n_prompts)
-

@@ -7,8 +7,8 @@ and its temperature is the problem's beta, so the population DPO optimum is pi*(
 uses a sample mean of h over fresh (x, y) drawn from the current policy (eq. (27)).
 
 Everything the practical theory needs (spec §3.5) is measured exactly on the enumerable world:
-``eps_app = D_p(lambda) - L(pi_dpo, lambda)`` (eq. (28); D_p by exact maximisation warm-started at the
-DPO policy) and ``E|u_dagger|^2 = |E h|^2 + (E|h|^2 - |E h|^2) / n`` for n i.i.d. samples.
+``eps_app = D_p(lambda) - L(pi_dpo, lambda)`` (eq. (28); D_p by exact maximisation in a second member
+of the class that follows lambda(t)) and ``E|u_dagger|^2 = |E h|^2 + (E|h|^2 - |E h|^2) / n`` for n i.i.d. samples.
 """
 
 from __future__ import annotations
@@ -149,6 +149,8 @@ def practical_caid(
     rng: np.random.Generator,
     max_iter: int = 100,
     on_step: Callable[[], None] | None = None,
+    first_iter: int | None = None,
+    dpo_iter: int | None = None,
 ) -> PracticalTrajectory:
     """Run MoCAID for ``steps`` dual steps; the policy is trained in place (warm-started, DPO reference pi_ref).
 
@@ -161,17 +163,23 @@ def practical_caid(
         n_dual_samples: i.i.d. (x, y) samples from the current policy per dual step.
         n_pairs: Reference pairs, drawn once and relabelled at every iteration.
         rng: Source of every sample and label.
-        max_iter: L-BFGS iterations of each DPO fit and each exact maximisation.
+        max_iter: L-BFGS iterations of each warm-started exact maximisation.
         on_step: Called after each iteration.
+        first_iter: L-BFGS iterations of the first exact maximisation, from pi_ref (default ``max_iter``).
+        dpo_iter: L-BFGS iterations of each DPO fit (default ``max_iter``).
     """
+    first_iter = max_iter if first_iter is None else first_iter
+    dpo_iter = max_iter if dpo_iter is None else dpo_iter
     if n_dual_samples < 1:
         raise ValueError(f"n_dual_samples: must be >= 1, got {n_dual_samples}")
     lam = prob.check_multipliers(lam0)
     pairs = reference_pairs(prob, n_pairs, rng)
     h = prob.constraint_functions()
-    nan = np.full_like(lam, np.nan)
+    # D_p(lambda(t)) is tracked by a second member of the class, warm-started from its own last maximiser
+    # (a DPO fit on few pairs can end far from the maximiser and be a poor starting point).
+    exact = copy.deepcopy(policy)
     rows: dict[str, list] = {k: [] for k in ("lam", "u", "s2", "dual", "dpo", "maximizer")}
-    u, s2 = nan, np.nan
+    u, s2 = np.full_like(lam, np.nan), np.nan
     for t in range(steps + 1):
         if t > 0:
             current = policy.policy()
@@ -180,11 +188,10 @@ def practical_caid(
             u = h[:, x, y].mean(axis=1)
             s2 = subgradient_second_moment(prob, current, n_dual_samples)
             lam = np.maximum(lam - step_size * u, 0.0)
-        fit_dpo(policy, prob, *pseudo_labels(prob, lam, pairs, rng), max_iter=max_iter)
+        fit_dpo(policy, prob, *pseudo_labels(prob, lam, pairs, rng), max_iter=dpo_iter)
         dpo_value = lagrangian(prob, policy.policy(), lam)
-        exact = copy.deepcopy(policy)
-        exact_value = maximize_lagrangian(exact, prob, lam, max_iter)
-        # A local maximisation can end below its own start; the DPO policy is then the best known member.
+        exact_value = maximize_lagrangian(exact, prob, lam, first_iter if t == 0 else max_iter)
+        # A local maximisation can end below the DPO policy; that is then the best known member.
         best = exact if exact_value >= dpo_value else policy
         dual_value = max(exact_value, dpo_value)
         for key, value in zip(rows, (lam, u, s2, dual_value, dpo_value, best.policy()), strict=True):

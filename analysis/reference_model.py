@@ -58,7 +58,11 @@ class ReferenceModel:
 
 
 def train_reference(
-    world: SequenceWorld, size: TransformerSize, seed: int, max_iter: int = 300
+    world: SequenceWorld,
+    size: TransformerSize,
+    seed: int,
+    max_iter: int = 300,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> ReferenceModel:
     """Pretrain a transformer of ``size`` on :func:`markov_language` by exact cross-entropy (L-BFGS).
 
@@ -67,6 +71,8 @@ def train_reference(
         size: The reference transformer's width and depth.
         seed: Seed of the language and of the initialisation.
         max_iter: L-BFGS iterations.
+        state_dict: Weights of an earlier run's reference (``policy.state_dict()``): load them instead
+            of training.
     """
     target = to_tensor(np.exp(markov_language(world, seed)))
     policy = TransformerPolicy(world, size, seed, zero_head=False)
@@ -74,7 +80,10 @@ def train_reference(
     def loss() -> torch.Tensor:
         return -(target * policy.log_probs()).sum(dim=1).mean()
 
-    lbfgs_minimize(list(policy.parameters()), loss, max_iter)
+    if state_dict is None:
+        lbfgs_minimize(list(policy.parameters()), loss, max_iter)
+    else:
+        policy.load_state_dict(state_dict)
     policy.requires_grad_(False)
     with torch.no_grad():
         token_logprobs = policy.token_logprobs()

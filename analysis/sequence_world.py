@@ -126,9 +126,7 @@ def make_sequence_world(
     return SequenceWorld(vocab_size, prompts, responses, reward, utilities.copy(), names)
 
 
-def active_thresholds(
-    world: SequenceWorld, ref_logprobs: np.ndarray, beta: float, fraction: float = 0.3
-) -> np.ndarray:
+def active_thresholds(world: SequenceWorld, ref_logprobs: np.ndarray, beta: float, fraction: float = 0.3) -> np.ndarray:
     """Thresholds that make every constraint active at the optimum.
 
     ``b_i = s_i + fraction * (max_i - s_i)``, where ``s_i >= 0`` is the improvement of g_i under the

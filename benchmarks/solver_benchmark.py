@@ -58,12 +58,9 @@ import dataclasses
 import gc
 import hashlib
 import io
-import os
-import platform
 import sys
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +70,7 @@ from scipy.special import log_softmax, logsumexp
 from tqdm import tqdm
 
 import theory
+from analysis.run_files import machine_description, write_atomic
 
 T = TypeVar("T")
 
@@ -198,14 +196,6 @@ def _error(err: BaseException) -> str:
 
 def _lam_str(lam: np.ndarray) -> str:
     return " ".join(f"{v:.12g}" for v in lam)
-
-
-def machine_description() -> str:
-    """OS, architecture, CPU count, Python and numpy versions of this machine."""
-    return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, numpy {np.__version__}"
-    )
 
 
 def theory_fingerprint() -> str:
@@ -409,20 +399,6 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         writer.writerow({k: r.get(k, "") for k in COLUMNS})
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its 0600 mode would survive the rename; "x" honours the umask.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

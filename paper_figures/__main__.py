@@ -1,8 +1,9 @@
 """Draw the paper figures: ``python -m paper_figures {all,<figure>} --results DIR --figures DIR``.
 
 Before drawing a figure, its results are produced if they are missing (for the solver benchmark:
-``python -m benchmarks.solver_benchmark --out RESULTS/benchmarks``, with ``--quick`` at
-``--scale quick``); existing results are reused as they are. The written figure paths go to stdout,
+``python -m benchmarks.solver_benchmark --out RESULTS/benchmarks``; for the parametrization-gap
+laboratory: ``python -m analysis.parametrization_gap --out RESULTS/parametrization_gap``; each with
+``--quick`` at ``--scale quick``); existing results are reused as they are. The written figure paths go to stdout,
 everything else (progress, the benchmark's report) to stderr.
 """
 
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from paper_figures import theory_solver_benchmark
+from paper_figures import parametrization_gap, theory_solver_benchmark
 from paper_figures.cli import add_results_argument
 
 FigureFn = Callable[[Path, Path], list[Path]]
@@ -37,13 +38,19 @@ class Producer:
 
 def figure_registry() -> dict[str, FigureFn]:
     """Figure name -> ``make_figure(results_dir, out_dir)``, in drawing order."""
-    return {theory_solver_benchmark.NAME: theory_solver_benchmark.make_figure}
+    return {
+        theory_solver_benchmark.NAME: theory_solver_benchmark.make_figure,
+        parametrization_gap.NAME: parametrization_gap.make_figure,
+    }
 
 
 def producer_registry() -> dict[str, Producer]:
     """Figure name -> the step that writes its results (figures without an entry need none)."""
-    tsb = theory_solver_benchmark
-    return {tsb.NAME: Producer(tsb.RESULTS_FILE, tsb.producer_args)}
+    tsb, gap = theory_solver_benchmark, parametrization_gap
+    return {
+        tsb.NAME: Producer(tsb.RESULTS_FILE, tsb.producer_args),
+        gap.NAME: Producer(gap.RESULTS_FILE, gap.producer_args),
+    }
 
 
 def ensure_results(producer: Producer, results_dir: Path, scale: str) -> bool:
@@ -99,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--scale", choices=("quick", "full"), default="quick",
-        help="size of the runs that produce missing results: quick (about a minute) or full "
-        "(a few minutes; solver benchmark up to N = 1e7) (default: quick)",
+        help="size of the runs that produce missing results: quick (about 5 minutes) or full "
+        "(under an hour: solver benchmark up to N = 1e7, larger gap laboratory) (default: quick)",
     )  # fmt: skip
     args = parser.parse_args(argv)
 

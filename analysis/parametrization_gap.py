@@ -1,0 +1,253 @@
+"""The exact parametrization-gap laboratory: ``python -m analysis.parametrization_gap [--quick] --out DIR``.
+
+Builds an enumerable sequence world (:mod:`analysis.sequence_world`), pretrains a reference transformer on
+it (:mod:`analysis.reference_model`), solves the distribution-space problem exactly (:mod:`theory`), and
+measures every policy class (tabular, low-rank, transformer adapters of several sizes) against it and
+against the paper's bounds (:mod:`analysis.gap_measurements`). Writes into DIR:
+
+* ``instance.npz``: the problem (``ref_logprobs``, ``reward``, ``utilities``, ``thresholds``, ``beta``,
+  ``prompt_weights``, as in :class:`theory.ConstrainedProblem`), plus ``prompts`` and ``responses``;
+* ``summary.csv``: one row per policy class (columns :data:`SUMMARY_COLUMNS` and the per-constraint
+  ``lam_*`` columns);
+* ``trajectories.csv``: lambda(t) and D_p(lambda(t)) of exact and practical CAID per class;
+* ``config.json``: the resolved configuration, package versions and machine;
+* ``reference_model.pt``: the trained reference transformer's weights;
+* ``classes/<label>.json``: each finished class, written atomically; a rerun with the same configuration
+  resumes, skipping finished classes;
+* the figures of :mod:`paper_figures.parametrization_gap` (PNG and PDF) under ``DIR/figures``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from analysis.gap_measurements import DistributionOptimum, MeasurementSettings, measure_policy_class
+from analysis.policy_classes import LowRankPolicy, SequencePolicy, TabularPolicy, TransformerPolicy, TransformerSize
+from analysis.reference_model import ReferenceModel, train_reference
+from analysis.run_files import machine_description, package_versions, write_atomic
+from analysis.sequence_world import SequenceWorld, active_thresholds, make_sequence_world
+from paper_figures.parametrization_gap import draw_run
+
+__all__ = ["SUMMARY_COLUMNS", "GapLabConfig", "PolicyClassSpec", "main", "run"]
+
+SUMMARY_COLUMNS = (
+    "policy_class", "size", "label", "n_params", "nu_1", "nu_kl", "nu", "P_star", "D_star", "P_p_star", "D_p_star",
+)  # fmt: skip
+
+
+def _field(default: Any, help_text: str) -> Any:
+    """A dataclass field with a help string (shown by ``--help`` where a CLI exposes it)."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class GapLabConfig:
+    """Everything that defines a laboratory run (``--quick`` and the full run are two instances)."""
+
+    seed: int = _field(0, "seed of the world, the reference model, every initialisation and every sample")
+    n_prompts: int = _field(8, "X, distinct prompts")
+    vocab_size: int = _field(4, "V, tokens in the vocabulary")
+    prompt_length: int = _field(2, "P, tokens per prompt")
+    response_length: int = _field(4, "L, tokens per response (V**L responses per prompt)")
+    n_constraints: int = _field(2, "m: 1 (safety) or 2 (safety, diversity)")
+    beta: float = _field(1.0, "KL-regularisation strength")
+    threshold_fraction: float = _field(0.3, "b_i = s_i + fraction (max_i - s_i); see active_thresholds")
+    reference_size: TransformerSize = dataclasses.field(
+        default=TransformerSize(32, 2, 4), metadata={"help": "the reference transformer"}
+    )
+    reference_iter: int = _field(300, "L-BFGS iterations of reference pretraining")
+    transformer_sizes: tuple[TransformerSize, ...] = dataclasses.field(
+        default=(TransformerSize(4, 1, 1), TransformerSize(8, 1, 1), TransformerSize(16, 1, 2)),
+        metadata={"help": "widths and depths of the transformer adapter classes"},
+    )
+    lowrank_ranks: tuple[int, ...] = _field((1, 2, 4, 8), "ranks of the low-rank log-linear classes")
+    measurement: MeasurementSettings = dataclasses.field(
+        default=MeasurementSettings(), metadata={"help": "iteration counts and sample sizes"}
+    )
+
+
+QUICK = GapLabConfig()
+FULL = GapLabConfig(
+    n_prompts=16,
+    vocab_size=5,
+    transformer_sizes=(
+        TransformerSize(4, 1, 1), TransformerSize(8, 1, 1), TransformerSize(16, 1, 2), TransformerSize(32, 2, 4),
+    ),
+    lowrank_ranks=(1, 2, 4, 8, 16),
+    measurement=MeasurementSettings(
+        caid_steps=30, refine_steps=10, max_iter=100, cold_iter=500, practical_steps=15,
+        dual_samples=1024, dpo_pairs=20000,
+    ),
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyClassSpec:
+    """One row of the summary: a policy class at one size.
+
+    Attributes:
+        policy_class: ``tabular``, ``lowrank`` or ``transformer``.
+        size: The size label (``all`` for tabular, which contains every policy).
+        make: Returns a fresh member at pi_ref.
+        iter_scale: Multiplies the L-BFGS iteration counts: the tabular and low-rank classes are ~100x
+            cheaper per evaluation than the transformers, and their small-probability logits converge slowly.
+    """
+
+    policy_class: str
+    size: str
+    make: Callable[[], SequencePolicy]
+    iter_scale: int = 1
+
+    @property
+    def label(self) -> str:
+        """``class-size`` (``tabular`` alone), the row's file name under ``classes/``."""
+        return self.policy_class if self.policy_class == "tabular" else f"{self.policy_class}-{self.size}"
+
+
+def policy_classes(config: GapLabConfig, world: SequenceWorld, ref: ReferenceModel) -> list[PolicyClassSpec]:
+    """The classes to measure: tabular, then low-rank by rank, then transformer adapters by size."""
+    specs = [PolicyClassSpec("tabular", "all", lambda: TabularPolicy(ref.ref_logprobs), iter_scale=5)]
+    for rank in config.lowrank_ranks:
+        make = lambda r=rank: LowRankPolicy(ref.ref_logprobs, r, config.seed)  # noqa: E731
+        specs.append(PolicyClassSpec("lowrank", f"r{rank}", make, iter_scale=5))
+    for size in config.transformer_sizes:
+        specs.append(
+            PolicyClassSpec(
+                "transformer",
+                size.name,
+                lambda s=size: TransformerPolicy(world, s, config.seed + 1, ref.token_logprobs),
+            )
+        )
+    return specs
+
+
+def _config_record(config: GapLabConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _prepare(config: GapLabConfig, out: Path) -> tuple[SequenceWorld, ReferenceModel, DistributionOptimum]:
+    """Build the world, pretrain (or reload) the reference, write the instance, solve it exactly."""
+    world = make_sequence_world(
+        config.seed, config.n_prompts, config.vocab_size, config.prompt_length, config.response_length,
+        config.n_constraints,
+    )  # fmt: skip
+    weights_path = out / "reference_model.pt"
+    if weights_path.is_file():
+        state = torch.load(weights_path, weights_only=True)
+        ref = train_reference(world, config.reference_size, config.seed, state_dict=state)
+    else:
+        ref = train_reference(world, config.reference_size, config.seed, config.reference_iter)
+        buffer = io.BytesIO()
+        torch.save(ref.policy.state_dict(), buffer)
+        write_atomic(weights_path, buffer.getvalue())
+    thresholds = active_thresholds(world, ref.ref_logprobs, config.beta, config.threshold_fraction)
+    prob = world.problem(ref.ref_logprobs, thresholds, config.beta)
+    instance = io.BytesIO()
+    np.savez(
+        instance,
+        ref_logprobs=prob.ref_logprobs, reward=prob.reward, utilities=prob.utilities, thresholds=prob.thresholds,
+        beta=prob.beta, prompt_weights=prob.prompt_weights, prompts=world.prompts, responses=world.responses,
+    )  # fmt: skip
+    write_atomic(out / "instance.npz", instance.getvalue())
+    return world, ref, DistributionOptimum.of(prob)
+
+
+def _trajectory_rows(label: str, kind: str, lam: np.ndarray, dual_values: np.ndarray) -> list[dict[str, Any]]:
+    return [
+        {"label": label, "kind": kind, "t": t, **{f"lam_{i + 1}": float(v) for i, v in enumerate(lt)}, "dual_value": d}
+        for t, (lt, d) in enumerate(zip(lam, dual_values, strict=True))
+    ]
+
+
+def _steps_per_class(config: GapLabConfig) -> int:
+    s = config.measurement
+    return 1 + (s.caid_steps + 1) + (s.refine_steps + 1) + (s.practical_steps + 1)
+
+
+def run(config: GapLabConfig, out: Path, progress: bool = True) -> pd.DataFrame:
+    """Run the laboratory into ``out`` (resuming finished classes) and return the summary table.
+
+    Raises:
+        ValueError: If ``out`` holds a run with a different configuration (use a fresh directory).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"config": _config_record(config), "versions": package_versions(), "machine": machine_description()}
+    config_path = out / "config.json"
+    if config_path.is_file():
+        previous = json.loads(config_path.read_text())
+        if previous.get("config") != json.loads(json.dumps(record["config"])):
+            raise ValueError(
+                f"out: {out} holds a run with another configuration ({config_path}); use a fresh directory"
+            )
+    write_atomic(config_path, json.dumps(record, indent=2) + "\n")
+    torch.manual_seed(config.seed)
+
+    world, ref, opt = _prepare(config, out)
+    specs = policy_classes(config, world, ref)
+    rows, trajectories = [], []
+    todo = [spec for spec in specs if not (out / "classes" / f"{spec.label}.json").is_file()]
+    bar = tqdm(total=len(todo) * _steps_per_class(config), desc="gap lab", unit="fit", disable=not progress)
+    for index, spec in enumerate(specs):
+        path = out / "classes" / f"{spec.label}.json"
+        if not path.is_file():
+            bar.set_postfix_str(spec.label)
+            started = time.perf_counter()
+            rng = np.random.default_rng([config.seed, index])
+            m = config.measurement
+            settings = dataclasses.replace(
+                m, max_iter=m.max_iter * spec.iter_scale, cold_iter=m.cold_iter * spec.iter_scale
+            )
+            result = measure_policy_class(spec.make, opt, settings, rng, on_step=lambda: bar.update())
+            row = {"policy_class": spec.policy_class, "size": spec.size, "label": spec.label, **result.row}
+            row["seconds"] = time.perf_counter() - started
+            traj = _trajectory_rows(spec.label, "exact", result.exact.lam, result.exact.dual_values)
+            traj += _trajectory_rows(spec.label, "practical", result.practical.lam, result.practical.dual_values)
+            write_atomic(path, json.dumps({"row": row, "trajectories": traj}, indent=1) + "\n")
+        saved = json.loads(path.read_text())
+        rows.append(saved["row"])
+        trajectories += saved["trajectories"]
+    bar.close()
+    summary = pd.DataFrame(rows)
+    write_atomic(out / "summary.csv", summary.to_csv(index=False))
+    write_atomic(out / "trajectories.csv", pd.DataFrame(trajectories).to_csv(index=False))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.parametrization_gap",
+        description="Measure the LLM parametrization gap exactly on an enumerable sequence world, "
+        "next to the paper's bounds; writes instance.npz, summary.csv, trajectories.csv and figures.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run directory (created; reruns resume)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the small run (under 5 minutes on 2 CPU cores) instead of the full one"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default: 0)")
+    args = parser.parse_args(argv)
+    config = dataclasses.replace(QUICK if args.quick else FULL, seed=args.seed)
+    summary = run(config, args.out)
+    paths = draw_run(args.out, args.out / "figures")
+    columns = ["label", "n_params", "nu", "duality_gap_measured", "duality_gap_bound", "dual_distance_measured"]
+    print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=sys.stderr)
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
