@@ -95,11 +95,6 @@ class DualDescentTrajectory:
     slacks: np.ndarray
     policies: np.ndarray
 
-    @property
-    def best(self) -> int:
-        """The index of the smallest D_p(lambda(t)), the best iterate."""
-        return int(np.argmin(self.dual_values))
-
 
 def dual_descent(
     policy: SequencePolicy,

@@ -10,6 +10,8 @@ against the paper's bounds (:mod:`analysis.gap_measurements`). Writes into DIR:
 * ``summary.csv``: one row per policy class (columns :data:`SUMMARY_COLUMNS` and the per-constraint
   ``lam_*`` columns);
 * ``trajectories.csv``: lambda(t) and D_p(lambda(t)) of exact and practical CAID per class;
+* ``scaling.csv``: per measured quantity, its log-log slope against nu, the median bound / measured
+  ratio and the number of bound violations (:func:`scaling_table`);
 * ``config.json``: the resolved configuration, package versions and machine;
 * ``reference_model.pt``: the trained reference transformer's weights;
 * ``classes/<label>.json``: each finished class, written atomically; a rerun with the same configuration
@@ -41,7 +43,7 @@ from analysis.run_files import machine_description, package_versions, write_atom
 from analysis.sequence_world import SequenceWorld, active_thresholds, make_sequence_world
 from paper_figures.parametrization_gap import draw_run
 
-__all__ = ["SUMMARY_COLUMNS", "GapLabConfig", "PolicyClassSpec", "main", "run"]
+__all__ = ["SUMMARY_COLUMNS", "GapLabConfig", "PolicyClassSpec", "main", "run", "scaling_table"]
 
 SUMMARY_COLUMNS = (
     "policy_class", "size", "label", "n_params", "nu_1", "nu_kl", "nu", "P_star", "D_star", "P_p_star", "D_p_star",
@@ -88,7 +90,7 @@ FULL = GapLabConfig(
     ),
     lowrank_ranks=(1, 2, 4, 8, 16),
     measurement=MeasurementSettings(
-        caid_steps=30, refine_steps=10, max_iter=100, cold_iter=500, practical_steps=15,
+        caid_steps=25, refine_steps=8, max_iter=80, cold_iter=500, practical_steps=12,
         dual_samples=1024, dpo_pairs=20000,
     ),
 )  # fmt: skip
@@ -223,7 +225,54 @@ def run(config: GapLabConfig, out: Path, progress: bool = True) -> pd.DataFrame:
     summary = pd.DataFrame(rows)
     write_atomic(out / "summary.csv", summary.to_csv(index=False))
     write_atomic(out / "trajectories.csv", pd.DataFrame(trajectories).to_csv(index=False))
+    write_atomic(out / "scaling.csv", scaling_table(summary).to_csv(index=False))
     return summary
+
+
+def _loglog_slope(x: pd.Series, y: pd.Series) -> float:
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0]) if len(x) >= 3 else float("nan")
+
+
+def scaling_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """How each measured gap scales with nu and how it compares with its bound, one row per quantity.
+
+    Columns: ``quantity``; ``slope``, the least-squares slope of log(measured) on log(nu) over the rows with
+    a positive measurement (1 means ~nu, 0.5 means ~sqrt(nu); NaN with fewer than 3 such rows);
+    ``slope_parametrized``, the same without the tabular row (whose nu is optimisation error only);
+    ``n_points``; ``median_looseness``, the median of bound / |measured| where both are finite and
+    positive (for a two-sided result and a negative measurement, the lower side's magnitude);
+    ``violations``, the rows outside a finite bound (each a finding).
+    """
+    records = []
+    for column in summary.columns:
+        if not column.endswith("_measured"):
+            continue
+        stem = column[: -len("_measured")]
+        signed = summary[column].astype(float)
+        measured = signed.abs()
+        nan = pd.Series(np.nan, index=summary.index)
+        upper = summary.get(f"{stem}_bound", nan).astype(float)
+        lower = summary.get(f"{stem}_bound_lower", nan).astype(float)
+        # Two-sided results (Theorems 2 and 5) bound a negative measurement by their lower side.
+        bound = upper.where(~(signed < 0) | lower.isna(), -lower)
+        violated = (upper.notna() & (signed > upper)) | (lower.notna() & (signed < lower))
+        if lower.isna().all():
+            violated = upper.notna() & (measured > upper)
+        nu = summary["nu"].astype(float)
+        fit = (measured > 0) & (nu > 0)
+        parametrized = fit & (summary["policy_class"] != "tabular")
+        both = np.isfinite(bound) & (bound > 0) & (measured > 0)
+        records.append(
+            {
+                "quantity": stem,
+                "slope": _loglog_slope(nu[fit], measured[fit]),
+                "slope_parametrized": _loglog_slope(nu[parametrized], measured[parametrized]),
+                "n_points": int(fit.sum()),
+                "median_looseness": float(np.median(bound[both] / measured[both])) if both.any() else np.nan,
+                "violations": int(violated.sum()),
+            }
+        )
+    return pd.DataFrame(records)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = draw_run(args.out, args.out / "figures")
     columns = ["label", "n_params", "nu", "duality_gap_measured", "duality_gap_bound", "dual_distance_measured"]
     print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=sys.stderr)
+    print(scaling_table(summary).to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=sys.stderr)
     for path in paths:
         print(path)
     return 0

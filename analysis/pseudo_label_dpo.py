@@ -132,11 +132,6 @@ class PracticalTrajectory:
     eps_app: np.ndarray
     maximizers: np.ndarray
 
-    @property
-    def best(self) -> int:
-        """t_best = argmin_t D_p(lambda(t)) (Lemma 8)."""
-        return int(np.argmin(self.dual_values))
-
 
 def practical_caid(
     policy: SequencePolicy,
