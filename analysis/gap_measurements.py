@@ -5,12 +5,13 @@ involved (a local L-BFGS maximum from a warm start):
 
 * the one-shot policy pi*_p(lambda*) (Lagrangian maximiser at the distribution-space dual, trained from
   pi_ref) and the multi-shot policy pi*_p(lambda*_p) (exact CAID, :func:`~analysis.exact_caid.dual_descent`);
-* lambda*_p: the best iterate of dual descent on D_p: plain CAID steps ``eta = 1 / L_loc`` (``L_loc`` the
-  largest eigenvalue of hess D(lambda*)), then steps preconditioned by ``hess D(lambda*)^-1``. Each
-  iterate's D_p is estimated by the best Lagrangian of every in-class policy found (a valid lower bound,
-  ``D_p(lambda) >= objective(pi) + lambda^T slacks(pi)``), which removes the downward bias of taking the
-  minimum of local maxima; D*_p is that estimate at lambda*_p after a final polish there, and the
-  multi-shot policy pi*_p(lambda*_p) is the policy attaining it;
+* lambda*_p: where dual descent on D_p settles, its last iterate after plain CAID steps ``eta = 1 / L_loc``
+  (``L_loc`` the largest eigenvalue of hess D(lambda*)) and steps preconditioned by ``hess D(lambda*)^-1``;
+  ``dual_residual = |lambda*_p - [lambda*_p - eps*_p(lambda*_p)]_+|`` says how stationary it is. (Not the
+  iterate with the smallest D_p estimate: with warm starts the early maximisations are the least converged,
+  so their D_p values are the most underestimated.) D*_p is the best Lagrangian at lambda*_p of every
+  in-class policy found (a valid lower bound, ``D_p(lambda) >= objective(pi) + lambda^T slacks(pi)``) after
+  a final polish there, and the multi-shot policy pi*_p(lambda*_p) is the policy attaining it;
 * P*_p: the best objective of a feasible in-class policy found (every Lagrangian maximiser visited, plus
   a restoration sweep that raises the multipliers of violated constraints from lambda*_p);
 * nu_1, nu_KL (Assumption 3): a documented proxy. The assumption quantifies over all of Pi; we take the
@@ -20,7 +21,7 @@ involved (a local L-BFGS maximum from a warm start):
   in-class reverse-KL projection (the Lagrangian maximiser): ``nu_1 = max max_x |pi_theta - pi|_1`` and
   ``nu_KL = max max_x |KL(pi|pi_ref) - KL(pi_theta|pi_ref)|``;
 * the practical variant (:func:`~analysis.pseudo_label_dpo.practical_caid`) with its measured eps_app, S^2, eta;
-  lambda_best minimises the same pool estimate of D_p over its iterates.
+  lambda_best minimises the pool estimate of D_p over its iterates (Lemma 8), with the same caveat.
 
 Each measured gap is paired with its bound from :mod:`theory.bounds` in ``*_measured`` / ``*_bound`` columns.
 A bound that needs lambda*_nu is NaN when the M nu-tightened problem is infeasible (Assumption 4 fails).
@@ -252,14 +253,16 @@ def measure_policy_class(
     )
     exact = _concat(plain, refined)
 
-    # Every in-class policy found bounds D_p from below: D_p(lambda) >= objective + lambda^T slacks. Taking
-    # the best of them at each iterate removes the downward bias of picking argmin_t of local maxima.
+    # lambda*_p is where dual descent settles (its last iterate). Every in-class policy found bounds D_p from
+    # below, D_p(lambda) >= objective + lambda^T slacks, so D*_p is the best of them after a polish there.
+    lam_p = exact.lam[-1]
     pool = _PolicyPool(prob, [*exact.policies, one_shot])
-    lam_p = exact.lam[int(np.argmin([pool.dual_value(lam) for lam in exact.lam]))]
     pool.add(*_restoration_candidates(policy, prob, lam_p.copy(), settings))
-    maximize_lagrangian(policy, prob, lam_p, settings.cold_iter)  # polish at lambda*_p
+    maximize_lagrangian(policy, prob, lam_p, settings.cold_iter)
     pool.add(policy.policy())
     D_p_star, multi_shot = pool.dual_value(lam_p), pool.maximizer(lam_p)
+    slack_p = constraint_slacks(prob, multi_shot)
+    dual_residual = float(np.linalg.norm(lam_p - np.maximum(lam_p - slack_p, 0.0)))
     P_p_star = pool.best_feasible_objective()
 
     # nu over the tilted policies the proofs approximate (module docstring).
@@ -330,7 +333,7 @@ def measure_policy_class(
         "dual_distance_measured": float(np.linalg.norm(lam_p - sol.lam)),
         "dual_distance_bound": bounds.lemma4_dual_distance(M, beta, nu, lam_p, opt.mu_D),
         "multi_constraint_gap_measured": float(
-            np.linalg.norm(constraint_slacks(prob, multi_shot) - dual_gradient(prob, lam_p))
+            np.linalg.norm(slack_p - dual_gradient(prob, lam_p))
         ),
         "multi_constraint_gap_bound": bounds.lemma5_constraint_gap_multi_shot(M, beta, nu, lam_p, opt.L_D),
         "one_constraint_gap_measured": float(np.linalg.norm(constraint_slacks(prob, one_shot) - sol.slacks)),
@@ -343,7 +346,8 @@ def measure_policy_class(
         "one_u_opt_bound": one_u_bound,
         "one_r_opt_measured": one_r,
         "one_r_opt_bound": one_r_bound,
-        "multi_min_slack": float(constraint_slacks(prob, multi_shot).min()),
+        "multi_min_slack": float(slack_p.min()),
+        "dual_residual": dual_residual,
         "one_min_slack": float(constraint_slacks(prob, one_shot).min()),
         "practical_eta": eta,
         "practical_S2": S2,

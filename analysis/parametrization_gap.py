@@ -75,7 +75,9 @@ class GapLabConfig:
         default=(TransformerSize(4, 1, 1), TransformerSize(8, 1, 1), TransformerSize(16, 1, 2)),
         metadata={"help": "widths and depths of the transformer adapter classes"},
     )
-    lowrank_ranks: tuple[int, ...] = _field((1, 2, 4, 8), "ranks of the low-rank log-linear classes")
+    lowrank_ranks: tuple[int, ...] = _field(
+        (32, 128, 224), "feature counts k of the log-linear classes (k = V**L would be tabular)"
+    )
     measurement: MeasurementSettings = dataclasses.field(
         default=MeasurementSettings(), metadata={"help": "iteration counts and sample sizes"}
     )
@@ -88,7 +90,7 @@ FULL = GapLabConfig(
     transformer_sizes=(
         TransformerSize(4, 1, 1), TransformerSize(8, 1, 1), TransformerSize(16, 1, 2), TransformerSize(32, 2, 4),
     ),
-    lowrank_ranks=(1, 2, 4, 8, 16),
+    lowrank_ranks=(64, 256, 512),
     measurement=MeasurementSettings(
         caid_steps=25, refine_steps=8, max_iter=80, cold_iter=500, practical_steps=12,
         dual_samples=1024, dpo_pairs=20000,

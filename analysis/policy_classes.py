@@ -7,7 +7,7 @@ pi_ref, as in the paper):
 
 * :class:`TabularPolicy`: ``pi_theta(.|x) = softmax(log pi_ref(.|x) + theta_x)`` contains every policy
   with pi_ref's support (parametrization gap nu = 0: the sanity row);
-* :class:`LowRankPolicy`: ``softmax(log pi_ref + A B^T)`` with rank-k factors;
+* :class:`LowRankPolicy`: ``softmax(log pi_ref + A Phi^T)``, a log-linear tilt on k fixed features;
 * :class:`TransformerPolicy`: a causal transformer from ``transformers`` (GPT-2 architecture); its token
   logits are added to those of a frozen, trained reference transformer, and its output head starts at
   zero. Like a LoRA adapter, the trainable transformer's width and depth set the class's capacity.
@@ -78,21 +78,27 @@ class TabularPolicy(SequencePolicy):
 
 
 class LowRankPolicy(SequencePolicy):
-    """``pi_theta(.|x) = softmax(log pi_ref(.|x) + a_x^T b_y)`` with rank-k factors; A = 0 starts at pi_ref."""
+    """``pi_theta(.|x) = softmax(log pi_ref(.|x) + Phi a_x)``: a log-linear tilt of pi_ref on k fixed features.
+
+    ``Phi`` is a fixed random ``(Y, k)`` matrix with orthonormal columns and ``a_x`` are trainable per-prompt
+    coefficients (A = 0 is pi_ref), so the logit table ``A Phi^T`` has rank at most k and k = Y gives the
+    tabular class. Fixing Phi (rather than training both factors) keeps the class's capacity set by k alone,
+    without the symmetries of a bilinear fit.
+    """
 
     def __init__(self, ref_logprobs: np.ndarray, rank: int, seed: int = 0) -> None:
         super().__init__()
-        if rank < 1:
-            raise ValueError(f"rank: must be >= 1, got {rank}")
         self.register_buffer("ref", to_tensor(ref_logprobs))
         n_prompts, n_responses = self.ref.shape
+        if not 1 <= rank <= n_responses:
+            raise ValueError(f"rank: must be in 1..{n_responses} (the number of responses), got {rank}")
         gen = torch.Generator().manual_seed(seed)
+        features, _ = torch.linalg.qr(torch.randn(n_responses, rank, generator=gen, dtype=DTYPE))
+        self.register_buffer("features", features)
         self.a = torch.nn.Parameter(torch.zeros(n_prompts, rank, dtype=DTYPE))
-        # B must start non-zero, or the gradient in A vanishes at A = 0.
-        self.b = torch.nn.Parameter(torch.randn(n_responses, rank, generator=gen, dtype=DTYPE))
 
     def log_probs(self) -> torch.Tensor:  # noqa: D102
-        return torch.log_softmax(self.ref + self.a @ self.b.T, dim=1)
+        return torch.log_softmax(self.ref + self.a @ self.features.T, dim=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -346,7 +346,7 @@ def test_transformer_gradient_matches_finite_differences(world, reference, prob,
 
 
 def test_low_rank_gradient_matches_finite_differences(reference, prob, solution):
-    policy = LowRankPolicy(reference.ref_logprobs, rank=2, seed=3)
+    policy = LowRankPolicy(reference.ref_logprobs, rank=6, seed=3)
     with torch.no_grad():
         policy.a.normal_(generator=torch.Generator().manual_seed(0))
     _finite_difference_check(policy, prob, solution.lam, n_coords=8, seed=1)
@@ -385,6 +385,20 @@ def test_tabular_lagrangian_maximiser_is_the_tilted_policy(prob, solution):
     value = maximize_lagrangian(policy, prob, lam, max_iter=500)
     assert value == pytest.approx(theory.dual_value(prob, lam), abs=1e-7)
     assert np.abs(policy.policy() - theory.tilted_policy(prob, lam)).sum(axis=1).max() < 1e-4
+
+
+def test_log_linear_class_with_all_features_is_tabular(prob, solution):
+    n_responses = prob.ref_logprobs.shape[1]
+    policy = LowRankPolicy(prob.ref_logprobs, rank=n_responses, seed=4)
+    features = policy.features.numpy()
+    np.testing.assert_allclose(features.T @ features, np.eye(n_responses), atol=1e-12)
+    value = maximize_lagrangian(policy, prob, solution.lam, max_iter=500)
+    assert value == pytest.approx(solution.value, abs=1e-7)
+    # With fewer features the class is strictly smaller: its best Lagrangian stays below D*.
+    small = LowRankPolicy(prob.ref_logprobs, rank=2, seed=4)
+    assert maximize_lagrangian(small, prob, solution.lam, max_iter=500) < solution.value - 1e-4
+    with pytest.raises(ValueError, match="rank"):
+        LowRankPolicy(prob.ref_logprobs, rank=n_responses + 1)
 
 
 def test_tabular_dual_descent_converges_to_lambda_star(prob, solution):
