@@ -290,6 +290,10 @@ def _evaluate(config, policy, reference, tokenizer, test, ref: ReferenceData, sc
     write_atomic(out / "dual_trajectory.csv", buffer.getvalue())
 
     improvements = {name: improvement(scores[r], ref.test_scores[r]) for r, name in enumerate(names)}
+    # How much reward and each utility conflict where the pairs compare them: within a prompt.
+    centred = ref.train_scores - ref.train_scores.mean(axis=2, keepdims=True)
+    flat = centred.reshape(len(names), -1)
+    correlation = np.corrcoef(flat)[0, 1:] if flat.std(axis=1).min() > 0 else np.full(len(names) - 1, np.nan)
     thresholds = config.scorers.thresholds
     return {
         "method": config.method,
@@ -299,6 +303,7 @@ def _evaluate(config, policy, reference, tokenizer, test, ref: ReferenceData, sc
         "improvements": improvements,
         "constraints_satisfied": [improvements[n]["mean"] >= b for n, b in zip(names[1:], thresholds, strict=True)],
         "kl_estimate": kl,
+        "reference_reward_utility_correlation": dict(zip(names[1:], map(float, correlation), strict=True)),
         "n_train_prompts": len(ref.train) // config.generation.samples_per_prompt,
         "n_test_prompts": len(test),
         "reference_key": ref.key,
