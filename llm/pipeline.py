@@ -195,7 +195,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         prefer_1 = pseudo_labels(composite[pairs[:, 0], pairs[:, 1]], composite[pairs[:, 0], pairs[:, 2]], rng)
         chosen = np.where(prefer_1, pairs[:, 2], pairs[:, 1])
         rejected = np.where(prefer_1, pairs[:, 1], pairs[:, 2])
-        stats = _dpo_epoch(config, policy, optimizer, ref, pairs[:, 0], chosen, rejected, rng, pad)
+        stats = _dpo_epoch(config, policy, optimizer, ref, pairs[:, 0], chosen, rejected, rng, pad, progress)
         row.update(
             lam=[float(v) for v in lam],
             plugin_dual_value=float(dual_value(prob, lam)) if config.method in ("caid", "one_shot") else None,
@@ -232,14 +232,17 @@ def _dual_step(config, policy, reference, tokenizer, train, utilities, ref_means
     return dual_step(lam, slack, config.caid.dual_step_size), [float(v) for v in slack], kl
 
 
-def _dpo_epoch(config, policy, optimizer, ref: ReferenceData, x, chosen, rejected, rng, pad) -> list[DPOStats]:
+def _dpo_epoch(
+    config, policy, optimizer, ref: ReferenceData, x, chosen, rejected, rng, pad, progress: bool = True
+) -> list[DPOStats]:
     """One epoch over the relabelled pairs in shuffled batches."""
     k = config.generation.samples_per_prompt
     sample = lambda i, j: ref.train[i * k + j]  # noqa: E731
     order = rng.permutation(len(x))
     stats = []
     policy.train()
-    for start in range(0, len(order), config.training.batch_size):
+    batches = range(0, len(order), config.training.batch_size)
+    for start in tqdm(batches, desc="DPO epoch", unit="step", leave=False, disable=not progress):
         idx = order[start : start + config.training.batch_size]
         wins = [sample(x[i], chosen[i]) for i in idx]
         loses = [sample(x[i], rejected[i]) for i in idx]
