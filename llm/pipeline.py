@@ -11,7 +11,7 @@ Methods (spec §3.2, §3.4, §5.1):
 
 The DPO reference is pi_ref throughout. The run directory holds ``config.json`` (resolved configuration,
 versions), ``metrics.jsonl``, ``dual_trajectory.csv``, ``eval_scores.csv``, ``summary.json`` and
-``checkpoint.safetensors`` with ``state.pt``; every file is written atomically, and ``--resume`` continues
+``checkpoint_<t>.safetensors`` with ``state.pt``; every file is written atomically, and ``--resume`` continues
 after the last finished iteration with the saved optimiser and random states, so a killed run ends as
 the uninterrupted one would.
 """
@@ -105,8 +105,23 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def _append_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _save_checkpoint(out: Path, iteration: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """Write ``checkpoint_<t>.safetensors``, then ``state.pt`` naming it, then drop older checkpoints.
+
+    A kill at any point leaves ``state.pt`` pointing at a complete checkpoint of the same iteration.
+    """
+    name = f"checkpoint_{iteration}.safetensors"
+    tmp = out / f".{name}.tmp"
+    save_file(weights, tmp)
+    tmp.replace(out / name)
+    _atomic_torch_save({**state, "checkpoint": name}, out / "state.pt")
+    for old in out.glob("checkpoint_*.safetensors"):
+        if old.name != name:
+            old.unlink()
 
 
 def _check_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
@@ -172,9 +187,11 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     optimizer = torch.optim.AdamW(params, lr=config.training.learning_rate)
     metrics: list[dict[str, Any]] = []
     start = 1
-    if resume and (out / "state.pt").is_file() and (out / "checkpoint.safetensors").is_file():
+    if resume and (out / "state.pt").is_file():
         state = torch.load(out / "state.pt", weights_only=False)
-        weights = load_file(out / "checkpoint.safetensors")
+        if state["iteration"] == config.caid.iterations and (out / "summary.json").is_file():
+            return json.loads((out / "summary.json").read_text())  # finished: nothing to recompute
+        weights = load_file(out / state["checkpoint"])
         with torch.no_grad():
             for p in params:
                 p.copy_(weights[names[id(p)]])
@@ -203,14 +220,11 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
             dpo_accuracy=float(np.mean([s.accuracy for s in stats])),
         )
         metrics.append(row)
-        save_file({names[id(p)]: p.detach().contiguous() for p in params}, out / "checkpoint.tmp.safetensors")
-        (out / "checkpoint.tmp.safetensors").replace(out / "checkpoint.safetensors")
-        _atomic_torch_save(
-            {"iteration": t, "lam": lam, "metrics": metrics, "optimizer": optimizer.state_dict(),
-             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
-            out / "state.pt",
-        )  # fmt: skip
-        _append_jsonl(out / "metrics.jsonl", metrics)
+        _save_checkpoint(out, t, {names[id(p)]: p.detach().contiguous() for p in params}, {
+            "iteration": t, "lam": lam, "metrics": metrics, "optimizer": optimizer.state_dict(),
+            "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+        })  # fmt: skip
+        _write_jsonl(out / "metrics.jsonl", metrics)
 
     summary = _evaluate(config, policy, reference, tokenizer, test, ref, scorers, out, one_shot, lam, metrics)
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")

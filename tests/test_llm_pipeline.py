@@ -50,7 +50,7 @@ def finished(tmp_path_factory, cache):
 def test_run_writes_every_file(finished):
     out, summary = finished
     for name in ("config.json", "metrics.jsonl", "dual_trajectory.csv", "eval_scores.csv", "summary.json",
-                 "checkpoint.safetensors", "state.pt"):  # fmt: skip
+                 "checkpoint_2.safetensors", "state.pt"):  # fmt: skip
         assert (out / name).is_file(), name
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert set(summary["improvements"]) == {"sentiment", "-toxicity"}
@@ -93,6 +93,12 @@ def test_killed_run_resumes_to_the_same_result(finished, tmp_path, cache, monkey
     assert (killed / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
     assert resumed["lambda_last"] == summary["lambda_last"]
     assert resumed["improvements"] == summary["improvements"]
+
+
+def test_resuming_a_finished_run_recomputes_nothing(finished, cache, monkeypatch):
+    out, summary = finished
+    monkeypatch.setattr(pipeline, "_evaluate", lambda *a, **k: pytest.fail("re-evaluated a finished run"))
+    assert pipeline.run(_config(cache), out, resume=True, progress=False) == json.loads(json.dumps(summary))
 
 
 def test_existing_run_needs_resume(finished, cache):
