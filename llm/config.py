@@ -66,15 +66,24 @@ class ModelConfig:
         "'smollm2-135m-instruct' (embedded, offline), 'tiny' (a random tiny Llama on SmolLM2's tokenizer, "
         "for smoke runs), a local Hugging Face folder, or a cached hub id",
     )
-    train: str = _field("top_layers", "which weights DPO trains: 'full' or 'top_layers' (cheaper on CPU)")
+    train: str = _field(
+        "top_layers", "which weights DPO trains: 'full', 'top_layers' (cheaper on CPU) or 'lora' (peft adapters)"
+    )
     top_k_layers: int = _field(2, "with train = 'top_layers': how many of the last decoder layers train")
+    lora_rank: int = _field(8, "with train = 'lora': adapter rank r")
+    lora_alpha: float = _field(16.0, "with train = 'lora': adapter scaling alpha")
     use_chat_template: bool = _field(True, "wrap prompts in the tokenizer's chat template when it has one")
     cache_dir: str = _field("", "where converted models are cached (empty: $CAID_CACHE or ~/.cache/caid-toolkit)")
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must not be empty")
-        _require(self.train in ("full", "top_layers"), "model.train", f"use 'full' or 'top_layers', got {self.train!r}")
+        _require(
+            self.train in ("full", "top_layers", "lora"),
+            "model.train",
+            f"use 'full', 'top_layers' or 'lora', got {self.train!r}",
+        )
         _require(self.top_k_layers >= 1, "model.top_k_layers", f"must be >= 1, got {self.top_k_layers}")
+        _require(self.lora_rank >= 1, "model.lora_rank", f"must be >= 1, got {self.lora_rank}")
 
 
 @dataclasses.dataclass(frozen=True)

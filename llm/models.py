@@ -432,8 +432,7 @@ def trainable_parameters(model: torch.nn.Module, mode: str, top_k_layers: int = 
         ``"full"``: every parameter trains.
         ``"top_layers"``: only the last ``top_k_layers`` decoder layers and the final norm train; embeddings
         (hence a tied LM head), lower layers and an untied LM head are frozen (``requires_grad=False``), which
-        also skips their backward pass. LoRA adapters (via ``peft``) are planned in a later issue and are not
-        available here.
+        also skips their backward pass. For LoRA adapters use :func:`apply_lora` instead.
 
     Args:
         model: A causal LM (Llama-style ``model.layers``/``model.norm``, or GPT-2-style ``h``/``ln_f``).
@@ -451,7 +450,7 @@ def trainable_parameters(model: torch.nn.Module, mode: str, top_k_layers: int = 
             p.requires_grad_(True)
         return list(model.parameters())
     if mode != "top_layers":
-        raise ValueError(f"unknown trainable-parameter mode {mode!r}; use one of {TRAINABLE_MODES} (LoRA: later)")
+        raise ValueError(f"unknown trainable-parameter mode {mode!r}; use one of {TRAINABLE_MODES} (LoRA: apply_lora)")
     layers, norm = _decoder_parts(model)
     if not 1 <= top_k_layers <= len(layers):
         raise ValueError(f"top_k_layers must be in 1..{len(layers)} for this model, got {top_k_layers}")
@@ -461,3 +460,22 @@ def trainable_parameters(model: torch.nn.Module, mode: str, top_k_layers: int = 
         for p in module.parameters():
             p.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def apply_lora(model: torch.nn.Module, rank: int = 8, alpha: float = 16.0) -> torch.nn.Module:
+    """Wrap ``model`` with LoRA adapters (``peft``) on every linear layer except the output head.
+
+    The base weights are frozen and each adapter starts at zero (B = 0), so the wrapped model computes
+    exactly what ``model`` did; only the adapters' parameters have ``requires_grad``.
+
+    Args:
+        model: A causal LM.
+        rank: LoRA rank r (the paper's runs use 8).
+        alpha: LoRA scaling alpha (the paper's runs use 16).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if rank < 1:
+        raise ValueError(f"rank: must be >= 1, got {rank}")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear", bias="none")
+    return get_peft_model(model, config)

@@ -38,6 +38,7 @@ from llm.data import PromptSet, content_key, prompt_set, split
 from llm.dpo import DPOStats, dpo_loss, dual_step, pseudo_labels, sequence_logprobs
 from llm.models import (
     DEFAULT_MODEL,
+    apply_lora,
     chat_prompt,
     default_cache_root,
     load_model,
@@ -96,6 +97,8 @@ def _models(config: RunConfig) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
     else:
         policy, tokenizer = load_model(config.model.name, cache_dir=cache)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    if config.model.train == "lora":
+        policy = apply_lora(policy, config.model.lora_rank, config.model.lora_alpha)
     return policy, reference, tokenizer
 
 
@@ -182,7 +185,10 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     k = config.generation.samples_per_prompt
     per_prompt = config.training.pairs_per_prompt
     pairs = np.array([(i, *rng.choice(k, 2, replace=False)) for i in range(len(train)) for _ in range(per_prompt)])
-    params = trainable_parameters(policy, config.model.train, config.model.top_k_layers)
+    if config.model.train == "lora":
+        params = [p for p in policy.parameters() if p.requires_grad]
+    else:
+        params = trainable_parameters(policy, config.model.train, config.model.top_k_layers)
     names = {id(p): n for n, p in policy.named_parameters()}
     optimizer = torch.optim.AdamW(params, lr=config.training.learning_rate)
     metrics: list[dict[str, Any]] = []

@@ -49,7 +49,7 @@ dual_step_size = 2
         ('[generation]\nsamples_per_prompt = 1', r"generation\.samples_per_prompt: must be >= 2"),
         ('model = "tiny"', r"model: expected a table \[model\]"),
         ('[scorers]\nutilities = "-toxicity"', r"scorers\.utilities: expected a list of str"),
-        ('[model]\ntrain = "lora"', r"model\.train: use 'full' or 'top_layers'"),
+        ('[model]\ntrain = "lora8"', r"model\.train: use 'full', 'top_layers' or 'lora'"),
     ],
 )
 def test_bad_configurations_name_the_field(tmp_path, text, message):

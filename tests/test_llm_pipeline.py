@@ -126,3 +126,13 @@ def test_reference_phase_is_cached_and_corrupt_entries_rebuilt(finished, tmp_pat
     entries[0].write_bytes(b"not an npz")
     pipeline.run(_config(cache, method="dpo_reward"), tmp_path / "dpo", progress=False)
     assert reference.ReferenceData.from_file(entries[0], entries[0].stem) is not None
+
+
+def test_lora_run_checkpoints_only_the_adapters(tmp_path, cache):
+    from safetensors.torch import load_file
+
+    config = _config(cache, method="one_shot", caid=dataclasses.replace(TINY.caid, iterations=1))
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, train="lora", lora_rank=2))
+    pipeline.run(config, tmp_path / "lora", progress=False)
+    weights = load_file(tmp_path / "lora" / "checkpoint_1.safetensors")
+    assert weights and all("lora_" in name for name in weights)
