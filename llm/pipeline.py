@@ -318,6 +318,13 @@ def _evaluate(config, policy, reference, tokenizer, test, ref: ReferenceData, sc
     flat = centred.reshape(len(names), -1)
     correlation = np.corrcoef(flat)[0, 1:] if flat.std(axis=1).min() > 0 else np.full(len(names) - 1, np.nan)
     thresholds = config.scorers.thresholds
+    # Each iterate's policy is measured on-policy by the next dual step (caid) or, for the last, by this
+    # evaluation; the best iterate is the least violating one (latest on ties). Only the last one's weights
+    # are kept.
+    last_slack = [improvements[n]["mean"] - b for n, b in zip(names[1:], thresholds, strict=True)]
+    slacks = [row.get("slack") for row in metrics[1:]] + [last_slack]
+    violation = [sum(max(0.0, -u) for u in s) if s is not None else np.inf for s in slacks]
+    best = max(range(len(violation)), key=lambda i: (-violation[i], i))
     return {
         "method": config.method,
         "thresholds": thresholds,
@@ -326,6 +333,9 @@ def _evaluate(config, policy, reference, tokenizer, test, ref: ReferenceData, sc
         "improvements": improvements,
         "constraints_satisfied": [improvements[n]["mean"] >= b for n, b in zip(names[1:], thresholds, strict=True)],
         "kl_estimate": kl,
+        "last_iteration": metrics[-1]["iteration"],
+        "best_iteration": metrics[best]["iteration"],
+        "measured_slack_by_iteration": {str(row["iteration"]): s for row, s in zip(metrics, slacks, strict=True)},
         "reference_reward_utility_correlation": dict(zip(names[1:], map(float, correlation), strict=True)),
         "n_train_prompts": len(ref.train) // config.generation.samples_per_prompt,
         "n_test_prompts": len(test),

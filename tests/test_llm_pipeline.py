@@ -69,6 +69,9 @@ def test_caid_starts_at_the_one_shot_dual_and_steps_on_policy(finished):
     # The on-policy step: lambda(2) = [lambda(1) - eta u]_+.
     expected = max(metrics[0]["lam"][0] - TINY.caid.dual_step_size * metrics[1]["slack"][0], 0.0)
     assert metrics[1]["lam"][0] == pytest.approx(expected)
+    measured = summary["measured_slack_by_iteration"]
+    assert measured["1"] == metrics[1]["slack"]  # iterate 1's policy is measured by the step before epoch 2
+    assert summary["last_iteration"] == 2 and summary["best_iteration"] in (1, 2)
     traj = pd.read_csv(out / "dual_trajectory.csv")
     assert list(traj.columns) == ["iteration", "lambda_1", "slack_1"] and len(traj) == 2
 
