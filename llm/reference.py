@@ -3,8 +3,9 @@
 Sampling N training prompts x K responses from pi_ref, scoring them and computing their reference
 log-probabilities is the expensive common part of every method and every threshold: it is cached on disk
 under a key of everything it depends on (model, prompt sets, scorers, generation settings, seed), so
-iterations, methods and threshold sweeps reuse it. An entry whose stored key or shapes do not match is
-rebuilt, never used. The plug-in problem over the K samples per prompt (spec §2.2) is exactly a
+iterations, methods and threshold sweeps reuse it. It is built in chunks of prompts, each cached as it
+finishes, so a killed run resamples nothing it had finished. An entry whose stored key or shapes do not
+match is rebuilt, never used. The plug-in problem over the K samples per prompt (spec §2.2) is exactly a
 :class:`theory.ConstrainedProblem` with a uniform reference over the samples.
 """
 
@@ -14,6 +15,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +33,9 @@ from theory.problem import ConstrainedProblem
 
 __all__ = ["ReferenceData", "build_reference", "reference_key", "response_logprobs", "score_samples"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Training prompts per cached chunk of the reference phase: a killed run resumes at the first missing chunk.
+CHUNK_PROMPTS = 16
 # Responses sampled per held-out prompt from pi_ref for evaluation (the paper evaluates two per prompt).
 EVAL_SAMPLES = 2
 
@@ -159,15 +163,36 @@ def build_reference(
     if cached is not None:
         return cached
     k = generation.samples_per_prompt
-    train = sample_responses(model, tokenizer, train_inputs, k, generation, seed, desc="reference samples")
-    test = sample_responses(model, tokenizer, test_inputs, EVAL_SAMPLES, generation, seed + 1, desc="test samples")
+    parts_dir = cache_file.with_name(f"{cache_file.stem}.parts")
+    pad = tokenizer.pad_token_id
+
+    def part(name: str, prompts: Sequence[str], model_inputs: Sequence[str], start: int, n: int, seed_: int):
+        """One chunk of prompts, reused from ``parts_dir`` when an earlier (killed) run finished it."""
+        path = parts_dir / f"{name}.npz"
+        found = ReferenceData.from_file(path, f"{key}/{name}")
+        if found is not None:
+            return found
+        samples = sample_responses(model, tokenizer, model_inputs, n, generation, seed_, desc=f"reference {name}")
+        samples = [dataclasses.replace(s, prompt_index=s.prompt_index + start) for s in samples]
+        scores = score_samples(scorers, prompts, samples, n)
+        logprobs = response_logprobs(model, samples, pad, generation.batch_size).reshape(-1, n)
+        chunk = ReferenceData(f"{key}/{name}", samples, scores, logprobs, [], np.zeros((len(scorers), 0, 2)))
+        write_atomic(path, chunk.to_bytes())
+        return chunk
+
+    chunks = []
+    for c, start in enumerate(tqdm(range(0, len(train_inputs), CHUNK_PROMPTS), desc="reference phase", unit="chunk")):
+        end = start + CHUNK_PROMPTS
+        chunks.append(part(f"train{c}", train_prompts, train_inputs[start:end], start, k, seed + 7919 * (c + 1)))
+    test = part("test", test_prompts, test_inputs, 0, EVAL_SAMPLES, seed + 1)
     entry = ReferenceData(
         key,
-        train,
-        score_samples(scorers, train_prompts, train, k),
-        response_logprobs(model, train, tokenizer.pad_token_id, generation.batch_size).reshape(-1, k),
-        test,
-        score_samples(scorers, test_prompts, test, EVAL_SAMPLES),
+        [s for chunk in chunks for s in chunk.train],
+        np.concatenate([chunk.train_scores for chunk in chunks], axis=1),
+        np.concatenate([chunk.train_logprobs for chunk in chunks], axis=0),
+        test.train,
+        test.train_scores,
     )
     write_atomic(cache_file, entry.to_bytes())
+    shutil.rmtree(parts_dir, ignore_errors=True)
     return entry

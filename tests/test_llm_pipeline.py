@@ -139,3 +139,40 @@ def test_lora_run_checkpoints_only_the_adapters(tmp_path, cache):
     pipeline.run(config, tmp_path / "lora", progress=False)
     weights = load_file(tmp_path / "lora" / "checkpoint_1.safetensors")
     assert weights and all("lora_" in name for name in weights)
+
+
+def test_reference_phase_resumes_chunk_by_chunk(tmp_path, monkeypatch):
+    from llm.models import DEFAULT_MODEL, load_tokenizer, tiny_model
+    from llm.scorers import build_scorer
+
+    tokenizer = load_tokenizer(DEFAULT_MODEL)
+    model = tiny_model(tokenizer, seed=0)
+    prompts = ["Tell me a joke.", "How do I bake bread?", "Name a color.", "Describe the sea.", "Say hi."]
+    scorers = [build_scorer("sentiment"), build_scorer("-toxicity")]
+    monkeypatch.setattr(reference, "CHUNK_PROMPTS", 2)
+
+    def build(cache_file):
+        return reference.build_reference(
+            model, tokenizer, prompts, prompts, prompts[:2], prompts[:2], scorers, TINY.generation, 0, "k", cache_file,
+        )  # fmt: skip
+
+    uninterrupted = build(tmp_path / "a" / "k.npz")
+    real, calls = reference.sample_responses, []
+
+    def dies_on_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reference, "sample_responses", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        build(tmp_path / "b" / "k.npz")
+    calls.clear()
+    monkeypatch.setattr(reference, "sample_responses", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed = build(tmp_path / "b" / "k.npz")
+    assert len(calls) == 3  # train chunks 2 and 3 and the test prompts; chunk 1 was reused
+    assert resumed.train == uninterrupted.train and resumed.test == uninterrupted.test
+    np.testing.assert_array_equal(resumed.train_scores, uninterrupted.train_scores)
+    np.testing.assert_allclose(resumed.train_logprobs, uninterrupted.train_logprobs)
+    assert not (tmp_path / "b" / "k.parts").exists()
