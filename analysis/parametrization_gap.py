@@ -39,8 +39,9 @@ from tqdm import tqdm
 from analysis.gap_measurements import DistributionOptimum, MeasurementSettings, measure_policy_class
 from analysis.policy_classes import LowRankPolicy, SequencePolicy, TabularPolicy, TransformerPolicy, TransformerSize
 from analysis.reference_model import ReferenceModel, train_reference
-from analysis.run_files import machine_description, package_versions, write_atomic
+from analysis.run_files import write_atomic, write_run_record
 from analysis.sequence_world import SequenceWorld, active_thresholds, make_sequence_world
+from llm.config import help_field
 from paper_figures.parametrization_gap import draw_run
 
 __all__ = ["SUMMARY_COLUMNS", "GapLabConfig", "PolicyClassSpec", "main", "run", "scaling_table"]
@@ -50,37 +51,28 @@ SUMMARY_COLUMNS = (
 )  # fmt: skip
 
 
-def _field(default: Any, help_text: str) -> Any:
-    """A dataclass field with a help string (shown by ``--help`` where a CLI exposes it)."""
-    return dataclasses.field(default=default, metadata={"help": help_text})
-
-
 @dataclasses.dataclass(frozen=True)
 class GapLabConfig:
     """Everything that defines a laboratory run (``--quick`` and the full run are two instances)."""
 
-    seed: int = _field(0, "seed of the world, the reference model, every initialisation and every sample")
-    n_prompts: int = _field(8, "X, distinct prompts")
-    vocab_size: int = _field(4, "V, tokens in the vocabulary")
-    prompt_length: int = _field(2, "P, tokens per prompt")
-    response_length: int = _field(4, "L, tokens per response (V**L responses per prompt)")
-    n_constraints: int = _field(2, "m: 1 (safety) or 2 (safety, diversity)")
-    beta: float = _field(1.0, "KL-regularisation strength")
-    threshold_fraction: float = _field(0.3, "b_i = s_i + fraction (max_i - s_i); see active_thresholds")
-    reference_size: TransformerSize = dataclasses.field(
-        default=TransformerSize(32, 2, 4), metadata={"help": "the reference transformer"}
+    seed: int = help_field(0, "seed of the world, the reference model, every initialisation and every sample")
+    n_prompts: int = help_field(8, "X, distinct prompts")
+    vocab_size: int = help_field(4, "V, tokens in the vocabulary")
+    prompt_length: int = help_field(2, "P, tokens per prompt")
+    response_length: int = help_field(4, "L, tokens per response (V**L responses per prompt)")
+    n_constraints: int = help_field(2, "m: 1 (safety) or 2 (safety, diversity)")
+    beta: float = help_field(1.0, "KL-regularisation strength")
+    threshold_fraction: float = help_field(0.3, "b_i = s_i + fraction (max_i - s_i); see active_thresholds")
+    reference_size: TransformerSize = help_field(TransformerSize(32, 2, 4), "the reference transformer")
+    reference_iter: int = help_field(300, "L-BFGS iterations of reference pretraining")
+    transformer_sizes: tuple[TransformerSize, ...] = help_field(
+        (TransformerSize(4, 1, 1), TransformerSize(8, 1, 1), TransformerSize(16, 1, 2)),
+        "widths and depths of the transformer adapter classes",
     )
-    reference_iter: int = _field(300, "L-BFGS iterations of reference pretraining")
-    transformer_sizes: tuple[TransformerSize, ...] = dataclasses.field(
-        default=(TransformerSize(4, 1, 1), TransformerSize(8, 1, 1), TransformerSize(16, 1, 2)),
-        metadata={"help": "widths and depths of the transformer adapter classes"},
-    )
-    lowrank_ranks: tuple[int, ...] = _field(
+    lowrank_ranks: tuple[int, ...] = help_field(
         (32, 128, 224), "feature counts k of the log-linear classes (k = V**L would be tabular)"
     )
-    measurement: MeasurementSettings = dataclasses.field(
-        default=MeasurementSettings(), metadata={"help": "iteration counts and sample sizes"}
-    )
+    measurement: MeasurementSettings = help_field(MeasurementSettings(), "iteration counts and sample sizes")
 
 
 QUICK = GapLabConfig()
@@ -138,10 +130,6 @@ def policy_classes(config: GapLabConfig, world: SequenceWorld, ref: ReferenceMod
     return specs
 
 
-def _config_record(config: GapLabConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
 def _prepare(config: GapLabConfig, out: Path) -> tuple[SequenceWorld, ReferenceModel, DistributionOptimum]:
     """Build the world, pretrain (or reload) the reference, write the instance, solve it exactly."""
     world = make_sequence_world(
@@ -187,16 +175,7 @@ def run(config: GapLabConfig, out: Path, progress: bool = True) -> pd.DataFrame:
     Raises:
         ValueError: If ``out`` holds a run with a different configuration (use a fresh directory).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"config": _config_record(config), "versions": package_versions(), "machine": machine_description()}
-    config_path = out / "config.json"
-    if config_path.is_file():
-        previous = json.loads(config_path.read_text())
-        if previous.get("config") != json.loads(json.dumps(record["config"])):
-            raise ValueError(
-                f"out: {out} holds a run with another configuration ({config_path}); use a fresh directory"
-            )
-    write_atomic(config_path, json.dumps(record, indent=2) + "\n")
+    write_run_record(out, dataclasses.asdict(config))
     torch.manual_seed(config.seed)
 
     world, ref, opt = _prepare(config, out)

@@ -141,8 +141,9 @@ def tiny_gpt2(vocab_size: int, n_positions: int, size: TransformerSize, seed: in
         eos_token_id=None,
     )
     config._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(config).to(DTYPE)
+    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the global stream
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(config).to(DTYPE)
 
 
 def teacher_forcing_inputs(world: SequenceWorld) -> torch.Tensor:

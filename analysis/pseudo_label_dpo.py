@@ -4,7 +4,8 @@ The Lagrangian maximiser of exact CAID is replaced by DPO (spec §3.2, eq. (13))
 from pi_ref and relabelled at every iteration: ``y_1`` is preferred with probability
 ``sigma(r_lambda(x, y_1) - r_lambda(x, y_0))``, ``r_lambda = r + lambda^T g``. The DPO reference is pi_ref
 and its temperature is the problem's beta, so the population DPO optimum is pi*(lambda). The dual step
-uses a sample mean of h over fresh (x, y) drawn from the current policy (eq. (27)).
+uses a sample mean of h over fresh (x, y) drawn from the current policy (eq. (27)). The loss, the labels
+and the dual step are :mod:`llm.dpo`'s, the ones the real-model pipeline uses, applied to exact tables.
 
 Everything the practical theory needs (spec §3.5) is measured exactly on the enumerable world:
 ``eps_app = D_p(lambda) - L(pi_dpo, lambda)`` (eq. (28); D_p by exact maximisation in a second member
@@ -22,6 +23,9 @@ import torch
 
 from analysis.exact_caid import lbfgs_minimize, maximize_lagrangian
 from analysis.policy_classes import SequencePolicy, to_tensor
+from llm.dpo import dpo_loss as sequence_dpo_loss
+from llm.dpo import dual_step
+from llm.dpo import pseudo_labels as bernoulli_labels
 from theory.lagrangian import lagrangian
 from theory.problem import ConstrainedProblem
 
@@ -67,18 +71,15 @@ def pseudo_labels(
     lam = prob.check_multipliers(lam)
     composite = prob.reward + np.tensordot(lam, prob.utilities, axes=1)
     x, y0, y1 = pairs.T
-    margin = composite[x, y1] - composite[x, y0]
-    prefer_y1 = rng.random(len(x)) < 1.0 / (1.0 + np.exp(-margin))
+    prefer_y1 = bernoulli_labels(composite[x, y0], composite[x, y1], rng)
     return x, np.where(prefer_y1, y1, y0), np.where(prefer_y1, y0, y1)
 
 
 def dpo_loss(
     logp: torch.Tensor, ref: torch.Tensor, beta: float, x: np.ndarray, chosen: np.ndarray, rejected: np.ndarray
 ) -> torch.Tensor:
-    """``-mean log sigma(beta log(pi/pi_ref)(y+) - beta log(pi/pi_ref)(y-))`` (eq. (13)) from ``(X, Y)`` tables."""
-    ratio = logp - ref
-    margin = beta * (ratio[x, chosen] - ratio[x, rejected])
-    return -torch.nn.functional.logsigmoid(margin).mean()
+    """:func:`llm.dpo.dpo_loss` (eq. (13)) on the pairs, read from ``(X, Y)`` log-probability tables."""
+    return sequence_dpo_loss(logp[x, chosen], logp[x, rejected], ref[x, chosen], ref[x, rejected], beta)[0]
 
 
 def fit_dpo(
@@ -182,7 +183,7 @@ def practical_caid(
             y = _sample_responses(rng, current, x)
             u = h[:, x, y].mean(axis=1)
             s2 = subgradient_second_moment(prob, current, n_dual_samples)
-            lam = np.maximum(lam - step_size * u, 0.0)
+            lam = dual_step(lam, u, step_size)
         fit_dpo(policy, prob, *pseudo_labels(prob, lam, pairs, rng), max_iter=dpo_iter)
         dpo_value = lagrangian(prob, policy.policy(), lam)
         exact_value = maximize_lagrangian(exact, prob, lam, first_iter if t == 0 else max_iter)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from analysis.exact_caid import lbfgs_minimize
-from analysis.policy_classes import TransformerPolicy, TransformerSize, to_tensor
+from analysis.policy_classes import TransformerPolicy, TransformerSize, sequence_log_probs, to_tensor
 from analysis.sequence_world import SequenceWorld
 
 __all__ = ["ReferenceModel", "markov_language", "train_reference"]
@@ -87,7 +87,7 @@ def train_reference(
     policy.requires_grad_(False)
     with torch.no_grad():
         token_logprobs = policy.token_logprobs()
-        logp = policy.log_probs()
+        logp = sequence_log_probs(token_logprobs, policy.inputs, policy.n_prompts)
         ref_logprobs = torch.log_softmax(logp, dim=1).numpy()
-        cross_entropy = float(loss())
+        cross_entropy = float(-(target * logp).sum(dim=1).mean())
     return ReferenceModel(policy, token_logprobs, ref_logprobs, cross_entropy)

