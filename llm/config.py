@@ -75,9 +75,21 @@ class ModelConfig:
     lora_alpha: float = help_field(16.0, "with train = 'lora': adapter scaling alpha")
     use_chat_template: bool = help_field(True, "wrap prompts in the tokenizer's chat template when it has one")
     cache_dir: str = help_field("", "where converted models are cached (empty: $CAID_CACHE or ~/.cache/caid-toolkit)")
+    dtype: str = help_field(
+        "float32", "weights' dtype: 'float32' or 'bfloat16' (halves memory; for GPUs, slow on most CPUs)"
+    )
+    device: str = help_field(
+        "auto", "'auto' (the rank's GPU when CUDA is available, else the CPU), 'cpu' or 'cuda'"
+    )
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must not be empty")
+        _require(
+            self.dtype in ("float32", "bfloat16"), "model.dtype", f"use 'float32' or 'bfloat16', got {self.dtype!r}"
+        )
+        _require(
+            self.device in ("auto", "cpu", "cuda"), "model.device", f"use 'auto', 'cpu' or 'cuda', got {self.device!r}"
+        )
         _require(
             self.train in ("full", "top_layers", "lora"),
             "model.train",
@@ -109,8 +121,16 @@ class DataConfig:
 class ScorerConfig:
     """The reward, the constrained utilities and their thresholds (m >= 1 constraints)."""
 
-    reward: str = help_field("relevance", "reward scorer: 'sentiment', 'toxicity', 'relevance', '-' prefix negates")
-    utilities: list[str] = help_field(["-toxicity"], "utility scorers g_i (same names; '-toxicity' is safety)")
+    reward: str = help_field(
+        "relevance",
+        "reward scorer: 'sentiment', 'toxicity', 'relevance', or 'hf:<folder or cached hub id>' (a one-label "
+        "Hugging Face reward model or a safe-rlhf score model, e.g. hf:PKU-Alignment/beaver-7b-v1.0-reward); "
+        "a '-' prefix negates",
+    )
+    utilities: list[str] = help_field(
+        ["-toxicity"],
+        "utility scorers g_i (same specs; '-toxicity' is safety, '-hf:PKU-Alignment/beaver-7b-v1.0-cost' the paper's)",
+    )
     thresholds: list[float] = help_field([0.02], "required improvements b_i of E g_i over the reference model")
 
     def __post_init__(self) -> None:
@@ -147,13 +167,36 @@ class TrainingConfig:
     """DPO on pseudo-preference pairs (the Lagrangian maximiser)."""
 
     learning_rate: float = help_field(5e-5, "AdamW learning rate")
-    batch_size: int = help_field(4, "pairs per DPO step")
+    batch_size: int = help_field(4, "pairs per DPO step, over all ranks under torchrun")
     pairs_per_prompt: int = help_field(1, "reference pairs drawn per training prompt (from its K samples)")
+    lr_scheduler: str = help_field(
+        "constant", "'constant' or 'cosine' (decays to 0 over all T epochs' steps, as in the paper's Table 1)"
+    )
+    warmup_steps: int = help_field(0, "linear learning-rate warm-up steps (the paper uses 100)")
+    gradient_checkpointing: bool = help_field(
+        False, "recompute activations in the backward pass: less memory, about a third more compute"
+    )
+    distributed: str = help_field(
+        "ddp",
+        "under torchrun: 'ddp' (each rank holds the model) or 'fsdp' (parameters sharded, for models that do "
+        "not fit one device)",
+    )
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "training.learning_rate", f"must be > 0, got {self.learning_rate}")
         _require(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.pairs_per_prompt >= 1, "training.pairs_per_prompt", f"must be >= 1, got {self.pairs_per_prompt}")
+        _require(
+            self.lr_scheduler in ("constant", "cosine"),
+            "training.lr_scheduler",
+            f"use 'constant' or 'cosine', got {self.lr_scheduler!r}",
+        )
+        _require(self.warmup_steps >= 0, "training.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _require(
+            self.distributed in ("ddp", "fsdp"),
+            "training.distributed",
+            f"use 'ddp' or 'fsdp', got {self.distributed!r}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

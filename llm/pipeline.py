@@ -14,6 +14,10 @@ versions), ``metrics.jsonl``, ``dual_trajectory.csv``, ``eval_scores.csv``, ``su
 ``checkpoint_<t>.safetensors`` with ``state.pt``; every file is written atomically, and ``--resume`` continues
 after the last finished iteration with the saved optimiser and random states, so a killed run ends as
 the uninterrupted one would.
+
+Under ``torchrun --nproc_per_node N`` the same command shares sampling, scoring and log-probabilities out
+across the ranks and trains with DDP or FSDP (:mod:`llm.distributed`); only rank 0 writes files, and the
+samples, labels and batches are those of a single-process run.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +36,20 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
+from transformers import get_scheduler
 
 from analysis.run_files import RunExistsError, write_atomic, write_run_record
 from llm.config import RunConfig, to_dict
 from llm.data import PromptSet, content_key, prompt_set, split
-from llm.dpo import DPOStats, dpo_loss, dual_step, pseudo_labels, sequence_logprobs
+from llm.distributed import (
+    Ranks,
+    full_parameters,
+    init_ranks,
+    load_training_state,
+    training_state,
+    wrap_for_training,
+)
+from llm.dpo import dpo_loss, dual_step, pseudo_labels, sequence_logprobs
 from llm.models import (
     DEFAULT_MODEL,
     apply_lora,
@@ -84,18 +98,33 @@ def _prompts(config: RunConfig) -> tuple[PromptSet, PromptSet]:
     return split(merged, config.data.test_fraction, config.seed)
 
 
-def _models(config: RunConfig) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
-    """(policy, frozen reference, tokenizer)."""
+def _models(config: RunConfig, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
+    """(policy, frozen reference, tokenizer), on ``device`` in the configured dtype."""
     cache = config.model.cache_dir or None
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.model.dtype]
     if config.model.name == "tiny":
         tokenizer = load_tokenizer(DEFAULT_MODEL, cache_dir=cache)
-        policy = tiny_model(tokenizer, seed=config.seed)
+        policy = tiny_model(tokenizer, seed=config.seed).to(dtype)
     else:
-        policy, tokenizer = load_model(config.model.name, cache_dir=cache)
+        policy, tokenizer = load_model(config.model.name, cache_dir=cache, dtype=dtype)
+    policy = policy.to(device)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    if config.training.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no gradient on the inputs, so frozen embeddings (LoRA, top layers) work.
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.model.train == "lora":
         policy = apply_lora(policy, config.model.lora_rank, config.model.lora_alpha)
     return policy, reference, tokenizer
+
+
+def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    """The Hugging Face Trainer's schedules (Table 1): warm-up, then constant or cosine to 0 over T epochs."""
+    return get_scheduler(
+        {"cosine": "cosine", "constant": "constant_with_warmup"}[config.training.lr_scheduler],
+        optimizer,
+        num_warmup_steps=config.training.warmup_steps,
+        num_training_steps=config.caid.iterations * steps_per_epoch,
+    )
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -132,12 +161,16 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
             any training).
         ValueError: For bad prompt sets, scorers or models (each names what to fix).
     """
+    ranks = init_ranks(config.model.device)
     hint = None if resume else "pass --resume to continue it, or use a fresh one"
-    write_run_record(out, to_dict(config), VERSIONS, existing_hint=hint)
+    ranks.on_main(lambda: write_run_record(out, to_dict(config), VERSIONS, existing_hint=hint))
 
-    scorers = [build_scorer(spec) for spec in (config.scorers.reward, *config.scorers.utilities)]
+    scorers = [
+        build_scorer(spec, device=str(ranks.device), dtype=config.model.dtype)
+        for spec in (config.scorers.reward, *config.scorers.utilities)
+    ]
     train, test = _prompts(config)
-    policy, reference, tokenizer = _models(config)
+    policy, reference, tokenizer = _models(config, ranks.device)
     use_template = config.model.use_chat_template
 
     # The model's inputs, formatted once: sampling, on-policy dual steps and evaluation reuse them.
@@ -146,7 +179,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
 
     parts = {
         "model": config.model.name, "model_seed": config.seed if config.model.name == "tiny" else None,
-        "chat": use_template, "train": content_key(train), "test": content_key(test),
+        "dtype": config.model.dtype, "chat": use_template, "train": content_key(train), "test": content_key(test),
         "scorers": [config.scorers.reward, *config.scorers.utilities],
         "generation": dataclasses.asdict(config.generation), "seed": config.seed,
     }  # fmt: skip
@@ -154,7 +187,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     cache_root = Path(config.model.cache_dir) if config.model.cache_dir else default_cache_root()
     ref = build_reference(
         reference, tokenizer, train.prompts, train_inputs, test.prompts, test_inputs, scorers,
-        config.generation, config.seed, key, cache_root / "reference" / f"{key}.npz",
+        config.generation, config.seed, key, cache_root / "reference" / f"{key}.npz", ranks,
     )  # fmt: skip
 
     prob = ref.problem(config.scorers.thresholds, config.caid.beta)
@@ -169,119 +202,167 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     k = config.generation.samples_per_prompt
     per_prompt = config.training.pairs_per_prompt
     pairs = np.array([(i, *rng.choice(k, 2, replace=False)) for i in range(len(train)) for _ in range(per_prompt)])
-    if config.model.train == "lora":
-        params = [p for p in policy.parameters() if p.requires_grad]
-    else:
-        params = trainable_parameters(policy, config.model.train, config.model.top_k_layers)
-    names = {id(p): n for n, p in policy.named_parameters()}
-    optimizer = torch.optim.AdamW(params, lr=config.training.learning_rate)
+    if config.model.train != "lora":  # LoRA adapters are the only trainable weights already
+        trainable_parameters(policy, config.model.train, config.model.top_k_layers)
+    trainable = {name for name, p in policy.named_parameters() if p.requires_grad}  # tied weights once
+    # The optimiser is built after wrapping: FSDP replaces the parameters it shards.
+    trainer = wrap_for_training(policy, ranks, config.training.distributed)
+    trained = [p for p in trainer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.training.learning_rate)
+    scheduler = _scheduler(config, optimizer, math.ceil(len(pairs) / config.training.batch_size))
     metrics: list[dict[str, Any]] = []
     start = 1
     if resume and (out / "state.pt").is_file():
-        state = torch.load(out / "state.pt", weights_only=False)
+        state = torch.load(out / "state.pt", weights_only=False, map_location="cpu")
         if state["iteration"] == config.caid.iterations and (out / "summary.json").is_file():
             return json.loads((out / "summary.json").read_text())  # finished: nothing to recompute
-        weights = load_file(out / state["checkpoint"])
-        with torch.no_grad():
-            for p in params:
-                p.copy_(weights[names[id(p)]])
-        optimizer.load_state_dict(state["optimizer"])
+        load_training_state(trainer, optimizer, load_file(out / state["checkpoint"]), state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         lam, metrics, start = np.asarray(state["lam"]), state["metrics"], state["iteration"] + 1
 
-    pad = tokenizer.pad_token_id
     ref_means = ref.train_scores[1:].mean(axis=2)  # (m, N): E_ref[g_i | x] from the K reference samples
-    for t in tqdm(range(start, config.caid.iterations + 1), desc=config.method, unit="iter", disable=not progress):
+    iterations = range(start, config.caid.iterations + 1)
+    for t in tqdm(iterations, desc=config.method, unit="iter", disable=not (progress and ranks.is_main)):
         row: dict[str, Any] = {"iteration": t}
         if config.method == "caid" and t > 1:
             lam, row["slack"], row["kl_estimate"] = _dual_step(
-                config, policy, reference, tokenizer, train, train_inputs, scorers[1:], ref_means, lam, rng
-            )
+                config, ranks, policy, reference, tokenizer, train, train_inputs, scorers[1:], ref_means, lam, rng,
+                progress,
+            )  # fmt: skip
         composite = reward_weight * ref.train_scores[0] + np.tensordot(lam, ref.train_scores[1:], axes=1)
         prefer_1 = pseudo_labels(composite[pairs[:, 0], pairs[:, 1]], composite[pairs[:, 0], pairs[:, 2]], rng)
         chosen = np.where(prefer_1, pairs[:, 2], pairs[:, 1])
         rejected = np.where(prefer_1, pairs[:, 1], pairs[:, 2])
-        stats = _dpo_epoch(config, policy, optimizer, ref, pairs[:, 0], chosen, rejected, rng, pad, progress)
+        stats = _dpo_epoch(
+            config, ranks, trainer, optimizer, scheduler, ref, pairs[:, 0], chosen, rejected, rng,
+            tokenizer.pad_token_id, progress,
+        )  # fmt: skip
         row.update(
             lam=[float(v) for v in lam],
             plugin_dual_value=float(dual_value(prob, lam)) if config.method in ("caid", "one_shot") else None,
-            dpo_loss=float(np.mean([s.loss for s in stats])),
-            dpo_accuracy=float(np.mean([s.accuracy for s in stats])),
+            **stats,
         )
         metrics.append(row)
-        _save_checkpoint(out, t, {names[id(p)]: p.detach().contiguous() for p in params}, {
-            "iteration": t, "lam": lam, "metrics": metrics, "optimizer": optimizer.state_dict(),
-            "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-        })  # fmt: skip
-        _write_jsonl(out / "metrics.jsonl", metrics)
+        weights, optimizer_state = training_state(trainer, optimizer, trainable)
+        # Rank 0's torch generator is the one saved; sampling reseeds it from the numpy generator anyway.
+        state = {
+            "iteration": t, "lam": lam, "metrics": metrics, "optimizer": optimizer_state,
+            "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }  # fmt: skip
+        if ranks.is_main:
+            _save_checkpoint(out, t, weights, state)
+            _write_jsonl(out / "metrics.jsonl", metrics)
 
     summary = _evaluate(
-        config, policy, reference, tokenizer, test, test_inputs, ref, scorers, out, one_shot, lam, metrics
-    )
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        config, ranks, policy, reference, tokenizer, test, test_inputs, ref, scorers, out, one_shot, lam, metrics,
+        progress,
+    )  # fmt: skip
+    if ranks.is_main:
+        write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _dual_step(config, policy, reference, tokenizer, train, train_inputs, utilities, ref_means, lam, rng):
-    """On-policy dual step: sample n prompts x k responses, measure u = E[g - E_ref g] - b, project."""
+def _policy_samples(
+    ranks: Ranks, policy, reference, tokenizer, prompts: Sequence[str], inputs: Sequence[str], scorers, n: int,
+    generation, seed: int, desc: str, progress: bool,
+) -> tuple[list, np.ndarray, np.ndarray]:  # fmt: skip
+    """``n`` samples per prompt from ``policy``, their scores and their log-ratios ``log pi / pi_ref``.
+
+    The prompts are cut into generation batches, each seeded by its number and shared out across ranks, so
+    the result is the same for any number of ranks.
+
+    Returns:
+        ``(samples, scores (len(scorers), P, n), log_ratio (P, n))``.
+    """
+    per_batch = max(1, generation.batch_size // n)
+    starts = range(0, len(inputs), per_batch)
+    pad = tokenizer.pad_token_id
+
+    def unit(u: int) -> tuple[list, np.ndarray, np.ndarray]:
+        first = starts[u]
+        batch = sample_responses(
+            policy, tokenizer, inputs[first : first + per_batch], n, generation, seed + u, progress=False
+        )
+        logp = response_logprobs(policy, batch, pad, generation.batch_size, progress=False)
+        batch = [dataclasses.replace(s, prompt_index=s.prompt_index + first) for s in batch]
+        ref_logp = response_logprobs(reference, batch, pad, generation.batch_size, progress=False)
+        return batch, score_samples(scorers, prompts, batch, n), logp - ref_logp
+
+    with full_parameters(policy):  # every rank gathers FSDP's shards once, then samples on its own
+        parts = ranks.map(len(starts), unit, desc=desc, progress=progress)
+    samples = [s for part in parts for s in part[0]]
+    return samples, np.concatenate([p[1] for p in parts], axis=1), np.concatenate([p[2] for p in parts]).reshape(-1, n)
+
+
+def _dual_step(
+    config, ranks, policy, reference, tokenizer, train, train_inputs, utilities, ref_means, lam, rng, progress
+):
+    """On-policy dual step: sample n prompts x k responses, measure u = E[g - E_ref g] - b, project.
+
+    Also returns the Monte-Carlo KL(pi_theta || pi_ref) of the same samples (their mean log-ratio).
+    """
     chosen = rng.choice(len(train), size=min(config.caid.dual_prompts, len(train)), replace=False)
-    samples = sample_responses(
-        policy, tokenizer, [train_inputs[i] for i in chosen], config.caid.dual_samples, config.generation,
-        int(rng.integers(2**31)), desc="on-policy samples",
+    _, g, log_ratio = _policy_samples(
+        ranks, policy, reference, tokenizer, [train.prompts[i] for i in chosen], [train_inputs[i] for i in chosen],
+        utilities, config.caid.dual_samples, config.generation, int(rng.integers(2**31)), "on-policy samples",
+        progress,
     )  # fmt: skip
-    prompts = [train.prompts[i] for i in chosen]
-    g = score_samples(utilities, prompts, samples, config.caid.dual_samples)  # (m, n, k)
     slack = (g - ref_means[:, chosen, None]).mean(axis=(1, 2)) - np.asarray(config.scorers.thresholds)
-    kl = _kl_estimate(policy, reference, samples, tokenizer.pad_token_id, config.generation.batch_size)
-    return dual_step(lam, slack, config.caid.dual_step_size), [float(v) for v in slack], kl
+    return dual_step(lam, slack, config.caid.dual_step_size), [float(v) for v in slack], float(log_ratio.mean())
 
 
 def _dpo_epoch(
-    config, policy, optimizer, ref: ReferenceData, x, chosen, rejected, rng, pad, progress: bool = True
-) -> list[DPOStats]:
-    """One epoch over the relabelled pairs in shuffled batches."""
+    config, ranks: Ranks, trainer, optimizer, scheduler, ref: ReferenceData, x, chosen, rejected, rng, pad,
+    progress: bool = True,
+) -> dict[str, float]:  # fmt: skip
+    """One epoch over the relabelled pairs in shuffled batches; returns the mean loss, accuracy and margin.
+
+    Each batch is split across ranks; a rank's loss is weighted by its share of the batch, so the gradient
+    DDP averages is the gradient of the whole batch's mean loss. A rank with no pair in a (last, small)
+    batch still takes part with a zero-weighted pair, as every rank must join every gradient exchange.
+    """
     k = config.generation.samples_per_prompt
     sample = lambda i, j: ref.train[i * k + j]  # noqa: E731
     order = rng.permutation(len(x))
-    stats = []
-    policy.train()
+    totals = np.zeros(4)  # pairs, and the sums of loss, accuracy and margin over them
+    trainer.train()
     batches = range(0, len(order), config.training.batch_size)
-    for start in tqdm(batches, desc="DPO epoch", unit="step", leave=False, disable=not progress):
+    for start in tqdm(batches, desc="DPO epoch", unit="step", leave=False, disable=not (progress and ranks.is_main)):
         idx = order[start : start + config.training.batch_size]
-        wins = [sample(x[i], chosen[i]) for i in idx]
-        loses = [sample(x[i], rejected[i]) for i in idx]
-        both = wins + loses
-        logp = sequence_logprobs(policy, [s.prompt_ids for s in both], [s.response_ids for s in both], pad)
-        ref_logp = torch.tensor(
-            [ref.train_logprobs[x[i], chosen[i]] for i in idx] + [ref.train_logprobs[x[i], rejected[i]] for i in idx],
-            dtype=logp.dtype,
-        )
-        n = len(idx)
-        loss, batch_stats = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], config.caid.beta)
+        local = idx[ranks.rank :: ranks.world_size]
+        weight = len(local) * ranks.world_size / len(idx)
+        if len(local) == 0:
+            local, weight = idx[:1], 0.0
+        both = [sample(x[i], chosen[i]) for i in local] + [sample(x[i], rejected[i]) for i in local]
+        logp = sequence_logprobs(trainer, [s.prompt_ids for s in both], [s.response_ids for s in both], pad)
+        rows, cols = np.tile(x[local], 2), np.concatenate([chosen[local], rejected[local]])
+        ref_logp = torch.tensor(ref.train_logprobs[rows, cols], dtype=logp.dtype, device=logp.device)
+        n = len(local)
+        loss, stats = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], config.caid.beta)
         optimizer.zero_grad()
-        loss.backward()
+        (loss * weight).backward()
         optimizer.step()
-        stats.append(batch_stats)
-    policy.eval()
-    return stats
-
-
-def _kl_estimate(policy, reference, samples, pad: int, batch_size: int) -> float:
-    """Monte-Carlo KL(pi_theta || pi_ref) from the policy's own samples: mean log-ratio."""
-    ratio = response_logprobs(policy, samples, pad, batch_size) - response_logprobs(reference, samples, pad, batch_size)
-    return float(np.mean(ratio))
+        scheduler.step()
+        if weight:
+            totals += n * np.array([1.0, stats.loss, stats.accuracy, stats.margin])
+    trainer.eval()
+    pairs, loss, accuracy, margin = np.sum(ranks.gather(totals), axis=0)
+    return {"dpo_loss": loss / pairs, "dpo_accuracy": accuracy / pairs, "dpo_margin": margin / pairs}
 
 
 def _evaluate(
-    config, policy, reference, tokenizer, test, test_inputs, ref: ReferenceData, scorers, out, one_shot, lam, metrics
-):
+    config, ranks, policy, reference, tokenizer, test, test_inputs, ref: ReferenceData, scorers, out, one_shot, lam,
+    metrics, progress,
+):  # fmt: skip
     """Two responses per held-out prompt from the trained policy, scored next to pi_ref's."""
-    samples = sample_responses(
-        policy, tokenizer, test_inputs, EVAL_SAMPLES, config.generation, config.seed + 2, desc="eval"
-    )
-    scores = score_samples(scorers, test.prompts, samples, EVAL_SAMPLES)
-    kl = _kl_estimate(policy, reference, samples, tokenizer.pad_token_id, config.generation.batch_size)
+    samples, scores, log_ratio = _policy_samples(
+        ranks, policy, reference, tokenizer, test.prompts, test_inputs, scorers, EVAL_SAMPLES, config.generation,
+        config.seed + 2, "eval", progress,
+    )  # fmt: skip
+    kl = float(log_ratio.mean())
     names = [config.scorers.reward, *config.scorers.utilities]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -290,7 +371,7 @@ def _evaluate(
         for s_index, s in enumerate(samp):
             i, j = divmod(s_index, EVAL_SAMPLES)
             writer.writerow([label, i, j, *(f"{v:.6g}" for v in data[:, i, j]), s.text])
-    write_atomic(out / "eval_scores.csv", buffer.getvalue())
+    eval_csv = buffer.getvalue()
 
     buffer = io.StringIO()
     m = len(config.scorers.utilities)
@@ -298,7 +379,9 @@ def _evaluate(
     writer.writerow(["iteration", *(f"lambda_{i + 1}" for i in range(m)), *(f"slack_{i + 1}" for i in range(m))])
     for row in metrics:
         writer.writerow([row["iteration"], *row["lam"], *(row.get("slack") or [float("nan")] * m)])
-    write_atomic(out / "dual_trajectory.csv", buffer.getvalue())
+    if ranks.is_main:
+        write_atomic(out / "eval_scores.csv", eval_csv)
+        write_atomic(out / "dual_trajectory.csv", buffer.getvalue())
 
     improvements = {name: improvement(scores[r], ref.test_scores[r]) for r, name in enumerate(names)}
     # How much reward and each utility conflict where the pairs compare them: within a prompt.

