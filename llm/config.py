@@ -29,6 +29,7 @@ __all__ = [
     "DataConfig",
     "GenerationConfig",
     "ModelConfig",
+    "PeCAIDConfig",
     "RunConfig",
     "ScorerConfig",
     "TrainingConfig",
@@ -39,7 +40,7 @@ __all__ = [
     "to_dict",
 ]
 
-METHODS = ("caid", "one_shot", "dpo_reward", "dpo_utility")
+METHODS = ("caid", "one_shot", "dpo_reward", "dpo_utility", "pecaid")
 
 
 class ConfigError(ValueError):
@@ -222,6 +223,22 @@ class CAIDConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PeCAIDConfig:
+    """Preference-based CAID (Algorithm 3, spec §3.3), with simulated annotators.
+
+    The scorers act as annotators: each pair of reference responses gets one Bradley-Terry label per
+    objective, ``y_1 > y_0`` with probability ``sigma(s(y_1) - s(y_0))``. From those labels alone, pi_r and each
+    pi_g_i are trained by DPO from pi_ref, and their implicit rewards ``beta log(pi / pi_ref)`` replace the
+    scores everywhere in CAID (thresholds are in implicit-reward units); the evaluation reports the scorers.
+    """
+
+    epochs: int = help_field(2, "DPO epochs pre-aligning each of pi_r and pi_g_i on the preference labels")
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "pecaid.epochs", f"must be >= 1, got {self.epochs}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One run: one method at one threshold vector."""
 
@@ -233,6 +250,7 @@ class RunConfig:
     generation: GenerationConfig = help_field(GenerationConfig(), "sampling settings")
     training: TrainingConfig = help_field(TrainingConfig(), "DPO settings")
     caid: CAIDConfig = help_field(CAIDConfig(), "the constrained problem and the dual iteration")
+    pecaid: PeCAIDConfig = help_field(PeCAIDConfig(), "with method = 'pecaid': pre-alignment on preference labels")
 
     def __post_init__(self) -> None:
         _require(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}, got {self.method!r}")

@@ -37,6 +37,7 @@ __all__ = [
     "full_parameters",
     "init_ranks",
     "load_training_state",
+    "load_weights",
     "training_state",
     "wrap_for_training",
 ]
@@ -172,13 +173,13 @@ def wrap_for_training(model: torch.nn.Module, ranks: Ranks, strategy: str) -> to
 
 
 @contextlib.contextmanager
-def full_parameters(model: torch.nn.Module) -> Iterator[None]:
-    """Hold FSDP's full parameters on every rank for the block (no-op without FSDP).
+def full_parameters(*models: torch.nn.Module) -> Iterator[None]:
+    """Hold FSDP's full parameters of ``models`` on every rank for the block (no-op without FSDP).
 
     Sampling runs a different number of forward passes on each rank (its own prompts, its own stopping
     times); with the parameters gathered once beforehand and kept, those passes need no collective.
     """
-    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    modules = [m for model in models for m in model.modules() if isinstance(m, FSDPModule)]
     for m in modules:
         m.set_reshard_after_forward(False)
         m.unshard()
@@ -213,5 +214,10 @@ def load_training_state(
     trainer: torch.nn.Module, optimizer: torch.optim.Optimizer, weights: dict, optimizer_state: dict
 ) -> None:
     """Load what :func:`training_state` saved (every rank passes the whole state)."""
-    set_model_state_dict(trainer, weights, options=_LOAD)
+    load_weights(trainer, weights)
     set_optimizer_state_dict(trainer, optimizer, optimizer_state, options=_LOAD)
+
+
+def load_weights(trainer: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load trained weights saved by :func:`training_state` (every rank passes them whole)."""
+    set_model_state_dict(trainer, weights, options=_LOAD)

@@ -46,10 +46,12 @@ from llm.distributed import (
     full_parameters,
     init_ranks,
     load_training_state,
+    load_weights,
     training_state,
     wrap_for_training,
 )
 from llm.dpo import dpo_loss, dual_step, pseudo_labels, sequence_logprobs
+from llm.implicit_rewards import ImplicitReward
 from llm.models import (
     DEFAULT_MODEL,
     apply_lora,
@@ -61,6 +63,7 @@ from llm.models import (
     trainable_parameters,
 )
 from llm.reference import (
+    CHUNK_PROMPTS,
     EVAL_SAMPLES,
     ReferenceData,
     build_reference,
@@ -75,6 +78,7 @@ from theory.dual_solver import solve_dual
 
 __all__ = ["RunExistsError", "improvement", "run"]
 
+DPO_BASELINES = ("dpo_reward", "dpo_utility")
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
 
 
@@ -98,32 +102,54 @@ def _prompts(config: RunConfig) -> tuple[PromptSet, PromptSet]:
     return split(merged, config.data.test_fraction, config.seed)
 
 
-def _models(config: RunConfig, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
-    """(policy, frozen reference, tokenizer), on ``device`` in the configured dtype."""
+def _models(config: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
+    """(frozen reference, tokenizer), on ``device`` in the configured dtype."""
     cache = config.model.cache_dir or None
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.model.dtype]
     if config.model.name == "tiny":
         tokenizer = load_tokenizer(DEFAULT_MODEL, cache_dir=cache)
-        policy = tiny_model(tokenizer, seed=config.seed).to(dtype)
+        model = tiny_model(tokenizer, seed=config.seed).to(dtype)
     else:
-        policy, tokenizer = load_model(config.model.name, cache_dir=cache, dtype=dtype)
-    policy = policy.to(device)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+        model, tokenizer = load_model(config.model.name, cache_dir=cache, dtype=dtype)
+    return model.to(device).eval().requires_grad_(False), tokenizer
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Learner:
+    """A model DPO trains: ``model`` itself, ``trainer`` the (DDP/FSDP) module steps run through."""
+
+    model: torch.nn.Module
+    trainer: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    names: set[str]  # the trained parameters, a tied weight under one name
+
+
+def _learner(config: RunConfig, ranks: Ranks, reference: torch.nn.Module, total_steps: int) -> _Learner:
+    """A trainable copy of pi_ref (trained weights as configured), wrapped for the job, with its optimiser."""
+    model = copy.deepcopy(reference)
     if config.training.gradient_checkpointing:
         # Non-reentrant checkpointing needs no gradient on the inputs, so frozen embeddings (LoRA, top layers) work.
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.model.train == "lora":
-        policy = apply_lora(policy, config.model.lora_rank, config.model.lora_alpha)
-    return policy, reference, tokenizer
+        model = apply_lora(model, config.model.lora_rank, config.model.lora_alpha)
+    else:
+        trainable_parameters(model, config.model.train, config.model.top_k_layers)
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    # The optimiser is built after wrapping: FSDP replaces the parameters it shards.
+    trainer = wrap_for_training(model, ranks, config.training.distributed)
+    trained = [p for p in trainer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.training.learning_rate)
+    return _Learner(model, trainer, optimizer, _scheduler(config, optimizer, total_steps), names)
 
 
-def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
-    """The Hugging Face Trainer's schedules (Table 1): warm-up, then constant or cosine to 0 over T epochs."""
+def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    """The Hugging Face Trainer's schedules (Table 1): warm-up, then constant or cosine to 0 over all steps."""
     return get_scheduler(
         {"cosine": "cosine", "constant": "constant_with_warmup"}[config.training.lr_scheduler],
         optimizer,
         num_warmup_steps=config.training.warmup_steps,
-        num_training_steps=config.caid.iterations * steps_per_epoch,
+        num_training_steps=total_steps,
     )
 
 
@@ -137,15 +163,19 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(weights, tmp)
+    tmp.replace(path)
+
+
 def _save_checkpoint(out: Path, iteration: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
     """Write ``checkpoint_<t>.safetensors``, then ``state.pt`` naming it, then drop older checkpoints.
 
     A kill at any point leaves ``state.pt`` pointing at a complete checkpoint of the same iteration.
     """
     name = f"checkpoint_{iteration}.safetensors"
-    tmp = out / f".{name}.tmp"
-    save_file(weights, tmp)
-    tmp.replace(out / name)
+    _save_weights(out / name, weights)
     _atomic_torch_save({**state, "checkpoint": name}, out / "state.pt")
     for old in out.glob("checkpoint_*.safetensors"):
         if old.name != name:
@@ -170,8 +200,9 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         for spec in (config.scorers.reward, *config.scorers.utilities)
     ]
     train, test = _prompts(config)
-    policy, reference, tokenizer = _models(config, ranks.device)
+    reference, tokenizer = _models(config, ranks.device)
     use_template = config.model.use_chat_template
+    pad = tokenizer.pad_token_id
 
     # The model's inputs, formatted once: sampling, on-policy dual steps and evaluation reuse them.
     train_inputs = [chat_prompt(tokenizer, p, use_template) for p in train.prompts]
@@ -190,34 +221,36 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         config.generation, config.seed, key, cache_root / "reference" / f"{key}.npz", ranks,
     )  # fmt: skip
 
-    prob = ref.problem(config.scorers.thresholds, config.caid.beta)
-    one_shot = solve_dual(prob, return_policy=False).lam  # raises InfeasibleProblemError before training
-    m = len(config.scorers.utilities)
-    reward_weight, lam = {
-        "caid": (1.0, one_shot), "one_shot": (1.0, one_shot),
-        "dpo_reward": (1.0, np.zeros(m)), "dpo_utility": (0.0, np.eye(m)[0]),
-    }[config.method]  # fmt: skip
-
     rng = np.random.default_rng(config.seed)
     k = config.generation.samples_per_prompt
     per_prompt = config.training.pairs_per_prompt
     pairs = np.array([(i, *rng.choice(k, 2, replace=False)) for i in range(len(train)) for _ in range(per_prompt)])
-    if config.model.train != "lora":  # LoRA adapters are the only trainable weights already
-        trainable_parameters(policy, config.model.train, config.model.top_k_layers)
-    trainable = {name for name, p in policy.named_parameters() if p.requires_grad}  # tied weights once
-    # The optimiser is built after wrapping: FSDP replaces the parameters it shards.
-    trainer = wrap_for_training(policy, ranks, config.training.distributed)
-    trained = [p for p in trainer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=config.training.learning_rate)
-    scheduler = _scheduler(config, optimizer, math.ceil(len(pairs) / config.training.batch_size))
+    steps_per_epoch = math.ceil(len(pairs) / config.training.batch_size)
+    utilities = scorers[1:]
+    if config.method == "pecaid":
+        implicit = _pre_align(config, ranks, reference, pad, ref, pairs, out, progress)
+        ref = dataclasses.replace(ref, train_scores=_implicit_scores(ranks, implicit, train.prompts, ref, k))
+        utilities = implicit[1:]
+
+    prob = ref.problem(config.scorers.thresholds, config.caid.beta)
+    one_shot = solve_dual(prob, return_policy=False).lam  # raises InfeasibleProblemError before training
+    m = len(config.scorers.utilities)
+    reward_weight, lam = {
+        "caid": (1.0, one_shot), "one_shot": (1.0, one_shot), "pecaid": (1.0, one_shot),
+        "dpo_reward": (1.0, np.zeros(m)), "dpo_utility": (0.0, np.eye(m)[0]),
+    }[config.method]  # fmt: skip
+
+    learner = _learner(config, ranks, reference, config.caid.iterations * steps_per_epoch)
+    policy = learner.model
     metrics: list[dict[str, Any]] = []
     start = 1
     if resume and (out / "state.pt").is_file():
         state = torch.load(out / "state.pt", weights_only=False, map_location="cpu")
         if state["iteration"] == config.caid.iterations and (out / "summary.json").is_file():
             return json.loads((out / "summary.json").read_text())  # finished: nothing to recompute
-        load_training_state(trainer, optimizer, load_file(out / state["checkpoint"]), state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        weights = load_file(out / state["checkpoint"])
+        load_training_state(learner.trainer, learner.optimizer, weights, state["optimizer"])
+        learner.scheduler.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         lam, metrics, start = np.asarray(state["lam"]), state["metrics"], state["iteration"] + 1
@@ -226,30 +259,25 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     iterations = range(start, config.caid.iterations + 1)
     for t in tqdm(iterations, desc=config.method, unit="iter", disable=not (progress and ranks.is_main)):
         row: dict[str, Any] = {"iteration": t}
-        if config.method == "caid" and t > 1:
+        if config.method in ("caid", "pecaid") and t > 1:
             lam, row["slack"], row["kl_estimate"] = _dual_step(
-                config, ranks, policy, reference, tokenizer, train, train_inputs, scorers[1:], ref_means, lam, rng,
+                config, ranks, policy, reference, tokenizer, train, train_inputs, utilities, ref_means, lam, rng,
                 progress,
             )  # fmt: skip
         composite = reward_weight * ref.train_scores[0] + np.tensordot(lam, ref.train_scores[1:], axes=1)
         prefer_1 = pseudo_labels(composite[pairs[:, 0], pairs[:, 1]], composite[pairs[:, 0], pairs[:, 2]], rng)
-        chosen = np.where(prefer_1, pairs[:, 2], pairs[:, 1])
-        rejected = np.where(prefer_1, pairs[:, 1], pairs[:, 2])
-        stats = _dpo_epoch(
-            config, ranks, trainer, optimizer, scheduler, ref, pairs[:, 0], chosen, rejected, rng,
-            tokenizer.pad_token_id, progress,
-        )  # fmt: skip
+        stats = _dpo_epoch(config, ranks, learner, ref, pairs, prefer_1, rng, pad, progress)
         row.update(
             lam=[float(v) for v in lam],
-            plugin_dual_value=float(dual_value(prob, lam)) if config.method in ("caid", "one_shot") else None,
+            plugin_dual_value=float(dual_value(prob, lam)) if config.method not in DPO_BASELINES else None,
             **stats,
         )
         metrics.append(row)
-        weights, optimizer_state = training_state(trainer, optimizer, trainable)
+        weights, optimizer_state = training_state(learner.trainer, learner.optimizer, learner.names)
         # Rank 0's torch generator is the one saved; sampling reseeds it from the numpy generator anyway.
         state = {
             "iteration": t, "lam": lam, "metrics": metrics, "optimizer": optimizer_state,
-            "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
+            "scheduler": learner.scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }  # fmt: skip
         if ranks.is_main:
@@ -291,7 +319,8 @@ def _policy_samples(
         ref_logp = response_logprobs(reference, batch, pad, generation.batch_size, progress=False)
         return batch, score_samples(scorers, prompts, batch, n), logp - ref_logp
 
-    with full_parameters(policy):  # every rank gathers FSDP's shards once, then samples on its own
+    implicit = [s.model for s in scorers if isinstance(s, ImplicitReward)]
+    with full_parameters(policy, *implicit):  # every rank gathers FSDP's shards once, then samples on its own
         parts = ranks.map(len(starts), unit, desc=desc, progress=progress)
     samples = [s for part in parts for s in part[0]]
     return samples, np.concatenate([p[1] for p in parts], axis=1), np.concatenate([p[2] for p in parts]).reshape(-1, n)
@@ -314,16 +343,64 @@ def _dual_step(
     return dual_step(lam, slack, config.caid.dual_step_size), [float(v) for v in slack], float(log_ratio.mean())
 
 
+def _pre_align(config, ranks, reference, pad, ref: ReferenceData, pairs, out: Path, progress) -> list[ImplicitReward]:
+    """PeCAID's pre-alignment (Algorithm 3, lines 3-4): pi_r and each pi_g_i by DPO from pi_ref on preferences.
+
+    The scorers play the annotators: one Bradley-Terry label per pair and objective, drawn once. Each
+    trained model is saved as ``pre_aligned_<i>.safetensors``; a resumed run loads it instead of training.
+    """
+    names = [config.scorers.reward, *config.scorers.utilities]
+    steps = config.pecaid.epochs * math.ceil(len(pairs) / config.training.batch_size)
+    rewards = []
+    for s, name in enumerate(names):
+        learner = _learner(config, ranks, reference, steps)
+        path = out / f"pre_aligned_{s}.safetensors"
+        if path.is_file():
+            load_weights(learner.trainer, load_file(path))
+        else:
+            rng = np.random.default_rng([config.seed, s])  # its own stream: skipping it on resume changes nothing
+            scores = ref.train_scores[s]
+            prefer_1 = pseudo_labels(scores[pairs[:, 0], pairs[:, 1]], scores[pairs[:, 0], pairs[:, 2]], rng)
+            epochs = range(config.pecaid.epochs)
+            for _ in tqdm(epochs, desc=f"pre-align {name}", disable=not (progress and ranks.is_main)):
+                _dpo_epoch(config, ranks, learner, ref, pairs, prefer_1, rng, pad, progress)
+            weights, _ = training_state(learner.trainer, learner.optimizer, learner.names)
+            if ranks.is_main:
+                _save_weights(path, weights)
+        learner.model.eval().requires_grad_(False)
+        beta, batch = config.caid.beta, config.generation.batch_size
+        rewards.append(ImplicitReward(f"implicit:{name}", learner.model, reference, beta, pad, batch))
+    return rewards
+
+
+def _implicit_scores(ranks: Ranks, rewards, prompts, ref: ReferenceData, k: int) -> np.ndarray:
+    """``(len(rewards), N, K)`` implicit rewards of the reference samples, shared out across ranks."""
+    chunk = CHUNK_PROMPTS * k
+    starts = range(0, len(ref.train), chunk)
+    with full_parameters(*(r.model for r in rewards)):
+        parts = ranks.map(
+            len(starts), lambda u: score_samples(rewards, prompts, ref.train[starts[u] : starts[u] + chunk], k),
+            desc="implicit rewards",
+        )  # fmt: skip
+    return np.concatenate(parts, axis=1)
+
+
 def _dpo_epoch(
-    config, ranks: Ranks, trainer, optimizer, scheduler, ref: ReferenceData, x, chosen, rejected, rng, pad,
+    config, ranks: Ranks, learner: _Learner, ref: ReferenceData, pairs: np.ndarray, prefer_1: np.ndarray, rng, pad,
     progress: bool = True,
 ) -> dict[str, float]:  # fmt: skip
-    """One epoch over the relabelled pairs in shuffled batches; returns the mean loss, accuracy and margin.
+    """One epoch over labelled reference pairs in shuffled batches; returns the mean loss, accuracy and margin.
 
-    Each batch is split across ranks; a rank's loss is weighted by its share of the batch, so the gradient
-    DDP averages is the gradient of the whole batch's mean loss. A rank with no pair in a (last, small)
-    batch still takes part with a zero-weighted pair, as every rank must join every gradient exchange.
+    ``pairs`` rows are ``(prompt, j_0, j_1)`` indices into the reference samples; ``prefer_1`` says where
+    ``j_1`` is the chosen response. Each batch is split across ranks; a rank's loss is weighted by its
+    share of the batch, so the gradient DDP averages is the gradient of the whole batch's mean loss. A rank
+    with no pair in a (last, small) batch still takes part with a zero-weighted pair, as every rank must
+    join every gradient exchange.
     """
+    x = pairs[:, 0]
+    chosen = np.where(prefer_1, pairs[:, 2], pairs[:, 1])
+    rejected = np.where(prefer_1, pairs[:, 1], pairs[:, 2])
+    trainer, optimizer, scheduler = learner.trainer, learner.optimizer, learner.scheduler
     k = config.generation.samples_per_prompt
     sample = lambda i, j: ref.train[i * k + j]  # noqa: E731
     order = rng.permutation(len(x))

@@ -112,10 +112,17 @@ class ReferenceData:
 
 
 def score_samples(scorers: Sequence[Scorer], prompts: Sequence[str], samples: Sequence[Sample], k: int) -> np.ndarray:
-    """``(len(scorers), len(samples) // k, k)`` scores of grouped samples against their (raw) prompts."""
+    """``(len(scorers), len(samples) // k, k)`` scores of grouped samples against their (raw) prompts.
+
+    A scorer with a ``score_samples(samples)`` method (an implicit reward) scores the token ids; any other
+    scores the texts.
+    """
     texts = [s.text for s in samples]
     prompt_texts = [prompts[s.prompt_index] for s in samples]
-    rows = [score(scorer, prompt_texts, texts) for scorer in scorers]
+    rows = [
+        scorer.score_samples(samples) if hasattr(scorer, "score_samples") else score(scorer, prompt_texts, texts)
+        for scorer in scorers
+    ]
     return np.stack(rows).reshape(len(scorers), len(samples) // k, k)
 
 

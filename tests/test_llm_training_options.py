@@ -7,6 +7,7 @@ import torch
 
 import llm.pipeline as pipeline
 from llm.config import ModelConfig, RunConfig, TrainingConfig
+from llm.distributed import Ranks
 from llm.dpo import sequence_logprobs
 
 TINY = ModelConfig(name="tiny", train="full")
@@ -15,8 +16,10 @@ RESPONSES = [(12, 13, 14), (7, 8, 9, 10, 11)]
 
 
 def _models(model=TINY, training=None):
+    """(policy, reference, tokenizer) as a run builds them."""
     config = RunConfig(model=model, training=training or TrainingConfig())
-    return pipeline._models(config, torch.device("cpu"))
+    reference, tokenizer = pipeline._models(config, torch.device("cpu"))
+    return pipeline._learner(config, Ranks(), reference, total_steps=1).model, reference, tokenizer
 
 
 def _gradients(policy, pad):
@@ -63,9 +66,8 @@ def test_bfloat16_weights_give_float32_log_probs_within_bf16_precision():
 def test_learning_rate_schedule_runs_over_all_epochs(schedule, warmup, expected):
     # Two epochs of three steps: the schedule spans all T epochs, as the paper's Trainer runs do.
     config = RunConfig(training=TrainingConfig(learning_rate=1e-3, lr_scheduler=schedule, warmup_steps=warmup))
-    config = dataclasses.replace(config, caid=dataclasses.replace(config.caid, iterations=2))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.training.learning_rate)
-    scheduler = pipeline._scheduler(config, optimizer, steps_per_epoch=3)
+    scheduler = pipeline._scheduler(config, optimizer, total_steps=2 * 3)
     rates = []
     for _ in range(6):
         rates.append(optimizer.param_groups[0]["lr"])
