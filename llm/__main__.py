@@ -27,10 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --out after its last finished iteration"
     )
+    run.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+        help="override one configuration field (a TOML value), e.g. --set scorers.thresholds=[0.03]; repeatable",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

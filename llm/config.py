@@ -13,7 +13,7 @@ import difflib
 import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -310,11 +310,15 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
 
 
-def load_config(path: Path | str) -> RunConfig:
-    """Read a TOML run configuration.
+def load_config(path: Path | str, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a TOML run configuration, then apply ``table.key=value`` overrides (e.g. for a threshold sweep).
+
+    An override's value is read as a TOML value (``caid.iterations=2``, ``scorers.thresholds=[0.02]``,
+    ``model.train="lora"``); a bare word that is not one is taken as a string (``model.train=lora``).
 
     Raises:
-        ConfigError: If the file is missing, is not valid TOML, or holds an invalid configuration.
+        ConfigError: If the file is missing, is not valid TOML, an override is malformed, or the result is
+            an invalid configuration.
     """
     path = Path(path)
     if not path.is_file():
@@ -323,7 +327,26 @@ def load_config(path: Path | str) -> RunConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config: {path} is not valid TOML ({err})") from None
+    for override in overrides:
+        _apply_override(data, override)
     return from_dict(RunConfig, data)
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    names = key.strip().split(".")
+    if not sep or not all(names):
+        raise ConfigError(f"override {override!r}: write table.key=value, e.g. caid.iterations=2")
+    try:
+        value = tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    table = data
+    for name in names[:-1]:
+        table = table.setdefault(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"override {override!r}: {name} is not a table")
+    table[names[-1]] = value
 
 
 def describe_fields(cls: type = RunConfig, prefix: str = "") -> Iterator[str]:

@@ -94,3 +94,17 @@ def test_shipped_configs_load():
     for path in paths:
         config = load_config(path)
         assert len(config.scorers.thresholds) == len(config.scorers.utilities)
+
+
+def test_overrides_replace_fields_with_toml_values(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('method = "one_shot"\n[caid]\nbeta = 0.2\n')
+    config = load_config(path, ["caid.iterations=2", "scorers.thresholds=[0.03]", "model.train=lora", "seed=7"])
+    assert (config.method, config.caid.beta, config.caid.iterations) == ("one_shot", 0.2, 2)
+    assert (config.scorers.thresholds, config.model.train, config.seed) == ([0.03], "lora", 7)
+    with pytest.raises(ConfigError, match=r"caid\.iteration: unknown field; did you mean .caid\.iterations."):
+        load_config(path, ["caid.iteration=2"])
+    with pytest.raises(ConfigError, match=r"write table\.key=value"):
+        load_config(path, ["caid.iterations"])
+    with pytest.raises(ConfigError, match=r"caid\.iterations: expected int"):
+        load_config(path, ["caid.iterations=two"])
