@@ -74,3 +74,11 @@ def test_learning_rate_schedule_runs_over_all_epochs(schedule, warmup, expected)
         optimizer.step()
         scheduler.step()
     assert rates == pytest.approx(expected, abs=1e-9)
+
+
+def test_lora_adapters_train_in_float32_on_bfloat16_weights():
+    model = dataclasses.replace(TINY, train="lora", lora_rank=2, dtype="bfloat16")
+    policy, _, _ = _models(model)
+    dtypes = {name: p.dtype for name, p in policy.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
+    assert {d for n, d in dtypes.items() if "lora_" not in n} == {torch.bfloat16}
