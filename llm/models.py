@@ -462,20 +462,25 @@ def trainable_parameters(model: torch.nn.Module, mode: str, top_k_layers: int = 
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def apply_lora(model: torch.nn.Module, rank: int = 8, alpha: float = 16.0) -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, rank: int = 8, alpha: float = 16.0, seed: int = 0) -> torch.nn.Module:
     """Wrap ``model`` with LoRA adapters (``peft``) on every linear layer except the output head.
 
     The base weights are frozen and each adapter starts at zero (B = 0), so the wrapped model computes
-    exactly what ``model`` did; only the adapters' parameters have ``requires_grad``.
+    exactly what ``model`` did; only the adapters' parameters have ``requires_grad``. The random A
+    matrices are drawn from their own stream seeded with ``seed`` (torch's global RNG is untouched), so
+    runs, and the ranks of a sharded run, start from the same adapters.
 
     Args:
         model: A causal LM.
         rank: LoRA rank r (the paper's runs use 8).
         alpha: LoRA scaling alpha (the paper's runs use 16).
+        seed: Seed of the adapters' initialisation.
     """
     from peft import LoraConfig, get_peft_model
 
     if rank < 1:
         raise ValueError(f"rank: must be >= 1, got {rank}")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear", bias="none")
-    return get_peft_model(model, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)

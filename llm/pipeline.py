@@ -135,7 +135,7 @@ def _learner(config: RunConfig, ranks: Ranks, reference: torch.nn.Module, total_
         # Non-reentrant checkpointing needs no gradient on the inputs, so frozen embeddings (LoRA, top layers) work.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.model.train == "lora":
-        model = apply_lora(model, config.model.lora_rank, config.model.lora_alpha)
+        model = apply_lora(model, config.model.lora_rank, config.model.lora_alpha, seed=config.seed)
     else:
         trainable_parameters(model, config.model.train, config.model.top_k_layers)
     names = {name for name, p in model.named_parameters() if p.requires_grad}

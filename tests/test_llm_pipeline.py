@@ -131,14 +131,30 @@ def test_reference_phase_is_cached_and_corrupt_entries_rebuilt(finished, tmp_pat
     assert reference.ReferenceData.from_file(entries[0], entries[0].stem) is not None
 
 
-def test_lora_run_checkpoints_only_the_adapters(tmp_path, cache):
+def test_lora_run_checkpoints_only_the_adapters_and_resumes_from_them(tmp_path, cache, monkeypatch):
     from safetensors.torch import load_file
 
-    config = _config(cache, method="one_shot", caid=dataclasses.replace(TINY.caid, iterations=1))
+    config = _config(cache)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, train="lora", lora_rank=2))
-    pipeline.run(config, tmp_path / "lora", progress=False)
-    weights = load_file(tmp_path / "lora" / "checkpoint_1.safetensors")
+    summary = pipeline.run(config, tmp_path / "lora", progress=False)
+    weights = load_file(tmp_path / "lora" / "checkpoint_2.safetensors")
     assert weights and all("lora_" in name for name in weights)
+    # Killed in epoch 2, resumed from the saved adapters and optimiser state: the uninterrupted run.
+    real, calls = pipeline._dpo_epoch, []
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_dpo_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, tmp_path / "killed", progress=False)
+    monkeypatch.setattr(pipeline, "_dpo_epoch", real)
+    resumed = pipeline.run(config, tmp_path / "killed", resume=True, progress=False)
+    assert (tmp_path / "killed" / "metrics.jsonl").read_text() == (tmp_path / "lora" / "metrics.jsonl").read_text()
+    assert resumed["improvements"] == summary["improvements"]
 
 
 def test_reference_phase_resumes_chunk_by_chunk(tmp_path, monkeypatch):
