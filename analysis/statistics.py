@@ -1,0 +1,736 @@
+"""Statistics of finished ``llm`` runs: improvements with two kinds of CI, constraint verdicts, Pareto fronts.
+
+Everything here reads the files a run directory holds (``eval_scores.csv``, ``summary.json``,
+``dual_trajectory.csv``; see :mod:`llm.pipeline`) and returns numbers or pandas DataFrames, for notebooks
+and for the paper's figures (spec §5.1-5.2):
+
+* Fig. 1(a), expected vs actual improvement: :func:`constraint_satisfaction` (threshold b, measured
+  improvement with CIs, and whether b is met, with a one-sided confidence verdict);
+* Fig. 1(b), the empirical Pareto curve: :func:`pareto_front` over (safety, helpfulness) improvements;
+* Fig. 1(c), score histograms before and after alignment: :func:`score_histograms`;
+* the dual iterates lambda(t) of CAID: :func:`dual_trajectory_diagnostics`;
+* a sweep folder of runs as one tidy table: :func:`collect_runs`.
+
+Improvement (spec §5.1) is the mean over held-out prompts of the per-prompt paired difference
+``d_j = mean_s policy(x_j, y_s) - mean_s reference(x_j, y'_s)``: both models answer the same prompts, so
+the prompt-to-prompt variation cancels and the n per-prompt differences are the independent units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "ConstraintCheck",
+    "EvalScores",
+    "PairedImprovement",
+    "TrajectoryDiagnostics",
+    "collect_runs",
+    "constraint_satisfaction",
+    "dual_trajectory_diagnostics",
+    "improvement_table",
+    "load_eval_scores",
+    "paired_improvement",
+    "pareto_front",
+    "score_histograms",
+    "trajectory_diagnostics",
+]
+
+Interval = Literal["t", "z"]
+Verdict = Literal["satisfied", "violated", "undetermined"]
+
+# Bootstrap index draws per block: the n_boot x n_prompts indices and values stay below ~64 MB at once.
+_BOOT_BLOCK_CELLS = 1 << 22
+# Columns of eval_scores.csv that are not scorers.
+_EVAL_KEYS = ("model", "prompt_index", "sample")
+
+
+def _check_confidence(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence: must lie strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    return float(confidence)
+
+
+def _quantile(interval: Interval, n: int, level: float) -> float:
+    """The ``level`` quantile of Student's t with n - 1 degrees of freedom (``"t"``) or of N(0, 1) (``"z"``)."""
+    return float(stats.t.ppf(level, n - 1) if interval == "t" else stats.norm.ppf(level))
+
+
+def _per_prompt(scores: np.ndarray, field: str) -> np.ndarray:
+    """``(n_prompts,)`` per-prompt means of ``(n_prompts, samples)`` scores (a 1-D array is one sample each)."""
+    array = np.asarray(scores, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise ValueError(f"{field}: expected an (n_prompts, samples) array, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{field}: contains NaN or inf; every score must be finite")
+    return array.mean(axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstraintCheck:
+    """Whether a measured improvement meets a threshold b, and how sure we are (spec §5.1).
+
+    Attributes:
+        threshold: b, the required improvement.
+        mean: The measured improvement.
+        satisfied: ``mean >= b``, the paper's definition ("an aligned LLM satisfies threshold b if its
+            improvement ... is at least b").
+        p_satisfied: The fraction of bootstrap means ``>= b``: P(improvement >= b) under the bootstrap
+            distribution (a plausibility, not a p-value).
+        lower_bound: The one-sided ``confidence`` lower bound ``mean - q_c * se``.
+        upper_bound: The one-sided ``confidence`` upper bound ``mean + q_c * se``.
+        verdict: ``"satisfied"`` if ``lower_bound >= b`` (H0: improvement < b is rejected at level
+            1 - confidence), ``"violated"`` if ``upper_bound < b`` (H0: improvement >= b is rejected),
+            else ``"undetermined"``.
+        confidence: The one-sided confidence level of the bounds.
+    """
+
+    threshold: float
+    mean: float
+    satisfied: bool
+    p_satisfied: float
+    lower_bound: float
+    upper_bound: float
+    verdict: Verdict
+    confidence: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PairedImprovement:
+    """The mean paired improvement over prompts with a normal-theory and a percentile-bootstrap CI.
+
+    With per-prompt differences ``d_1..d_n``, ``mean = sum_j d_j / n``, ``sd`` their sample standard
+    deviation (ddof = 1) and ``se = sd / sqrt(n)``:
+
+    * normal CI: ``mean -/+ q * se`` with ``q`` the ``(1 + confidence) / 2`` quantile of Student's t with
+      n - 1 degrees of freedom (``interval="t"``) or of the standard normal (``interval="z"``, the
+      ``1.96 * sd / sqrt(n)`` of ``summary.json`` at 95%);
+    * bootstrap CI: the ``(1 -/+ confidence) / 2`` quantiles of ``boot_means``, the means of ``n_boot``
+      resamples of the n prompts with replacement (percentile bootstrap).
+
+    Attributes:
+        mean: The mean improvement.
+        sd: Sample standard deviation of the per-prompt differences.
+        n_prompts: n.
+        ci_low: Lower end of the normal CI.
+        ci_high: Upper end of the normal CI.
+        boot_low: Lower end of the bootstrap CI.
+        boot_high: Upper end of the bootstrap CI.
+        confidence: The two-sided level of both CIs.
+        interval: ``"t"`` or ``"z"``, the quantile of the normal CI (and of :meth:`check`'s bounds).
+        boot_means: ``(n_boot,)`` the bootstrap means.
+    """
+
+    mean: float
+    sd: float
+    n_prompts: int
+    ci_low: float
+    ci_high: float
+    boot_low: float
+    boot_high: float
+    confidence: float
+    interval: Interval
+    boot_means: np.ndarray
+
+    @property
+    def standard_error(self) -> float:
+        """``sd / sqrt(n)``."""
+        return self.sd / np.sqrt(self.n_prompts)
+
+    def check(self, threshold: float, confidence: float | None = None) -> ConstraintCheck:
+        """Test ``improvement >= threshold`` one-sidedly (see :class:`ConstraintCheck`).
+
+        The two one-sided bounds at level c together form a two-sided ``2c - 1`` interval (90% for
+        c = 95%), so "satisfied" and "violated" are each claimed with confidence c.
+
+        Args:
+            threshold: b.
+            confidence: One-sided level of the bounds (default: this improvement's ``confidence``).
+        """
+        b = float(threshold)
+        if not np.isfinite(b):
+            raise ValueError(f"threshold: must be finite, got {threshold!r}")
+        c = self.confidence if confidence is None else _check_confidence(confidence)
+        half = _quantile(self.interval, self.n_prompts, c) * self.standard_error
+        lower, upper = self.mean - half, self.mean + half
+        verdict: Verdict = "satisfied" if lower >= b else "violated" if upper < b else "undetermined"
+        return ConstraintCheck(
+            threshold=b,
+            mean=self.mean,
+            satisfied=bool(self.mean >= b),
+            p_satisfied=float(np.mean(self.boot_means >= b)),
+            lower_bound=lower,
+            upper_bound=upper,
+            verdict=verdict,
+            confidence=c,
+        )
+
+    def as_row(self) -> dict[str, float | int]:
+        """The scalar fields, for a DataFrame row."""
+        return {
+            "mean": self.mean,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "boot_low": self.boot_low,
+            "boot_high": self.boot_high,
+            "n_prompts": self.n_prompts,
+        }
+
+
+def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``n_boot`` resamples (with replacement) of ``values``, drawn in memory-bounded blocks."""
+    n = len(values)
+    out = np.empty(n_boot)
+    block = max(1, _BOOT_BLOCK_CELLS // n)
+    for start in range(0, n_boot, block):
+        stop = min(start + block, n_boot)
+        out[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    return out
+
+
+def paired_improvement(
+    policy: np.ndarray,
+    reference: np.ndarray,
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    rng: np.random.Generator | int = 0,
+    interval: Interval = "t",
+) -> PairedImprovement:
+    """Mean improvement of the policy over pi_ref on the same prompts, with normal and bootstrap CIs.
+
+    The unit is the prompt: ``d_j = mean_s policy[j, s] - mean_s reference[j, s]`` (spec §5.1, two samples
+    per prompt in the paper); see :class:`PairedImprovement` for the formulas.
+
+    Args:
+        policy: ``(n_prompts, samples)`` scores of the aligned policy (1-D: one sample per prompt).
+        reference: ``(n_prompts, samples')`` scores of pi_ref on the same prompts, in the same order.
+        confidence: Two-sided level of both CIs.
+        n_boot: Bootstrap resamples of the prompts.
+        rng: A ``np.random.Generator`` or a seed for the bootstrap (default 0: reproducible).
+        interval: ``"t"`` (default; exact for normal differences, wider than z for small n) or ``"z"``
+            (matches ``llm.pipeline.improvement`` and ``summary.json``, up to 1.96 vs 1.95996).
+
+    Returns:
+        The :class:`PairedImprovement`.
+
+    Raises:
+        ValueError: naming the field, for non-finite scores, different prompt counts, fewer than two
+            prompts, or a bad ``confidence``, ``n_boot`` or ``interval``.
+    """
+    diff_policy = _per_prompt(policy, "policy")
+    diff_reference = _per_prompt(reference, "reference")
+    if diff_policy.shape != diff_reference.shape:
+        raise ValueError(
+            f"reference: expected the policy's {len(diff_policy)} prompts (paired, same order), "
+            f"got {len(diff_reference)}"
+        )
+    n = len(diff_policy)
+    if n < 2:
+        raise ValueError(f"policy: need at least 2 prompts for a confidence interval, got {n}")
+    c = _check_confidence(confidence)
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot: must be a positive integer (e.g. 2000), got {n_boot!r}")
+    if interval not in ("t", "z"):
+        raise ValueError(f"interval: must be 't' or 'z', got {interval!r}")
+
+    diff = diff_policy - diff_reference
+    mean, sd = float(diff.mean()), float(diff.std(ddof=1))
+    boot = _bootstrap_means(diff, int(n_boot), np.random.default_rng(rng))
+    boot_low, boot_high = np.quantile(boot, [(1 - c) / 2, (1 + c) / 2])
+    half = _quantile(interval, n, (1 + c) / 2) * sd / np.sqrt(n)
+    return PairedImprovement(
+        mean=mean, sd=sd, n_prompts=n, ci_low=mean - half, ci_high=mean + half, boot_low=float(boot_low),
+        boot_high=float(boot_high), confidence=c, interval=interval, boot_means=boot,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reading a run directory.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvalScores:
+    """The held-out scores of one run (``eval_scores.csv``), as arrays aligned by prompt.
+
+    Attributes:
+        scorers: Scorer names in file order: the reward first, then each utility (e.g. ``"-toxicity"``).
+        prompt_index: ``(n_prompts,)`` the held-out prompt indices, ascending.
+        policy: ``(n_scorers, n_prompts, samples)`` the aligned policy's scores.
+        reference: ``(n_scorers, n_prompts, samples')`` pi_ref's scores on the same prompts.
+    """
+
+    scorers: tuple[str, ...]
+    prompt_index: np.ndarray
+    policy: np.ndarray
+    reference: np.ndarray
+
+    def scores(self, scorer: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(policy, reference)`` ``(n_prompts, samples)`` score arrays of one scorer (after, before)."""
+        if scorer not in self.scorers:
+            raise KeyError(f"scorer: {scorer!r} is not in this run's scorers {list(self.scorers)}")
+        i = self.scorers.index(scorer)
+        return self.policy[i], self.reference[i]
+
+
+def _model_block(frame: pd.DataFrame, model: str, scorers: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(prompt_index, (n_scorers, n_prompts, samples))`` of one model's rows, checked to be rectangular."""
+    rows = frame[frame["model"] == model].sort_values(["prompt_index", "sample"], kind="stable")
+    if rows.empty:
+        raise ValueError(f"{path}: no rows with model == {model!r}; is this an eval_scores.csv of `llm run`?")
+    counts = rows.groupby("prompt_index").size()
+    if counts.nunique() != 1:
+        raise ValueError(f"{path}: the {model} rows have different numbers of samples per prompt")
+    samples = int(counts.iloc[0])
+    values = rows[scorers].to_numpy(dtype=np.float64).T.reshape(len(scorers), len(counts), samples)
+    return counts.index.to_numpy(), values
+
+
+def load_eval_scores(run_dir: str | os.PathLike[str]) -> EvalScores:
+    """Read ``eval_scores.csv`` of a run directory into policy and reference arrays (Fig. 1(c) data).
+
+    Args:
+        run_dir: The run directory.
+
+    Raises:
+        FileNotFoundError: If there is no ``eval_scores.csv``.
+        ValueError: If the file is malformed or the two models were not scored on the same prompts.
+    """
+    path = Path(run_dir) / "eval_scores.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"run_dir: {path} does not exist; is {run_dir} a finished `llm run` directory?")
+    # The response texts are not needed; skipping them also avoids parsing free text as numbers.
+    frame = pd.read_csv(path, usecols=lambda column: column != "response")
+    missing = [key for key in _EVAL_KEYS if key not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    scorers = [column for column in frame.columns if column not in _EVAL_KEYS]
+    if not scorers:
+        raise ValueError(f"{path}: no scorer columns")
+    policy_prompts, policy = _model_block(frame, "policy", scorers, path)
+    reference_prompts, reference = _model_block(frame, "reference", scorers, path)
+    if not np.array_equal(policy_prompts, reference_prompts):
+        raise ValueError(f"{path}: the policy and reference rows cover different prompts; the comparison is paired")
+    return EvalScores(tuple(scorers), policy_prompts, policy, reference)
+
+
+def improvement_table(
+    run_dir: str | os.PathLike[str],
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    interval: Interval = "t",
+) -> pd.DataFrame:
+    """One row per scorer of a run: mean improvement, normal CI, bootstrap CI, number of prompts.
+
+    Every scorer is resampled with the same prompt indices (the same seed), so the bootstrap is joint
+    over the scorers of a run.
+
+    Args:
+        run_dir: The run directory (reads ``eval_scores.csv``).
+        confidence: Two-sided CI level.
+        n_boot: Bootstrap resamples.
+        seed: Bootstrap seed.
+        interval: ``"t"`` or ``"z"`` (see :func:`paired_improvement`).
+
+    Returns:
+        Columns ``scorer, role ("reward" or "utility"), mean, ci_low, ci_high, boot_low, boot_high,
+        n_prompts``.
+    """
+    scores = load_eval_scores(run_dir)
+    rows = []
+    for i, name in enumerate(scores.scorers):
+        imp = paired_improvement(
+            scores.policy[i], scores.reference[i], confidence=confidence, n_boot=n_boot, rng=seed, interval=interval
+        )
+        rows.append({"scorer": name, "role": "reward" if i == 0 else "utility", **imp.as_row()})
+    return pd.DataFrame(rows)
+
+
+def score_histograms(run_dir: str | os.PathLike[str], bins: int | str = 30) -> pd.DataFrame:
+    """Binned scores before (pi_ref) and after (policy) alignment, per scorer, on common edges (Fig. 1(c)).
+
+    For each scorer the edges are ``np.histogram_bin_edges`` of the pooled policy and reference samples,
+    so the two histograms are directly comparable. The raw arrays are :meth:`EvalScores.scores`.
+
+    Args:
+        run_dir: The run directory (reads ``eval_scores.csv``).
+        bins: Number of bins, or a numpy rule name such as ``"auto"`` or ``"fd"``.
+
+    Returns:
+        Columns ``scorer, bin_low, bin_high, reference, policy`` (counts of samples in
+        ``[bin_low, bin_high)``, the last bin closed).
+    """
+    scores = load_eval_scores(run_dir)
+    frames = []
+    for i, name in enumerate(scores.scorers):
+        after, before = scores.policy[i].ravel(), scores.reference[i].ravel()
+        edges = np.histogram_bin_edges(np.concatenate([after, before]), bins=bins)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "scorer": name,
+                    "bin_low": edges[:-1],
+                    "bin_high": edges[1:],
+                    "reference": np.histogram(before, edges)[0],
+                    "policy": np.histogram(after, edges)[0],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"run_dir: {path} does not exist; the run has not finished")
+    return json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------------------------------------------
+# Constraint satisfaction over runs, and many runs as one table.
+
+
+_RUN_COLUMNS = [
+    "run", "path", "method", "thresholds", "scorer", "role", "constraint", "threshold", "mean", "ci_low", "ci_high",
+    "boot_low", "boot_high", "n_prompts", "satisfied", "p_satisfied", "lower_bound", "upper_bound", "verdict",
+    "kl", "best_iteration", "last_iteration",
+]  # fmt: skip
+_SATISFACTION_COLUMNS = [
+    "run", "method", "constraint", "scorer", "threshold", "mean", "ci_low", "ci_high", "boot_low", "boot_high",
+    "n_prompts", "satisfied", "p_satisfied", "lower_bound", "upper_bound", "verdict",
+]  # fmt: skip
+
+
+def _run_rows(run_dir: Path, confidence: float, n_boot: int, seed: int, interval: Interval) -> list[dict[str, Any]]:
+    """The :func:`collect_runs` rows of one finished run."""
+    summary = _read_summary(run_dir)
+    scores = load_eval_scores(run_dir)
+    thresholds = [float(b) for b in summary["thresholds"]]
+    if len(thresholds) != len(scores.scorers) - 1:
+        raise ValueError(
+            f"{run_dir}: summary.json has {len(thresholds)} threshold(s) but eval_scores.csv has "
+            f"{len(scores.scorers) - 1} utility column(s) after the reward {scores.scorers[0]!r}"
+        )
+    common = {
+        "run": run_dir.name,
+        "path": str(run_dir),
+        "method": summary["method"],
+        "thresholds": tuple(thresholds),
+        "kl": summary.get("kl_estimate", np.nan),
+        "best_iteration": summary.get("best_iteration"),
+        "last_iteration": summary.get("last_iteration"),
+    }
+    rows = []
+    for i, name in enumerate(scores.scorers):
+        imp = paired_improvement(
+            scores.policy[i], scores.reference[i], confidence=confidence, n_boot=n_boot, rng=seed, interval=interval
+        )
+        row: dict[str, Any] = {**common, "scorer": name, **imp.as_row()}
+        if i == 0:
+            row.update(role="reward", constraint=pd.NA, threshold=np.nan)
+        else:
+            check = imp.check(thresholds[i - 1])
+            row.update(
+                role="utility", constraint=i, threshold=check.threshold, satisfied=check.satisfied,
+                p_satisfied=check.p_satisfied, lower_bound=check.lower_bound, upper_bound=check.upper_bound,
+                verdict=check.verdict,
+            )  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _run_dirs(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Each path that is a run, or else each immediate subdirectory of it that is one (sorted by name).
+
+    A directory is a run when it holds ``config.json`` or ``summary.json``.
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    found = []
+    for item in map(Path, items):
+        if not item.is_dir():
+            raise FileNotFoundError(f"paths: {item} is not a directory")
+        if (item / "config.json").is_file() or (item / "summary.json").is_file():
+            found.append(item)
+        else:
+            found.extend(
+                sub for sub in sorted(item.iterdir())
+                if sub.is_dir() and ((sub / "config.json").is_file() or (sub / "summary.json").is_file())
+            )  # fmt: skip
+    return found
+
+
+def collect_runs(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    interval: Interval = "t",
+) -> pd.DataFrame:
+    """Many run directories (e.g. a threshold sweep) as one tidy table: a row per run and scorer.
+
+    Unfinished runs (a directory with ``config.json`` but no ``summary.json``) are skipped with a
+    ``UserWarning``. Improvements are recomputed from ``eval_scores.csv`` (whose scores are rounded to
+    six significant digits, so ``mean`` can differ from ``summary.json`` in the sixth digit).
+
+    Args:
+        paths: A run directory, a sweep folder whose immediate subdirectories are runs, or a list of either.
+        confidence: Two-sided CI level, and the one-sided level of the verdicts.
+        n_boot: Bootstrap resamples.
+        seed: Bootstrap seed (the same for every run and scorer: results do not depend on the order of runs).
+        interval: ``"t"`` or ``"z"`` (see :func:`paired_improvement`).
+
+    Returns:
+        Columns ``run`` (directory name), ``path``, ``method``, ``thresholds`` (tuple), ``scorer``, ``role``
+        (``"reward"`` or ``"utility"``), ``constraint`` (1-based utility number), ``threshold`` (b of that
+        utility; NaN for the reward), ``mean, ci_low, ci_high, boot_low, boot_high, n_prompts``, the
+        :class:`ConstraintCheck` fields ``satisfied, p_satisfied, lower_bound, upper_bound, verdict``
+        (missing for the reward), ``kl`` (the run's KL estimate), ``best_iteration, last_iteration``.
+    """
+    rows: list[dict[str, Any]] = []
+    for run_dir in _run_dirs(paths):
+        if not (run_dir / "summary.json").is_file():
+            warnings.warn(f"{run_dir}: no summary.json (unfinished run); skipped", UserWarning, stacklevel=2)
+            continue
+        rows.extend(_run_rows(run_dir, confidence, n_boot, seed, interval))
+    table = pd.DataFrame(rows, columns=_RUN_COLUMNS)
+    return table.astype({"constraint": "Int64", "satisfied": "boolean"})
+
+
+def constraint_satisfaction(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    interval: Interval = "t",
+) -> pd.DataFrame:
+    """Expected vs actual improvement of every constrained utility, over one run or a sweep (Fig. 1(a)).
+
+    ``satisfied`` is the paper's ``improvement >= b``; ``verdict`` says whether that holds with one-sided
+    confidence ``confidence`` (see :class:`ConstraintCheck`). Arguments as in :func:`collect_runs`.
+
+    Returns:
+        One row per run and constraint, sorted by method, constraint and threshold: ``run, method,
+        constraint, scorer, threshold, mean, ci_low, ci_high, boot_low, boot_high, n_prompts, satisfied,
+        p_satisfied, lower_bound, upper_bound, verdict``.
+    """
+    table = collect_runs(paths, confidence=confidence, n_boot=n_boot, seed=seed, interval=interval)
+    table = table[table["role"] == "utility"][_SATISFACTION_COLUMNS]
+    return table.sort_values(["method", "constraint", "threshold", "run"], kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Pareto front (Fig. 1(b)).
+
+
+def pareto_front(points: pd.DataFrame | np.ndarray | Sequence[Sequence[float]]) -> pd.DataFrame:
+    """The non-dominated points of a 2-D set, both coordinates maximised, sorted along the front.
+
+    Point p dominates q when ``p_x >= q_x`` and ``p_y >= q_y`` with at least one inequality strict. So:
+
+    * ties: of two points with the same x, the one with smaller y is dominated (and likewise in y);
+    * duplicates: exact copies do not dominate each other, so every copy of a non-dominated point is
+      returned (adjacent, in input order); drop them with ``front[~front.duplicated()]``.
+
+    Args:
+        points: ``(n, 2)`` coordinates: a DataFrame with two numeric columns (e.g.
+            ``runs[["safety", "helpfulness"]]``; its index labels identify the points) or an array.
+
+    Returns:
+        The non-dominated rows, indexed as in ``points`` (positions 0..n-1 for an array; columns ``x, y``),
+        sorted by x ascending (so y descending), copies by input order.
+
+    Raises:
+        ValueError: If ``points`` is not (n, 2) or holds NaN or inf.
+    """
+    frame = points if isinstance(points, pd.DataFrame) else pd.DataFrame(np.asarray(points, dtype=np.float64))
+    if frame.ndim != 2 or frame.shape[1] != 2:
+        raise ValueError(f"points: expected (n, 2) coordinates, got shape {frame.shape}")
+    if not isinstance(points, pd.DataFrame):
+        frame.columns = ["x", "y"]
+    try:
+        xy = frame.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"points: expected numeric coordinates ({err})") from None
+    if not np.all(np.isfinite(xy)):
+        raise ValueError("points: contains NaN or inf; drop those points first")
+    x, y = xy.T
+    # Sweep in order of decreasing x (then y): a point survives iff it has the largest y of its x-group
+    # and a y above every point with a strictly larger x.
+    order = np.lexsort((-y, -x))
+    keep = np.zeros(len(xy), dtype=bool)
+    best_y = -np.inf
+    start = 0
+    while start < len(order):
+        stop = start
+        while stop < len(order) and x[order[stop]] == x[order[start]]:
+            stop += 1
+        group = order[start:stop]
+        top = y[group[0]]
+        if top > best_y:
+            keep[group[y[group] == top]] = True
+            best_y = top
+        start = stop
+    kept = np.flatnonzero(keep)
+    return frame.iloc[kept[np.lexsort((kept, x[kept]))]]
+
+
+# ------------------------------------------------------------------------------------------------------
+# The dual iterates lambda(t).
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrajectoryDiagnostics:
+    """How the dual iterates lambda(1..T) of a CAID run moved (spec §3.2, Lemma 8).
+
+    Attributes:
+        per_iteration: Columns ``iteration``, ``lambda_1..m``, ``measured_slack_1..m`` and ``violation``
+            (when slacks were given: the on-policy slack u(t) of iterate t's policy and
+            ``sum_i max(0, -u_i(t))``), ``dist_one_shot = |lambda(t) - lambda_one_shot|_2``,
+            ``dist_last = |lambda(t) - lambda_last|_2``, ``is_best``.
+        per_coordinate: One row per multiplier i: ``coordinate`` (1-based), ``sign_changes`` (sign flips of
+            the steps ``Delta lambda_i(t) = lambda_i(t+1) - lambda_i(t)``, zero steps skipped),
+            ``total_variation = sum_t |Delta lambda_i(t)|``, ``net_change = |lambda_i(T) - lambda_i(1)|``.
+            ``total_variation / net_change`` well above 1 means lambda_i went back and forth.
+        best_iteration: The least violating iterate (from ``summary.json``), or None if not given.
+        last_iteration: The last iteration.
+        best_to_last: ``|lambda(best) - lambda_last|_2`` (NaN without a best iterate).
+    """
+
+    per_iteration: pd.DataFrame
+    per_coordinate: pd.DataFrame
+    best_iteration: int | None
+    last_iteration: int
+    best_to_last: float
+
+
+def _sign_changes(steps: np.ndarray) -> int:
+    """Sign flips in a sequence of steps, ignoring zero steps (lambda clipped at 0, or held fixed)."""
+    signs = np.sign(steps[steps != 0])
+    return int(np.count_nonzero(signs[1:] != signs[:-1]))
+
+
+def trajectory_diagnostics(
+    lam: np.ndarray,
+    lambda_one_shot: np.ndarray,
+    lambda_last: np.ndarray | None = None,
+    *,
+    iterations: Sequence[int] | None = None,
+    measured_slacks: np.ndarray | None = None,
+    best_iteration: int | None = None,
+) -> TrajectoryDiagnostics:
+    """Distances, oscillation and best-vs-last of a dual trajectory (see :class:`TrajectoryDiagnostics`).
+
+    Args:
+        lam: ``(T, m)`` lambda(t), one row per iteration (a 1-D array means m = 1).
+        lambda_one_shot: ``(m,)`` the one-shot dual solution of the reference samples.
+        lambda_last: ``(m,)`` the final multipliers (default ``lam[-1]``).
+        iterations: The T iteration numbers (default 1..T).
+        measured_slacks: ``(T, m)`` on-policy slack of each iterate's policy; NaN rows where unmeasured.
+        best_iteration: The best iterate's iteration number.
+
+    Raises:
+        ValueError: On shape mismatches, non-finite lambda, or a ``best_iteration`` not in ``iterations``.
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    if lam.ndim == 1:
+        lam = lam[:, None]
+    if lam.ndim != 2 or lam.shape[0] == 0:
+        raise ValueError(f"lam: expected a non-empty (T, m) array, got shape {lam.shape}")
+    if not np.all(np.isfinite(lam)):
+        raise ValueError("lam: contains NaN or inf")
+    n_iter, m = lam.shape
+
+    def vector(value: np.ndarray, field: str) -> np.ndarray:
+        out = np.atleast_1d(np.asarray(value, dtype=np.float64))
+        if out.shape != (m,):
+            raise ValueError(f"{field}: expected {m} multiplier(s), one per constraint, got shape {out.shape}")
+        return out
+
+    one_shot = vector(lambda_one_shot, "lambda_one_shot")
+    last = lam[-1] if lambda_last is None else vector(lambda_last, "lambda_last")
+    steps = np.arange(1, n_iter + 1) if iterations is None else np.asarray(iterations, dtype=int)
+    if steps.shape != (n_iter,):
+        raise ValueError(f"iterations: expected {n_iter} iteration numbers, got shape {steps.shape}")
+
+    per_iteration = pd.DataFrame({"iteration": steps})
+    for i in range(m):
+        per_iteration[f"lambda_{i + 1}"] = lam[:, i]
+    if measured_slacks is not None:
+        slacks = np.asarray(measured_slacks, dtype=np.float64).reshape(n_iter, -1)
+        if slacks.shape != (n_iter, m):
+            raise ValueError(f"measured_slacks: expected shape ({n_iter}, {m}), got {np.shape(measured_slacks)}")
+        for i in range(m):
+            per_iteration[f"measured_slack_{i + 1}"] = slacks[:, i]
+        per_iteration["violation"] = np.maximum(-slacks, 0.0).sum(axis=1)  # NaN where unmeasured
+    per_iteration["dist_one_shot"] = np.linalg.norm(lam - one_shot, axis=1)
+    per_iteration["dist_last"] = np.linalg.norm(lam - last, axis=1)
+    per_iteration["is_best"] = steps == best_iteration
+
+    if best_iteration is None:
+        best_to_last = float("nan")
+    else:
+        if best_iteration not in steps:
+            raise ValueError(f"best_iteration: {best_iteration} is not one of the iterations {steps.tolist()}")
+        best_to_last = float(np.linalg.norm(lam[steps == best_iteration][0] - last))
+
+    delta = np.diff(lam, axis=0)
+    per_coordinate = pd.DataFrame(
+        {
+            "coordinate": np.arange(1, m + 1),
+            "sign_changes": [_sign_changes(delta[:, i]) for i in range(m)],
+            "total_variation": np.abs(delta).sum(axis=0),
+            "net_change": np.abs(lam[-1] - lam[0]),
+        }
+    )
+    return TrajectoryDiagnostics(per_iteration, per_coordinate, best_iteration, int(steps[-1]), best_to_last)
+
+
+def dual_trajectory_diagnostics(run_dir: str | os.PathLike[str]) -> TrajectoryDiagnostics:
+    """:func:`trajectory_diagnostics` of a run, from ``dual_trajectory.csv`` and ``summary.json``.
+
+    lambda(t) comes from ``dual_trajectory.csv``; the one-shot and last multipliers, the best and last
+    iterations and each iterate's measured slack (``measured_slack_by_iteration``) from ``summary.json``.
+
+    Raises:
+        FileNotFoundError: If either file is missing.
+        ValueError: If ``dual_trajectory.csv`` lacks a ``lambda_i`` column for a threshold of the summary.
+    """
+    run_dir = Path(run_dir)
+    summary = _read_summary(run_dir)
+    path = run_dir / "dual_trajectory.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"run_dir: {path} does not exist")
+    frame = pd.read_csv(path)
+    m = len(summary["lambda_one_shot"])
+    columns = [f"lambda_{i + 1}" for i in range(m)]
+    missing = [c for c in ["iteration", *columns] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} (summary.json has {m} multiplier(s))")
+    measured = summary.get("measured_slack_by_iteration") or {}
+    slacks = np.array([
+        measured.get(str(t)) if measured.get(str(t)) is not None else [np.nan] * m for t in frame["iteration"]
+    ], dtype=np.float64)  # fmt: skip
+    return trajectory_diagnostics(
+        frame[columns].to_numpy(dtype=np.float64),
+        summary["lambda_one_shot"],
+        summary.get("lambda_last"),
+        iterations=frame["iteration"].to_numpy(),
+        measured_slacks=slacks if measured else None,
+        best_iteration=summary.get("best_iteration"),
+    )
