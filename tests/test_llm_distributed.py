@@ -17,6 +17,7 @@ import pytest
 
 import llm.pipeline as pipeline
 from llm.config import load_config
+from tests.interrupts import killed_on_call
 
 CONFIG = """
 method = "caid"
@@ -93,19 +94,10 @@ def test_one_process_run_moves_lambda(single):
     assert (traj["lambda_1"] > 0).all() and traj["lambda_1"].nunique() == 3  # the comparison is not vacuous
 
 
-def test_ddp_run_killed_on_one_process_resumes_on_two(single, tmp_path, monkeypatch):
+def test_ddp_run_killed_on_one_process_resumes_on_two(single, tmp_path):
     # Killed in its second epoch on one process ...
     config = _write_config(tmp_path / "run.toml", tmp_path / "cache")
-    real, calls = pipeline._dpo_epoch, []
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "_dpo_epoch", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_on_call(pipeline, "_dpo_epoch", 2):
         pipeline.run(load_config(config), tmp_path / "run", progress=False)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["iteration"] == 1
     # ... and finished by two (the reference phase comes from the cache the first process wrote).

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 import llm.pipeline as pipeline
 from llm.config import CAIDConfig, DataConfig, GenerationConfig, ModelConfig, PeCAIDConfig, RunConfig, ScorerConfig
 from llm.reference import ReferenceData, response_logprobs
+from tests.interrupts import count_calls, killed_on_call
 from theory.dual_solver import solve_dual
 
 CONFIG = RunConfig(
@@ -72,19 +73,10 @@ def test_dual_steps_on_policy_from_the_implicit_utility(finished):
 
 def test_resumed_run_keeps_the_pre_aligned_models(finished, cache, tmp_path, monkeypatch):
     out, summary = finished
-    real, calls = pipeline._dpo_epoch, []
-
-    def dies_in_second_caid_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:  # two pre-alignment epochs (reward, utility), then CAID epochs 1 and 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "_dpo_epoch", dies_in_second_caid_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    # Two pre-alignment epochs (reward, utility), then CAID epochs 1 and 2: killed in the last.
+    with killed_on_call(pipeline, "_dpo_epoch", 4):
         pipeline.run(_config(cache), tmp_path / "run", progress=False)
-    calls.clear()
-    monkeypatch.setattr(pipeline, "_dpo_epoch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = count_calls(monkeypatch, pipeline, "_dpo_epoch")
     resumed = pipeline.run(_config(cache), tmp_path / "run", resume=True, progress=False)
     assert len(calls) == 1  # only CAID epoch 2: nothing pre-aligned again
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()

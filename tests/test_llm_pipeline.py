@@ -16,6 +16,7 @@ from llm.config import (
     ScorerConfig,
     TrainingConfig,
 )
+from tests.interrupts import count_calls, killed_on_call
 from theory import InfeasibleProblemError
 
 TINY = RunConfig(
@@ -76,22 +77,11 @@ def test_caid_starts_at_the_one_shot_dual_and_steps_on_policy(finished):
     assert list(traj.columns) == ["iteration", "lambda_1", "slack_1"] and len(traj) == 2
 
 
-def test_killed_run_resumes_to_the_same_result(finished, tmp_path, cache, monkeypatch):
+def test_killed_run_resumes_to_the_same_result(finished, tmp_path, cache):
     out, summary = finished
-    real = pipeline._dpo_epoch
-    calls = []
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "_dpo_epoch", dies_in_second_epoch)
     killed = tmp_path / "killed"
-    with pytest.raises(KeyboardInterrupt):
+    with killed_on_call(pipeline, "_dpo_epoch", 2):
         pipeline.run(_config(cache), killed, progress=False)
-    monkeypatch.setattr(pipeline, "_dpo_epoch", real)
     resumed = pipeline.run(_config(cache), killed, resume=True, progress=False)
     assert (killed / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
     assert resumed["lambda_last"] == summary["lambda_last"]
@@ -131,7 +121,7 @@ def test_reference_phase_is_cached_and_corrupt_entries_rebuilt(finished, tmp_pat
     assert reference.ReferenceData.from_file(entries[0], entries[0].stem) is not None
 
 
-def test_lora_run_checkpoints_only_the_adapters_and_resumes_from_them(tmp_path, cache, monkeypatch):
+def test_lora_run_checkpoints_only_the_adapters_and_resumes_from_them(tmp_path, cache):
     from safetensors.torch import load_file
 
     config = _config(cache)
@@ -140,18 +130,8 @@ def test_lora_run_checkpoints_only_the_adapters_and_resumes_from_them(tmp_path, 
     weights = load_file(tmp_path / "lora" / "checkpoint_2.safetensors")
     assert weights and all("lora_" in name for name in weights)
     # Killed in epoch 2, resumed from the saved adapters and optimiser state: the uninterrupted run.
-    real, calls = pipeline._dpo_epoch, []
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "_dpo_epoch", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_on_call(pipeline, "_dpo_epoch", 2):
         pipeline.run(config, tmp_path / "killed", progress=False)
-    monkeypatch.setattr(pipeline, "_dpo_epoch", real)
     resumed = pipeline.run(config, tmp_path / "killed", resume=True, progress=False)
     assert (tmp_path / "killed" / "metrics.jsonl").read_text() == (tmp_path / "lora" / "metrics.jsonl").read_text()
     assert resumed["improvements"] == summary["improvements"]
@@ -173,19 +153,9 @@ def test_reference_phase_resumes_chunk_by_chunk(tmp_path, monkeypatch):
         )  # fmt: skip
 
     uninterrupted = build(tmp_path / "a" / "k.npz")
-    real, calls = reference.sample_responses, []
-
-    def dies_on_second_chunk(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(reference, "sample_responses", dies_on_second_chunk)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_on_call(reference, "sample_responses", 2):
         build(tmp_path / "b" / "k.npz")
-    calls.clear()
-    monkeypatch.setattr(reference, "sample_responses", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = count_calls(monkeypatch, reference, "sample_responses")
     resumed = build(tmp_path / "b" / "k.npz")
     assert len(calls) == 3  # train chunks 2 and 3 and the test prompts; chunk 1 was reused
     assert resumed.train == uninterrupted.train and resumed.test == uninterrupted.test
