@@ -6,16 +6,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from analysis.dual_trajectory import dual_trajectory_diagnostics, trajectory_diagnostics
+from analysis.pareto import pareto_front
 from analysis.statistics import (
     collect_runs,
     constraint_satisfaction,
-    dual_trajectory_diagnostics,
     improvement_table,
     load_eval_scores,
     paired_improvement,
-    pareto_front,
     score_histograms,
-    trajectory_diagnostics,
 )
 
 # ------------------------------------------------------------------------------------------------------
