@@ -1,0 +1,157 @@
+"""Figure 1(a) of the paper: expected vs actual improvement of the constrained utility (safety).
+
+Reads the single-constraint LLM sweep, one finished ``python -m llm run`` directory per (method,
+threshold)::
+
+    RESULTS/llm_sweep/single/<run>/summary.json        method, thresholds, improvements, ...
+    RESULTS/llm_sweep/single/<run>/eval_scores.csv     model, prompt_index, sample, <reward>, <utility>, response
+    RESULTS/llm_sweep/single/<run>/dual_trajectory.csv
+    RESULTS/llm_sweep/single/<run>/config.json
+
+with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_reward`` (DPO_h) and ``dpo_utility`` (DPO_s); the
+formats are those of :mod:`analysis.statistics`. Improvements and their 95% CIs are recomputed from
+``eval_scores.csv`` with :func:`analysis.statistics.constraint_satisfaction` (paired over held-out prompts,
+Student-t intervals).
+
+Draws ``fig1a_expected_vs_actual``: x = threshold b (the expected improvement), y = the measured improvement
+of the first utility with 95% CI error bars, for multi-shot (CAID) and one-shot; a run meets its constraint
+when its point lies on or above the line y = x (paper §5.2, Fig. 1(a)).
+
+This module also holds the sweep loading and labelling shared by the other LLM figures
+(:mod:`paper_figures.fig1b_tradeoff`, :mod:`paper_figures.fig1c_histograms`,
+:mod:`paper_figures.fig2_two_constraints`).
+
+Usage::
+
+    python -m paper_figures.fig1a_expected_vs_actual --results RESULTS --out FIGURES
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+
+from analysis.statistics import collect_runs, constraint_satisfaction
+from paper_figures.cli import figure_main
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+
+NAME = "fig1a_expected_vs_actual"
+# The single-constraint sweep folder (one run directory per method and threshold), relative to the results.
+RESULTS_SUBDIR = Path("llm_sweep") / "single"
+# The constrained methods compared in Fig. 1(a)/(b)/(c), in drawing order.
+SWEEP_METHODS = ("caid", "one_shot")
+METHOD_LABELS = {
+    "caid": "multi-shot (CAID)",
+    "one_shot": "one-shot",
+    "dpo_reward": r"DPO$_h$ (reward only)",
+    "dpo_utility": r"DPO$_s$ (utility only)",
+}
+METHOD_COLORS = {"caid": "tab:red", "one_shot": "tab:blue", "dpo_reward": "tab:green", "dpo_utility": "tab:purple"}
+METHOD_MARKERS = {"caid": "o", "one_shot": "s", "dpo_reward": "^", "dpo_utility": "v"}
+
+
+def producer_hint(subdir: Path) -> str:
+    """How the runs of the sweep folder ``subdir`` (relative to the results directory) are produced."""
+    return (
+        "produce it with the LLM threshold sweep: `python -m llm run --config <config> --out "
+        f"RESULTS/{subdir.as_posix()}/<run>` once per method and threshold (vector) of the sweep"
+    )
+
+
+def sweep_dir(results_dir: Path | str, subdir: Path) -> Path:
+    """``results_dir/subdir``, checked to hold at least one finished run.
+
+    Raises:
+        FileNotFoundError: If it holds no ``summary.json`` one level down; the message names the producer.
+    """
+    path = Path(results_dir) / subdir
+    if not path.is_dir() or not any(path.glob("*/summary.json")):
+        raise FileNotFoundError(f"{path}: no finished run directories (*/summary.json); {producer_hint(subdir)}")
+    return path
+
+
+def load_sweep(results_dir: Path | str, subdir: Path = RESULTS_SUBDIR) -> pd.DataFrame:
+    """:func:`analysis.statistics.collect_runs` of a sweep folder: a row per run and scorer, 95% CIs.
+
+    Raises:
+        FileNotFoundError: If the folder holds no finished runs.
+    """
+    return collect_runs(sweep_dir(results_dir, subdir))
+
+
+def ci_errors(rows: pd.DataFrame) -> np.ndarray:
+    """``(2, n)`` below/above distances of the normal CIs, for ``errorbar``."""
+    return np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]).astype(float)
+
+
+def prompts_note(table: pd.DataFrame) -> str:
+    """The number of held-out prompts behind the CIs, e.g. ``"95% CIs over n = 2000 held-out prompts"``."""
+    counts = sorted({int(n) for n in table["n_prompts"]})
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"95% t-CIs over n = {n} held-out prompts (paired)"
+
+
+def draw_identity(ax: Axes, thresholds: np.ndarray) -> None:
+    """The line y = x over the thresholds' range, labelled as the satisfaction boundary."""
+    lo, hi = float(np.min(thresholds)), float(np.max(thresholds))
+    pad = 0.1 * (hi - lo) if hi > lo else 0.5
+    xs = np.array([lo - pad, hi + pad])
+    ax.plot(xs, xs, color="k", linestyle="--", linewidth=0.8, label="y = x (satisfied above)")
+
+
+def draw_expected_vs_actual(ax: Axes, rows: pd.DataFrame, methods: Sequence[str] = SWEEP_METHODS) -> None:
+    """Measured vs required improvement of one utility, a series per method connected in threshold order.
+
+    Args:
+        ax: The axes.
+        rows: :func:`analysis.statistics.constraint_satisfaction` rows of one constraint.
+        methods: The methods to draw, in order (missing ones are skipped).
+    """
+    present = [m for m in methods if (rows["method"] == m).any()]
+    span = float(np.ptp(rows["threshold"])) if len(rows) > 1 else 1.0
+    # Side-by-side offsets so that error bars of the same threshold do not hide each other.
+    offsets = (np.arange(len(present)) - (len(present) - 1) / 2) * 0.012 * (span or 1.0)
+    for method, offset in zip(present, offsets, strict=True):
+        part = rows[rows["method"] == method].sort_values("threshold", kind="stable")
+        ax.errorbar(
+            part["threshold"] + offset, part["mean"], yerr=ci_errors(part), color=METHOD_COLORS.get(method, "k"),
+            marker=METHOD_MARKERS.get(method, "D"), capsize=2.5, label=METHOD_LABELS.get(method, method),
+        )  # fmt: skip
+    draw_identity(ax, rows["threshold"].to_numpy(dtype=float))
+    scorer = str(rows["scorer"].iloc[0])
+    ax.set_xlabel(f"expected improvement b of {scorer}")
+    ax.set_ylabel(f"actual improvement of {scorer}")
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Draw Fig. 1(a) from ``results_dir/llm_sweep/single`` into ``out_dir``; return the PNG and PDF paths.
+
+    Raises:
+        FileNotFoundError: If the sweep folder holds no finished runs.
+        ValueError: If it holds no ``caid`` or ``one_shot`` run.
+    """
+    table = constraint_satisfaction(sweep_dir(results_dir, RESULTS_SUBDIR))
+    rows = table[(table["constraint"] == 1) & table["method"].isin(SWEEP_METHODS)]
+    if rows.empty:
+        raise ValueError(f"{Path(results_dir) / RESULTS_SUBDIR}: no runs of method {' or '.join(SWEEP_METHODS)}")
+    with paper_style():
+        fig = new_figure(width=1.3 * COLUMN_WIDTH, height=3.0)
+        ax = fig.subplots()
+        draw_expected_vs_actual(ax, rows)
+        ax.legend(loc="upper left")
+        ax.set_title(f"Fig. 1(a): expected vs actual improvement\n{prompts_note(rows)}")
+        return save_figure(fig, out_dir, NAME)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: draw the figure and print the written paths."""
+    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

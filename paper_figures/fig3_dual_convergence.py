@@ -1,0 +1,104 @@
+"""Figure 3 of the paper: convergence of the plug-in dual solution with the number of prompts and responses.
+
+Reads ``RESULTS/dual_convergence/dual_convergence_summary.csv``, the ``summary`` table of
+:func:`analysis.dual_convergence.dual_convergence` (one row per (n_prompts, k): ``n_prompts, k,
+n_replicates, n_infeasible, n_failed`` and ``<q>_mean, <q>_sd, <q>_low, <q>_high`` for q in
+``lambda_1..m, dual_value``). Its ``samples`` table (``dual_convergence.csv`` beside it) is not needed:
+the summary holds the means and percentile bands, and no analysis function rebuilds them from samples.
+
+Draws ``fig3_dual_convergence``: a panel per multiplier lambda*_i and one for the plug-in dual value D*,
+each against the number of prompts n (log axis), a line per number of responses per prompt k with the
+replicates' mean and their percentile band (the producer's ``level``, 2.5%-97.5% by default). The bands
+measure how stable the solution is at size (n, k), not population uncertainty (App. C.2, Fig. 3).
+
+Usage::
+
+    python -m paper_figures.fig3_dual_convergence --results RESULTS --out FIGURES
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.axes import Axes
+
+from paper_figures.cli import figure_main
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+
+NAME = "fig3_dual_convergence"
+RESULTS_FILE = Path("dual_convergence") / "dual_convergence_summary.csv"
+
+
+def load_summary(results_dir: Path | str) -> pd.DataFrame:
+    """The dual-convergence summary table.
+
+    Raises:
+        FileNotFoundError: If it is missing; the message names what writes it.
+    """
+    path = Path(results_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: produce it with analysis.dual_convergence.dual_convergence_from_cache(<reference "
+            "cache .npz>, thresholds, beta, n_prompts, k_responses) and write its .summary there (and its "
+            ".samples to dual_convergence.csv)"
+        )
+    return pd.read_csv(path)
+
+
+def _draw_quantity(ax: Axes, summary: pd.DataFrame, name: str) -> None:
+    for i, (k, part) in enumerate(summary.groupby("k", sort=True)):
+        part = part.sort_values("n_prompts")
+        color = f"C{i}"
+        ax.plot(part["n_prompts"], part[f"{name}_mean"], marker="o", color=color, label=f"k = {k}")
+        ax.fill_between(part["n_prompts"], part[f"{name}_low"], part[f"{name}_high"], color=color, alpha=0.2)
+    ax.set_xscale("log")
+    ticks = sorted(summary["n_prompts"].unique())
+    ax.set_xticks(ticks, [str(n) for n in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("number of prompts n")
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Draw Fig. 3 from ``results_dir/dual_convergence`` into ``out_dir``; return the PNG and PDF paths.
+
+    Raises:
+        FileNotFoundError: If the summary CSV is missing.
+    """
+    summary = load_summary(results_dir)
+    lambdas = sorted(
+        c.removesuffix("_mean") for c in summary.columns if c.startswith("lambda_") and c.endswith("_mean")
+    )
+    panels = [*((q, rf"$\lambda^\star_{q.split('_')[1]}$") for q in lambdas), ("dual_value", r"$D^\star$")]
+    unsolved = int((summary["n_infeasible"] + summary["n_failed"]).sum())
+    replicates = "/".join(str(v) for v in sorted(summary["n_replicates"].unique()))
+    with paper_style():
+        fig = new_figure(width=1.1 * COLUMN_WIDTH * len(panels), height=2.8)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (name, label) in zip(axes, panels, strict=True):
+            _draw_quantity(ax, summary, name)
+            ax.set_ylabel(f"plug-in {label}")
+        fig.legend(
+            *axes[0].get_legend_handles_labels(),
+            loc="outside lower center",
+            ncol=summary["k"].nunique(),
+            title="responses per prompt",
+        )
+        note = f"; {unsolved} infeasible or failed subsamples left out" if unsolved else ""
+        fig.suptitle(
+            f"Fig. 3: plug-in dual solution vs prompts n and responses k; mean and percentile band over "
+            f"{replicates} subsamples{note}",
+            fontsize=8,
+        )
+        return save_figure(fig, out_dir, NAME)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: draw the figure and print the written paths."""
+    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
