@@ -1,4 +1,4 @@
-"""Command line: ``python -m llm run --config FILE.toml [--out DIR] [--resume]``."""
+"""Command line: ``python -m llm run --config FILE.toml [--out DIR] [--resume]`` and ``python -m llm sweep ...``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm.config import ConfigError, describe_fields, load_config
+from llm.config import METHODS, ConfigError, describe_fields, load_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,17 +19,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run",
         help="run one method at one threshold vector",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run one method (caid, one_shot, dpo_reward, dpo_utility) from a TOML configuration.",
+        description=f"Run one method ({', '.join(METHODS)}) from a TOML configuration.",
         epilog="configuration fields (TOML tables; every field is optional):\n  " + "\n  ".join(describe_fields()),
     )
-    run.add_argument("--config", type=Path, required=True, help="the TOML run configuration (see configs/)")
+    sweep = commands.add_parser(
+        "sweep",
+        help="run several methods over several threshold vectors (shared reference phase, resumable)",
+        description="Run every method at every threshold vector into OUT/<method>_b<b...>/ (llm.sweep).",
+    )
+    for command in (run, sweep):
+        command.add_argument("--config", type=Path, required=True, help="the TOML run configuration (see configs/)")
+        command.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+            help="override one configuration field (a TOML value), e.g. --set caid.iterations=2; repeatable",
+        )  # fmt: skip
     run.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<config name>)")
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --out after its last finished iteration"
     )
-    run.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
-        help="override one configuration field (a TOML value), e.g. --set scorers.thresholds=[0.03]; repeatable",
+    sweep.add_argument("--out", type=Path, required=True, help="sweep directory, one subdirectory per run")
+    sweep.add_argument(
+        "--thresholds", nargs="+", required=True, metavar="B[,B...]",
+        help="threshold vectors, one per run, comma-separated for m > 1 (e.g. 0.01 0.02, or 0.01,0.05 0.02,0.05)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=["caid", "one_shot", "dpo_reward", "dpo_utility"],
+        help="methods to run (default: caid one_shot dpo_reward dpo_utility)",
     )  # fmt: skip
     args = parser.parse_args(argv)
 
@@ -38,7 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from llm.pipeline import run as run_pipeline  # heavy imports only after the configuration is valid
+    if args.command == "sweep":
+        try:
+            grid = [[float(b) for b in vector.split(",")] for vector in args.thresholds]
+        except ValueError:
+            message = f"--thresholds: numbers, comma-separated within a vector, got {args.thresholds}"
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        from llm.sweep import run_sweep, sweep_runs  # heavy imports only after the configuration is valid
+
+        records = run_sweep(config, sweep_runs(args.methods, grid), args.out)
+        print(json.dumps(records, indent=2))
+        return 0
+
+    from llm.pipeline import run as run_pipeline
 
     out = args.out or Path("runs") / args.config.stem
     try:

@@ -58,8 +58,8 @@ METHOD_MARKERS = {"caid": "o", "one_shot": "s", "dpo_reward": "^", "dpo_utility"
 def producer_hint(subdir: Path) -> str:
     """How the runs of the sweep folder ``subdir`` (relative to the results directory) are produced."""
     return (
-        "produce it with the LLM threshold sweep: `python -m llm run --config <config> --out "
-        f"RESULTS/{subdir.as_posix()}/<run>` once per method and threshold (vector) of the sweep"
+        "produce it with the LLM threshold sweep: `python -m llm sweep --config <config> --out "
+        f"RESULTS/{subdir.as_posix()} --thresholds <b> [<b> ...]` (comma-separated vectors for m > 1)"
     )
 
 

@@ -41,7 +41,7 @@ def test_missing_results_name_their_producer(module, producer, tmp_path):
     with pytest.raises(FileNotFoundError, match=producer) as err:
         module.make_figure(tmp_path, tmp_path / "figs")
     if producer.startswith("llm_sweep"):
-        assert "python -m llm run" in str(err.value)
+        assert "python -m llm sweep" in str(err.value)
 
 
 def test_histograms_default_to_the_median_common_threshold(results):
