@@ -83,8 +83,8 @@ def subsample_problem(
 ) -> ConstrainedProblem:
     """The plug-in problem on some prompts and, for each, some of its responses (uniform reference).
 
-    Built exactly as :meth:`llm.reference.ReferenceData.problem`, so all prompts and all responses in
-    their original order give the same problem.
+    :meth:`theory.ConstrainedProblem.plug_in`, as :meth:`llm.reference.ReferenceData.problem` builds it, so all
+    prompts and all responses in their original order give the same problem.
 
     Args:
         scores: ``(1 + m, N, K)`` reward then utilities.
@@ -94,10 +94,7 @@ def subsample_problem(
         responses: ``(n, k)`` response indices within each chosen prompt.
     """
     # C order as the cached arrays are: the solver's blocked sums then round exactly as on the full data.
-    sub = np.ascontiguousarray(scores[:, prompts[:, None], responses])
-    k = responses.shape[1]
-    ref = np.full((len(prompts), k), -np.log(k))
-    return ConstrainedProblem(ref, sub[0], sub[1:], np.asarray(thresholds), beta)
+    return ConstrainedProblem.plug_in(np.ascontiguousarray(scores[:, prompts[:, None], responses]), thresholds, beta)
 
 
 def _check_grid(values: Sequence[int], upper: int, field: str, what: str) -> list[int]:

@@ -113,7 +113,7 @@ class PairedImprovement:
 
     * normal CI: ``mean -/+ q * se`` with ``q`` the ``(1 + confidence) / 2`` quantile of Student's t with
       n - 1 degrees of freedom (``interval="t"``) or of the standard normal (``interval="z"``, the
-      ``1.96 * sd / sqrt(n)`` of ``summary.json`` at 95%);
+      interval ``summary.json`` reports);
     * bootstrap CI: the ``(1 -/+ confidence) / 2`` quantiles of ``boot_means``, the means of ``n_boot``
       resamples of the n prompts with replacement (percentile bootstrap).
 
@@ -218,7 +218,7 @@ def paired_improvement(
         n_boot: Bootstrap resamples of the prompts.
         rng: A ``np.random.Generator`` or a seed for the bootstrap (default 0: reproducible).
         interval: ``"t"`` (default; exact for normal differences, wider than z for small n) or ``"z"``
-            (matches ``llm.pipeline.improvement`` and ``summary.json``, up to 1.96 vs 1.95996).
+            (what ``llm.pipeline.improvement`` writes to ``summary.json``).
 
     Returns:
         The :class:`PairedImprovement`.

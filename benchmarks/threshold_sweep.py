@@ -47,13 +47,15 @@ def _run(config: Path, overrides: Sequence[str], threshold: float, out: Path, ca
     ]  # fmt: skip
     env = {**os.environ, "CAID_CACHE": str(cache), "TQDM_DISABLE": "1"}
     cached = any((cache / "reference").glob("*.npz"))
-    start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    stderr = process.stderr.read() if process.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"run at b = {threshold} failed:\n{stderr[-3000:]}")
+    # stderr goes to a file, not a pipe: a pipe nobody reads until the run ends could fill and stall it.
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            raise RuntimeError(f"run at b = {threshold} failed:\n{log.read()[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
     return {
         "threshold": threshold,
@@ -72,20 +74,15 @@ def run_benchmark(config: Path, thresholds: Sequence[float], overrides: Sequence
     if resolved.model.name == DEFAULT_MODEL:
         load_model(DEFAULT_MODEL)  # converts it once, outside the timings
     runs = []
-    shared = work / "cache_reuse"
-    shared.mkdir(parents=True)
-    for i, b in enumerate(thresholds):
-        if i == 0 and models.is_dir():
-            (shared / "models").symlink_to(models)
-        runs.append({"sweep": "reuse", **_run(config, overrides, b, work / f"reuse_{i}", shared)})
-        print(runs[-1], flush=True)
-    for i, b in enumerate(thresholds):
-        fresh = work / f"cache_fresh_{i}"
-        fresh.mkdir()
-        if models.is_dir():
-            (fresh / "models").symlink_to(models)
-        runs.append({"sweep": "no_reuse", **_run(config, overrides, b, work / f"fresh_{i}", fresh)})
-        print(runs[-1], flush=True)
+    for sweep in ("reuse", "no_reuse"):
+        for i, b in enumerate(thresholds):
+            cache = work / ("cache_reuse" if sweep == "reuse" else f"cache_fresh_{i}")
+            if not cache.is_dir():
+                cache.mkdir()
+                if models.is_dir():
+                    (cache / "models").symlink_to(models)  # the converted model, not the reference phase
+            runs.append({"sweep": sweep, **_run(config, overrides, b, work / f"{sweep}_{i}", cache)})
+            print(runs[-1], flush=True)
     total = {s: sum(r["seconds"] for r in runs if r["sweep"] == s) for s in ("reuse", "no_reuse")}
     return {
         "config": str(config),

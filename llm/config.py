@@ -23,6 +23,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "DPO_BASELINES",
     "METHODS",
     "CAIDConfig",
     "ConfigError",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 METHODS = ("caid", "one_shot", "dpo_reward", "dpo_utility", "pecaid")
+# Single-objective DPO baselines: their labels ignore lambda, so the thresholds change nothing but the verdict.
+DPO_BASELINES = ("dpo_reward", "dpo_utility")
 
 
 class ConfigError(ValueError):

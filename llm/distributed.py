@@ -96,33 +96,24 @@ class Ranks:
         dist.all_gather_object(out, value)
         return out
 
-    def on_main(self, compute: Callable[[], T]) -> T:
-        """Run ``compute`` on rank 0 only and hand its result (or its error) to every rank.
+    def on_main(self, compute: Callable[[], None]) -> None:
+        """Run ``compute`` on rank 0 only; its error, if any, is raised on every rank.
 
-        An exception on rank 0 (e.g. a run directory that holds another run) is raised on every rank, so
-        no rank is left waiting for the others.
+        So an error on rank 0 (e.g. a run directory that holds another run) leaves no rank waiting for it.
         """
-        result: Any = None
-        error: BaseException | None = None
+        error: Exception | None = None
         if self.is_main:
             try:
-                result = compute()
+                compute()
             except Exception as exc:  # handed to the other ranks below, then re-raised
                 error = exc
         if self.world_size > 1:
-            box = [(result, None if error is None else f"{type(error).__name__}: {error}")]
+            box = [None if error is None else f"{type(error).__name__}: {error}"]
             dist.broadcast_object_list(box, src=0)
-            result, message = box[0]
-            if message is not None and not self.is_main:
-                raise RuntimeError(f"rank 0 failed: {message}")
+            if box[0] is not None and not self.is_main:
+                raise RuntimeError(f"rank 0 failed: {box[0]}")
         if error is not None:
             raise error
-        return result
-
-    def barrier(self) -> None:
-        """Wait for every rank."""
-        if self.world_size > 1:
-            dist.barrier()
 
 
 def init_ranks(device: str = "auto") -> Ranks:

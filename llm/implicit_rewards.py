@@ -31,7 +31,6 @@ class ImplicitReward:
     Attributes:
         name: What it stands for (e.g. ``"implicit:-toxicity"``).
         model: The DPO-trained pi_s.
-        reference: pi_ref, the DPO reference pi_s was trained against.
         beta: The DPO temperature pi_s was trained with.
         pad_id: The tokenizer's padding id.
         batch_size: Sequences per forward pass.
@@ -39,13 +38,23 @@ class ImplicitReward:
 
     name: str
     model: torch.nn.Module
-    reference: torch.nn.Module
     beta: float
     pad_id: int
     batch_size: int
 
-    def score_samples(self, samples: Sequence[Sample]) -> np.ndarray:
-        """``(len(samples),)`` implicit rewards."""
+    def score_samples(self, samples: Sequence[Sample], ref_logprobs: np.ndarray | None) -> np.ndarray:
+        """``(len(samples),)`` implicit rewards, given the samples' ``(len(samples),)`` log pi_ref(y|x).
+
+        pi_ref's log-probabilities come from the caller, who has them already (the cached reference phase,
+        or the KL estimate of on-policy samples): one reference pass serves every implicit reward.
+
+        Raises:
+            ValueError: If ``ref_logprobs`` is missing or does not have one value per sample.
+        """
+        if ref_logprobs is None or np.shape(ref_logprobs) != (len(samples),):
+            raise ValueError(
+                f"ref_logprobs: implicit reward {self.name!r} needs log pi_ref of each of the {len(samples)} "
+                f"samples, got {None if ref_logprobs is None else np.shape(ref_logprobs)}"
+            )
         logp = response_logprobs(self.model, samples, self.pad_id, self.batch_size, progress=False)
-        ref_logp = response_logprobs(self.reference, samples, self.pad_id, self.batch_size, progress=False)
-        return self.beta * (logp - ref_logp)
+        return self.beta * (logp - ref_logprobs)

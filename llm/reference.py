@@ -69,9 +69,7 @@ class ReferenceData:
 
     def problem(self, thresholds: Sequence[float], beta: float) -> ConstrainedProblem:
         """The plug-in problem: uniform reference over each prompt's K samples (spec §2.2)."""
-        n_prompts, k = self.train_scores.shape[1:]
-        ref = np.full((n_prompts, k), -np.log(k))
-        return ConstrainedProblem(ref, self.train_scores[0], self.train_scores[1:], np.asarray(thresholds), beta)
+        return ConstrainedProblem.plug_in(self.train_scores, thresholds, beta)
 
     def to_bytes(self) -> bytes:
         """Serialise as an ``.npz`` (arrays, plus the samples as JSON)."""
@@ -111,16 +109,25 @@ class ReferenceData:
         return entry if consistent else None
 
 
-def score_samples(scorers: Sequence[Scorer], prompts: Sequence[str], samples: Sequence[Sample], k: int) -> np.ndarray:
+def score_samples(
+    scorers: Sequence[Scorer],
+    prompts: Sequence[str],
+    samples: Sequence[Sample],
+    k: int,
+    ref_logprobs: np.ndarray | None = None,
+) -> np.ndarray:
     """``(len(scorers), len(samples) // k, k)`` scores of grouped samples against their (raw) prompts.
 
-    A scorer with a ``score_samples(samples)`` method (an implicit reward) scores the token ids; any other
-    scores the texts.
+    A scorer with a ``score_samples(samples, ref_logprobs)`` method (an implicit reward) scores the token
+    ids, given the samples' ``(len(samples),)`` log pi_ref(y|x), which the caller has already computed; any
+    other scorer scores the texts.
     """
     texts = [s.text for s in samples]
     prompt_texts = [prompts[s.prompt_index] for s in samples]
     rows = [
-        scorer.score_samples(samples) if hasattr(scorer, "score_samples") else score(scorer, prompt_texts, texts)
+        scorer.score_samples(samples, ref_logprobs)
+        if hasattr(scorer, "score_samples")
+        else score(scorer, prompt_texts, texts)
         for scorer in scorers
     ]
     return np.stack(rows).reshape(len(scorers), len(samples) // k, k)

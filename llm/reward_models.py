@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from llm.models import ModelLoadError, _looks_like_path
+from llm.models import DTYPES, ModelLoadError, _looks_like_path
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["DTYPES", "PKU_CHAT_TEMPLATE", "PKU_PROMPT", "RewardModelScorer"]
+__all__ = ["PKU_CHAT_TEMPLATE", "PKU_PROMPT", "RewardModelScorer"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +58,6 @@ PKU_CHAT_TEMPLATE = (
 It renders safe-rlhf's ``format_prompt`` (``PROMPT_BEGIN``, then ``USER: {input} ASSISTANT:`` per user turn and
 ``answer + eos`` per assistant turn) and starts with the BOS token because the sampler tokenizes templated
 prompts without special tokens."""
-
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""Weight dtypes accepted by name."""
 
 _HEAD = "score_head."
 _NORMALIZER = "normalizer."
@@ -182,7 +179,8 @@ class RewardModelScorer:
             source: A local folder or a hub id already in the Hugging Face cache.
             device: ``"cpu"``, ``"cuda"`` (the current CUDA device), ``"cuda:N"``, ``"auto"`` (CUDA when
                 available) or a ``torch.device``.
-            dtype: Weight dtype, a key of :data:`DTYPES` (``"bfloat16"`` on GPUs; scores are float32 either way).
+            dtype: Weight dtype, a key of :data:`llm.models.DTYPES` (``"bfloat16"`` on GPUs; scores are float32
+                either way).
             batch_size: Pairs per forward pass.
             max_length: Longer inputs are truncated to this many tokens (the paper's max_length is 512).
 

@@ -19,13 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.run_files import write_atomic
-from llm.config import RunConfig
+from llm.config import DPO_BASELINES, RunConfig
 from theory import InfeasibleProblemError
 
 __all__ = ["SWEEP_FILE", "SweepRun", "run_sweep", "sweep_runs"]
 
 SWEEP_FILE = "sweep.json"
-THRESHOLD_FREE = ("dpo_reward", "dpo_utility")  # their labels ignore lambda, so b changes nothing but the verdict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +37,7 @@ class SweepRun:
     @property
     def name(self) -> str:
         """Its directory name, e.g. ``caid_b0.03`` or ``one_shot_b0.02_0.05``."""
-        if self.method in THRESHOLD_FREE:
+        if self.method in DPO_BASELINES:
             return self.method
         return f"{self.method}_b" + "_".join(f"{b:g}" for b in self.thresholds)
 
@@ -49,7 +48,7 @@ def sweep_runs(methods: Sequence[str], grid: Sequence[Sequence[float]]) -> list[
         raise ValueError("thresholds: give at least one threshold vector")
     runs = []
     for method in methods:
-        vectors = grid[:1] if method in THRESHOLD_FREE else grid
+        vectors = grid[:1] if method in DPO_BASELINES else grid
         runs.extend(SweepRun(method, tuple(float(b) for b in vector)) for vector in vectors)
     return runs
 
@@ -69,9 +68,10 @@ def run_sweep(config: RunConfig, runs: Sequence[SweepRun], out: Path, progress: 
         if progress:
             print(f"[{i}/{len(runs)}] {item.name}", file=sys.stderr, flush=True)
         scorers = dataclasses.replace(config.scorers, thresholds=list(item.thresholds))
+        run_config = dataclasses.replace(config, method=item.method, scorers=scorers)
         record = {"name": item.name, "method": item.method, "thresholds": list(item.thresholds)}
         try:
-            run(dataclasses.replace(config, method=item.method, scorers=scorers), out / item.name, True, progress)
+            run(run_config, out / item.name, resume=True, progress=progress)
         except InfeasibleProblemError as err:
             # Refused before training: the directory holds only the run record; sweep.json keeps the reason.
             shutil.rmtree(out / item.name, ignore_errors=True)

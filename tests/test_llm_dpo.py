@@ -3,19 +3,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm.dpo import dpo_loss, dual_step, pseudo_labels, sequence_logprobs
+from tests.tiny_llama import tiny_llama
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(vocab_size=50, max_positions=64)
 
 
 def test_sequence_logprobs_matches_one_sequence_at_a_time(model):

@@ -1,23 +1,14 @@
 import copy
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm.dpo import dpo_loss, sequence_logprobs
 from llm.models import apply_lora
-
-
-def _tiny():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=32,
-    )
-    return LlamaForCausalLM(config).eval()
+from tests.tiny_llama import tiny_llama
 
 
 def test_lora_starts_at_the_base_model_and_trains_only_adapters():
-    base = _tiny()
+    base = tiny_llama(vocab_size=40, max_positions=32)
     frozen = copy.deepcopy(base)
     model = apply_lora(base, rank=4, alpha=8)
     ids = torch.tensor([[1, 5, 7, 9, 2]])

@@ -12,6 +12,7 @@ with the relative constraint functions ``h_i = g_i - E_{pi_ref(.|x)} g_i - b_i``
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
@@ -231,6 +232,22 @@ class ConstrainedProblem:
                     f"improvement {best:.6g} (every policy absolutely continuous w.r.t. pi_ref has "
                     f"E_pi g_{i} - E_ref g_{i} <= {best:.6g}); lower the threshold"
                 )
+
+    @classmethod
+    def plug_in(cls, scores: np.ndarray, thresholds: np.ndarray | Sequence[float], beta: float) -> ConstrainedProblem:
+        """The plug-in problem over sampled responses (spec §2.2): each prompt's K samples, uniform reference.
+
+        Args:
+            scores: ``(1 + m, N, K)`` reward, then each utility, of K samples of pi_ref for each of N prompts.
+            thresholds: ``(m,)`` required improvements b_i.
+            beta: KL strength.
+        """
+        scores = np.asarray(scores)
+        if scores.ndim != 3 or scores.shape[0] < 2:
+            raise ValueError(f"scores: expected a (1 + m, N, K) array with m >= 1, got shape {scores.shape}")
+        k = scores.shape[2]
+        ref = np.full(scores.shape[1:], -np.log(k))
+        return cls(ref, scores[0], scores[1:], np.asarray(thresholds), beta)
 
     def with_thresholds(self, thresholds: np.ndarray | float) -> ConstrainedProblem:
         """The same problem with new thresholds (scores shared; no validation pass over them)."""
