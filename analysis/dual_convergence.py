@@ -17,8 +17,11 @@ every subsample is the whole pool.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,13 +30,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from analysis.run_files import write_atomic
 from theory.dual_solver import DualSolverError, solve_dual
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
 
 if TYPE_CHECKING:
     from llm.reference import ReferenceData
 
-__all__ = ["DualConvergence", "dual_convergence", "dual_convergence_from_cache", "subsample_problem"]
+__all__ = [
+    "DualConvergence", "default_grid", "dual_convergence", "dual_convergence_from_cache", "subsample_problem",
+    "write_study",
+]  # fmt: skip
 
 # With progress=None, a progress bar is shown from this many dual solves on.
 LARGE_GRID = 500
@@ -249,3 +256,78 @@ def dual_convergence_from_cache(
             "or inconsistent shapes); point it at <CAID_CACHE>/reference/<key>.npz"
         )
     return dual_convergence(ref, thresholds, beta, n_prompts, k_responses, **options)
+
+
+def default_grid(upper: int, smallest: int = 2) -> list[int]:
+    """Halvings of ``upper`` down to ``smallest``, ascending: 60 -> [3, 7, 15, 30, 60]; 4 -> [2, 4]."""
+    grid = [upper]
+    while grid[-1] // 2 >= smallest:
+        grid.append(grid[-1] // 2)
+    return sorted(set(grid))
+
+
+def write_study(study: DualConvergence, out: Path, record: dict[str, object]) -> list[Path]:
+    """Write the study's three files atomically and return their paths.
+
+    ``dual_convergence.csv`` (samples), ``dual_convergence.json`` (``record`` plus the full-pool lambda*
+    and D*) and, last, ``dual_convergence_summary.csv``: its presence marks a finished study.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    full = {
+        "lambda_full": [float(v) for v in study.lambda_full], "value_full": float(study.value_full),
+        "level": study.level,
+    }  # fmt: skip
+    files = [
+        (out / "dual_convergence.csv", study.samples.to_csv(index=False)),
+        (out / "dual_convergence.json", json.dumps({**record, **full}, indent=2) + "\n"),
+        (out / "dual_convergence_summary.csv", study.summary.to_csv(index=False)),
+    ]
+    for path, text in files:
+        write_atomic(path, text)
+    return [path for path, _ in files]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: the reference phase of a run configuration, then the study (no training)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.dual_convergence",
+        description="Fig. 3: the plug-in dual solution lambda*, D* on subsamples of pi_ref's samples of a run "
+        "configuration (its reference phase is built, or read from the cache, first; nothing is trained).",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="the TOML run configuration (see configs/)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+        help="override one configuration field, as in `python -m llm run`; repeatable",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="output folder for the three files")
+    parser.add_argument("--n-prompts", type=int, nargs="+", help="prompt counts (default: halvings of N)")
+    parser.add_argument("--k", type=int, nargs="+", help="responses per prompt (default: halvings of K, >= 2)")
+    parser.add_argument("--replicates", type=int, default=20, help="subsamples per (n, k) (default: 20)")
+    args = parser.parse_args(argv)
+
+    from llm.config import ConfigError, load_config  # torch and transformers only when run as a command
+    from llm.pipeline import reference_phase
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ref = reference_phase(config).ref
+    n_total, k_total = ref.train_scores.shape[1:]
+    n_grid, k_grid = args.n_prompts or default_grid(n_total), args.k or default_grid(k_total)
+    study = dual_convergence(
+        ref, config.scorers.thresholds, config.caid.beta, n_grid, k_grid, n_replicates=args.replicates,
+        seed=config.seed, progress=True,
+    )  # fmt: skip
+    record = {
+        "config": str(args.config), "overrides": args.overrides, "reference_key": ref.key, "n_total": n_total,
+        "k_total": k_total, "thresholds": list(config.scorers.thresholds), "beta": config.caid.beta,
+    }  # fmt: skip
+    for path in write_study(study, args.out, record):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

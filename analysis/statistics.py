@@ -40,6 +40,7 @@ __all__ = [
     "load_eval_scores",
     "paired_improvement",
     "read_summary",
+    "run_dirs",
     "score_histograms",
 ]
 
@@ -50,6 +51,8 @@ Verdict = Literal["satisfied", "violated", "undetermined"]
 _BOOT_BLOCK_CELLS = 1 << 22
 # Columns of eval_scores.csv that are not scorers.
 _EVAL_KEYS = ("model", "prompt_index", "sample")
+# Per-sample log pi/pi_ref, written by `llm run` since the real-model gap needed it (older runs lack it).
+_LOG_RATIO = "log_ratio"
 
 
 def _check_confidence(confidence: float) -> float:
@@ -267,12 +270,15 @@ class EvalScores:
         prompt_index: ``(n_prompts,)`` the held-out prompt indices, ascending.
         policy: ``(n_scorers, n_prompts, samples)`` the aligned policy's scores.
         reference: ``(n_scorers, n_prompts, samples')`` pi_ref's scores on the same prompts.
+        policy_log_ratio: ``(n_prompts, samples)`` log pi(y|x) - log pi_ref(y|x) of the policy's samples, or
+            None for a file without the ``log_ratio`` column.
     """
 
     scorers: tuple[str, ...]
     prompt_index: np.ndarray
     policy: np.ndarray
     reference: np.ndarray
+    policy_log_ratio: np.ndarray | None = None
 
     def scores(self, scorer: str) -> tuple[np.ndarray, np.ndarray]:
         """``(policy, reference)`` ``(n_prompts, samples)`` score arrays of one scorer (after, before)."""
@@ -313,14 +319,15 @@ def load_eval_scores(run_dir: str | os.PathLike[str]) -> EvalScores:
     missing = [key for key in _EVAL_KEYS if key not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
-    scorers = [column for column in frame.columns if column not in _EVAL_KEYS]
+    scorers = [column for column in frame.columns if column not in (*_EVAL_KEYS, _LOG_RATIO)]
     if not scorers:
         raise ValueError(f"{path}: no scorer columns")
     policy_prompts, policy = _model_block(frame, "policy", scorers, path)
     reference_prompts, reference = _model_block(frame, "reference", scorers, path)
     if not np.array_equal(policy_prompts, reference_prompts):
         raise ValueError(f"{path}: the policy and reference rows cover different prompts; the comparison is paired")
-    return EvalScores(tuple(scorers), policy_prompts, policy, reference)
+    log_ratio = _model_block(frame, "policy", [_LOG_RATIO], path)[1][0] if _LOG_RATIO in frame.columns else None
+    return EvalScores(tuple(scorers), policy_prompts, policy, reference, log_ratio)
 
 
 def improvement_table(
@@ -455,7 +462,7 @@ def _run_rows(run_dir: Path, confidence: float, n_boot: int, seed: int, interval
     return rows
 
 
-def _run_dirs(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+def run_dirs(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Each path that is a run, or else each immediate subdirectory of it that is one (sorted by name).
 
     A directory is a run when it holds ``config.json`` or ``summary.json``.
@@ -504,7 +511,7 @@ def collect_runs(
         (missing for the reward), ``kl`` (the run's KL estimate), ``best_iteration, last_iteration``.
     """
     rows: list[dict[str, Any]] = []
-    for run_dir in _run_dirs(paths):
+    for run_dir in run_dirs(paths):
         if not (run_dir / "summary.json").is_file():
             warnings.warn(f"{run_dir}: no summary.json (unfinished run); skipped", UserWarning, stacklevel=2)
             continue

@@ -81,7 +81,7 @@ from llm.scorers import build_scorer
 from theory.dual import dual_value
 from theory.dual_solver import solve_dual
 
-__all__ = ["RunExistsError", "improvement", "run"]
+__all__ = ["RunExistsError", "RunSetup", "improvement", "reference_phase", "run"]
 
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
 
@@ -189,19 +189,38 @@ def _save_checkpoint(out: Path, iteration: int, weights: dict[str, torch.Tensor]
             old.unlink()
 
 
-def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run one method into ``out``; return the summary (also written to ``summary.json``).
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunSetup:
+    """What every method of a configuration shares: scorers, prompts, pi_ref and its reference phase.
+
+    Attributes:
+        scorers: The reward scorer, then one per utility.
+        train: Training prompts; ``test``: held-out prompts.
+        reference: The frozen pi_ref; ``tokenizer`` its tokenizer.
+        train_inputs: The model inputs of the training prompts (chat template applied); ``test_inputs`` likewise.
+        ref: The (cached) reference phase: pi_ref's samples, scores and log-probabilities.
+    """
+
+    scorers: list
+    train: PromptSet
+    test: PromptSet
+    reference: torch.nn.Module
+    tokenizer: Any
+    train_inputs: list[str]
+    test_inputs: list[str]
+    ref: ReferenceData
+
+
+def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
+    """Load the scorers, prompts and pi_ref, and load or build the cached reference phase (no training).
+
+    Every method and threshold of ``config`` shares it (the cache key ignores both), so a sweep computes it
+    once; :mod:`analysis.dual_convergence` studies it alone.
 
     Raises:
-        RunExistsError: If ``out`` holds a run with another configuration, or any run and ``resume`` is off.
-        theory.InfeasibleProblemError: If the thresholds are unreachable on the reference samples (before
-            any training).
         ValueError: For bad prompt sets, scorers or models (each names what to fix).
     """
-    ranks = init_ranks(config.model.device)
-    hint = None if resume else "pass --resume to continue it, or use a fresh one"
-    ranks.on_main(lambda: write_run_record(out, to_dict(config), VERSIONS, existing_hint=hint))
-
+    ranks = ranks or init_ranks(config.model.device)
     scorers = [
         build_scorer(spec, device=str(ranks.device), dtype=config.model.dtype)
         for spec in (config.scorers.reward, *config.scorers.utilities)
@@ -209,7 +228,6 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     train, test = _prompts(config)
     reference, tokenizer = _models(config, ranks.device)
     use_template = config.model.use_chat_template
-    pad = tokenizer.pad_token_id
 
     # The model's inputs, formatted once: sampling, on-policy dual steps and evaluation reuse them.
     train_inputs = [chat_prompt(tokenizer, p, use_template) for p in train.prompts]
@@ -227,6 +245,27 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         reference, tokenizer, train.prompts, train_inputs, test.prompts, test_inputs, scorers,
         config.generation, config.seed, key, cache_root / "reference" / f"{key}.npz", ranks,
     )  # fmt: skip
+    return RunSetup(scorers, train, test, reference, tokenizer, train_inputs, test_inputs, ref)
+
+
+def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run one method into ``out``; return the summary (also written to ``summary.json``).
+
+    Raises:
+        RunExistsError: If ``out`` holds a run with another configuration, or any run and ``resume`` is off.
+        theory.InfeasibleProblemError: If the thresholds are unreachable on the reference samples (before
+            any training).
+        ValueError: For bad prompt sets, scorers or models (each names what to fix).
+    """
+    ranks = init_ranks(config.model.device)
+    hint = None if resume else "pass --resume to continue it, or use a fresh one"
+    ranks.on_main(lambda: write_run_record(out, to_dict(config), VERSIONS, existing_hint=hint))
+
+    setup = reference_phase(config, ranks)
+    scorers, train, test, ref = setup.scorers, setup.train, setup.test, setup.ref
+    reference, tokenizer = setup.reference, setup.tokenizer
+    train_inputs, test_inputs = setup.train_inputs, setup.test_inputs
+    pad = tokenizer.pad_token_id
 
     rng = np.random.default_rng(config.seed)
     k = config.generation.samples_per_prompt
@@ -453,11 +492,15 @@ def _evaluate(
     names = [config.scorers.reward, *config.scorers.utilities]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "prompt_index", "sample", *names, "response"])
-    for label, data, samp in (("policy", scores, samples), ("reference", ref.test_scores, ref.test)):
+    writer.writerow(["model", "prompt_index", "sample", *names, "log_ratio", "response"])
+    # log pi/pi_ref of each sample (exactly 0 for pi_ref's own): the KL and Lagrangian estimates need it.
+    ref_ratio = np.zeros_like(log_ratio)
+    for label, data, ratio, samp in (
+        ("policy", scores, log_ratio, samples), ("reference", ref.test_scores, ref_ratio, ref.test)
+    ):  # fmt: skip
         for s_index, s in enumerate(samp):
             i, j = divmod(s_index, EVAL_SAMPLES)
-            writer.writerow([label, i, j, *(f"{v:.6g}" for v in data[:, i, j]), s.text])
+            writer.writerow([label, i, j, *(f"{v:.6g}" for v in data[:, i, j]), f"{ratio[i, j]:.6g}", s.text])
     eval_csv = buffer.getvalue()
 
     buffer = io.StringIO()

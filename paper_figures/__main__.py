@@ -1,24 +1,40 @@
 """Draw the paper figures: ``python -m paper_figures {all,<figure>} --results DIR --figures DIR``.
 
-Before drawing a figure, its results are produced if they are missing (for the solver benchmark:
-``python -m benchmarks.solver_benchmark --out RESULTS/benchmarks``; for the parametrization-gap
-laboratory: ``python -m analysis.parametrization_gap --out RESULTS/parametrization_gap``; each with
-``--quick`` at ``--scale quick``); existing results are reused as they are. The written figure paths go to stdout,
-everything else (progress, the benchmark's report) to stderr.
+Before drawing a figure, its results are produced if they are missing, each by one command (the solver
+benchmark: ``python -m benchmarks.solver_benchmark``; the parametrization-gap laboratory:
+``python -m analysis.parametrization_gap``; the LLM sweeps and the dual-convergence study: see
+:mod:`paper_figures.producers`), sized by ``--scale``. Existing results are reused as they are, and every
+producer resumes its own unfinished work, so a killed ``make reproduce`` continues where it stopped.
+Seconds per step go to ``RESULTS/timings.json``; ``all`` ends with ``RESULTS/REPORT.md``
+(:mod:`paper_figures.report`). The written paths go to stdout, everything else (progress) to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from paper_figures import parametrization_gap, theory_solver_benchmark
+from analysis.run_files import write_atomic
+from paper_figures import (
+    fig1a_expected_vs_actual,
+    fig1b_tradeoff,
+    fig1c_histograms,
+    fig2_two_constraints,
+    fig3_dual_convergence,
+    parametrization_gap,
+    producers,
+    real_lagrangian_gap,
+    theory_solver_benchmark,
+)
 from paper_figures.cli import add_results_argument
+from paper_figures.report import read_timings, timings_file, write_report
 
 FigureFn = Callable[[Path, Path], list[Path]]
 
@@ -38,22 +54,30 @@ class Producer:
 
 def figure_registry() -> dict[str, FigureFn]:
     """Figure name -> ``make_figure(results_dir, out_dir)``, in drawing order."""
-    return {
-        theory_solver_benchmark.NAME: theory_solver_benchmark.make_figure,
-        parametrization_gap.NAME: parametrization_gap.make_figure,
-    }
+    modules = (
+        theory_solver_benchmark, parametrization_gap, fig1a_expected_vs_actual, fig1b_tradeoff, fig1c_histograms,
+        real_lagrangian_gap, fig2_two_constraints, fig3_dual_convergence,
+    )  # fmt: skip
+    return {module.NAME: module.make_figure for module in modules}
 
 
 def producer_registry() -> dict[str, Producer]:
     """Figure name -> the step that writes its results (figures without an entry need none)."""
-    tsb, gap = theory_solver_benchmark, parametrization_gap
+    tsb, gap, p = theory_solver_benchmark, parametrization_gap, producers
+    single = Producer(p.SINGLE_SWEEP_FILE, p.single_sweep_args)
     return {
         tsb.NAME: Producer(tsb.RESULTS_FILE, tsb.producer_args),
         gap.NAME: Producer(gap.RESULTS_FILE, gap.producer_args),
+        fig1a_expected_vs_actual.NAME: single,
+        fig1b_tradeoff.NAME: single,
+        fig1c_histograms.NAME: single,
+        real_lagrangian_gap.NAME: single,
+        fig2_two_constraints.NAME: Producer(p.TWO_SWEEP_FILE, p.two_constraint_sweep_args),
+        fig3_dual_convergence.NAME: Producer(fig3_dual_convergence.RESULTS_FILE, p.dual_convergence_args),
     }
 
 
-def ensure_results(producer: Producer, results_dir: Path, scale: str) -> bool:
+def ensure_results(producer: Producer, results_dir: Path, scale: str) -> tuple[bool, bool]:
     """Run ``producer`` unless its results file exists.
 
     Args:
@@ -62,8 +86,8 @@ def ensure_results(producer: Producer, results_dir: Path, scale: str) -> bool:
         scale: ``quick`` or ``full``.
 
     Returns:
-        False if the step ran and reported a failure but still wrote its results (e.g. a solver
-        failure recorded in the benchmark table); True otherwise.
+        ``(ran, succeeded)``: whether the step ran now, and False for ``succeeded`` if it reported a
+        failure but still wrote its results (e.g. a solver failure recorded in the benchmark table).
 
     Raises:
         RuntimeError: If the step cannot run here or did not write its results file.
@@ -71,7 +95,7 @@ def ensure_results(producer: Producer, results_dir: Path, scale: str) -> bool:
     target = results_dir / producer.results_file
     if target.is_file():
         print(f"using existing {target} (delete it to re-run)", file=sys.stderr)
-        return True
+        return False, True
     # The producers are modules of the source checkout (benchmarks/ is not an installed package).
     root = Path(__file__).resolve().parents[1]
     if not (root / "benchmarks").is_dir():
@@ -86,7 +110,7 @@ def ensure_results(producer: Producer, results_dir: Path, scale: str) -> bool:
         )
     if returncode != 0:
         print(f"warning: `{shlex.join(command)}` exited with status {returncode}", file=sys.stderr)
-    return returncode == 0
+    return True, returncode == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,23 +130,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--scale", choices=("quick", "full"), default="quick",
-        help="size of the runs that produce missing results: quick (about 5 minutes) or full "
-        "(under an hour: solver benchmark up to N = 1e7, larger gap laboratory) (default: quick)",
+        help="size of the runs that produce missing results: quick (about 35 minutes on 2 CPU cores) or full "
+        "(several hours on 2 cores: the configurations' own sizes, larger benchmark and laboratory) "
+        "(default: quick)",
     )  # fmt: skip
     args = parser.parse_args(argv)
 
     names = list(figures) if args.figure == "all" else [args.figure]
     producers = producer_registry()
+    steps = list(dict.fromkeys(producers[n] for n in names if n in producers))  # each producer once, in order
     ok = True
-    done: set[Path] = set()
+    timings = read_timings(args.results)
+    for i, producer in enumerate(steps, 1):
+        print(f"[step {i}/{len(steps)}] {producer.results_file}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        ran, succeeded = ensure_results(producer, args.results, args.scale)
+        ok &= succeeded
+        if ran:
+            timings[producer.results_file.as_posix()] = round(time.perf_counter() - start, 1)
+            write_atomic(timings_file(args.results), json.dumps(timings, indent=2) + "\n")
+    written: list[Path] = []
     for name in names:
-        producer = producers.get(name)
-        if producer is not None and producer.results_file not in done:
-            ok &= ensure_results(producer, args.results, args.scale)
-            done.add(producer.results_file)
-    for name in names:
-        for path in figures[name](args.results, args.figures):
+        try:
+            paths = figures[name](args.results, args.figures)
+        except (FileNotFoundError, ValueError) as err:  # e.g. every threshold infeasible: the report says so
+            print(f"error: {name}: {err}", file=sys.stderr)
+            ok = False
+            continue
+        written += paths
+        for path in paths:
             print(path)
+    if args.figure == "all":
+        print(write_report(args.results, written, args.scale, timings))
     return 0 if ok else 1
 
 

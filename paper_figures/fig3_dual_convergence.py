@@ -41,9 +41,8 @@ def load_summary(results_dir: Path | str) -> pd.DataFrame:
     path = Path(results_dir) / RESULTS_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: produce it with analysis.dual_convergence.dual_convergence_from_cache(<reference "
-            "cache .npz>, thresholds, beta, n_prompts, k_responses) and write its .summary there (and its "
-            ".samples to dual_convergence.csv)"
+            f"{path} not found: produce it with `python -m analysis.dual_convergence --config <config> --out "
+            f"{path.parent}` (or analysis.dual_convergence.write_study of dual_convergence_from_cache(...))"
         )
     return pd.read_csv(path)
 

@@ -50,16 +50,19 @@ def write_run(
     """
     run_dir.mkdir(parents=True)
     m = len(thresholds)
-    (run_dir / "config.json").write_text(json.dumps({"config": {"method": method}, "versions": {}}))
+    config = {"method": method, "caid": {"beta": 0.5}}
+    (run_dir / "config.json").write_text(json.dumps({"config": config, "versions": {}}))
     reference = rng.normal(0.0, 2.0, size=(len(scorers), N_PROMPTS, SAMPLES))
     policy = reference + np.asarray(gains)[:, None, None] + rng.normal(0.0, 1.0, size=reference.shape)
     with open(run_dir / "eval_scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["model", "prompt_index", "sample", *scorers, "response"])
-        for label, data in (("policy", policy), ("reference", reference)):
+        writer.writerow(["model", "prompt_index", "sample", *scorers, "log_ratio", "response"])
+        log_ratio = rng.gamma(2.0, 0.5, size=(N_PROMPTS, SAMPLES))
+        for label, data, ratio in (("policy", policy, log_ratio), ("reference", reference, 0 * log_ratio)):
             for i in range(N_PROMPTS):
                 for j in range(SAMPLES):
-                    writer.writerow([label, i, j, *(f"{v:.6g}" for v in data[:, i, j]), f"answer {i}.{j}"])
+                    values = (f"{v:.6g}" for v in data[:, i, j])
+                    writer.writerow([label, i, j, *values, f"{ratio[i, j]:.6g}", f"answer {i}.{j}"])
     lam = np.abs(rng.normal(1.0, 0.3, size=(3, m)))
     with open(run_dir / "dual_trajectory.csv", "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")

@@ -11,6 +11,7 @@ from paper_figures import (
     fig1c_histograms,
     fig2_two_constraints,
     fig3_dual_convergence,
+    real_lagrangian_gap,
 )
 from tests.llm_run_fixture import write_fixture
 
@@ -20,7 +21,8 @@ MODULES = [
     (fig1b_tradeoff, "llm_sweep/single"),
     (fig1c_histograms, "llm_sweep/single"),
     (fig2_two_constraints, "llm_sweep/two_constraints"),
-    (fig3_dual_convergence, "dual_convergence_from_cache"),
+    (fig3_dual_convergence, "python -m analysis.dual_convergence"),
+    (real_lagrangian_gap, "llm_sweep/single"),
 ]
 
 

@@ -1,0 +1,108 @@
+"""The commands that produce the LLM results of the paper figures, at ``quick`` and ``full`` scale.
+
+Three producers write what the LLM figures read (each resumes after a kill and skips finished work):
+
+* the single-constraint threshold sweep (Fig. 1(a)-(c), the real-model Lagrangian gap):
+  ``python -m llm sweep --config configs/smollm2_safety.toml`` with CAID (multi-shot), one-shot, DPO_h and
+  DPO_s into ``RESULTS/llm_sweep/single``;
+* the two-constraint sweep (Fig. 2): ``configs/smollm2_two_constraints.toml`` into
+  ``RESULTS/llm_sweep/two_constraints``;
+* the dual-convergence study (Fig. 3): ``python -m analysis.dual_convergence`` on the single sweep's
+  reference phase (``quick``, read from the cache) or a larger one (``full``) into ``RESULTS/dual_convergence``.
+
+``quick`` fits ``make reproduce`` in 45 minutes on 2 CPU cores: 16 training and 16 held-out prompts per
+source pair, 4 thresholds. ``full`` runs the configurations as they are (60 training and 20 held-out
+prompts, about 6.5 minutes per run on 2 cores), 5 thresholds, and a 150 x 8 reference pool for Fig. 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from llm.sweep import SWEEP_FILE
+from paper_figures.fig1a_expected_vs_actual import RESULTS_SUBDIR as SINGLE_SUBDIR
+from paper_figures.fig2_two_constraints import RESULTS_SUBDIR as TWO_SUBDIR
+from paper_figures.fig3_dual_convergence import RESULTS_FILE as DUAL_CONVERGENCE_FILE
+
+__all__ = ["SCALES", "LLMScale", "dual_convergence_args", "single_sweep_args", "two_constraint_sweep_args"]
+
+SINGLE_CONFIG = "configs/smollm2_safety.toml"
+TWO_CONFIG = "configs/smollm2_two_constraints.toml"
+# What each producer writes last, when all its work has ended: the figures' "results file".
+SINGLE_SWEEP_FILE = SINGLE_SUBDIR / SWEEP_FILE
+TWO_SWEEP_FILE = TWO_SUBDIR / SWEEP_FILE
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMScale:
+    """The sizes of the LLM producers at one scale.
+
+    Attributes:
+        overrides: ``--set`` overrides of both sweep configurations (prompt counts, dual-step sizes).
+        thresholds: Safety thresholds b of the single-constraint sweep.
+        pairs: ``b_1,b_2`` threshold vectors (safety, sentiment) of the two-constraint sweep.
+        two_methods: Methods of the two-constraint sweep.
+        dual_overrides: ``--set`` overrides of the dual-convergence reference pool (on the single config).
+        replicates: Subsamples per (n, k) cell of Fig. 3.
+    """
+
+    overrides: tuple[str, ...]
+    thresholds: tuple[str, ...]
+    pairs: tuple[str, ...]
+    two_methods: tuple[str, ...]
+    dual_overrides: tuple[str, ...]
+    replicates: int
+
+
+_QUICK_OVERRIDES = ("data.limit=16", "data.test_fraction=0.5", "caid.dual_prompts=8")
+SCALES = {
+    "quick": LLMScale(
+        overrides=_QUICK_OVERRIDES,
+        thresholds=("0.01", "0.03", "0.05", "0.08"),
+        pairs=("0.01,0.01", "0.03,0.03"),
+        two_methods=("caid", "one_shot"),
+        dual_overrides=_QUICK_OVERRIDES,  # the single sweep's own reference pool: no extra sampling
+        replicates=50,
+    ),
+    "full": LLMScale(
+        overrides=(),
+        thresholds=("0.01", "0.02", "0.03", "0.05", "0.08"),
+        pairs=("0.01,0.01", "0.02,0.03", "0.03,0.05", "0.04,0.02"),
+        two_methods=("caid", "one_shot", "dpo_reward"),
+        dual_overrides=("data.limit=100", "generation.samples_per_prompt=8"),
+        replicates=50,
+    ),
+}
+
+
+def _sets(overrides: tuple[str, ...]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def single_sweep_args(results_dir: Path, scale: str) -> list[str]:
+    """``-m llm sweep`` of CAID, one-shot, DPO_h and DPO_s over the safety thresholds."""
+    s = SCALES[scale]
+    return [
+        "-m", "llm", "sweep", "--config", SINGLE_CONFIG, "--out", str(results_dir / SINGLE_SUBDIR),
+        "--thresholds", *s.thresholds, "--methods", "caid", "one_shot", "dpo_reward", "dpo_utility",
+        *_sets(s.overrides),
+    ]  # fmt: skip
+
+
+def two_constraint_sweep_args(results_dir: Path, scale: str) -> list[str]:
+    """``-m llm sweep`` of the two-constraint configuration over the threshold pairs."""
+    s = SCALES[scale]
+    return [
+        "-m", "llm", "sweep", "--config", TWO_CONFIG, "--out", str(results_dir / TWO_SUBDIR),
+        "--thresholds", *s.pairs, "--methods", *s.two_methods, *_sets(s.overrides),
+    ]  # fmt: skip
+
+
+def dual_convergence_args(results_dir: Path, scale: str) -> list[str]:
+    """``-m analysis.dual_convergence`` on the single configuration's reference pool at this scale."""
+    s = SCALES[scale]
+    return [
+        "-m", "analysis.dual_convergence", "--config", SINGLE_CONFIG, "--out",
+        str(results_dir / DUAL_CONVERGENCE_FILE.parent), "--replicates", str(s.replicates), *_sets(s.dual_overrides),
+    ]  # fmt: skip
