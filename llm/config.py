@@ -129,7 +129,8 @@ class ScorerConfig:
         "relevance",
         "reward scorer: 'sentiment', 'toxicity', 'relevance', or 'hf:<folder or cached hub id>' (a one-label "
         "Hugging Face reward model or a safe-rlhf score model, e.g. hf:PKU-Alignment/beaver-7b-v1.0-reward); "
-        "a '-' prefix negates",
+        "a '-' prefix negates and a '<number>*' prefix scales (e.g. '10*relevance': the pseudo-labels use raw "
+        "score differences, so the scale sets how informative they are)",
     )
     utilities: list[str] = help_field(
         ["-toxicity"],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -180,26 +181,43 @@ HF_PREFIX = "hf:"
 """Spec prefix of a Hugging Face reward model: ``"hf:<folder or cached hub id>"`` (:mod:`llm.reward_models`)."""
 
 
+# An optional leading factor of a scorer spec: "10*relevance", "-2.5 * toxicity", "1e1*hf:...".
+_FACTOR = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\*\s*(.+)$")
+
+
 def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Scorer:
-    """Build a scorer from a spec: a built-in name or ``hf:<model>``, optionally prefixed by ``-`` to negate it.
+    """Build a scorer from a spec: a built-in name or ``hf:<model>``, optionally negated or scaled.
+
+    The scale matters to CAID although it leaves the constrained problem unchanged: the pseudo-labels are
+    Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0))) on the raw scores (spec §3.1), so scores whose
+    differences are small (e.g. probabilities) give nearly fair coins. Multiplying every score, beta and b
+    by c (and the dual step size by 1/c) keeps lambda* and the optimal policy and makes the labels
+    informative.
 
     Args:
         spec: ``"sentiment"``, ``"toxicity"``, ``"relevance"`` (case-insensitive), or ``"hf:PATH_OR_HUB_ID"``
             for a reward model (:class:`llm.reward_models.RewardModelScorer`; the path keeps its case). A leading
             ``-`` negates: ``"-toxicity"`` is safety, and the paper's safety utility is
-            ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (spec §5.1).
+            ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (spec §5.1). A leading ``<number>*`` scales:
+            ``"10*relevance"``, ``"-10*toxicity"`` (ten times safety).
         device: Where a reward model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); the built-ins
             ignore it.
         dtype: A reward model's weight dtype (``"float32"``, ``"bfloat16"``); the built-ins ignore it.
 
     Returns:
-        The scorer (a :class:`Signed` one when negated).
+        The scorer (a :class:`Signed` one when negated or scaled).
 
     Raises:
         ValueError: Unknown name (the message lists the valid ones) or an ``hf:`` spec without a model.
         llm.models.ModelLoadError: The reward model cannot be found or is not one (a ``ValueError``).
     """
     text = spec.strip() if isinstance(spec, str) else ""
+    factor = 1.0
+    scaled = _FACTOR.match(text)
+    if scaled:
+        factor, text = float(scaled.group(1)), scaled.group(2).strip()
+        if not math.isfinite(factor) or factor == 0:
+            raise ValueError(f"scorer {spec!r}: the factor must be finite and non-zero")
     negate = text.startswith("-")
     body = text[1:].strip() if negate else text.removeprefix("+").strip()
     if body[: len(HF_PREFIX)].lower() == HF_PREFIX:
@@ -214,9 +232,10 @@ def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> S
     else:
         raise ValueError(
             f"unknown scorer {spec!r}; valid: {', '.join(SCORERS)} or 'hf:<folder or cached hub id>' "
-            f"(prefix '-' to negate, e.g. '-toxicity')"
+            f"(prefix '-' to negate, e.g. '-toxicity', or '<number>*' to scale, e.g. '-10*toxicity')"
         )
-    return negated(scorer) if negate else scorer
+    factor = -factor if negate else factor
+    return scorer if factor == 1 else negated(scorer) if factor == -1 else Signed(scorer, factor)
 
 
 def _name(scorer: object) -> str:

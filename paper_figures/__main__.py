@@ -134,11 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(several hours on 2 cores: the configurations' own sizes, larger benchmark and laboratory) "
         "(default: quick)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-produce", action="store_true",
+        help="never run a producer: draw what the saved results allow (e.g. paper-scale results from GPUs)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     names = list(figures) if args.figure == "all" else [args.figure]
     producers = producer_registry()
-    steps = list(dict.fromkeys(producers[n] for n in names if n in producers))  # each producer once, in order
+    # Each producer once, in figure order.
+    steps = [] if args.no_produce else list(dict.fromkeys(producers[n] for n in names if n in producers))
     ok = True
     timings = read_timings(args.results)
     for i, producer in enumerate(steps, 1):

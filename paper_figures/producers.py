@@ -59,16 +59,16 @@ _QUICK_OVERRIDES = ("data.limit=16", "data.test_fraction=0.5", "caid.dual_prompt
 SCALES = {
     "quick": LLMScale(
         overrides=_QUICK_OVERRIDES,
-        thresholds=("0.01", "0.03", "0.05", "0.08"),
-        pairs=("0.01,0.01", "0.03,0.03"),
+        thresholds=("0.1", "0.3", "0.5", "0.8"),
+        pairs=("0.1,0.2", "0.3,0.5"),
         two_methods=("caid", "one_shot"),
         dual_overrides=_QUICK_OVERRIDES,  # the single sweep's own reference pool: no extra sampling
         replicates=50,
     ),
     "full": LLMScale(
         overrides=(),
-        thresholds=("0.01", "0.02", "0.03", "0.05", "0.08"),
-        pairs=("0.01,0.01", "0.02,0.03", "0.03,0.05", "0.04,0.02"),
+        thresholds=("0.1", "0.2", "0.3", "0.5", "0.8"),
+        pairs=("0.1,0.2", "0.2,0.3", "0.3,0.5", "0.4,0.2"),
         two_methods=("caid", "one_shot", "dpo_reward"),
         dual_overrides=("data.limit=100", "generation.samples_per_prompt=8"),
         replicates=50,

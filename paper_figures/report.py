@@ -8,6 +8,10 @@ a verdict computed here from the tables (never typed in):
 * **not replicated**: the point estimates go the other way (the evidence column says by how much);
 * **missing**: the results it needs are absent (e.g. every threshold was infeasible).
 
+The trade-off claim compares two curves, for which no interval is computed here: it is at most
+"direction only". "Tracks more closely" counts as replicated when CAID's mean distance to b is smaller than
+one-shot's by more than the mean CI half-width.
+
 Improvements are paired over held-out prompts (Student-t CIs, bootstrap CIs beside them), as in
 :mod:`analysis.statistics`.
 """
@@ -39,8 +43,9 @@ REPORT_FILE = "REPORT.md"
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """One qualitative finding of the paper, checked on this reproduction."""
+    """One qualitative finding of the paper, checked on this reproduction (``key`` names it in code)."""
 
+    key: str
     claim: str
     verdict: str
     evidence: str
@@ -65,23 +70,37 @@ def _ci(mean: float, low: float, high: float) -> str:
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
-def _check(rows: pd.DataFrame, want_above: bool, what: str) -> Claim:
+def _verdict(papers_way: bool, significant: bool) -> str:
+    """``replicated`` / ``direction only`` / ``not replicated`` (see the module docstring)."""
+    if not papers_way:
+        return "not replicated"
+    return "replicated" if significant else "direction only"
+
+
+def _satisfaction_claim(key: str, what: str, rows: pd.DataFrame, unit: str) -> Claim:
+    """Every row's improvement at least its threshold b, with the one-sided verdicts' counts."""
+    satisfied, sure = int(rows["satisfied"].sum()), int((rows["verdict"] == "satisfied").sum())
+    violated = int((rows["verdict"] == "violated").sum())
+    worst = rows.loc[(rows["mean"] - rows["threshold"]).idxmin()]
+    return Claim(
+        key, what, _verdict(satisfied == len(rows), sure == len(rows)),
+        f"{satisfied}/{len(rows)} {unit} with mean ≥ b; 95% verdicts: {sure} satisfied, {violated} violated, "
+        f"{len(rows) - sure - violated} undetermined; worst: {worst['scorer']} in {worst['run']}, "
+        f"{worst['mean'] - worst['threshold']:+.3f} from b",
+    )  # fmt: skip
+
+
+def _check(rows: pd.DataFrame, want_above: bool, key: str, what: str) -> Claim:
     """Whether one run's improvement lies above (or below) its threshold, with its one-sided verdict."""
     row = rows.iloc[0]
     above = row["mean"] >= row["threshold"]
     significant = row["verdict"] == ("satisfied" if want_above else "violated")
-    verdict = (
-        "replicated"
-        if above == want_above and significant
-        else "direction only"
-        if above == want_above
-        else "not replicated"
-    )
+    verdict = _verdict(above == want_above, significant)
     evidence = (
         f"b = {row['threshold']:g}: actual {_ci(row['mean'], row['ci_low'], row['ci_high'])}, i.e. "
         f"{row['mean'] - row['threshold']:+.3f} from b (one-sided 95% verdict: {row['verdict']})"
     )
-    return Claim(what, verdict, evidence)
+    return Claim(key, what, verdict, evidence)
 
 
 def single_sweep_claims(satisfaction: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
@@ -90,7 +109,11 @@ def single_sweep_claims(satisfaction: pd.DataFrame, runs: pd.DataFrame) -> list[
     caid, one = first[first["method"] == "caid"], first[first["method"] == "one_shot"]
     common = sorted(set(caid["threshold"]) & set(one["threshold"]))
     if not common:
-        return [Claim("single-constraint sweep", "missing", "no threshold has both a CAID and a one-shot run")]
+        return [
+            Claim(
+                "single_sweep", "single-constraint sweep", "missing", "no threshold has both a CAID and a one-shot run"
+            )
+        ]
     caid, one = (t[t["threshold"].isin(common)].sort_values("threshold") for t in (caid, one))
     dev_caid = float(np.mean(np.abs(caid["mean"] - caid["threshold"])))
     dev_one = float(np.mean(np.abs(one["mean"] - one["threshold"])))
@@ -98,23 +121,14 @@ def single_sweep_claims(satisfaction: pd.DataFrame, runs: pd.DataFrame) -> list[
     half = float(np.mean((caid["ci_high"] - caid["ci_low"]) / 2))
     better = dev_caid < dev_one
     tracking = Claim(
+        "tracking",
         "Multi-shot (CAID) tracks the thresholds more closely than one-shot (Fig. 1(a))",
-        ("replicated" if dev_one - dev_caid > half else "direction only") if better else "not replicated",
+        _verdict(better, dev_one - dev_caid > half),
         f"mean |actual − b| over b ∈ {{{', '.join(f'{b:g}' for b in common)}}}: CAID {dev_caid:.3f}, one-shot "
         f"{dev_one:.3f} (mean CI half-width {half:.3f})",
     )
-    satisfied = int(caid["satisfied"].sum())
-    sure = int((caid["verdict"] == "satisfied").sum())
-    violated = int((caid["verdict"] == "violated").sum())
-    meets = Claim(
-        "Multi-shot meets its constraint (actual ≥ b) across the sweep",
-        "replicated"
-        if violated == 0 and sure == len(caid)
-        else "direction only"
-        if satisfied == len(caid)
-        else "not replicated",
-        f"{satisfied}/{len(caid)} runs with mean ≥ b; 95% verdicts: {sure} satisfied, {violated} violated, "
-        f"{len(caid) - sure - violated} undetermined",
+    meets = _satisfaction_claim(
+        "caid_satisfies", "Multi-shot meets its constraint (actual ≥ b) across the sweep", caid, "runs"
     )
     points = tradeoff_points(runs)
     caid_pts = points[points["method"] == "caid"][["utility_mean", "reward_mean"]].to_numpy()
@@ -131,16 +145,17 @@ def single_sweep_claims(satisfaction: pd.DataFrame, runs: pd.DataFrame) -> list[
         else pd.Series(dtype=float)
     )
     tradeoff = Claim(
+        "tradeoff",
         "Multi-shot gives a higher reward–safety trade-off curve than one-shot (Fig. 1(b))",
-        "direction only" if one_dominated > caid_dominated else "not replicated",
+        _verdict(one_dominated > caid_dominated, False),  # no interval for a curve comparison
         f"one-shot points dominated by a CAID point: {one_dominated}/{len(one_pts)}; CAID points dominated by a "
         f"one-shot point: {caid_dominated}/{len(caid_pts)}; reward improvement CAID − one-shot at equal b: "
         f"mean {diff.mean():+.3f} over {len(diff)} thresholds (each point carries CIs of about ±{half:.2f})",
     )
     return [
         tracking,
-        _check(one.head(1), False, "One-shot falls short of small thresholds (Fig. 1(a))"),
-        _check(one.tail(1), True, "One-shot overshoots large thresholds (Fig. 1(a))"),
+        _check(one.head(1), False, "one_shot_short", "One-shot falls short of small thresholds (Fig. 1(a))"),
+        _check(one.tail(1), True, "one_shot_over", "One-shot overshoots large thresholds (Fig. 1(a))"),
         meets,
         tradeoff,
     ]
@@ -150,20 +165,11 @@ def two_constraint_claim(satisfaction: pd.DataFrame) -> Claim:
     """Fig. 2: CAID satisfies both constraints at every threshold pair."""
     caid = satisfaction[satisfaction["method"] == "caid"]
     if caid.empty:
-        return Claim("two constraints", "missing", "no CAID run in the two-constraint sweep")
-    satisfied, sure = int(caid["satisfied"].sum()), int((caid["verdict"] == "satisfied").sum())
-    violated = int((caid["verdict"] == "violated").sum())
-    worst = caid.loc[(caid["mean"] - caid["threshold"]).idxmin()]
-    return Claim(
-        "With two constraints, multi-shot satisfies both at every threshold pair (Fig. 2)",
-        "replicated"
-        if violated == 0 and sure == len(caid)
-        else "direction only"
-        if satisfied == len(caid)
-        else "not replicated",
-        f"{satisfied}/{len(caid)} (run, constraint) cells with mean ≥ b; 95% verdicts: {sure} satisfied, {violated} "
-        f"violated; worst: {worst['scorer']} in {worst['run']}, {worst['mean'] - worst['threshold']:+.3f} from b",
-    )
+        return Claim("two_constraints", "two constraints", "missing", "no CAID run in the two-constraint sweep")
+    return _satisfaction_claim(
+        "two_constraints", "With two constraints, multi-shot satisfies both at every threshold pair (Fig. 2)", caid,
+        "(run, constraint) cells",
+    )  # fmt: skip
 
 
 def dual_convergence_claim(summary: pd.DataFrame) -> Claim:
@@ -173,12 +179,15 @@ def dual_convergence_claim(summary: pd.DataFrame) -> Claim:
     """
     sd = summary.pivot_table(index="n_prompts", columns="k", values="lambda_1_sd")
     if len(sd.index) < 3 or len(sd.columns) < 2:
-        return Claim("Fig. 3", "missing", f"need >= 3 prompt counts and >= 2 response counts, got {sd.shape}")
+        return Claim(
+            "dual_convergence", "Fig. 3", "missing", f"need >= 3 prompt counts and >= 2 response counts, got {sd.shape}"
+        )
     k_min, k_max = sd.columns.min(), sd.columns.max()
     n_small, n_mid = sd.index[0], sd.index[-2]
     shrinks_n = sd.loc[n_mid, k_max] < sd.loc[n_small, k_max]
     shrinks_k = sd.loc[n_mid, k_max] < sd.loc[n_mid, k_min]
     return Claim(
+        "dual_convergence",
         "The plug-in λ* stabilises with more prompts and more responses per prompt (Fig. 3)",
         "replicated" if shrinks_n and shrinks_k else "not replicated",
         f"sd of λ*₁ over subsamples at k = {k_max}: {sd.loc[n_small, k_max]:.3f} (n = {n_small}) → "
@@ -192,6 +201,7 @@ def lagrangian_gap_claim(gaps: pd.DataFrame) -> Claim:
     below = int((gaps["gap_ci_high"] < 0).sum())
     above = int((gaps["gap_ci_low"] > 0).sum())
     return Claim(
+        "lagrangian_gap",
         "D(λ) − L(π_θ, λ) ≥ 0: the trained LLM does not beat the Lagrangian maximiser (spec §4)",
         "replicated" if below == 0 else "not replicated",
         f"{len(gaps)} runs: gap CIs above 0 in {above}, containing 0 in {len(gaps) - above - below}, below 0 in "
@@ -199,37 +209,36 @@ def lagrangian_gap_claim(gaps: pd.DataFrame) -> Claim:
     )
 
 
-def theory_claims(results_dir: Path) -> list[Claim]:
-    """The exact solver's agreement with cvxpy and the gap laboratory's bounds."""
-    out = []
-    bench = results_dir / theory_solver_benchmark.RESULTS_FILE
-    if bench.is_file():
-        df = pd.read_csv(bench)
-        solved = df.dropna(subset=["primal_over_dual"])
-        out.append(Claim(
-            "The closed-form dual solves the distribution-space problem exactly, faster than cvxpy",
-            "replicated" if (solved["lam_rel_diff"] < 1e-3).all() else "not replicated",
-            f"max relative λ difference vs cvxpy {solved['lam_rel_diff'].max():.1e} over {len(solved)} sizes; "
-            f"speed-up {solved['primal_over_dual'].min():.0f}×–{solved['primal_over_dual'].max():.0f}×",
-        ))  # fmt: skip
-    gap_file = results_dir / parametrization_gap.RESULTS_FILE
-    if gap_file.is_file():
-        table = scaling_table(pd.read_csv(gap_file))
-        violations = int(table["violations"].sum())
-        slope = table.set_index("quantity")["slope_parametrized"].get("duality_gap", np.nan)
-        out.append(Claim(
-            "Theorems 1–5: every measured gap lies within its bound (exact sequence-world laboratory)",
-            "replicated" if violations == 0 else "not replicated",
-            f"{violations} bound violations over {len(table)} quantities; duality gap vs ν log-log slope {slope:.2f}",
-        ))  # fmt: skip
-    return out
+def solver_claim(benchmark: pd.DataFrame) -> Claim:
+    """The closed-form dual against cvxpy in the solver benchmark's table."""
+    solved = benchmark.dropna(subset=["primal_over_dual"])
+    return Claim(
+        "exact_solver",
+        "The closed-form dual solves the distribution-space problem exactly, faster than cvxpy",
+        "replicated" if (solved["lam_rel_diff"] < 1e-3).all() else "not replicated",
+        f"max relative λ difference vs cvxpy {solved['lam_rel_diff'].max():.1e} over {len(solved)} sizes; "
+        f"speed-up {solved['primal_over_dual'].min():.0f}×–{solved['primal_over_dual'].max():.0f}×",
+    )
 
 
-def _guard(build: Callable[[], list[Claim]], what: str) -> list[Claim]:
+def gap_bounds_claim(summary: pd.DataFrame) -> Claim:
+    """Every measured gap of the parametrization-gap laboratory within its bound."""
+    table = scaling_table(summary)
+    violations = int(table["violations"].sum())
+    slope = table.set_index("quantity")["slope_parametrized"].get("duality_gap", np.nan)
+    return Claim(
+        "gap_bounds",
+        "Theorems 1–5: every measured gap lies within its bound (exact sequence-world laboratory)",
+        "replicated" if violations == 0 else "not replicated",
+        f"{violations} bound violations over {len(table)} quantities; duality gap vs ν log-log slope {slope:.2f}",
+    )
+
+
+def _guard(build: Callable[[], list[Claim]], key: str, what: str) -> list[Claim]:
     try:
         return build()
     except (FileNotFoundError, ValueError, KeyError) as err:
-        return [Claim(what, "missing", str(err).replace("\n", " "))]
+        return [Claim(key, what, "missing", str(err).replace("\n", " "))]
 
 
 def claims(results_dir: Path | str) -> list[Claim]:
@@ -237,11 +246,34 @@ def claims(results_dir: Path | str) -> list[Claim]:
     results_dir = Path(results_dir)
     single, two = results_dir / SINGLE_SUBDIR, results_dir / TWO_SUBDIR
     return [
-        *theory_claims(results_dir),
-        *_guard(lambda: single_sweep_claims(constraint_satisfaction(single), collect_runs(single)), "single sweep"),
-        *_guard(lambda: [two_constraint_claim(constraint_satisfaction(two))], "two-constraint sweep"),
-        *_guard(lambda: [dual_convergence_claim(fig3_dual_convergence.load_summary(results_dir))], "dual convergence"),
-        *_guard(lambda: [lagrangian_gap_claim(real_lagrangian_gap.load_gaps(results_dir))], "real-model gap"),
+        *_guard(
+            lambda: [solver_claim(pd.read_csv(results_dir / theory_solver_benchmark.RESULTS_FILE))],
+            "exact_solver",
+            "solver benchmark",
+        ),
+        *_guard(
+            lambda: [gap_bounds_claim(pd.read_csv(results_dir / parametrization_gap.RESULTS_FILE))],
+            "gap_bounds",
+            "parametrization-gap laboratory",
+        ),
+        *_guard(
+            lambda: single_sweep_claims(constraint_satisfaction(single), collect_runs(single)),
+            "single_sweep",
+            "single sweep",
+        ),
+        *_guard(
+            lambda: [two_constraint_claim(constraint_satisfaction(two))], "two_constraints", "two-constraint sweep"
+        ),
+        *_guard(
+            lambda: [dual_convergence_claim(fig3_dual_convergence.load_summary(results_dir))],
+            "dual_convergence",
+            "dual convergence",
+        ),
+        *_guard(
+            lambda: [lagrangian_gap_claim(real_lagrangian_gap.load_gaps(results_dir))],
+            "lagrangian_gap",
+            "real-model gap",
+        ),
     ]
 
 

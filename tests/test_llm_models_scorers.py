@@ -294,7 +294,13 @@ def test_signed_negates_exactly_and_build_scorer_parses_specs():
     assert built.name == "-toxicity"
     np.testing.assert_array_equal(score(built, prompts, responses), -base)
     assert build_scorer("sentiment").name == "sentiment"
-    for bad in ("helpfulness", "", "--toxicity"):
+    for spec, factor in (("-10*toxicity", -10.0), ("10 * -toxicity", -10.0), ("2.5*Toxicity", 2.5), ("1*toxicity", 1)):
+        built = build_scorer(spec)
+        assert built.name == ("toxicity" if factor == 1 else f"{factor:g}*toxicity")
+        np.testing.assert_array_equal(score(built, prompts, responses), factor * base)
+    with pytest.raises(ValueError, match="non-zero"):
+        build_scorer("0*toxicity")
+    for bad in ("helpfulness", "", "--toxicity", "10*", "*toxicity"):
         with pytest.raises(ValueError, match="sentiment, toxicity, relevance"):
             build_scorer(bad)
     with pytest.raises(ValueError, match="non-zero"):

@@ -17,7 +17,7 @@ from llm.config import (
     TrainingConfig,
 )
 from tests.interrupts import count_calls, killed_on_call
-from theory import InfeasibleProblemError
+from theory import InfeasibleProblemError, solve_dual
 
 TINY = RunConfig(
     method="caid",
@@ -162,3 +162,20 @@ def test_reference_phase_resumes_chunk_by_chunk(tmp_path, monkeypatch):
     np.testing.assert_array_equal(resumed.train_scores, uninterrupted.train_scores)
     np.testing.assert_allclose(resumed.train_logprobs, uninterrupted.train_logprobs)
     assert not (tmp_path / "b" / "k.parts").exists()
+
+
+def test_eval_scores_carry_the_log_ratios_behind_the_kl(finished):
+    out, summary = finished
+    frame = pd.read_csv(out / "eval_scores.csv")
+    policy = frame[frame["model"] == "policy"]["log_ratio"]
+    assert (frame[frame["model"] == "reference"]["log_ratio"] == 0).all()  # log pi_ref / pi_ref
+    assert policy.mean() == pytest.approx(summary["kl_estimate"], rel=1e-4, abs=1e-6)
+    assert policy.std() > 0
+
+
+def test_reference_phase_alone_is_the_runs_reference_phase(finished, cache):
+    _, summary = finished
+    ref = pipeline.reference_phase(_config(cache)).ref
+    assert ref.key == summary["reference_key"]
+    prob = ref.problem(TINY.scorers.thresholds, TINY.caid.beta)
+    assert np.allclose(solve_dual(prob, return_policy=False).lam, summary["lambda_one_shot"])
