@@ -1,5 +1,13 @@
 """Empirical measurements of the parametrization gap and the optimality bounds.
 
+Statistics of LLM runs (pandas DataFrames, for notebooks):
+
+* :mod:`analysis.statistics`: paired improvements with t and bootstrap CIs, constraint verdicts, run tables;
+* :mod:`analysis.pareto`: Pareto fronts of a threshold sweep;
+* :mod:`analysis.dual_trajectory`: lambda(t) against the one-shot and final lambda, oscillation, best iterate;
+* :mod:`analysis.dual_convergence`: the plug-in lambda*, D* vs prompts and responses (Fig. 3);
+* :mod:`analysis.lagrangian_gap`: the trained policy's Lagrangian against the plug-in dual (the real-model gap).
+
 The exact laboratory (``python -m analysis.parametrization_gap``), one module per concept:
 
 * :mod:`analysis.sequence_world`: an enumerable response space (all V**L token sequences) with scores;

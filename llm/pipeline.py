@@ -13,10 +13,10 @@ Methods (spec §3.2, §3.4, §5.1):
   (:mod:`llm.implicit_rewards`), saved as ``pre_aligned_<i>.safetensors``.
 
 The DPO reference is pi_ref throughout. The run directory holds ``config.json`` (resolved configuration,
-versions), ``metrics.jsonl``, ``dual_trajectory.csv``, ``eval_scores.csv``, ``summary.json`` and
-``checkpoint_<t>.safetensors`` with ``state.pt``; every file is written atomically, and ``--resume`` continues
-after the last finished iteration with the saved optimiser and random states, so a killed run ends as
-the uninterrupted one would.
+versions), ``metrics.jsonl``, ``dual_trajectory.csv``, ``eval_scores.csv`` (every held-out sample's scores
+and log pi/pi_ref), ``summary.json`` and ``checkpoint_<t>.safetensors`` with ``state.pt``; every file is
+written atomically, and ``--resume`` continues after the last finished iteration with the saved optimiser
+and random states, so a killed run ends as the uninterrupted one would.
 
 Under ``torchrun --nproc_per_node N`` the same command shares sampling, scoring and log-probabilities out
 across the ranks and trains with DDP or FSDP (:mod:`llm.distributed`); only rank 0 writes files, and the

@@ -10,9 +10,10 @@ Three producers write what the LLM figures read (each resumes after a kill and s
 * the dual-convergence study (Fig. 3): ``python -m analysis.dual_convergence`` on the single sweep's
   reference phase (``quick``, read from the cache) or a larger one (``full``) into ``RESULTS/dual_convergence``.
 
-``quick`` fits ``make reproduce`` in 45 minutes on 2 CPU cores: 16 training and 16 held-out prompts per
-source pair, 4 thresholds. ``full`` runs the configurations as they are (60 training and 20 held-out
-prompts, about 6.5 minutes per run on 2 cores), 5 thresholds, and a 150 x 8 reference pool for Fig. 3.
+``quick`` fits ``make reproduce`` in 45 minutes on 2 CPU cores: 16 training and 48 held-out prompts, 4
+thresholds, 2 threshold pairs. ``full`` uses 100 training and 100 held-out prompts (CIs about 1.4 times
+narrower; an estimated 10-15 minutes per run on 2 cores from the 6.5 minutes of 60 prompts, about 4 hours
+in all), 5 thresholds, 4 pairs, and a 100 x 8 reference pool for Fig. 3.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class LLMScale:
     replicates: int
 
 
-_QUICK_OVERRIDES = ("data.limit=16", "data.test_fraction=0.5", "caid.dual_prompts=8")
+# 64 prompts, 16 to train on and 48 held out: evaluation is cheap next to training, and the held-out
+# count sets the width of every interval (16 held out gave +-0.86 on the x10 safety scale).
+_QUICK_OVERRIDES = ("data.limit=32", "data.test_fraction=0.75", "caid.dual_prompts=8")
 SCALES = {
     "quick": LLMScale(
         overrides=_QUICK_OVERRIDES,
@@ -66,11 +69,11 @@ SCALES = {
         replicates=50,
     ),
     "full": LLMScale(
-        overrides=(),
+        overrides=("data.limit=100", "data.test_fraction=0.5"),
         thresholds=("0.1", "0.2", "0.3", "0.5", "0.8"),
         pairs=("0.1,0.2", "0.2,0.3", "0.3,0.5", "0.4,0.2"),
         two_methods=("caid", "one_shot", "dpo_reward"),
-        dual_overrides=("data.limit=100", "generation.samples_per_prompt=8"),
+        dual_overrides=("data.limit=100", "data.test_fraction=0.5", "generation.samples_per_prompt=8"),
         replicates=50,
     ),
 }

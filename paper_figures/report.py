@@ -234,10 +234,14 @@ def gap_bounds_claim(summary: pd.DataFrame) -> Claim:
     )
 
 
+# What a section or claim whose results are absent or unusable raises: reported as missing, never fatal.
+_MISSING = (FileNotFoundError, ValueError, KeyError)
+
+
 def _guard(build: Callable[[], list[Claim]], key: str, what: str) -> list[Claim]:
     try:
         return build()
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except _MISSING as err:
         return [Claim(key, what, "missing", str(err).replace("\n", " "))]
 
 
@@ -245,36 +249,20 @@ def claims(results_dir: Path | str) -> list[Claim]:
     """Every claim's verdict from the results in ``results_dir`` (a missing result gives a ``missing`` row)."""
     results_dir = Path(results_dir)
     single, two = results_dir / SINGLE_SUBDIR, results_dir / TWO_SUBDIR
-    return [
-        *_guard(
-            lambda: [solver_claim(pd.read_csv(results_dir / theory_solver_benchmark.RESULTS_FILE))],
-            "exact_solver",
-            "solver benchmark",
-        ),
-        *_guard(
-            lambda: [gap_bounds_claim(pd.read_csv(results_dir / parametrization_gap.RESULTS_FILE))],
-            "gap_bounds",
-            "parametrization-gap laboratory",
-        ),
-        *_guard(
-            lambda: single_sweep_claims(constraint_satisfaction(single), collect_runs(single)),
-            "single_sweep",
-            "single sweep",
-        ),
-        *_guard(
-            lambda: [two_constraint_claim(constraint_satisfaction(two))], "two_constraints", "two-constraint sweep"
-        ),
-        *_guard(
-            lambda: [dual_convergence_claim(fig3_dual_convergence.load_summary(results_dir))],
-            "dual_convergence",
-            "dual convergence",
-        ),
-        *_guard(
-            lambda: [lagrangian_gap_claim(real_lagrangian_gap.load_gaps(results_dir))],
-            "lagrangian_gap",
-            "real-model gap",
-        ),
-    ]
+    builders = [
+        ("exact_solver", "solver benchmark",
+         lambda: [solver_claim(pd.read_csv(results_dir / theory_solver_benchmark.RESULTS_FILE))]),
+        ("gap_bounds", "parametrization-gap laboratory",
+         lambda: [gap_bounds_claim(pd.read_csv(results_dir / parametrization_gap.RESULTS_FILE))]),
+        ("single_sweep", "single-constraint sweep",
+         lambda: single_sweep_claims(constraint_satisfaction(single), collect_runs(single))),
+        ("two_constraints", "two-constraint sweep", lambda: [two_constraint_claim(constraint_satisfaction(two))]),
+        ("dual_convergence", "dual convergence",
+         lambda: [dual_convergence_claim(fig3_dual_convergence.load_summary(results_dir))]),
+        ("lagrangian_gap", "real-model gap",
+         lambda: [lagrangian_gap_claim(real_lagrangian_gap.load_gaps(results_dir))]),
+    ]  # fmt: skip
+    return [claim for key, what, build in builders for claim in _guard(build, key, what)]
 
 
 def _sweep_table(path: Path) -> str:
@@ -292,7 +280,12 @@ def _sections(results_dir: Path) -> list[tuple[str, Callable[[], str]]]:
     dual_columns = ["n_prompts", "k", "n_replicates", "n_infeasible", "lambda_1_mean", "lambda_1_sd", "dual_value_mean"]
 
     def gaps() -> str:
-        return _md(real_lagrangian_gap.load_gaps(results_dir)[gap_columns])
+        note = (
+            "D̂ is the plug-in dual from π_ref's samples of each held-out prompt (few per prompt: biased "
+            "downwards, so the gap is conservative); L̂ is the policy's own samples' E[r + λᵀg] − β·mean "
+            "log(π/π_ref), with the λᵀ(E_ref g + b) offset shared (`analysis.lagrangian_gap`).\n\n"
+        )
+        return note + _md(real_lagrangian_gap.load_gaps(results_dir)[gap_columns])
 
     def convergence() -> str:
         return _md(fig3_dual_convergence.load_summary(results_dir)[dual_columns])
@@ -334,7 +327,7 @@ def write_report(results_dir: Path | str, figures: Sequence[Path], scale: str, t
     for title, build in _sections(results_dir):
         try:
             body = build()
-        except (FileNotFoundError, ValueError, KeyError) as err:
+        except _MISSING as err:
             body = f"missing: {err}"
         lines += [f"## {title}", "", body, ""]
     if timings:
