@@ -131,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--scale", choices=("quick", "full"), default="quick",
         help="size of the runs that produce missing results: quick (about 35 minutes on 2 CPU cores) or full "
-        "(several hours on 2 cores: the configurations' own sizes, larger benchmark and laboratory) "
-        "(default: quick)",
+        "(an estimated 4 hours on 2 cores: 100 training and 100 held-out prompts per LLM run, larger benchmark "
+        "and laboratory; see paper_figures.producers) (default: quick)",
     )  # fmt: skip
     parser.add_argument(
         "--no-produce", action="store_true",
@@ -141,9 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     names = list(figures) if args.figure == "all" else [args.figure]
-    producers = producer_registry()
+    registry = producer_registry()
     # Each producer once, in figure order.
-    steps = [] if args.no_produce else list(dict.fromkeys(producers[n] for n in names if n in producers))
+    steps = [] if args.no_produce else list(dict.fromkeys(registry[n] for n in names if n in registry))
     ok = True
     timings = read_timings(args.results)
     for i, producer in enumerate(steps, 1):

@@ -31,6 +31,7 @@ import pandas as pd
 from analysis.parametrization_gap import scaling_table
 from analysis.run_files import machine_description, write_atomic
 from analysis.statistics import collect_runs, constraint_satisfaction
+from llm.sweep import SWEEP_FILE
 from paper_figures import fig3_dual_convergence, parametrization_gap, real_lagrangian_gap, theory_solver_benchmark
 from paper_figures.fig1a_expected_vs_actual import RESULTS_SUBDIR as SINGLE_SUBDIR
 from paper_figures.fig1b_tradeoff import tradeoff_points
@@ -61,8 +62,11 @@ def _md(frame: pd.DataFrame, digits: int = 3) -> str:
             return ", ".join(f"{x:g}" for x in v)
         return str(v)
 
+    def escaped(v: object) -> str:
+        return cell(v).replace("|", "\\|")  # e.g. "|actual − b|" must not split the cell
+
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    lines += ["| " + " | ".join(escaped(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 
 
@@ -272,7 +276,15 @@ def _sweep_table(path: Path) -> str:
         bootstrap=[f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(runs["boot_low"], runs["boot_high"], strict=True)],
     )
     columns = ["run", "method", "scorer", "threshold", "improvement", "bootstrap", "verdict", "kl", "n_prompts"]
-    return _md(runs[columns].fillna({"verdict": "(reward)"}))
+    table = _md(runs[columns].fillna({"verdict": "(reward)"}))
+    sweep = path / SWEEP_FILE
+    records = json.loads(sweep.read_text())["runs"] if sweep.is_file() else []
+    refused = [r for r in records if r["status"] == "infeasible"]
+    if refused:
+        names = ", ".join(f"`{r['name']}`" for r in refused)
+        reasons = "; ".join(dict.fromkeys(r["message"] for r in refused))
+        table += f"\n\nRefused before training, the threshold being unreachable on π_ref's samples: {names} ({reasons})"
+    return table
 
 
 def _sections(results_dir: Path) -> list[tuple[str, Callable[[], str]]]:
