@@ -31,6 +31,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from analysis.run_files import write_atomic
+from llm.config import add_config_arguments, config_from_args
 from theory.dual_solver import DualSolverError, solve_dual
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
 
@@ -294,25 +295,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Fig. 3: the plug-in dual solution lambda*, D* on subsamples of pi_ref's samples of a run "
         "configuration (its reference phase is built, or read from the cache, first; nothing is trained).",
     )
-    parser.add_argument("--config", type=Path, required=True, help="the TOML run configuration (see configs/)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
-        help="override one configuration field, as in `python -m llm run`; repeatable",
-    )  # fmt: skip
+    add_config_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder for the three files")
     parser.add_argument("--n-prompts", type=int, nargs="+", help="prompt counts (default: halvings of N)")
     parser.add_argument("--k", type=int, nargs="+", help="responses per prompt (default: halvings of K, >= 2)")
     parser.add_argument("--replicates", type=int, default=20, help="subsamples per (n, k) (default: 20)")
     args = parser.parse_args(argv)
 
-    from llm.config import ConfigError, load_config  # torch and transformers only when run as a command
-    from llm.pipeline import reference_phase
-
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    config = config_from_args(args)
+    if config is None:
         return 2
+    from llm.pipeline import reference_phase  # torch and transformers only once the configuration is valid
     ref = reference_phase(config).ref
     n_total, k_total = ref.train_scores.shape[1:]
     n_grid, k_grid = args.n_prompts or default_grid(n_total), args.k or default_grid(k_total)

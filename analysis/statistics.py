@@ -41,6 +41,7 @@ __all__ = [
     "paired_improvement",
     "read_summary",
     "run_dirs",
+    "satisfaction_rows",
     "score_histograms",
 ]
 
@@ -538,6 +539,10 @@ def constraint_satisfaction(
         constraint, scorer, threshold, mean, ci_low, ci_high, boot_low, boot_high, n_prompts, satisfied,
         p_satisfied, lower_bound, upper_bound, verdict``.
     """
-    table = collect_runs(paths, confidence=confidence, n_boot=n_boot, seed=seed, interval=interval)
-    table = table[table["role"] == "utility"][_SATISFACTION_COLUMNS]
+    return satisfaction_rows(collect_runs(paths, confidence=confidence, n_boot=n_boot, seed=seed, interval=interval))
+
+
+def satisfaction_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`constraint_satisfaction` table of an existing :func:`collect_runs` table (no recomputation)."""
+    table = runs[runs["role"] == "utility"][_SATISFACTION_COLUMNS]
     return table.sort_values(["method", "constraint", "threshold", "run"], kind="stable").reset_index(drop=True)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm.config import METHODS, ConfigError, describe_fields, load_config
+from llm.config import METHODS, add_config_arguments, config_from_args, describe_fields
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,11 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run every method at every threshold vector into OUT/<method>_b<b...>/ (llm.sweep).",
     )
     for command in (run, sweep):
-        command.add_argument("--config", type=Path, required=True, help="the TOML run configuration (see configs/)")
-        command.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
-            help="override one configuration field (a TOML value), e.g. --set caid.iterations=2; repeatable",
-        )  # fmt: skip
+        add_config_arguments(command)
     run.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<config name>)")
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --out after its last finished iteration"
@@ -48,10 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
 
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    config = config_from_args(args)
+    if config is None:
         return 2
     if args.command == "sweep":
         try:

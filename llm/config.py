@@ -8,6 +8,7 @@ an error that names the field (``caid.dual_step_size``) and says how to fix it, 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import sys
@@ -34,6 +35,8 @@ __all__ = [
     "RunConfig",
     "ScorerConfig",
     "TrainingConfig",
+    "add_config_arguments",
+    "config_from_args",
     "describe_fields",
     "from_dict",
     "help_field",
@@ -334,6 +337,24 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> RunConfig:
     for override in overrides:
         _apply_override(data, override)
     return from_dict(RunConfig, data)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and repeatable ``--set TABLE.KEY=VALUE``, read back by :func:`config_from_args`."""
+    parser.add_argument("--config", type=Path, required=True, help="the TOML run configuration (see configs/)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+        help="override one configuration field (a TOML value), e.g. --set caid.iterations=2; repeatable",
+    )  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig | None:
+    """:func:`load_config` of ``args.config`` with ``args.overrides``, or None after printing why it is invalid."""
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:

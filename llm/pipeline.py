@@ -260,6 +260,9 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     ranks = init_ranks(config.model.device)
     hint = None if resume else "pass --resume to continue it, or use a fresh one"
     ranks.on_main(lambda: write_run_record(out, to_dict(config), VERSIONS, existing_hint=hint))
+    if resume and (out / "summary.json").is_file():
+        # Written last, and the run record matched this configuration: finished, nothing to load or recompute.
+        return json.loads((out / "summary.json").read_text())
 
     setup = reference_phase(config, ranks)
     scorers, train, test, ref = setup.scorers, setup.train, setup.test, setup.ref
@@ -292,8 +295,6 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     start = 1
     if resume and (out / "state.pt").is_file():
         state = torch.load(out / "state.pt", weights_only=False, map_location="cpu")
-        if state["iteration"] == config.caid.iterations and (out / "summary.json").is_file():
-            return json.loads((out / "summary.json").read_text())  # finished: nothing to recompute
         weights = load_file(out / state["checkpoint"])
         load_training_state(learner.trainer, learner.optimizer, weights, state["optimizer"])
         learner.scheduler.load_state_dict(state["scheduler"])

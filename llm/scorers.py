@@ -156,7 +156,7 @@ class Signed:
         """
         sign = float(sign)
         if not math.isfinite(sign) or sign == 0:
-            raise ValueError(f"sign must be finite and non-zero, got {sign}")
+            raise ValueError(f"scorer {_name(scorer)!r}: its factor must be finite and non-zero, got {sign}")
         self.scorer = scorer
         self.sign = sign
         inner = _name(scorer)
@@ -215,9 +215,7 @@ def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> S
     factor = 1.0
     scaled = _FACTOR.match(text)
     if scaled:
-        factor, text = float(scaled.group(1)), scaled.group(2).strip()
-        if not math.isfinite(factor) or factor == 0:
-            raise ValueError(f"scorer {spec!r}: the factor must be finite and non-zero")
+        factor, text = float(scaled.group(1)), scaled.group(2).strip()  # Signed rejects 0 and inf
     negate = text.startswith("-")
     body = text[1:].strip() if negate else text.removeprefix("+").strip()
     if body[: len(HF_PREFIX)].lower() == HF_PREFIX:
@@ -235,7 +233,7 @@ def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> S
             f"(prefix '-' to negate, e.g. '-toxicity', or '<number>*' to scale, e.g. '-10*toxicity')"
         )
     factor = -factor if negate else factor
-    return scorer if factor == 1 else negated(scorer) if factor == -1 else Signed(scorer, factor)
+    return scorer if factor == 1 else Signed(scorer, factor)
 
 
 def _name(scorer: object) -> str:

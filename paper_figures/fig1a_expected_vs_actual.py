@@ -84,9 +84,9 @@ def load_sweep(results_dir: Path | str, subdir: Path = RESULTS_SUBDIR) -> pd.Dat
     return collect_runs(sweep_dir(results_dir, subdir))
 
 
-def ci_errors(rows: pd.DataFrame) -> np.ndarray:
-    """``(2, n)`` below/above distances of the normal CIs, for ``errorbar``."""
-    return np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]).astype(float)
+def ci_errors(rows: pd.DataFrame, mean: str = "mean", low: str = "ci_low", high: str = "ci_high") -> np.ndarray:
+    """``(2, n)`` below/above distances of the CIs in columns ``low``/``high`` from ``mean``, for ``errorbar``."""
+    return np.vstack([rows[mean] - rows[low], rows[high] - rows[mean]]).astype(float)
 
 
 def prompts_note(table: pd.DataFrame) -> str:

@@ -66,7 +66,7 @@ def tradeoff_points(table: pd.DataFrame) -> pd.DataFrame:
 
 def _errors(points: pd.DataFrame, prefix: str) -> np.ndarray:
     """:func:`ci_errors` of the ``<prefix>_mean/ci_low/ci_high`` columns."""
-    return ci_errors(points.rename(columns=lambda c: c.removeprefix(f"{prefix}_")))
+    return ci_errors(points, f"{prefix}_mean", f"{prefix}_ci_low", f"{prefix}_ci_high")
 
 
 def draw_tradeoff(ax: Axes, points: pd.DataFrame) -> None:

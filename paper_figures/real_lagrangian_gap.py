@@ -31,6 +31,7 @@ from paper_figures.fig1a_expected_vs_actual import (
     METHOD_MARKERS,
     RESULTS_SUBDIR,
     SWEEP_METHODS,
+    ci_errors,
     sweep_dir,
 )
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
@@ -51,10 +52,6 @@ def load_gaps(results_dir: Path | str) -> pd.DataFrame:
     return table.assign(threshold=[b[0] for b in table["thresholds"]])
 
 
-def _errors(rows: pd.DataFrame, name: str) -> np.ndarray:
-    return np.vstack([rows[name] - rows[f"{name}_ci_low"], rows[f"{name}_ci_high"] - rows[name]]).astype(float)
-
-
 def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
     """Draw the real-model Lagrangian gap into ``out_dir``; return the PNG and PDF paths."""
     gaps = load_gaps(results_dir)
@@ -68,16 +65,17 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
             rows = gaps[gaps["method"] == method].sort_values("threshold")
             x = rows["threshold"] + offsets[method]
             color, marker, label = METHOD_COLORS[method], METHOD_MARKERS[method], METHOD_LABELS[method]
+            err = {q: ci_errors(rows, q, f"{q}_ci_low", f"{q}_ci_high") for q in ("dual_value", "lagrangian", "gap")}
             values.errorbar(
-                x, rows["dual_value"], yerr=_errors(rows, "dual_value"), color=color, marker=marker,
+                x, rows["dual_value"], yerr=err["dual_value"], color=color, marker=marker,
                 linestyle="--", capsize=2, fillstyle="none", label=rf"$\hat D(\lambda)$, {label}",
             )  # fmt: skip
             values.errorbar(
-                x, rows["lagrangian"], yerr=_errors(rows, "lagrangian"), color=color, marker=marker,
+                x, rows["lagrangian"], yerr=err["lagrangian"], color=color, marker=marker,
                 linestyle="-", capsize=2, label=rf"$\hat L(\pi_\theta, \lambda)$, {label}",
             )  # fmt: skip
             gap_ax.errorbar(
-                x, rows["gap"], yerr=_errors(rows, "gap"), color=color, marker=marker, capsize=2, label=label
+                x, rows["gap"], yerr=err["gap"], color=color, marker=marker, capsize=2, label=label
             )
         gap_ax.axhline(0.0, color="k", linewidth=0.8, linestyle=":")
         for ax in (values, gap_ax):

@@ -30,7 +30,7 @@ import pandas as pd
 
 from analysis.parametrization_gap import scaling_table
 from analysis.run_files import machine_description, write_atomic
-from analysis.statistics import collect_runs, constraint_satisfaction
+from analysis.statistics import collect_runs, constraint_satisfaction, satisfaction_rows
 from llm.sweep import SWEEP_FILE
 from paper_figures import fig3_dual_convergence, parametrization_gap, real_lagrangian_gap, theory_solver_benchmark
 from paper_figures.fig1a_expected_vs_actual import RESULTS_SUBDIR as SINGLE_SUBDIR
@@ -107,8 +107,9 @@ def _check(rows: pd.DataFrame, want_above: bool, key: str, what: str) -> Claim:
     return Claim(key, what, verdict, evidence)
 
 
-def single_sweep_claims(satisfaction: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
-    """Fig. 1(a)/(b) claims from the single-constraint sweep's tables."""
+def single_sweep_claims(runs: pd.DataFrame) -> list[Claim]:
+    """Fig. 1(a)/(b) claims from the single-constraint sweep's :func:`analysis.statistics.collect_runs` table."""
+    satisfaction = satisfaction_rows(runs)
     first = satisfaction[satisfaction["constraint"] == 1]
     caid, one = first[first["method"] == "caid"], first[first["method"] == "one_shot"]
     common = sorted(set(caid["threshold"]) & set(one["threshold"]))
@@ -259,7 +260,7 @@ def claims(results_dir: Path | str) -> list[Claim]:
         ("gap_bounds", "parametrization-gap laboratory",
          lambda: [gap_bounds_claim(pd.read_csv(results_dir / parametrization_gap.RESULTS_FILE))]),
         ("single_sweep", "single-constraint sweep",
-         lambda: single_sweep_claims(constraint_satisfaction(single), collect_runs(single))),
+         lambda: single_sweep_claims(collect_runs(single))),
         ("two_constraints", "two-constraint sweep", lambda: [two_constraint_claim(constraint_satisfaction(two))]),
         ("dual_convergence", "dual convergence",
          lambda: [dual_convergence_claim(fig3_dual_convergence.load_summary(results_dir))]),
