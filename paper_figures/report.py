@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.parametrization_gap import scaling_table
+from analysis.parametrization_gap.scaling import scaling_table
 from analysis.run_files import machine_description, write_atomic
 from analysis.statistics import collect_runs, constraint_satisfaction, satisfaction_rows
 from llm.sweep import SWEEP_FILE

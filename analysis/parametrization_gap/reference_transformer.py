@@ -13,9 +13,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from analysis.exact_caid import lbfgs_minimize
-from analysis.policy_classes import TransformerPolicy, TransformerSize, sequence_log_probs, to_tensor
-from analysis.sequence_world import SequenceWorld
+from analysis.parametrization_gap.exact_caid import lbfgs_minimize
+from analysis.parametrization_gap.policy_classes import TransformerPolicy, TransformerSize, sequence_log_probs, to_tensor
+from analysis.parametrization_gap.sequence_world import SequenceWorld
 
 __all__ = ["ReferenceModel", "markov_language", "train_reference"]
 
@@ -46,7 +46,7 @@ class ReferenceModel:
     Attributes:
         policy: The trained transformer (frozen).
         token_logprobs: ``(X * V**(L-1), L, V)`` its next-token log-probabilities, the base of every
-            :class:`~analysis.policy_classes.TransformerPolicy` adapter.
+            :class:`~analysis.parametrization_gap.policy_classes.TransformerPolicy` adapter.
         ref_logprobs: ``(X, Y)`` log pi_ref(y|x), rows normalised in float64.
         cross_entropy: The fitted model's cross-entropy to the language, in nats per response.
     """

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 import theory
-from analysis import parametrization_gap as lab
-from analysis.gap_measurements import MeasurementSettings
-from analysis.policy_classes import TransformerSize
+from analysis.parametrization_gap import laboratory as lab
+from analysis.parametrization_gap.measurements import MeasurementSettings
+from analysis.parametrization_gap.policy_classes import TransformerSize
 from paper_figures.parametrization_gap import draw_run
 
 TINY = lab.GapLabConfig(

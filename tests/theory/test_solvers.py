@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import theory
-from tests.reference import dense_constraint_functions, random_problem, reference_lam
+from tests.dense_dual import dense_constraint_functions, random_problem, reference_lam
 
 # m, beta, reward scale, reference support (zero fraction, tiny fraction), thresholds as fractions of the
 # largest improvement (negative = inactive constraint).

@@ -15,8 +15,8 @@ import torch
 from scipy.special import log_softmax, logsumexp
 
 import theory
-from analysis.exact_caid import dual_descent, maximize_lagrangian
-from analysis.policy_classes import (
+from analysis.parametrization_gap.exact_caid import dual_descent, maximize_lagrangian
+from analysis.parametrization_gap.policy_classes import (
     LowRankPolicy,
     TabularPolicy,
     TransformerPolicy,
@@ -25,7 +25,7 @@ from analysis.policy_classes import (
     teacher_forcing_inputs,
     tiny_gpt2,
 )
-from analysis.pseudo_label_dpo import (
+from analysis.parametrization_gap.practical_caid import (
     dpo_loss,
     fit_dpo,
     practical_caid,
@@ -33,8 +33,8 @@ from analysis.pseudo_label_dpo import (
     reference_pairs,
     subgradient_second_moment,
 )
-from analysis.reference_model import markov_language, train_reference
-from analysis.sequence_world import active_thresholds, all_sequences, make_sequence_world
+from analysis.parametrization_gap.reference_transformer import markov_language, train_reference
+from analysis.parametrization_gap.sequence_world import active_thresholds, all_sequences, make_sequence_world
 
 V, P, L, X = 3, 1, 3, 3  # vocabulary, prompt length, response length, prompts: Y = V**L = 27 responses
 BETA = 0.5

@@ -21,8 +21,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from analysis.exact_caid import lbfgs_minimize, maximize_lagrangian
-from analysis.policy_classes import SequencePolicy, to_tensor
+from analysis.parametrization_gap.exact_caid import lbfgs_minimize, maximize_lagrangian
+from analysis.parametrization_gap.policy_classes import SequencePolicy, to_tensor
 from llm.dpo import dpo_loss as sequence_dpo_loss
 from llm.dpo import dual_step
 from llm.dpo import pseudo_labels as bernoulli_labels

@@ -89,7 +89,7 @@ def test_from_dict_builds_the_default_from_an_empty_table():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    paths = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    paths = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
     assert {p.name for p in paths} >= {"smoke.toml", "smollm2_safety.toml", "smollm2_two_constraints.toml"}
     for path in paths:
         config = load_config(path)

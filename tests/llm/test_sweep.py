@@ -9,7 +9,7 @@ import llm.pipeline as pipeline
 from analysis.statistics import constraint_satisfaction
 from llm.sweep import SWEEP_FILE, run_sweep, sweep_runs
 from paper_figures import fig1a_expected_vs_actual, fig1b_tradeoff
-from tests.test_llm_pipeline import TINY
+from tests.llm.test_pipeline import TINY
 
 
 def test_sweep_runs_name_each_method_and_threshold_once():

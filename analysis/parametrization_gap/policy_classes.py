@@ -1,4 +1,4 @@
-"""Policy classes of controlled capacity over an enumerable :class:`~analysis.sequence_world.SequenceWorld`.
+"""Policy classes of controlled capacity over an enumerable :class:`~analysis.parametrization_gap.sequence_world.SequenceWorld`.
 
 Every class is a ``torch.nn.Module`` whose :meth:`~SequencePolicy.log_probs` returns the exact ``(X, Y)``
 table ``log pi_theta(y|x)`` over all responses (float64), so any expectation under pi_theta and its gradient
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from analysis.sequence_world import SequenceWorld, all_sequences
+from analysis.parametrization_gap.sequence_world import SequenceWorld, all_sequences
 
 __all__ = [
     "LowRankPolicy",

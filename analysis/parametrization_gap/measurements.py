@@ -4,7 +4,7 @@ For a class Theta the measurements are exact finite sums except where a maximisa
 involved (a local L-BFGS maximum from a warm start):
 
 * the one-shot policy pi*_p(lambda*) (Lagrangian maximiser at the distribution-space dual, trained from
-  pi_ref) and the multi-shot policy pi*_p(lambda*_p) (exact CAID, :func:`~analysis.exact_caid.dual_descent`);
+  pi_ref) and the multi-shot policy pi*_p(lambda*_p) (exact CAID, :func:`~analysis.parametrization_gap.exact_caid.dual_descent`);
 * lambda*_p: where dual descent on D_p settles, its last iterate after plain CAID steps ``eta = 1 / L_loc``
   (``L_loc`` the largest eigenvalue of hess D(lambda*)) and steps preconditioned by ``hess D(lambda*)^-1``;
   ``dual_residual = |lambda*_p - [lambda*_p - eps*_p(lambda*_p)]_+|`` says how stationary it is. (Not the
@@ -20,7 +20,7 @@ involved (a local L-BFGS maximum from a warm start):
   of the first two, then recomputed once from the final nu if that is larger), each approximated by its
   in-class reverse-KL projection (the Lagrangian maximiser): ``nu_1 = max max_x |pi_theta - pi|_1`` and
   ``nu_KL = max max_x |KL(pi|pi_ref) - KL(pi_theta|pi_ref)|``;
-* the practical variant (:func:`~analysis.pseudo_label_dpo.practical_caid`) with its measured eps_app, S^2, eta;
+* the practical variant (:func:`~analysis.parametrization_gap.practical_caid.practical_caid`) with its measured eps_app, S^2, eta;
   lambda_best minimises the pool estimate of D_p over its iterates (Lemma 8), with the same caveat.
 
 Each measured gap is paired with its bound from :mod:`theory.bounds` in ``*_measured`` / ``*_bound`` columns.
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis.exact_caid import DualDescentTrajectory, dual_descent, maximize_lagrangian
-from analysis.policy_classes import SequencePolicy
-from analysis.pseudo_label_dpo import PracticalTrajectory, practical_caid
+from analysis.parametrization_gap.exact_caid import DualDescentTrajectory, dual_descent, maximize_lagrangian
+from analysis.parametrization_gap.policy_classes import SequencePolicy
+from analysis.parametrization_gap.practical_caid import PracticalTrajectory, practical_caid
 from theory import bounds
 from theory.dual import dual_gradient, dual_hessian, dual_value, tilted_policy
 from theory.dual_solver import DualSolution, solve_dual

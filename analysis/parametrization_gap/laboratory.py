@@ -1,9 +1,9 @@
-"""The exact parametrization-gap laboratory: ``python -m analysis.parametrization_gap [--quick] --out DIR``.
+"""The laboratory's configuration and resumable runner (``python -m analysis.parametrization_gap``).
 
-Builds an enumerable sequence world (:mod:`analysis.sequence_world`), pretrains a reference transformer on
-it (:mod:`analysis.reference_model`), solves the distribution-space problem exactly (:mod:`theory`), and
+Builds an enumerable sequence world (:mod:`analysis.parametrization_gap.sequence_world`), pretrains a reference transformer on
+it (:mod:`analysis.parametrization_gap.reference_transformer`), solves the distribution-space problem exactly (:mod:`theory`), and
 measures every policy class (tabular, low-rank, transformer adapters of several sizes) against it and
-against the paper's bounds (:mod:`analysis.gap_measurements`). Writes into DIR:
+against the paper's bounds (:mod:`analysis.parametrization_gap.measurements`). Writes into DIR:
 
 * ``instance.npz``: the problem (``ref_logprobs``, ``reward``, ``utilities``, ``thresholds``, ``beta``,
   ``prompt_weights``, as in :class:`theory.ConstrainedProblem`), plus ``prompts`` and ``responses``;
@@ -36,13 +36,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from analysis.gap_measurements import DistributionOptimum, MeasurementSettings, measure_policy_class
-from analysis.policy_classes import LowRankPolicy, SequencePolicy, TabularPolicy, TransformerPolicy, TransformerSize
-from analysis.reference_model import ReferenceModel, train_reference
+from analysis.parametrization_gap.scaling import scaling_table
+from analysis.parametrization_gap.measurements import DistributionOptimum, MeasurementSettings, measure_policy_class
+from analysis.parametrization_gap.policy_classes import LowRankPolicy, SequencePolicy, TabularPolicy, TransformerPolicy, TransformerSize
+from analysis.parametrization_gap.reference_transformer import ReferenceModel, train_reference
 from analysis.run_files import write_atomic, write_run_record
-from analysis.sequence_world import SequenceWorld, active_thresholds, make_sequence_world
+from analysis.parametrization_gap.sequence_world import SequenceWorld, active_thresholds, make_sequence_world
 from llm.config import help_field
-from paper_figures.parametrization_gap import draw_run
 
 __all__ = ["SUMMARY_COLUMNS", "GapLabConfig", "PolicyClassSpec", "main", "run", "scaling_table"]
 
@@ -208,77 +208,3 @@ def run(config: GapLabConfig, out: Path, progress: bool = True) -> pd.DataFrame:
     write_atomic(out / "trajectories.csv", pd.DataFrame(trajectories).to_csv(index=False))
     write_atomic(out / "scaling.csv", scaling_table(summary).to_csv(index=False))
     return summary
-
-
-def _loglog_slope(x: pd.Series, y: pd.Series) -> float:
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0]) if len(x) >= 3 else float("nan")
-
-
-def scaling_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """How each measured gap scales with nu and how it compares with its bound, one row per quantity.
-
-    Columns: ``quantity``; ``slope``, the least-squares slope of log(measured) on log(nu) over the rows with
-    a positive measurement (1 means ~nu, 0.5 means ~sqrt(nu); NaN with fewer than 3 such rows);
-    ``slope_parametrized``, the same without the tabular row (whose nu is optimisation error only);
-    ``n_points``; ``median_looseness``, the median of bound / |measured| where both are finite and
-    positive (for a two-sided result and a negative measurement, the lower side's magnitude);
-    ``violations``, the rows outside a finite bound (each a finding).
-    """
-    records = []
-    for column in summary.columns:
-        if not column.endswith("_measured"):
-            continue
-        stem = column[: -len("_measured")]
-        signed = summary[column].astype(float)
-        measured = signed.abs()
-        nan = pd.Series(np.nan, index=summary.index)
-        upper = summary.get(f"{stem}_bound", nan).astype(float)
-        lower = summary.get(f"{stem}_bound_lower", nan).astype(float)
-        # Two-sided results (Theorems 2 and 5) bound a negative measurement by their lower side.
-        bound = upper.where(~(signed < 0) | lower.isna(), -lower)
-        violated = (upper.notna() & (signed > upper)) | (lower.notna() & (signed < lower))
-        if lower.isna().all():
-            violated = upper.notna() & (measured > upper)
-        nu = summary["nu"].astype(float)
-        fit = (measured > 0) & (nu > 0)
-        parametrized = fit & (summary["policy_class"] != "tabular")
-        both = np.isfinite(bound) & (bound > 0) & (measured > 0)
-        records.append(
-            {
-                "quantity": stem,
-                "slope": _loglog_slope(nu[fit], measured[fit]),
-                "slope_parametrized": _loglog_slope(nu[parametrized], measured[parametrized]),
-                "n_points": int(fit.sum()),
-                "median_looseness": float(np.median(bound[both] / measured[both])) if both.any() else np.nan,
-                "violations": int(violated.sum()),
-            }
-        )
-    return pd.DataFrame(records)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m analysis.parametrization_gap",
-        description="Measure the LLM parametrization gap exactly on an enumerable sequence world, "
-        "next to the paper's bounds; writes instance.npz, summary.csv, trajectories.csv and figures.",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; reruns resume)")
-    parser.add_argument(
-        "--quick", action="store_true", help="the small run (under 5 minutes on 2 CPU cores) instead of the full one"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default: 0)")
-    args = parser.parse_args(argv)
-    config = dataclasses.replace(QUICK if args.quick else FULL, seed=args.seed)
-    summary = run(config, args.out)
-    paths = draw_run(args.out, args.out / "figures")
-    columns = ["label", "n_params", "nu", "duality_gap_measured", "duality_gap_bound", "dual_distance_measured"]
-    print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=sys.stderr)
-    print(scaling_table(summary).to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=sys.stderr)
-    for path in paths:
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from analysis.policy_classes import SequencePolicy, to_tensor
+from analysis.parametrization_gap.policy_classes import SequencePolicy, to_tensor
 from theory.lagrangian import constraint_slacks, lagrangian
 from theory.problem import ConstrainedProblem
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import theory
-from tests.reference import dense_constraint_functions, random_problem, reference_lam
+from tests.dense_dual import dense_constraint_functions, random_problem, reference_lam
 from theory import bounds
 
 M, BETA, NU = 2.0, 0.1, 0.01
