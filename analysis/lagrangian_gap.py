@@ -39,11 +39,12 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from analysis.statistics import load_eval_scores, paired_improvement, read_summary, run_dirs
+from llm.methods import CONSTRAINED_METHODS
 
 __all__ = ["GAP_METHODS", "lagrangian_gap", "lagrangian_gap_table"]
 
 # Methods trained for a multiplier lambda (the DPO baselines fix their weights and are not Lagrangian maximisers).
-GAP_METHODS = ("caid", "one_shot", "pecaid")
+GAP_METHODS = CONSTRAINED_METHODS
 
 
 def lagrangian_gap(

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm.config import METHODS, add_config_arguments, config_from_args, describe_fields
+from llm.config import add_config_arguments, config_from_args, describe_fields
+from llm.methods import METHODS, SWEEP_DEFAULT_METHODS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="threshold vectors, one per run, comma-separated for m > 1 (e.g. 0.01 0.02, or 0.01,0.05 0.02,0.05)",
     )  # fmt: skip
     sweep.add_argument(
-        "--methods", nargs="+", choices=METHODS, default=["caid", "one_shot", "dpo_reward", "dpo_utility"],
-        help="methods to run (default: caid one_shot dpo_reward dpo_utility)",
+        "--methods", nargs="+", choices=METHODS, default=list(SWEEP_DEFAULT_METHODS),
+        help=f"methods to run (default: {' '.join(SWEEP_DEFAULT_METHODS)})",
     )  # fmt: skip
     args = parser.parse_args(argv)
 

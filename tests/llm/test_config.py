@@ -42,7 +42,7 @@ dual_step_size = 2
         ('seed = "zero"', r"seed: expected int"),
         ("seed = true", r"seed: expected int"),
         ("[caid]\nbeta = -0.1", r"caid\.beta: must be > 0"),
-        ('method = "ppo"', r"method: use one of caid, one_shot"),
+        ('method = "ppo"', r"method: use .caid., .one_shot."),
         ("[scorers]\nthresholds = [0.1, 0.2]", r"scorers\.thresholds: give one threshold per utility \(1\)"),
         ("[scorers]\nutilities = []\nthresholds = []", r"scorers\.utilities: give at least one"),
         ("[data]\ntest_fraction = 1.5", r"data\.test_fraction: must be in \(0, 1\)"),
@@ -108,3 +108,32 @@ def test_overrides_replace_fields_with_toml_values(tmp_path):
         load_config(path, ["caid.iterations"])
     with pytest.raises(ConfigError, match=r"caid\.iterations: expected int"):
         load_config(path, ["caid.iterations=two"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[training]\nlearning_rate = inf", r"training\.learning_rate: must be a finite number, got inf"),
+        ("[caid]\ndual_step_size = nan", r"caid\.dual_step_size: must be a finite number, got nan"),
+        ("[caid]\nbeta = inf", r"caid\.beta: must be a finite number"),
+        ("[scorers]\nthresholds = [nan]", r"scorers\.thresholds\[0\]: must be a finite number"),
+        ("seed = -1", r"seed: must be >= 0"),
+        ('[model]\ndtype = "float64"', r"model\.dtype: use 'float32' or 'bfloat16', got 'float64'"),
+        ('[model]\ndevice = "tpu"', r"model\.device: use 'auto', 'cpu' or 'cuda'"),
+        ('[training]\nlr_scheduler = "linear"', r"training\.lr_scheduler: use 'constant' or 'cosine'"),
+        ('[training]\ndistributed = "zero"', r"training\.distributed: use 'ddp' or 'fsdp'"),
+        ("[model]\ntrain = 3", r"model\.train: expected str"),
+    ],
+)
+def test_non_finite_negative_seed_and_enumerations_are_refused(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, text))
+
+
+def test_enumerated_fields_list_their_choices_in_help_and_are_checked_on_construction():
+    lines = list(describe_fields())
+    assert any(line.startswith("model.train = ") and "[one of: full, top_layers, lora]" in line for line in lines)
+    assert any(line.startswith("method = ") and "[one of: caid, one_shot, dpo_reward, dpo_utility, pecaid]" in line
+               for line in lines)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"method: use"):
+        RunConfig(method="ppo")
