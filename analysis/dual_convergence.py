@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from analysis.run_files import write_atomic
 from llm.config import add_config_arguments, config_from_args
+from llm.run_files import write_atomic
 from theory.dual_solver import DualSolverError, solve_dual
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
 

@@ -76,11 +76,11 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
-from analysis.run_files import machine_description, package_versions, write_atomic
 from llm.config import GenerationConfig
 from llm.data import prompt_set
 from llm.dpo import DPOStats, dpo_loss, sequence_logprobs
 from llm.models import DEFAULT_MODEL, chat_prompt, load_model, load_tokenizer, tiny_model, trainable_parameters
+from llm.run_files import machine_description, package_versions, write_atomic
 from llm.sampling import sample_responses
 
 JSON_NAME = "dpo_throughput.json"

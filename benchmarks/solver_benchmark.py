@@ -70,7 +70,7 @@ from scipy.special import log_softmax, logsumexp
 from tqdm import tqdm
 
 import theory
-from analysis.run_files import machine_description, write_atomic
+from llm.run_files import machine_description, write_atomic
 
 T = TypeVar("T")
 

@@ -32,9 +32,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from analysis.run_files import machine_description, package_versions, write_atomic
 from llm.config import load_config
 from llm.models import DEFAULT_MODEL, default_cache_root, load_model
+from llm.run_files import machine_description, package_versions, write_atomic
 
 DEFAULT_OVERRIDES = ("data.limit=8", "caid.iterations=2")
 

@@ -41,7 +41,6 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import get_scheduler
 
-from analysis.run_files import RunExistsError, write_atomic, write_run_record
 from analysis.statistics import paired_improvement
 from llm.config import RunConfig, to_dict
 from llm.data import PromptSet, content_key, prompt_set, split
@@ -77,6 +76,7 @@ from llm.reference import (
     response_logprobs,
     score_samples,
 )
+from llm.run_files import RunExistsError, write_atomic, write_run_record
 from llm.sampling import sample_responses
 from llm.scorers import build_scorer
 from theory.dual import dual_value

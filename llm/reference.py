@@ -24,10 +24,10 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from analysis.run_files import write_atomic
 from llm.config import GenerationConfig
 from llm.distributed import Ranks
 from llm.dpo import sequence_logprobs
+from llm.run_files import write_atomic
 from llm.sampling import Sample, sample_responses
 from llm.scorers import Scorer, score
 from theory.problem import ConstrainedProblem

@@ -18,9 +18,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.run_files import write_atomic
 from llm.config import RunConfig
 from llm.methods import DPO_BASELINES
+from llm.run_files import write_atomic
 from theory import InfeasibleProblemError
 
 __all__ = ["SWEEP_FILE", "SweepRun", "run_sweep", "sweep_runs"]

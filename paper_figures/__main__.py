@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from analysis.run_files import write_atomic
+from llm.run_files import write_atomic
 from paper_figures import (
     fig1a_expected_vs_actual,
     fig1b_tradeoff,

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.parametrization_gap.scaling import scaling_table
-from analysis.run_files import machine_description, write_atomic
 from analysis.statistics import collect_runs, constraint_satisfaction, satisfaction_rows
+from llm.run_files import machine_description, write_atomic
 from llm.sweep import SWEEP_FILE
 from paper_figures import fig3_dual_convergence, parametrization_gap, real_lagrangian_gap, theory_solver_benchmark
 from paper_figures.fig1a_expected_vs_actual import RESULTS_SUBDIR as SINGLE_SUBDIR

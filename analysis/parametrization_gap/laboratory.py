@@ -40,7 +40,7 @@ from analysis.parametrization_gap.scaling import scaling_table
 from analysis.parametrization_gap.measurements import DistributionOptimum, MeasurementSettings, measure_policy_class
 from analysis.parametrization_gap.policy_classes import LowRankPolicy, SequencePolicy, TabularPolicy, TransformerPolicy, TransformerSize
 from analysis.parametrization_gap.reference_transformer import ReferenceModel, train_reference
-from analysis.run_files import write_atomic, write_run_record
+from llm.run_files import write_atomic, write_run_record
 from analysis.parametrization_gap.sequence_world import SequenceWorld, active_thresholds, make_sequence_world
 from llm.config import help_field
 
