@@ -41,7 +41,6 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import get_scheduler
 
-from analysis.statistics import paired_improvement
 from llm.config import RunConfig, to_dict
 from llm.data import PromptSet, content_key, prompt_set, split
 from llm.distributed import (
@@ -67,6 +66,7 @@ from llm.models import (
     tiny_model,
     trainable_parameters,
 )
+from llm.paired_statistics import improvement
 from llm.reference import (
     CHUNK_PROMPTS,
     EVAL_SAMPLES,
@@ -82,25 +82,9 @@ from llm.scorers import build_scorer
 from theory.dual import dual_value
 from theory.dual_solver import solve_dual
 
-__all__ = ["RunExistsError", "RunSetup", "improvement", "reference_phase", "run"]
+__all__ = ["RunExistsError", "RunSetup", "reference_phase", "run"]
 
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
-
-
-def improvement(policy: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Mean paired improvement over held-out prompts with normal (z) and bootstrap 95% CIs.
-
-    See :func:`analysis.statistics.paired_improvement`; with a single prompt there is no interval (NaN).
-
-    Args:
-        policy: ``(n_prompts, samples)`` scores of the trained policy.
-        reference: ``(n_prompts, samples)`` scores of pi_ref on the same prompts.
-    """
-    if len(policy) < 2:
-        nan = float("nan")
-        mean = float(policy.mean() - reference.mean())
-        return {"mean": mean, "ci_low": nan, "ci_high": nan, "boot_low": nan, "boot_high": nan, "n_prompts": 1}
-    return paired_improvement(policy, reference, interval="z").as_row()
 
 
 def _prompts(config: RunConfig) -> tuple[PromptSet, PromptSet]:
