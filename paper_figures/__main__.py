@@ -35,6 +35,7 @@ from paper_figures import (
 )
 from paper_figures.cli import add_results_argument
 from paper_figures.report import read_timings, timings_file, write_report
+from paper_figures.results_files import ResultsFileError
 
 FigureFn = Callable[[Path, Path], list[Path]]
 
@@ -145,7 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Each producer once, in figure order.
     steps = [] if args.no_produce else list(dict.fromkeys(registry[n] for n in names if n in registry))
     ok = True
-    timings = read_timings(args.results)
+    try:
+        timings = read_timings(args.results)
+    except ResultsFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for i, producer in enumerate(steps, 1):
         print(f"[step {i}/{len(steps)}] {producer.results_file}", file=sys.stderr, flush=True)
         start = time.perf_counter()

@@ -10,12 +10,12 @@ threshold)::
 
 with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_reward`` (DPO_h) and ``dpo_utility`` (DPO_s); the
 formats are those of :mod:`analysis.statistics`. Improvements and their 95% CIs are recomputed from
-``eval_scores.csv`` with :func:`analysis.statistics.constraint_satisfaction` (paired over held-out prompts,
+``eval_scores.csv`` with :func:`analysis.statistics.collect_runs` (paired over held-out prompts,
 Student-t intervals).
 
 Draws ``fig1a_expected_vs_actual``: x = threshold b (the expected improvement), y = the measured improvement
 of the first utility with 95% CI error bars, for multi-shot (CAID) and one-shot; a run meets its constraint
-when its point lies on or above the line y = x (paper §5.2, Fig. 1(a)).
+when its point lies on or above the line y = x (paper Sec. 4.2, Fig. 1(a)).
 
 This module also holds the sweep loading and labelling shared by the other LLM figures
 (:mod:`paper_figures.fig1b_tradeoff`, :mod:`paper_figures.fig1c_histograms`,
@@ -35,24 +35,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from analysis.statistics import collect_runs, constraint_satisfaction
+from analysis.statistics import collect_runs, satisfaction_rows
+from llm.methods import REGISTRY
 from paper_figures.cli import figure_main
+from paper_figures.results_files import check_run
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
 NAME = "fig1a_expected_vs_actual"
 # The single-constraint sweep folder (one run directory per method and threshold), relative to the results.
 RESULTS_SUBDIR = Path("llm_sweep") / "single"
-# The constrained methods compared in Fig. 1(a)/(b)/(c), in drawing order.
-SWEEP_METHODS = ("caid", "one_shot")
-METHOD_LABELS = {
-    "caid": "multi-shot (CAID)",
-    "one_shot": "one-shot",
-    "dpo_reward": r"DPO$_h$ (reward only)",
-    "dpo_utility": r"DPO$_s$ (utility only)",
-}
-METHOD_COLORS = {"caid": "tab:red", "one_shot": "tab:blue", "dpo_reward": "tab:green", "dpo_utility": "tab:purple"}
-METHOD_MARKERS = {"caid": "o", "one_shot": "s", "dpo_reward": "^", "dpo_utility": "v"}
+# The methods compared along the thresholds in Fig. 1(a)/(b)/(c), in drawing order: the paper's multi-shot
+# and one-shot (the registry's threshold-dependent methods on the scores themselves; PeCAID was not run).
+SWEEP_METHODS = tuple(k for k, m in REGISTRY.items() if not m.baseline and not m.pre_aligned)
+METHOD_LABELS = {k: m.label for k, m in REGISTRY.items()}
+METHOD_COLORS = {k: m.color for k, m in REGISTRY.items()}
+METHOD_MARKERS = {k: m.marker for k, m in REGISTRY.items()}
 
 
 def producer_hint(subdir: Path) -> str:
@@ -64,14 +63,19 @@ def producer_hint(subdir: Path) -> str:
 
 
 def sweep_dir(results_dir: Path | str, subdir: Path) -> Path:
-    """``results_dir/subdir``, checked to hold at least one finished run.
+    """``results_dir/subdir``, checked to hold at least one finished run, each with usable files.
 
     Raises:
         FileNotFoundError: If it holds no ``summary.json`` one level down; the message names the producer.
+        paper_figures.results_files.ResultsFileError: If a finished run's ``summary.json``, ``config.json`` or
+            ``eval_scores.csv`` is unusable (the message names the file).
     """
     path = Path(results_dir) / subdir
-    if not path.is_dir() or not any(path.glob("*/summary.json")):
+    finished = sorted(p.parent for p in path.glob("*/summary.json")) if path.is_dir() else []
+    if not finished:
         raise FileNotFoundError(f"{path}: no finished run directories (*/summary.json); {producer_hint(subdir)}")
+    for run in finished:
+        check_run(run, f"delete the run directory {run.name} and rerun the sweep ({producer_hint(subdir)})")
     return path
 
 
@@ -80,6 +84,7 @@ def load_sweep(results_dir: Path | str, subdir: Path = RESULTS_SUBDIR) -> pd.Dat
 
     Raises:
         FileNotFoundError: If the folder holds no finished runs.
+        paper_figures.results_files.ResultsFileError: If a run's files are unusable.
     """
     return collect_runs(sweep_dir(results_dir, subdir))
 
@@ -109,7 +114,7 @@ def draw_expected_vs_actual(ax: Axes, rows: pd.DataFrame, methods: Sequence[str]
 
     Args:
         ax: The axes.
-        rows: :func:`analysis.statistics.constraint_satisfaction` rows of one constraint.
+        rows: :func:`analysis.statistics.satisfaction_rows` of one constraint.
         methods: The methods to draw, in order (missing ones are skipped).
     """
     present = [m for m in methods if (rows["method"] == m).any()]
@@ -128,14 +133,15 @@ def draw_expected_vs_actual(ax: Axes, rows: pd.DataFrame, methods: Sequence[str]
     ax.set_ylabel(f"actual improvement of {scorer}")
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 1(a) from ``results_dir/llm_sweep/single`` into ``out_dir``; return the PNG and PDF paths.
+def draw(results_dir: Path | str) -> Figure:
+    """Fig. 1(a) from ``results_dir/llm_sweep/single``, unsaved (its artists hold the plotted data).
 
     Raises:
         FileNotFoundError: If the sweep folder holds no finished runs.
+        paper_figures.results_files.ResultsFileError: If a run's files are unusable.
         ValueError: If it holds no ``caid`` or ``one_shot`` run.
     """
-    table = constraint_satisfaction(sweep_dir(results_dir, RESULTS_SUBDIR))
+    table = satisfaction_rows(load_sweep(results_dir, RESULTS_SUBDIR))
     rows = table[(table["constraint"] == 1) & table["method"].isin(SWEEP_METHODS)]
     if rows.empty:
         raise ValueError(f"{Path(results_dir) / RESULTS_SUBDIR}: no runs of method {' or '.join(SWEEP_METHODS)}")
@@ -145,7 +151,13 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
         draw_expected_vs_actual(ax, rows)
         ax.legend(loc="upper left")
         ax.set_title(f"Fig. 1(a): expected vs actual improvement\n{prompts_note(rows)}")
-        return save_figure(fig, out_dir, NAME)
+    return fig
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Draw Fig. 1(a) (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
+    with paper_style():
+        return save_figure(draw(results_dir), out_dir, NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ Draws ``fig1b_tradeoff``: x = actual improvement of the first utility (safety), 
 reward (helpfulness), both with 95% CI error bars; the runs of multi-shot (CAID) and one-shot connected in
 threshold order and labelled with b, their empirical Pareto fronts
 (:func:`analysis.pareto.pareto_front`) drawn as wide translucent lines, and the single points DPO_h
-(``dpo_reward``) and DPO_s (``dpo_utility``) where present (paper §5.2, Fig. 1(b)).
+(``dpo_reward``) and DPO_s (``dpo_utility``) where present (paper Sec. 4.2, Fig. 1(b)).
 
 Usage::
 
@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from analysis.pareto import pareto_front
+from llm.methods import DPO_BASELINES
 from paper_figures.cli import figure_main
 from paper_figures.fig1a_expected_vs_actual import (
     METHOD_COLORS,
@@ -42,7 +44,7 @@ from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figu
 
 NAME = "fig1b_tradeoff"
 # Single-point baselines: trained on the reward alone (DPO_h) or the utility alone (DPO_s).
-BASELINES = ("dpo_reward", "dpo_utility")
+BASELINES = DPO_BASELINES
 
 
 def tradeoff_points(table: pd.DataFrame) -> pd.DataFrame:
@@ -96,11 +98,12 @@ def draw_tradeoff(ax: Axes, points: pd.DataFrame) -> None:
         )  # fmt: skip
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 1(b) from ``results_dir/llm_sweep/single`` into ``out_dir``; return the PNG and PDF paths.
+def draw(results_dir: Path | str) -> Figure:
+    """Fig. 1(b) from ``results_dir/llm_sweep/single``, unsaved (its artists hold the plotted data).
 
     Raises:
         FileNotFoundError: If the sweep folder holds no finished runs.
+        paper_figures.results_files.ResultsFileError: If a run's files are unusable.
         ValueError: If it holds no ``caid`` or ``one_shot`` run.
     """
     table = load_sweep(results_dir, RESULTS_SUBDIR)
@@ -117,7 +120,13 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
         ax.set_ylabel(f"actual improvement of {reward} (reward)")
         fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper")
         ax.set_title(f"Fig. 1(b): reward-utility trade-off\n{prompts_note(table)}")
-        return save_figure(fig, out_dir, NAME)
+    return fig
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Draw Fig. 1(b) (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
+    with paper_style():
+        return save_figure(draw(results_dir), out_dir, NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

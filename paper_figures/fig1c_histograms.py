@@ -9,7 +9,7 @@ Draws ``fig1c_histograms``: a row per method (multi-shot CAID on top, one-shot b
 scorer (the reward, e.g. helpfulness, left; the first utility, e.g. safety, right), each panel the held-out
 scores of pi_ref (before, blue) and of the aligned policy (after, red) on common bins, titled with the mean
 improvement and its 95% CI. The threshold is an argument of :func:`make_figure`; by default the median of
-the thresholds that both methods ran (the lower middle one for an even count), b = 5 in the paper (§5.2,
+the thresholds that both methods ran (the lower middle one for an even count), b = 5 in the paper (Sec. 4.2,
 Fig. 1(c)).
 
 Usage::
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from analysis.statistics import score_histograms
 from paper_figures.cli import figure_main
@@ -61,17 +62,17 @@ def _draw_panel(ax: Axes, bins: pd.DataFrame, improvement: pd.Series) -> None:
     ax.set_xlabel(f"{improvement['scorer']} score")
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str, threshold: float | None = None) -> list[Path]:
-    """Draw Fig. 1(c) from ``results_dir/llm_sweep/single`` into ``out_dir``; return the PNG and PDF paths.
+def draw(results_dir: Path | str, threshold: float | None = None) -> Figure:
+    """Fig. 1(c) from ``results_dir/llm_sweep/single``, unsaved (its artists hold the plotted data).
 
     Args:
         results_dir: The results directory.
-        out_dir: Output directory.
         threshold: b of the runs to draw (default: :func:`default_threshold`). Where a method has several
             runs at b, the first by directory name is drawn.
 
     Raises:
         FileNotFoundError: If the sweep folder holds no finished runs.
+        paper_figures.results_files.ResultsFileError: If a run's files are unusable.
         ValueError: If a method has no run at ``threshold``.
     """
     table = load_sweep(results_dir, RESULTS_SUBDIR)
@@ -95,7 +96,13 @@ def make_figure(results_dir: Path | str, out_dir: Path | str, threshold: float |
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=len(SERIES))
         n = "/".join(str(v) for v in sorted(n_prompts))
         fig.suptitle(f"Fig. 1(c): held-out scores before and after alignment, b = {b:g} (Δ: 95% t-CI, n = {n} prompts)")
-        return save_figure(fig, out_dir, NAME)
+    return fig
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str, threshold: float | None = None) -> list[Path]:
+    """Draw Fig. 1(c) (:func:`draw`) at ``threshold`` into ``out_dir``; return the PNG and PDF paths."""
+    with paper_style():
+        return save_figure(draw(results_dir, threshold), out_dir, NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

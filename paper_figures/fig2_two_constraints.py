@@ -14,7 +14,7 @@ recomputes the improvements and 95% CIs from ``eval_scores.csv`` (:func:`analysi
 Draws ``fig2_two_constraints``: (left, middle) expected vs actual improvement of each utility with 95% CI
 error bars and the line y = x (satisfied above), as Fig. 2(a) and App. Fig. 4(b); (right) the reward
 improvement per threshold pair with 95% CIs, as Fig. 2(b) and App. Fig. 4(c). Colour is the method; the
-marker identifies the threshold pair and is the same in all three panels (paper §5.3).
+marker identifies the threshold pair and is the same in all three panels (paper Sec. 4.1.2 and 4.2.2).
 
 Usage::
 
@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from paper_figures.cli import figure_main
@@ -50,11 +51,12 @@ PAIR_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "p", "h", "*", "d",
 METHOD_OFFSET = 0.15
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 2 from ``results_dir/llm_sweep/two_constraints`` into ``out_dir``; return the PNG and PDF paths.
+def draw(results_dir: Path | str) -> Figure:
+    """Fig. 2 from ``results_dir/llm_sweep/two_constraints``, unsaved (its artists hold the plotted data).
 
     Raises:
         FileNotFoundError: If the sweep folder holds no finished runs.
+        paper_figures.results_files.ResultsFileError: If a run's files are unusable.
         ValueError: If it holds no ``caid`` or ``one_shot`` run with two constraints.
     """
     table = load_sweep(results_dir, RESULTS_SUBDIR)
@@ -107,7 +109,13 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
             loc="outside lower center", ncol=len(methods) + 1,
         )  # fmt: skip
         fig.suptitle(f"Fig. 2: two constraints; {prompts_note(table)}; marker = threshold pair", fontsize=8)
-        return save_figure(fig, out_dir, NAME)
+    return fig
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Draw Fig. 2 (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
+    with paper_style():
+        return save_figure(draw(results_dir), out_dir, NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

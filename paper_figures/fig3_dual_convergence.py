@@ -24,27 +24,40 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from paper_figures.cli import figure_main
+from paper_figures.results_files import ResultsFileError, read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
 NAME = "fig3_dual_convergence"
 RESULTS_FILE = Path("dual_convergence") / "dual_convergence_summary.csv"
 
 
+# Columns the figure and the report read besides the lambda_i_* ones.
+_COUNTS = ("n_prompts", "k", "n_replicates", "n_infeasible", "n_failed")
+_DUAL = ("dual_value_mean", "dual_value_low", "dual_value_high")
+
+
 def load_summary(results_dir: Path | str) -> pd.DataFrame:
-    """The dual-convergence summary table.
+    """The dual-convergence summary table, checked to hold every column the figure and the report read.
 
     Raises:
         FileNotFoundError: If it is missing; the message names what writes it.
+        paper_figures.results_files.ResultsFileError: If it is empty, truncated, header-only, lacks a column,
+            or a column holds no numbers.
     """
     path = Path(results_dir) / RESULTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: produce it with `python -m analysis.dual_convergence --config <config> --out "
-            f"{path.parent}` (or analysis.dual_convergence.write_study of dual_convergence_from_cache(...))"
-        )
-    return pd.read_csv(path)
+    fix = (
+        f"produce it with `python -m analysis.dual_convergence --config <config> --out {path.parent}` "
+        "(or analysis.dual_convergence.write_study of dual_convergence_from_cache(...)); delete a broken file first"
+    )
+    header = read_results_csv(path, fix=fix, complete=_COUNTS, numeric=_DUAL).columns
+    lambdas = [c.removesuffix("_mean") for c in header if c.startswith("lambda_") and c.endswith("_mean")]
+    if not lambdas:
+        raise ResultsFileError(path, "no lambda_<i>_mean column", fix)
+    bands = [f"{q}_{s}" for q in lambdas for s in ("mean", "low", "high")]
+    return read_results_csv(path, fix=fix, complete=_COUNTS, numeric=[*_DUAL, *bands])
 
 
 def _draw_quantity(ax: Axes, summary: pd.DataFrame, name: str) -> None:
@@ -60,11 +73,12 @@ def _draw_quantity(ax: Axes, summary: pd.DataFrame, name: str) -> None:
     ax.set_xlabel("number of prompts n")
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 3 from ``results_dir/dual_convergence`` into ``out_dir``; return the PNG and PDF paths.
+def draw(results_dir: Path | str) -> Figure:
+    """Fig. 3 from ``results_dir/dual_convergence``, unsaved (its artists hold the plotted data).
 
     Raises:
         FileNotFoundError: If the summary CSV is missing.
+        paper_figures.results_files.ResultsFileError: If it is unusable (see :func:`load_summary`).
     """
     summary = load_summary(results_dir)
     lambdas = sorted(
@@ -91,7 +105,13 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
             f"{replicates} subsamples{note}",
             fontsize=8,
         )
-        return save_figure(fig, out_dir, NAME)
+    return fig
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Draw Fig. 3 (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
+    with paper_style():
+        return save_figure(draw(results_dir), out_dir, NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

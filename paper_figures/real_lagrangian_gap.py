@@ -7,7 +7,9 @@ run, :func:`analysis.lagrangian_gap.lagrangian_gap` at the multiplier its last e
 Draws ``real_lagrangian_gap``: left, the plug-in dual value D_hat(lambda) (the best Lagrangian over all
 policies, from pi_ref's samples) and the trained policy's Lagrangian L_hat(pi_theta, lambda) (from its own
 samples, with the log-ratio KL) against the threshold b; right, their paired difference with 95% t-CIs.
-A gap above zero is Lagrangian value the LLM's training did not reach (spec §4).
+A gap above zero is Lagrangian value the LLM's training did not reach: the dual function D(lambda) is the
+Lagrangian's maximum over all policies (eq. (3)), and the paper's bounds charge its shortfall to the
+parametrization gap nu (Sec. 3, Lemma 3).
 
 Usage::
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from analysis.lagrangian_gap import lagrangian_gap_table
 from paper_figures.cli import figure_main
@@ -44,6 +47,7 @@ def load_gaps(results_dir: Path | str) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: If the sweep folder holds no finished runs.
+        paper_figures.results_files.ResultsFileError: If a run's files are unusable.
         ValueError: If it holds no CAID or one-shot run.
     """
     table = lagrangian_gap_table(sweep_dir(results_dir, RESULTS_SUBDIR), methods=SWEEP_METHODS)
@@ -52,8 +56,8 @@ def load_gaps(results_dir: Path | str) -> pd.DataFrame:
     return table.assign(threshold=[b[0] for b in table["thresholds"]])
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw the real-model Lagrangian gap into ``out_dir``; return the PNG and PDF paths."""
+def draw(results_dir: Path | str) -> Figure:
+    """The real-model Lagrangian gap, unsaved (its artists hold the plotted data; errors as :func:`load_gaps`)."""
     gaps = load_gaps(results_dir)
     methods = [m for m in SWEEP_METHODS if (gaps["method"] == m).any()]
     span = float(np.ptp(gaps["threshold"])) or 1.0
@@ -86,7 +90,13 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
         gap_ax.set_title(f"parametrization gap, 95% t-CIs over n = {int(gaps['n_prompts'].min())} prompts")
         values.legend(fontsize=6)
         gap_ax.legend()
-        return save_figure(fig, out_dir, NAME)
+    return fig
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Draw the real-model Lagrangian gap (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
+    with paper_style():
+        return save_figure(draw(results_dir), out_dir, NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

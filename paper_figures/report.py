@@ -6,7 +6,10 @@ a verdict computed here from the tables (never typed in):
 * **replicated**: the point estimates go the paper's way and the 95% evidence says so;
 * **direction only**: the point estimates go the paper's way, but the CIs do not exclude the opposite;
 * **not replicated**: the point estimates go the other way (the evidence column says by how much);
-* **missing**: the results it needs are absent (e.g. every threshold was infeasible).
+* **missing**: the results it needs are absent (e.g. every threshold was infeasible);
+* **skipped**: a results file it needs exists but is unusable (empty, truncated, header only, a column
+  missing or without numbers); the evidence reads ``skipped: <file>: <why>; <fix>``
+  (:mod:`paper_figures.results_files`).
 
 The trade-off claim compares two curves, for which no interval is computed here: it is at most
 "direction only". "Tracks more closely" counts as replicated when CAID's mean distance to b is smaller than
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,13 +31,15 @@ import numpy as np
 import pandas as pd
 
 from analysis.parametrization_gap.scaling import scaling_table
-from analysis.statistics import collect_runs, constraint_satisfaction, satisfaction_rows
+from analysis.statistics import satisfaction_rows
 from llm.run_files import machine_description, write_atomic
 from llm.sweep import SWEEP_FILE
 from paper_figures import fig3_dual_convergence, parametrization_gap, real_lagrangian_gap, theory_solver_benchmark
 from paper_figures.fig1a_expected_vs_actual import RESULTS_SUBDIR as SINGLE_SUBDIR
+from paper_figures.fig1a_expected_vs_actual import load_sweep
 from paper_figures.fig1b_tradeoff import tradeoff_points
 from paper_figures.fig2_two_constraints import RESULTS_SUBDIR as TWO_SUBDIR
+from paper_figures.results_files import ResultsFileError, read_json_object, read_results_csv
 
 __all__ = ["REPORT_FILE", "Claim", "claims", "write_report"]
 
@@ -207,7 +211,7 @@ def lagrangian_gap_claim(gaps: pd.DataFrame) -> Claim:
     above = int((gaps["gap_ci_low"] > 0).sum())
     return Claim(
         "lagrangian_gap",
-        "D(λ) − L(π_θ, λ) ≥ 0: the trained LLM does not beat the Lagrangian maximiser (spec §4)",
+        "D(λ) − L(π_θ, λ) ≥ 0: the trained LLM does not beat the Lagrangian maximiser (eq. (3), Lemma 3)",
         "replicated" if below == 0 else "not replicated",
         f"{len(gaps)} runs: gap CIs above 0 in {above}, containing 0 in {len(gaps) - above - below}, below 0 in "
         f"{below}; mean gap {gaps['gap'].mean():.3f} (relative to |D̂| {gaps['gap_relative'].abs().mean():.1%})",
@@ -215,8 +219,10 @@ def lagrangian_gap_claim(gaps: pd.DataFrame) -> Claim:
 
 
 def solver_claim(benchmark: pd.DataFrame) -> Claim:
-    """The closed-form dual against cvxpy in the solver benchmark's table."""
-    solved = benchmark.dropna(subset=["primal_over_dual"])
+    """The closed-form dual against cvxpy in the solver benchmark's table (at least one size compared)."""
+    solved = benchmark.dropna(subset=["primal_over_dual", "lam_rel_diff"])
+    if solved.empty:
+        raise ValueError("the solver benchmark compared no size with cvxpy (primal_over_dual/lam_rel_diff empty)")
     return Claim(
         "exact_solver",
         "The closed-form dual solves the distribution-space problem exactly, faster than cvxpy",
@@ -227,15 +233,31 @@ def solver_claim(benchmark: pd.DataFrame) -> Claim:
 
 
 def gap_bounds_claim(summary: pd.DataFrame) -> Claim:
-    """Every measured gap of the parametrization-gap laboratory within its bound."""
+    """Each measured gap of the parametrization-gap laboratory within its bound, where the bound is a number.
+
+    A bound the laboratory reports as NaN (its hypotheses fail for that class, e.g. Assumption 4 when the
+    Mν-tightened problem is infeasible) is not a check: it is counted as not checked, never as a pass.
+    """
     table = scaling_table(summary)
     violations = int(table["violations"].sum())
+    stems = [c.removesuffix("_measured") for c in summary.columns if c.endswith("_measured")]
+    checked: dict[str, int] = {}
+    for stem in stems:
+        bound = summary.get(f"{stem}_bound", pd.Series(np.nan, index=summary.index)).astype(float)
+        lower = summary.get(f"{stem}_bound_lower", pd.Series(np.nan, index=summary.index)).astype(float)
+        checked[stem] = int((summary[f"{stem}_measured"].astype(float).notna() & (bound.notna() | lower.notna())).sum())
+    n_checked, total = sum(checked.values()), len(stems) * len(summary)
+    if n_checked == 0:
+        raise ValueError("no (class, bound) pair has a finite bound: nothing was checked")
+    never = [stem for stem, n in checked.items() if n == 0]
     slope = table.set_index("quantity")["slope_parametrized"].get("duality_gap", np.nan)
     return Claim(
         "gap_bounds",
-        "Theorems 1–5: every measured gap lies within its bound (exact sequence-world laboratory)",
+        "Theorems 1–6: each measured gap lies within its bound where the bound applies (exact laboratory)",
         "replicated" if violations == 0 else "not replicated",
-        f"{violations} bound violations over {len(table)} quantities; duality gap vs ν log-log slope {slope:.2f}",
+        f"{n_checked} of {total} (class, bound) pairs checked, {violations} violated; {total - n_checked} not checked "
+        f"(bound not a number: its hypotheses fail){'; never checked: ' + ', '.join(never) if never else ''}; "
+        f"duality gap vs ν log-log slope {slope:.2f}",
     )
 
 
@@ -243,25 +265,49 @@ def gap_bounds_claim(summary: pd.DataFrame) -> Claim:
 _MISSING = (FileNotFoundError, ValueError, KeyError)
 
 
+def _unusable(err: Exception) -> tuple[str, str]:
+    """``(verdict, evidence)`` of a claim whose results raised ``err``: skipped (a named bad file) or missing."""
+    text = str(err).replace("\n", " ")
+    return ("skipped", f"skipped: {text}") if isinstance(err, ResultsFileError) else ("missing", text)
+
+
 def _guard(build: Callable[[], list[Claim]], key: str, what: str) -> list[Claim]:
     try:
         return build()
     except _MISSING as err:
-        return [Claim(key, what, "missing", str(err).replace("\n", " "))]
+        return [Claim(key, what, *_unusable(err))]
+
+
+def _read_benchmark(results_dir: Path) -> pd.DataFrame:
+    fix = "rerun `python -m benchmarks.solver_benchmark` (see paper_figures.theory_solver_benchmark); delete it first"
+    return read_results_csv(
+        results_dir / theory_solver_benchmark.RESULTS_FILE, fix=fix, complete=("n",),
+        numeric=("primal_over_dual", "lam_rel_diff"),
+    )  # fmt: skip
+
+
+def _read_laboratory(results_dir: Path) -> pd.DataFrame:
+    fix = "rerun `python -m analysis.parametrization_gap --out <dir>` (delete the broken file first)"
+    path = results_dir / parametrization_gap.RESULTS_FILE
+    header = read_results_csv(path, fix=fix, columns=("policy_class",), complete=("nu",)).columns
+    measured = [c for c in header if c.endswith("_measured")]
+    if not measured:
+        raise ResultsFileError(path, "no *_measured column", fix)
+    bounds = [c for c in header if "_bound" in c]
+    return read_results_csv(path, fix=fix, columns=("policy_class",), complete=("nu",), numeric=measured,
+                            optional=bounds)  # fmt: skip
 
 
 def claims(results_dir: Path | str) -> list[Claim]:
     """Every claim's verdict from the results in ``results_dir`` (a missing result gives a ``missing`` row)."""
     results_dir = Path(results_dir)
-    single, two = results_dir / SINGLE_SUBDIR, results_dir / TWO_SUBDIR
     builders = [
-        ("exact_solver", "solver benchmark",
-         lambda: [solver_claim(pd.read_csv(results_dir / theory_solver_benchmark.RESULTS_FILE))]),
-        ("gap_bounds", "parametrization-gap laboratory",
-         lambda: [gap_bounds_claim(pd.read_csv(results_dir / parametrization_gap.RESULTS_FILE))]),
+        ("exact_solver", "solver benchmark", lambda: [solver_claim(_read_benchmark(results_dir))]),
+        ("gap_bounds", "parametrization-gap laboratory", lambda: [gap_bounds_claim(_read_laboratory(results_dir))]),
         ("single_sweep", "single-constraint sweep",
-         lambda: single_sweep_claims(collect_runs(single))),
-        ("two_constraints", "two-constraint sweep", lambda: [two_constraint_claim(constraint_satisfaction(two))]),
+         lambda: single_sweep_claims(load_sweep(results_dir, SINGLE_SUBDIR))),
+        ("two_constraints", "two-constraint sweep",
+         lambda: [two_constraint_claim(satisfaction_rows(load_sweep(results_dir, TWO_SUBDIR)))]),
         ("dual_convergence", "dual convergence",
          lambda: [dual_convergence_claim(fig3_dual_convergence.load_summary(results_dir))]),
         ("lagrangian_gap", "real-model gap",
@@ -270,8 +316,9 @@ def claims(results_dir: Path | str) -> list[Claim]:
     return [claim for key, what, build in builders for claim in _guard(build, key, what)]
 
 
-def _sweep_table(path: Path) -> str:
-    runs = collect_runs(path)
+def _sweep_table(results_dir: Path, subdir: Path) -> str:
+    runs = load_sweep(results_dir, subdir)
+    path = results_dir / subdir
     runs = runs.assign(
         improvement=[_ci(m, lo, hi) for m, lo, hi in zip(runs["mean"], runs["ci_low"], runs["ci_high"], strict=True)],
         bootstrap=[f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(runs["boot_low"], runs["boot_high"], strict=True)],
@@ -279,11 +326,14 @@ def _sweep_table(path: Path) -> str:
     columns = ["run", "method", "scorer", "threshold", "improvement", "bootstrap", "verdict", "kl", "n_prompts"]
     table = _md(runs[columns].fillna({"verdict": "(reward)"}))
     sweep = path / SWEEP_FILE
-    records = json.loads(sweep.read_text())["runs"] if sweep.is_file() else []
-    refused = [r for r in records if r["status"] == "infeasible"]
+    fix = "delete it and rerun the sweep, which rewrites it when every run has ended"
+    records = read_json_object(sweep, fix=fix).get("runs", []) if sweep.is_file() else []
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ResultsFileError(sweep, "'runs' is not a list of objects", fix)
+    refused = [r for r in records if r.get("status") == "infeasible"]
     if refused:
         names = ", ".join(f"`{r['name']}`" for r in refused)
-        reasons = "; ".join(dict.fromkeys(r["message"] for r in refused))
+        reasons = "; ".join(dict.fromkeys(str(r.get("message", "")) for r in refused))
         table += f"\n\nRefused before training, the threshold being unreachable on π_ref's samples: {names} ({reasons})"
     return table
 
@@ -304,12 +354,12 @@ def _sections(results_dir: Path) -> list[tuple[str, Callable[[], str]]]:
         return _md(fig3_dual_convergence.load_summary(results_dir)[dual_columns])
 
     def laboratory() -> str:
-        return _md(scaling_table(pd.read_csv(results_dir / parametrization_gap.RESULTS_FILE)))
+        return _md(scaling_table(_read_laboratory(results_dir)))
 
     return [
         ("Single-constraint sweep (Fig. 1): improvement over π_ref, 95% t-CI",
-         lambda: _sweep_table(results_dir / SINGLE_SUBDIR)),
-        ("Two-constraint sweep (Fig. 2)", lambda: _sweep_table(results_dir / TWO_SUBDIR)),
+         lambda: _sweep_table(results_dir, SINGLE_SUBDIR)),
+        ("Two-constraint sweep (Fig. 2)", lambda: _sweep_table(results_dir, TWO_SUBDIR)),
         ("Real-model Lagrangian gap D̂(λ) − L̂(π_θ, λ) on held-out prompts, 95% t-CI", gaps),
         ("Plug-in dual vs sample size (Fig. 3)", convergence),
         ("Parametrization-gap laboratory: scaling with ν", laboratory),
@@ -341,7 +391,8 @@ def write_report(results_dir: Path | str, figures: Sequence[Path], scale: str, t
         try:
             body = build()
         except _MISSING as err:
-            body = f"missing: {err}"
+            verdict, evidence = _unusable(err)
+            body = evidence if verdict == "skipped" else f"missing: {evidence}"
         lines += [f"## {title}", "", body, ""]
     if timings:
         total = sum(timings.values())
@@ -368,6 +419,16 @@ def timings_file(results_dir: Path) -> Path:
 
 
 def read_timings(results_dir: Path) -> dict[str, float]:
-    """The recorded seconds per step (empty when none were recorded)."""
+    """The recorded seconds per step (empty when none were recorded).
+
+    Raises:
+        paper_figures.results_files.ResultsFileError: If the file is not a JSON object of numbers.
+    """
     path = timings_file(results_dir)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    fix = "delete it (only the report's 'Time per step' table is lost)"
+    timings = read_json_object(path, fix=fix)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in timings.values()):
+        raise ResultsFileError(path, "a step's seconds are not a number", fix)
+    return {str(k): float(v) for k, v in timings.items()}

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from paper_figures.cli import figure_main
+from paper_figures.results_files import read_results_csv
 from paper_figures.style import new_figure, paper_style, save_figure
 
 NAME = "theory_solver_benchmark"
@@ -66,16 +68,18 @@ def load_results(results_dir: Path | str) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: If the CSV is missing; the message names the command that writes it.
+        paper_figures.results_files.ResultsFileError: If it is empty, truncated, header-only, has no N or no
+            dual timing in some row, or a drawn column holds text.
     """
     results_dir = Path(results_dir)
-    path = results_dir / RESULTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: produce it with `python {' '.join(producer_args(results_dir))}` "
-            "(add --quick for the small run) from the repository root, or run "
-            f"`python -m paper_figures all --results {results_dir}`"
-        )
-    return pd.read_csv(path).sort_values("n", kind="stable")
+    fix = (
+        f"produce it with `python {' '.join(producer_args(results_dir))}` (add --quick for the small run) from "
+        f"the repository root, or run `python -m paper_figures all --results {results_dir}`; delete a broken file first"
+    )
+    # The other drawn columns may be absent or empty (no cvxpy solve beyond some N), but never text.
+    optional = [c for c, *_ in (*_TIMES, *_AGREEMENT)]
+    frame = read_results_csv(results_dir / RESULTS_FILE, fix=fix, complete=("n", "dual_s"), optional=optional)
+    return frame.sort_values("n", kind="stable")
 
 
 def _fmt_n(n: float) -> str:
@@ -147,18 +151,12 @@ def _draw_agreement(ax: Axes, df: pd.DataFrame) -> None:
     _legend_below(ax, *ax.get_legend_handles_labels())
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw the solver benchmark figure from saved results.
-
-    Args:
-        results_dir: Directory holding ``benchmarks/solver_benchmark.csv``.
-        out_dir: Directory for ``theory_solver_benchmark.png`` and ``.pdf``.
-
-    Returns:
-        The written paths.
+def draw(results_dir: Path | str) -> Figure:
+    """The solver benchmark figure from ``results_dir/benchmarks/solver_benchmark.csv``, unsaved.
 
     Raises:
         FileNotFoundError: If the benchmark CSV is missing.
+        paper_figures.results_files.ResultsFileError: If it is unusable (see :func:`load_results`).
     """
     df = load_results(results_dir)
     with paper_style():
@@ -171,7 +169,13 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
         machine = first.get("machine", "unknown machine")
         mode = f", {first['mode']} run" if "mode" in first else ""
         fig.suptitle(f"Exact solvers on random instances{m} ({machine}{mode})", fontsize=8)
-        return save_figure(fig, out_dir, NAME)
+    return fig
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Draw the solver benchmark figure (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
+    with paper_style():
+        return save_figure(draw(results_dir), out_dir, NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
