@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 __all__ = ["ResultsFileError", "check_run", "read_json_object", "read_results_csv"]
@@ -56,7 +55,7 @@ def read_results_csv(
         optional: Columns that may be absent or empty, but hold numbers where they have values.
 
     Returns:
-        The table, with the ``numeric``, ``complete`` and present ``optional`` columns as floats.
+        The table, with the ``numeric``, ``complete`` and present ``optional`` columns as numbers.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
@@ -89,7 +88,7 @@ def read_results_csv(
 def _check_numbers(
     frame: pd.DataFrame, path: Path, fix: str, numeric: Sequence[str], complete: Sequence[str], optional: Sequence[str]
 ) -> None:
-    """Convert the present checked columns of ``frame`` to floats in place, or refuse the file."""
+    """Convert the present checked columns of ``frame`` to numbers in place, or refuse the file."""
     for column in dict.fromkeys((*numeric, *complete, *optional)):
         if column not in frame.columns:
             continue
@@ -100,7 +99,7 @@ def _check_numbers(
             raise ResultsFileError(path, f"column {column!r} has no values (all NaN)", fix)
         if column in complete and values.isna().any():
             raise ResultsFileError(path, f"column {column!r} is missing in {int(values.isna().sum())} row(s)", fix)
-        frame[column] = values.astype(np.float64)
+        frame[column] = values  # integers stay integers (a count of 4 is labelled 4, not 4.0)
 
 
 def read_json_object(path: Path, *, fix: str) -> dict[str, Any]:

@@ -1,8 +1,15 @@
-"""The LLM paper figures (Figs. 1(a)-(c), 2, 3) on a small synthetic results directory."""
+"""The LLM paper figures (Figs. 1(a)-(c), 2, 3, the real-model gap) on a small synthetic results directory.
+
+Each figure's plotted data (line and error-bar coordinates, histogram counts, bands) is compared with
+values recomputed here from the fixture's raw files (tests/paper_figures/figure_data.py), not from
+``analysis``.
+"""
 
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from paper_figures import (
@@ -13,7 +20,8 @@ from paper_figures import (
     fig3_dual_convergence,
     real_lagrangian_gap,
 )
-from tests.llm_run_fixture import write_fixture
+from tests.llm_run_fixture import PAIR_THRESHOLDS, SINGLE_THRESHOLDS, write_fixture
+from tests.paper_figures.figure_data import errorbars, eval_columns, lagrangian_gap, paired_t
 
 # (module, what its missing-results error must name)
 MODULES = [
@@ -24,6 +32,7 @@ MODULES = [
     (fig3_dual_convergence, "python -m analysis.dual_convergence"),
     (real_lagrangian_gap, "llm_sweep/single"),
 ]
+LABELS = fig1a_expected_vs_actual.METHOD_LABELS
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +40,15 @@ def results(tmp_path_factory):
     return write_fixture(tmp_path_factory.mktemp("results"))
 
 
+def _single(results, run):
+    return results / "llm_sweep" / "single" / run
+
+
 @pytest.mark.parametrize("module", [m for m, _ in MODULES], ids=lambda m: m.NAME)
 def test_figure_writes_png_and_pdf(module, results, tmp_path):
     paths = module.make_figure(results, tmp_path)
     assert [p.name for p in paths] == [f"{module.NAME}.png", f"{module.NAME}.pdf"]
-    assert paths[0].stat().st_size > 10_000 and paths[1].stat().st_size > 5_000
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
 
 
 @pytest.mark.parametrize(("module", "producer"), MODULES, ids=lambda m: getattr(m, "NAME", ""))
@@ -44,6 +57,121 @@ def test_missing_results_name_their_producer(module, producer, tmp_path):
         module.make_figure(tmp_path, tmp_path / "figs")
     if producer.startswith("llm_sweep"):
         assert "python -m llm sweep" in str(err.value)
+
+
+def test_fig1a_plots_each_runs_paired_improvement_and_its_t_interval(results):
+    (ax,) = fig1a_expected_vs_actual.draw(results).axes
+    drawn = errorbars(ax)
+    assert set(drawn) == {LABELS["caid"], LABELS["one_shot"]}  # the DPO baselines are not threshold sweeps
+    for method in ("caid", "one_shot"):
+        (series,) = drawn[LABELS[method]]
+        expected = np.array([paired_t(_single(results, f"{method}_b{b:g}"), "safety") for b in SINGLE_THRESHOLDS])
+        np.testing.assert_allclose(series["y"], expected[:, 0], atol=1e-5)
+        np.testing.assert_allclose(series["y_low"], expected[:, 1], atol=1e-5)
+        np.testing.assert_allclose(series["y_high"], expected[:, 2], atol=1e-5)
+        # x is b, shifted sideways by a constant small offset per method so the bars do not overlap.
+        shift = series["x"] - np.array(SINGLE_THRESHOLDS)
+        assert np.ptp(shift) < 1e-12 and abs(shift[0]) < 0.05
+    # The y = x reference line spans the thresholds.
+    identity = [line for line in ax.get_lines() if line.get_label().startswith("y = x")]
+    x, y = identity[0].get_data()
+    np.testing.assert_array_equal(x, y)
+    assert x[0] < min(SINGLE_THRESHOLDS) and x[-1] > max(SINGLE_THRESHOLDS)
+
+
+def test_fig1b_plots_utility_against_reward_improvement_for_every_method(results):
+    fig = fig1b_tradeoff.draw(results)
+    drawn = errorbars(fig.axes[0])
+    runs = {
+        "caid": [f"caid_b{b:g}" for b in SINGLE_THRESHOLDS],
+        "one_shot": [f"one_shot_b{b:g}" for b in SINGLE_THRESHOLDS],
+        "dpo_reward": ["dpo_reward"],
+        "dpo_utility": ["dpo_utility"],
+    }
+    assert set(drawn) == {LABELS[m] for m in runs}
+    for method, names in runs.items():
+        (series,) = drawn[LABELS[method]]
+        utility = np.array([paired_t(_single(results, n), "safety") for n in names])
+        reward = np.array([paired_t(_single(results, n), "helpfulness") for n in names])
+        np.testing.assert_allclose(series["x"], utility[:, 0], atol=1e-5)
+        np.testing.assert_allclose(series["y"], reward[:, 0], atol=1e-5)
+        np.testing.assert_allclose(np.c_[series["x_low"], series["x_high"]], utility[:, 1:], atol=1e-5)
+        np.testing.assert_allclose(np.c_[series["y_low"], series["y_high"]], reward[:, 1:], atol=1e-5)
+    # Each sweep's Pareto front: the points no other point of that method beats in both coordinates.
+    for method in ("caid", "one_shot"):
+        (series,) = drawn[LABELS[method]]
+        points = np.c_[series["x"], series["y"]]
+        front = [p for p in points if not any((q >= p).all() and (q > p).any() for q in points)]
+        (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == f"{LABELS[method]} Pareto front"]
+        drawn_front = np.c_[line.get_data()]
+        assert sorted(map(tuple, drawn_front)) == sorted(map(tuple, front))
+
+
+def test_fig1c_histograms_count_the_held_out_scores(results):
+    fig = fig1c_histograms.draw(results)
+    b = 2.0  # thresholds 1..4 for both methods: the lower middle one
+    axes = np.array(fig.axes[:4]).reshape(2, 2)
+    for row, method in zip(axes, ("caid", "one_shot"), strict=True):
+        data = eval_columns(_single(results, f"{method}_b{b:g}"))
+        for ax, scorer in zip(row, ("helpfulness", "safety"), strict=True):
+            assert ax.get_title().startswith(f"{scorer}: Δ = ")
+            labelled = {p.get_label(): p for p in ax.patches if not p.get_label().startswith("_")}
+            for label, model in (("before ($\\pi_{\\rm ref}$)", "reference"), ("after (aligned)", "policy")):
+                counts, edges, _ = labelled[label].get_data()
+                scores = data[model][scorer].ravel()
+                np.testing.assert_array_equal(counts, np.histogram(scores, bins=edges)[0])
+                assert counts.sum() == scores.size  # every sample falls in the common bins
+
+
+def test_fig2_plots_both_constraints_and_the_reward_per_pair(results):
+    fig = fig2_two_constraints.draw(results)
+    two = results / "llm_sweep" / "two_constraints"
+    panels = zip(fig.axes[:3], ("harmless", "humor", "helpful"), strict=True)
+    for ax, scorer in panels:
+        points = [s for series in errorbars(ax).values() for s in series]
+        drawn = sorted((float(s["y"][0]), float(s["y_low"][0]), float(s["y_high"][0])) for s in points)
+        expected = sorted(
+            paired_t(two / f"{m}_b{b1:g}_{b2:g}", scorer) for m in ("caid", "one_shot") for b1, b2 in PAIR_THRESHOLDS
+        )
+        np.testing.assert_allclose(drawn, expected, atol=1e-5)
+        if scorer != "helpful":  # x is that constraint's threshold (plus a small per-method offset)
+            b_index = 0 if scorer == "harmless" else 1
+            xs = sorted(float(s["x"][0]) for s in points)
+            bs = sorted(pair[b_index] for pair in PAIR_THRESHOLDS for _ in range(2))
+            np.testing.assert_allclose(xs, bs, atol=0.05)
+
+
+def test_fig3_plots_the_mean_over_replicates_per_cell(results):
+    fig = fig3_dual_convergence.draw(results)
+    samples = pd.read_csv(results / "dual_convergence" / "dual_convergence.csv")
+    solved = samples[samples["feasible"] & samples["converged"]]
+    for ax, quantity in zip(fig.axes[:2], ("lambda_1", "dual_value"), strict=True):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {f"k = {k}" for k in (4, 8, 16)}
+        for k in (4, 8, 16):
+            cell = solved[solved["k"] == k].groupby("n_prompts")[quantity]
+            x, y = lines[f"k = {k}"].get_data()
+            np.testing.assert_array_equal(x, [5, 10, 20, 40])
+            np.testing.assert_allclose(y, cell.mean().loc[list(x)].to_numpy(), rtol=1e-9)
+        # The band runs from the 2.5% to the 97.5% quantile of the replicates.
+        band = ax.collections[0].get_paths()[0].vertices
+        k4 = solved[solved["k"] == 4].groupby("n_prompts")[quantity]
+        assert band[:, 1].min() == pytest.approx(k4.quantile(0.025).min(), rel=1e-9)
+        assert band[:, 1].max() == pytest.approx(k4.quantile(0.975).max(), rel=1e-9)
+
+
+def test_real_lagrangian_gap_plots_dual_minus_lagrangian(results):
+    fig = real_lagrangian_gap.draw(results)
+    values, gap_ax = fig.axes[:2]
+    for method in ("caid", "one_shot"):
+        expected = np.array([lagrangian_gap(_single(results, f"{method}_b{b:g}")) for b in SINGLE_THRESHOLDS])
+        drawn = errorbars(values)
+        (dual,) = [s for label, (s,) in drawn.items() if label.startswith(r"$\hat D") and LABELS[method] in label]
+        (lagr,) = [s for label, (s,) in drawn.items() if label.startswith(r"$\hat L") and LABELS[method] in label]
+        (gap,) = errorbars(gap_ax)[LABELS[method]]
+        np.testing.assert_allclose(dual["y"], expected[:, 0], atol=1e-4)
+        np.testing.assert_allclose(lagr["y"], expected[:, 1], atol=1e-4)
+        np.testing.assert_allclose(gap["y"], expected[:, 2], atol=1e-4)
 
 
 def test_histograms_default_to_the_median_common_threshold(results):
@@ -57,11 +185,25 @@ def test_histograms_default_to_the_median_common_threshold(results):
 def test_tradeoff_points_pair_reward_and_utility(results):
     points = fig1b_tradeoff.tradeoff_points(fig1b_tradeoff.load_sweep(results))
     assert set(points["method"]) == {"caid", "one_shot", "dpo_reward", "dpo_utility"}
-    caid = points[points["method"] == "caid"]
-    assert caid["threshold"].tolist() == [1.0, 2.0, 3.0, 4.0]
-    assert (caid["reward_ci_low"] < caid["reward_mean"]).all() and (
-        caid["utility_mean"] < caid["utility_ci_high"]
-    ).all()
+    caid = points[points["method"] == "caid"].reset_index(drop=True)
+    assert caid["threshold"].tolist() == list(SINGLE_THRESHOLDS)
+    for i, b in enumerate(SINGLE_THRESHOLDS):
+        run = _single(results, f"caid_b{b:g}")
+        assert caid.loc[i, ["reward_mean", "reward_ci_low", "reward_ci_high"]].tolist() == pytest.approx(
+            paired_t(run, "helpfulness"), abs=1e-5
+        )
+        assert caid.loc[i, ["utility_mean", "utility_ci_low", "utility_ci_high"]].tolist() == pytest.approx(
+            paired_t(run, "safety"), abs=1e-5
+        )
+
+
+def test_figure_labels_come_from_the_method_registry():
+    from llm.methods import DPO_BASELINES, REGISTRY
+
+    assert fig1a_expected_vs_actual.SWEEP_METHODS == ("caid", "one_shot")
+    assert fig1b_tradeoff.BASELINES == DPO_BASELINES
+    for key, method in REGISTRY.items():
+        assert LABELS[key] == method.label and fig1a_expected_vs_actual.METHOD_COLORS[key] == method.color
 
 
 def test_command_line(results, tmp_path):
