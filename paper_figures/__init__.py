@@ -1,6 +1,7 @@
 """Paper figures, one module per figure, each drawn from saved results.
 
-Figure modules (each has ``make_figure(results_dir, out_dir) -> list[Path]`` and can run alone as
+Figure modules (each has ``make_figure(results_dir, out_dir) -> list[Path]``, most also ``draw(results_dir)``
+returning the unsaved matplotlib Figure, and each can run alone as
 ``python -m paper_figures.<module> --results DIR --out DIR``):
 
 - :mod:`paper_figures.theory_solver_benchmark`: ``theory.solve_dual`` against cvxpy and ``logsumexp``;
@@ -11,7 +12,9 @@ Figure modules (each has ``make_figure(results_dir, out_dir) -> list[Path]`` and
 - :mod:`paper_figures.fig2_two_constraints`: the two-constraint sweep (Fig. 2);
 - :mod:`paper_figures.fig3_dual_convergence`: the plug-in dual vs sample size (Fig. 3).
 
-Shared styling and saving live in :mod:`paper_figures.style`; the commands that produce the LLM results
-in :mod:`paper_figures.producers`; ``RESULTS/REPORT.md`` in :mod:`paper_figures.report`.
+Shared styling and saving live in :mod:`paper_figures.style`; the checked reading of saved results files
+(a named refusal for an empty, truncated or header-only file) in :mod:`paper_figures.results_files`; the
+commands that produce the LLM results in :mod:`paper_figures.producers`; ``RESULTS/REPORT.md`` in
+:mod:`paper_figures.report` (importable without torch).
 ``python -m paper_figures all`` produces missing results, draws every figure and writes the report.
 """
