@@ -1,6 +1,6 @@
 """How the plug-in dual solution depends on the number of prompts and of responses per prompt (Fig. 3).
 
-The one-shot multiplier lambda* of CAID is the minimiser of the plug-in dual (spec §2.2)
+The one-shot multiplier lambda* of CAID is the minimiser of the plug-in dual (eq. (4))
 
     D_hat(lambda) = beta / n sum_j log( 1/k sum_s exp((r(x_j, y_js) + lambda^T h(x_j, y_js)) / beta) )
 
@@ -8,7 +8,7 @@ over n prompts with k reference samples each. From one cached reference phase (N
 redraw B subsamples for each (n, k) of a grid, prompts without replacement and, within each prompt,
 responses without replacement, and solve each plug-in problem exactly with :func:`theory.solve_dual`. No
 model is trained or sampled. The paper reports that 600 prompts x 64 responses make lambda* stable
-(App. C.2, Fig. 3); the one-shot paper found the number of responses matters more (spec §2.3).
+(App. C.2, Fig. 3); the one-shot paper found the number of responses matters more (Huang et al. 2024, arXiv 2405.19544).
 
 The bands are percentiles over the B subsamples of the finite pool: they measure how stable lambda* is at
 size (n, k), not the uncertainty of the population lambda*. They shrink to zero at n = N, k = K, where

@@ -17,7 +17,7 @@ __all__ = ["TrajectoryDiagnostics", "dual_trajectory_diagnostics", "trajectory_d
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrajectoryDiagnostics:
-    """How the dual iterates lambda(1..T) of a CAID run moved (spec §3.2, Lemma 8).
+    """How the dual iterates lambda(1..T) of a CAID run moved (Algorithm 2, Lemma 8).
 
     Attributes:
         per_iteration: Columns ``iteration``, ``lambda_1..m``, ``measured_slack_1..m`` and ``violation``
@@ -138,20 +138,20 @@ def dual_trajectory_diagnostics(run_dir: str | os.PathLike[str]) -> TrajectoryDi
     if not path.is_file():
         raise FileNotFoundError(f"run_dir: {path} does not exist")
     frame = pd.read_csv(path)
-    m = len(summary["lambda_one_shot"])
+    m = len(summary.lambda_one_shot)
     columns = [f"lambda_{i + 1}" for i in range(m)]
     missing = [c for c in ["iteration", *columns] if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing} (summary.json has {m} multiplier(s))")
-    measured = summary.get("measured_slack_by_iteration") or {}
+    measured = summary.measured_slack_by_iteration
     slacks = np.array([
         measured.get(str(t)) if measured.get(str(t)) is not None else [np.nan] * m for t in frame["iteration"]
     ], dtype=np.float64)  # fmt: skip
     return trajectory_diagnostics(
         frame[columns].to_numpy(dtype=np.float64),
-        summary["lambda_one_shot"],
-        summary.get("lambda_last"),
+        summary.lambda_one_shot,
+        summary.lambda_last,
         iterations=frame["iteration"].to_numpy(),
         measured_slacks=slacks if measured else None,
-        best_iteration=summary.get("best_iteration"),
+        best_iteration=summary.best_iteration,
     )

@@ -1,6 +1,6 @@
-"""The empirical parametrization gap of a trained LLM policy (spec §4, Theorem 2 on the real model).
+"""The empirical parametrization gap of a trained LLM policy (Theorem 2 on the real model).
 
-For a multiplier lambda the dual function is the best Lagrangian over *all* policies (spec §2.2),
+For a multiplier lambda the dual function is the best Lagrangian over *all* policies (eq. (3)-(4)),
 
     D(lambda) = E_x[ beta log E_{y ~ pi_ref}[ exp((r(x, y) + lambda^T g(x, y)) / beta) ] ] - lambda^T c,
     L(pi, lambda) = E_x[ E_{y ~ pi}[ r + lambda^T g ] - beta KL(pi(.|x) || pi_ref(.|x)) ] - lambda^T c,
@@ -28,7 +28,6 @@ softmax, so for ``top_p < 1`` the KL term is that of the untruncated policy eval
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,11 +39,22 @@ from scipy.special import logsumexp
 
 from analysis.statistics import load_eval_scores, paired_improvement, read_summary, run_dirs
 from llm.methods import CONSTRAINED_METHODS
+from llm.run_files import RunFileError, read_json
 
 __all__ = ["GAP_METHODS", "lagrangian_gap", "lagrangian_gap_table"]
 
 # Methods trained for a multiplier lambda (the DPO baselines fix their weights and are not Lagrangian maximisers).
 GAP_METHODS = CONSTRAINED_METHODS
+
+
+def _beta(run_dir: Path) -> float:
+    """Beta of the run, from its ``config.json`` (validated: the error names the file and the fix)."""
+    path = run_dir / "config.json"
+    record = read_json(path, "it is written by `python -m llm run`; rerun the run into a fresh --out")
+    beta = record.get("config", {}).get("caid", {}).get("beta") if isinstance(record, dict) else None
+    if not (isinstance(beta, int | float) and not isinstance(beta, bool) and beta > 0):
+        raise RunFileError(f"{path}: no positive number at config.caid.beta; rerun the run into a fresh --out")
+    return float(beta)
 
 
 def lagrangian_gap(
@@ -74,18 +84,18 @@ def lagrangian_gap(
     """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
-    beta = float(json.loads((run_dir / "config.json").read_text())["config"]["caid"]["beta"])
+    beta = _beta(run_dir)
     scores = load_eval_scores(run_dir)
     if scores.policy_log_ratio is None:
         raise ValueError(
             f"run_dir: {run_dir / 'eval_scores.csv'} has no log_ratio column (written by `llm run` since the "
             "real-model gap was added); rerun the evaluation with this version"
         )
-    lam = np.asarray(summary["lambda_last"] if lam is None else lam, dtype=np.float64)
+    lam = np.asarray(summary.lambda_last if lam is None else lam, dtype=np.float64)
     m = len(scores.scorers) - 1
     if lam.shape != (m,):
         raise ValueError(f"lam: expected {m} multipliers (one per utility), got shape {lam.shape}")
-    thresholds = np.asarray(summary["thresholds"], dtype=np.float64)
+    thresholds = np.asarray(summary.thresholds, dtype=np.float64)
 
     weights = np.concatenate([[1.0], lam])
     s_ref = np.tensordot(weights, scores.reference, axes=1)  # (n_prompts, k) r + lambda^T g under pi_ref
@@ -98,7 +108,7 @@ def lagrangian_gap(
     gap = paired_improvement(dual_x, lagrangian_x, confidence=confidence, n_boot=n_boot, rng=seed)
     row: dict[str, Any] = {
         "run": run_dir.name,
-        "method": summary["method"],
+        "method": summary.method,
         "thresholds": tuple(float(b) for b in thresholds),
         "lambda": tuple(float(v) for v in lam),
         "beta": beta,
@@ -135,7 +145,7 @@ def lagrangian_gap_table(
     rows = [
         lagrangian_gap(run_dir, **options)
         for run_dir in run_dirs(paths)
-        if (run_dir / "summary.json").is_file() and read_summary(run_dir)["method"] in methods
+        if (run_dir / "summary.json").is_file() and read_summary(run_dir).method in methods
     ]
     frame = pd.DataFrame(rows)
     return frame.sort_values(["method", "thresholds"], kind="stable").reset_index(drop=True) if rows else frame

@@ -1,4 +1,4 @@
-"""The empirical Pareto front of a threshold sweep (spec §5.2, Fig. 1(b)): the non-dominated points."""
+"""The empirical Pareto front of a threshold sweep (Fig. 1(b)): the non-dominated points."""
 
 from __future__ import annotations
 

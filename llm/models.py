@@ -106,19 +106,61 @@ def smollm2_gguf_path() -> Path:
     )
 
 
+def _ends_digest(path: Path) -> str:
+    """SHA-256 of a file's first and last MiB: changed weights are caught without hashing gigabytes."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        digest.update(f.read(_FINGERPRINT_BYTES))
+        f.seek(max(0, size - _FINGERPRINT_BYTES))
+        digest.update(f.read(_FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
 def _source_fingerprint(gguf: Path) -> dict[str, object]:
     """Name, size and a SHA-256 of the GGUF's first and last MiB.
 
     By content, so another install of the same wheel (a second venv, a reinstall) reuses the cache, while a
     different file is caught without hashing all of it.
     """
-    size = gguf.stat().st_size
-    digest = hashlib.sha256()
-    with gguf.open("rb") as f:
-        digest.update(f.read(_FINGERPRINT_BYTES))
-        f.seek(max(0, size - _FINGERPRINT_BYTES))
-        digest.update(f.read(_FINGERPRINT_BYTES))
-    return {"gguf_name": gguf.name, "gguf_size": size, "gguf_sha256_ends": digest.hexdigest()}
+    return {"gguf_name": gguf.name, "gguf_size": gguf.stat().st_size, "gguf_sha256_ends": _ends_digest(gguf)}
+
+
+def folder_fingerprint(folder: Path | str) -> dict[str, object]:
+    """The resolved absolute path of a model folder and, per file, its size and :func:`_ends_digest`.
+
+    A cache key built on it changes when the weights (or config, tokenizer) in the folder are replaced,
+    not only when the path typed changes. Hidden files (caches, markers) are skipped.
+    """
+    root = Path(folder).expanduser().resolve()
+    files = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            files[relative.as_posix()] = [path.stat().st_size, _ends_digest(path)]
+    return {"path": str(root), "files": files}
+
+
+def model_fingerprint(name: str, cache_dir: Path | str | None = None) -> dict[str, object]:
+    """What identifies the weights ``load_model(name)`` loads, by content (see :func:`folder_fingerprint`).
+
+    The embedded default model is identified by its GGUF, a local folder or a cached hub id by its files;
+    ``"tiny"`` by its name (its seed is keyed separately).
+    """
+    if name == "tiny":
+        return {"name": name}
+    if name == DEFAULT_MODEL:
+        return {"name": name, **_source_fingerprint(smollm2_gguf_path())}
+    source, local = _resolve(name, cache_dir)
+    if local:  # the path as resolved, not as typed
+        return folder_fingerprint(source)
+    from huggingface_hub import snapshot_download
+
+    try:  # the snapshot load_model read from the Hugging Face cache (offline)
+        snapshot = snapshot_download(name, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"model {name!r}: not in the local Hugging Face cache ({type(exc).__name__})") from exc
+    return {"name": name, **folder_fingerprint(snapshot)}
 
 
 def _cache_is_valid(folder: Path, gguf: Path) -> bool:

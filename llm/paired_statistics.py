@@ -50,7 +50,7 @@ def _per_prompt(scores: np.ndarray, field: str) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class ConstraintCheck:
-    """Whether a measured improvement meets a threshold b, and how sure we are (spec §5.1).
+    """Whether a measured improvement meets a threshold b, and how sure we are (Sec. 4.1.1 of the paper).
 
     Attributes:
         threshold: b, the required improvement.
@@ -181,7 +181,7 @@ def paired_improvement(
 ) -> PairedImprovement:
     """Mean improvement of the policy over pi_ref on the same prompts, with normal and bootstrap CIs.
 
-    The unit is the prompt: ``d_j = mean_s policy[j, s] - mean_s reference[j, s]`` (spec §5.1, two samples
+    The unit is the prompt: ``d_j = mean_s policy[j, s] - mean_s reference[j, s]`` (Sec. 4.1.1, two samples
     per prompt in the paper); see :class:`PairedImprovement` for the formulas.
 
     Args:

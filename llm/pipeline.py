@@ -1,6 +1,6 @@
 """One run of a method at one threshold vector: reference phase, one-shot dual, training, evaluation.
 
-Methods (spec §3.2, §3.4, §5.1):
+Methods (:mod:`llm.methods`; Algorithm 2 with the schedule of Sec. 4.1.1 and App. C.2):
 
 * ``caid`` (MoCAID, the paper's multi-shot): lambda starts at the one-shot solution; iteration t > 1 first
   takes an on-policy dual step ``lambda <- [lambda - eta u]_+`` from n prompts x k fresh samples of the
@@ -8,13 +8,14 @@ Methods (spec §3.2, §3.4, §5.1):
   ``Bernoulli(sigma(Delta(r + lambda^T g)))``;
 * ``one_shot`` (MoCAN): lambda fixed at the one-shot solution, T epochs;
 * ``dpo_reward`` / ``dpo_utility``: pseudo-labels from the reward alone / the first utility alone;
-* ``pecaid`` (Algorithm 3, spec §3.3): as ``caid``, with the scores replaced by the implicit rewards of
+* ``pecaid`` (Algorithm 3): as ``caid``, with the scores replaced by the implicit rewards of
   models DPO-trained from pi_ref on the scorers' simulated Bradley-Terry preferences
   (:mod:`llm.implicit_rewards`), saved as ``pre_aligned_<i>.safetensors``.
 
 The DPO reference is pi_ref throughout. The run directory holds ``config.json`` (resolved configuration,
 versions), ``metrics.jsonl``, ``dual_trajectory.csv``, ``eval_scores.csv`` (every held-out sample's scores
-and log pi/pi_ref), ``summary.json`` and ``checkpoint_<t>.safetensors`` with ``state.pt``; every file is
+and log pi/pi_ref), ``summary.json``, and ``checkpoint_<t>.safetensors`` and ``training_state_<t>.safetensors``
+(each with a ``.sha256`` beside it) named by ``state.json``; ``.lock`` while a process writes; every file is
 written atomically, and ``--resume`` continues after the last finished iteration with the saved optimiser
 and random states, so a killed run ends as the uninterrupted one would.
 
@@ -25,19 +26,21 @@ samples, labels and batches are those of a single-process run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
 import io
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import get_scheduler
 
@@ -61,8 +64,10 @@ from llm.models import (
     apply_lora,
     chat_prompt,
     default_cache_root,
+    folder_fingerprint,
     load_model,
     load_tokenizer,
+    model_fingerprint,
     tiny_model,
     trainable_parameters,
 )
@@ -76,7 +81,19 @@ from llm.reference import (
     response_logprobs,
     score_samples,
 )
-from llm.run_files import RunExistsError, write_atomic, write_run_record
+from llm.run_files import (
+    DIGEST_SUFFIX,
+    RunExistsError,
+    RunFileError,
+    check_existing_run,
+    read_json,
+    read_with_digest,
+    run_lock,
+    write_atomic,
+    write_run_record,
+    write_with_digest,
+)
+from llm.run_schema import EVAL_SCORES_FILE, SUMMARY_FILE, RunSummary, eval_scores_csv
 from llm.sampling import sample_responses
 from llm.scorers import build_scorer
 from theory.dual import dual_value
@@ -145,33 +162,139 @@ def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps:
     )
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_atomic(path, buffer.getvalue())
-
-
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+STATE_FILE = "state.json"
+# Written by earlier versions with pickle; never loaded (a crafted one could run code on --resume).
+_LEGACY_STATE = "state.pt"
+_STATE_FORMAT = 1
+_OPTIMIZER = "optimizer/"  # prefix of the optimiser's tensors in training_state_<t>.safetensors
+
+
+def _restart_hint(out: Path) -> str:
+    return (
+        f"delete {out / STATE_FILE} and the checkpoint_*/training_state_* files to restart this run from "
+        f"iteration 1, or use a fresh --out"
+    )
+
+
 def _save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(weights, tmp)
-    tmp.replace(path)
+    """Safetensors (no pickle) with its SHA-256 beside it, verified by :func:`_load_weights`."""
+    write_with_digest(path, safetensors.torch.save(weights))
 
 
-def _save_checkpoint(out: Path, iteration: int, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """Write ``checkpoint_<t>.safetensors``, then ``state.pt`` naming it, then drop older checkpoints.
+def _load_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    data = read_with_digest(path, fix)
+    try:
+        return safetensors.torch.load(data)
+    except Exception as err:  # a digest-valid file that is no safetensors: written by something else
+        raise RunFileError(f"{path}: not a safetensors file ({err}); {fix}") from None
 
-    A kill at any point leaves ``state.pt`` pointing at a complete checkpoint of the same iteration.
+
+def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimiser state as (tensors for safetensors, the rest as JSON-able data)."""
+    tensors, plain = {}, {}
+    for name, entries in state["state"].items():
+        plain[name] = {}
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{_OPTIMIZER}{name}/{key}"] = value.contiguous()
+            else:
+                plain[name][key] = value
+    return tensors, {"state": plain, "param_groups": state["param_groups"]}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    state = {name: dict(entries) for name, entries in plain["state"].items()}
+    for key, value in tensors.items():
+        if key.startswith(_OPTIMIZER):
+            name, entry = key.removeprefix(_OPTIMIZER).rsplit("/", 1)
+            state.setdefault(name, {})[entry] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def _save_checkpoint(
+    out: Path, iteration: int, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any], state: dict[str, Any]
+) -> None:
+    """Write iteration ``t``'s checkpoint and training state, then ``state.json`` naming them, then drop older ones.
+
+    ``checkpoint_<t>.safetensors`` holds the trained weights, ``training_state_<t>.safetensors`` the
+    optimiser's tensors and the torch generator, each with its SHA-256 beside it; everything else (lambda,
+    metrics, scheduler, numpy generator) is JSON. No pickle anywhere. A kill at any point leaves
+    ``state.json`` naming complete files of one iteration.
     """
-    name = f"checkpoint_{iteration}.safetensors"
-    _save_weights(out / name, weights)
-    _atomic_torch_save({**state, "checkpoint": name}, out / "state.pt")
-    for old in out.glob("checkpoint_*.safetensors"):
-        if old.name != name:
+    names = {
+        "checkpoint": f"checkpoint_{iteration}.safetensors",
+        "training_state": f"training_state_{iteration}.safetensors",
+    }
+    tensors, plain = _split_optimizer(optimizer_state)
+    _save_weights(out / names["checkpoint"], weights)
+    _save_weights(out / names["training_state"], {**tensors, "torch_rng": torch.get_rng_state()})
+    record = {"format": _STATE_FORMAT, **state, "optimizer": plain, **names}
+    write_atomic(out / STATE_FILE, json.dumps(record) + "\n")
+    keep = {*names.values(), *(n + DIGEST_SUFFIX for n in names.values())}
+    for old in [*out.glob("checkpoint_*.safetensors*"), *out.glob("training_state_*.safetensors*")]:
+        if old.name not in keep:
             old.unlink()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _SavedState:
+    """What ``state.json`` and the files it names hold, validated."""
+
+    iteration: int
+    lam: np.ndarray
+    metrics: list[dict[str, Any]]
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    numpy_rng: dict[str, Any]
+    torch_rng: torch.Tensor
+
+
+def _load_state(out: Path, m: int, iterations: int) -> _SavedState | None:
+    """The saved state of ``out`` (None if there is none), every part checked; never unpickles.
+
+    Raises:
+        RunFileError: For a legacy ``state.pt``, or a missing, truncated or inconsistent state or checkpoint.
+    """
+    path, fix = out / STATE_FILE, _restart_hint(out)
+    if not path.is_file():
+        if (out / _LEGACY_STATE).is_file():
+            raise RunFileError(
+                f"{out / _LEGACY_STATE}: a state file of an earlier version, stored with pickle, which is never "
+                f"loaded (a crafted one could run code); delete it and the checkpoint_* files to restart this run "
+                f"from iteration 1, or use a fresh --out"
+            )
+        return None
+    record = read_json(path, fix)
+    try:
+        if record.get("format") != _STATE_FORMAT:
+            raise ValueError(f"format {record.get('format')!r}, expected {_STATE_FORMAT}")
+        iteration, lam, metrics = record["iteration"], np.asarray(record["lam"], dtype=float), record["metrics"]
+        if not (isinstance(iteration, int) and 1 <= iteration <= iterations):
+            raise ValueError(f"iteration {iteration!r} outside 1..{iterations}")
+        if lam.shape != (m,) or not np.all(np.isfinite(lam)) or np.any(lam < 0):
+            raise ValueError(f"lam {record['lam']!r} is not {m} finite non-negative numbers")
+        if not (isinstance(metrics, list) and [r.get("iteration") for r in metrics] == list(range(1, iteration + 1))):
+            raise ValueError("metrics do not list iterations 1..iteration")
+        files = [record["checkpoint"], record["training_state"]]
+        if not all(isinstance(f, str) and "/" not in f and "\\" not in f for f in files):
+            raise ValueError(f"file names {files!r} are not plain names in the run directory")
+        plain, scheduler, numpy_rng = record["optimizer"], record["scheduler"], record["numpy_rng"]
+        if not all(isinstance(v, dict) for v in (plain, scheduler, numpy_rng)):
+            raise ValueError("optimizer, scheduler and numpy_rng must be tables")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise RunFileError(f"{path}: invalid ({type(err).__name__}: {err}); {fix}") from None
+    weights = _load_weights(out / files[0], fix)
+    tensors = _load_weights(out / files[1], fix)
+    if "torch_rng" not in tensors:
+        raise RunFileError(f"{out / files[1]}: no torch_rng tensor; {fix}")
+    return _SavedState(
+        iteration, lam, metrics, weights, _join_optimizer(tensors, plain), scheduler, numpy_rng, tensors["torch_rng"]
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -194,6 +317,13 @@ class RunSetup:
     train_inputs: list[str]
     test_inputs: list[str]
     ref: ReferenceData
+
+
+def _scorer_fingerprint(scorer: Any) -> dict[str, object] | None:
+    """The content fingerprint of an ``hf:`` scorer's model folder (None for a built-in scorer)."""
+    inner = getattr(scorer, "scorer", scorer)  # a Signed wrapper scales or negates the scorer inside
+    folder = getattr(inner, "folder", None)
+    return folder_fingerprint(folder) if folder is not None else None
 
 
 def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
@@ -219,9 +349,12 @@ def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
     test_inputs = [chat_prompt(tokenizer, p, use_template) for p in test.prompts]
 
     parts = {
-        "model": config.model.name, "model_seed": config.seed if config.model.name == "tiny" else None,
+        # The weights by content and resolved path, not the name typed: replaced weights give a new key.
+        "model": model_fingerprint(config.model.name, config.model.cache_dir or None),
+        "model_seed": config.seed if config.model.name == "tiny" else None,
         "dtype": config.model.dtype, "chat": use_template, "train": content_key(train), "test": content_key(test),
         "scorers": [config.scorers.reward, *config.scorers.utilities],
+        "scorer_weights": [_scorer_fingerprint(s) for s in scorers],
         "generation": dataclasses.asdict(config.generation), "seed": config.seed,
     }  # fmt: skip
     key = reference_key(parts)
@@ -243,11 +376,34 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         ValueError: For bad prompt sets, scorers or models (each names what to fix).
     """
     ranks = init_ranks(config.model.device)
+    with contextlib.ExitStack() as stack:
+        # One writer per run directory: rank 0 holds the lock (the other ranks write nothing).
+        ranks.on_main(lambda: stack.enter_context(run_lock(out)))
+        return _run_locked(config, out, ranks, resume, progress)
+
+
+def _finished_summary(out: Path) -> dict[str, Any] | None:
+    """The summary of a finished run in ``out``; None (with a warning when corrupt: it is rebuilt) otherwise."""
+    path = out / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return RunSummary.from_json(read_json(path, "it is rebuilt from the last checkpoint"), path).to_json()
+    except RunFileError as err:
+        warnings.warn(str(err), RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _run_locked(config: RunConfig, out: Path, ranks: Ranks, resume: bool, progress: bool) -> dict[str, Any]:
     hint = None if resume else "pass --resume to continue it, or use a fresh one"
-    ranks.on_main(lambda: write_run_record(out, to_dict(config), VERSIONS, existing_hint=hint))
-    if resume and (out / "summary.json").is_file():
+    # Read-only until the inputs are valid, so a failed start leaves nothing that blocks its --out.
+    ranks.on_main(lambda: check_existing_run(out, to_dict(config), hint))
+    if resume and (summary := _finished_summary(out)) is not None:
         # Written last, and the run record matched this configuration: finished, nothing to load or recompute.
-        return json.loads((out / "summary.json").read_text())
+        return summary
+    spec = method(config.method)
+    m = len(config.scorers.utilities)
+    saved = _load_state(out, m, config.caid.iterations) if resume else None  # a bad state fails before any work
 
     setup = reference_phase(config, ranks)
     scorers, train, test, ref = setup.scorers, setup.train, setup.test, setup.ref
@@ -261,28 +417,39 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     pairs = np.array([(i, *rng.choice(k, 2, replace=False)) for i in range(len(train)) for _ in range(per_prompt)])
     steps_per_epoch = math.ceil(len(pairs) / config.training.batch_size)
     utilities = scorers[1:]
-    if method(config.method).pre_aligned:
+
+    def record() -> None:
+        ranks.on_main(lambda: write_run_record(out, to_dict(config), VERSIONS))
+
+    if spec.pre_aligned:
+        record()  # the pre-aligned models are saved into the run directory
         implicit = _pre_align(config, ranks, reference, pad, ref, pairs, out, progress)
         ref = dataclasses.replace(ref, train_scores=_implicit_scores(ranks, implicit, train.prompts, ref, k))
         utilities = implicit[1:]
 
     prob = ref.problem(config.scorers.thresholds, config.caid.beta)
     one_shot = solve_dual(prob, return_policy=False).lam  # raises InfeasibleProblemError before training
-    spec = method(config.method)
+    if not spec.pre_aligned:
+        record()
     reward_weight, lam = spec.reward_weight, spec.initial_multipliers(one_shot)
 
     learner = _learner(config, ranks, reference, config.caid.iterations * steps_per_epoch)
     policy = learner.model
     metrics: list[dict[str, Any]] = []
     start = 1
-    if resume and (out / "state.pt").is_file():
-        state = torch.load(out / "state.pt", weights_only=False, map_location="cpu")
-        weights = load_file(out / state["checkpoint"])
-        load_training_state(learner.trainer, learner.optimizer, weights, state["optimizer"])
-        learner.scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        lam, metrics, start = np.asarray(state["lam"]), state["metrics"], state["iteration"] + 1
+    if saved is not None:
+        fix = _restart_hint(out)
+        try:
+            load_training_state(learner.trainer, learner.optimizer, saved.weights, saved.optimizer)
+            learner.scheduler.load_state_dict(saved.scheduler)
+            rng.bit_generator.state = saved.numpy_rng
+            torch.set_rng_state(saved.torch_rng)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # shapes or names of another model
+            message = f"{out / STATE_FILE}: does not fit this run ({type(err).__name__}: {err}); {fix}"
+            raise RunFileError(message) from None
+        lam, metrics, start = saved.lam, saved.metrics, saved.iteration + 1
+        if ranks.is_main:
+            _write_jsonl(out / "metrics.jsonl", metrics)  # rebuilt if it was lost
 
     ref_means = ref.train_scores[1:].mean(axis=2)  # (m, N): E_ref[g_i | x] from the K reference samples
     iterations = range(start, config.caid.iterations + 1)
@@ -305,12 +472,11 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         weights, optimizer_state = training_state(learner.trainer, learner.optimizer, learner.names)
         # Rank 0's torch generator is the one saved; sampling reseeds it from the numpy generator anyway.
         state = {
-            "iteration": t, "lam": lam, "metrics": metrics, "optimizer": optimizer_state,
+            "iteration": t, "lam": [float(v) for v in lam], "metrics": metrics,
             "scheduler": learner.scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
         }  # fmt: skip
         if ranks.is_main:
-            _save_checkpoint(out, t, weights, state)
+            _save_checkpoint(out, t, weights, optimizer_state, state)
             _write_jsonl(out / "metrics.jsonl", metrics)
 
     summary = _evaluate(
@@ -318,8 +484,8 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         progress,
     )  # fmt: skip
     if ranks.is_main:
-        write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+        summary.write(out)
+    return summary.to_json()
 
 
 def _policy_samples(
@@ -385,7 +551,7 @@ def _pre_align(config, ranks, reference, pad, ref: ReferenceData, pairs, out: Pa
         learner = _learner(config, ranks, reference, steps)
         path = out / f"pre_aligned_{s}.safetensors"
         if path.is_file():
-            load_weights(learner.trainer, load_file(path))
+            load_weights(learner.trainer, _load_weights(path, f"delete {path} to train it again"))
         else:
             rng = np.random.default_rng([config.seed, s])  # its own stream: skipping it on resume changes nothing
             scores = ref.train_scores[s]
@@ -473,18 +639,11 @@ def _evaluate(
     )  # fmt: skip
     kl = float(log_ratio.mean())
     names = [config.scorers.reward, *config.scorers.utilities]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "prompt_index", "sample", *names, "log_ratio", "response"])
     # log pi/pi_ref of each sample (exactly 0 for pi_ref's own): the KL and Lagrangian estimates need it.
-    ref_ratio = np.zeros_like(log_ratio)
-    for label, data, ratio, samp in (
-        ("policy", scores, log_ratio, samples), ("reference", ref.test_scores, ref_ratio, ref.test)
-    ):  # fmt: skip
-        for s_index, s in enumerate(samp):
-            i, j = divmod(s_index, EVAL_SAMPLES)
-            writer.writerow([label, i, j, *(f"{v:.6g}" for v in data[:, i, j]), f"{ratio[i, j]:.6g}", s.text])
-    eval_csv = buffer.getvalue()
+    eval_csv = eval_scores_csv(names, {
+        "policy": (scores, log_ratio, [x.text for x in samples]),
+        "reference": (ref.test_scores, np.zeros_like(log_ratio), [x.text for x in ref.test]),
+    })  # fmt: skip
 
     buffer = io.StringIO()
     m = len(config.scorers.utilities)
@@ -493,7 +652,7 @@ def _evaluate(
     for row in metrics:
         writer.writerow([row["iteration"], *row["lam"], *(row.get("slack") or [float("nan")] * m)])
     if ranks.is_main:
-        write_atomic(out / "eval_scores.csv", eval_csv)
+        write_atomic(out / EVAL_SCORES_FILE, eval_csv)
         write_atomic(out / "dual_trajectory.csv", buffer.getvalue())
 
     improvements = {name: improvement(scores[r], ref.test_scores[r]) for r, name in enumerate(names)}
@@ -509,19 +668,21 @@ def _evaluate(
     slacks = [row.get("slack") for row in metrics[1:]] + [last_slack]
     violation = [sum(max(0.0, -u) for u in s) if s is not None else np.inf for s in slacks]
     best = max(range(len(violation)), key=lambda i: (-violation[i], i))
-    return {
-        "method": config.method,
-        "thresholds": thresholds,
-        "lambda_one_shot": [float(v) for v in one_shot],
-        "lambda_last": [float(v) for v in lam],
-        "improvements": improvements,
-        "constraints_satisfied": [improvements[n]["mean"] >= b for n, b in zip(names[1:], thresholds, strict=True)],
-        "kl_estimate": kl,
-        "last_iteration": metrics[-1]["iteration"],
-        "best_iteration": metrics[best]["iteration"],
-        "measured_slack_by_iteration": {str(row["iteration"]): s for row, s in zip(metrics, slacks, strict=True)},
-        "reference_reward_utility_correlation": dict(zip(names[1:], map(float, correlation), strict=True)),
-        "n_train_prompts": len(ref.train) // config.generation.samples_per_prompt,
-        "n_test_prompts": len(test),
-        "reference_key": ref.key,
-    }
+    return RunSummary(
+        method=config.method,
+        thresholds=tuple(thresholds),
+        lambda_one_shot=tuple(float(v) for v in one_shot),
+        lambda_last=tuple(float(v) for v in lam),
+        improvements=improvements,
+        constraints_satisfied=tuple(improvements[n]["mean"] >= b for n, b in zip(names[1:], thresholds, strict=True)),
+        kl_estimate=kl,
+        last_iteration=metrics[-1]["iteration"],
+        best_iteration=metrics[best]["iteration"],
+        measured_slack_by_iteration={
+            str(row["iteration"]): None if s is None else tuple(s) for row, s in zip(metrics, slacks, strict=True)
+        },
+        reference_reward_utility_correlation=dict(zip(names[1:], map(float, correlation), strict=True)),
+        n_train_prompts=len(ref.train) // config.generation.samples_per_prompt,
+        n_test_prompts=len(test),
+        reference_key=ref.key,
+    )

@@ -2,10 +2,11 @@
 
 Sampling N training prompts x K responses from pi_ref, scoring them and computing their reference
 log-probabilities is the expensive common part of every method and every threshold: it is cached on disk
-under a key of everything it depends on (model, prompt sets, scorers, generation settings, seed), so
-iterations, methods and threshold sweeps reuse it. It is built in chunks of prompts, each cached as it
-finishes, so a killed run resamples nothing it had finished. An entry whose stored key or shapes do not
-match is rebuilt, never used. The plug-in problem over the K samples per prompt (spec §2.2) is exactly a
+under a key of everything it depends on (the model's and scorers' weights by content, prompt sets,
+generation settings, seed), so iterations, methods and threshold sweeps reuse it. It is built in chunks of
+prompts, each cached as it finishes, so a killed run resamples nothing it had finished. An entry whose
+stored key or shapes do not match is rebuilt, never used, and so is a damaged one (truncated, empty,
+bit-flipped). The plug-in problem over the K samples per prompt (the plug-in dual of eq. (4)) is exactly a
 :class:`theory.ConstrainedProblem` with a uniform reference over the samples.
 """
 
@@ -16,6 +17,7 @@ import hashlib
 import io
 import json
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,7 +70,7 @@ class ReferenceData:
     test_scores: np.ndarray
 
     def problem(self, thresholds: Sequence[float], beta: float) -> ConstrainedProblem:
-        """The plug-in problem: uniform reference over each prompt's K samples (spec §2.2)."""
+        """The plug-in problem: uniform reference over each prompt's K samples (the plug-in dual of eq. (4))."""
         return ConstrainedProblem.plug_in(self.train_scores, thresholds, beta)
 
     def to_bytes(self) -> bytes:
@@ -87,17 +89,26 @@ class ReferenceData:
 
     @classmethod
     def from_file(cls, path: Path, key: str) -> ReferenceData | None:
-        """Load a cached entry, or None if it is missing, unreadable, or not the entry for ``key``."""
+        """Load a cached entry, or None if it is missing, unreadable, or not the entry for ``key``.
+
+        A truncated, empty or bit-flipped file (``BadZipFile``, ``EOFError``, a CRC error, a bad header, ...)
+        is None too, with a warning, so the caller rebuilds it.
+        """
+        if not path.is_file():
+            return None
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {k: data[k] for k in ("train_scores", "train_logprobs", "test_scores")}
             train = [Sample(s[0], tuple(s[1]), tuple(s[2]), s[3]) for s in meta["train"]]
             test = [Sample(s[0], tuple(s[1]), tuple(s[2]), s[3]) for s in meta["test"]]
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            entry = cls(
+                meta["key"], train, arrays["train_scores"], arrays["train_logprobs"], test, arrays["test_scores"]
+            )
+            n, k = entry.train_logprobs.shape
+        except Exception as err:  # any damage (zipfile, zlib, numpy, JSON errors differ by kind): rebuild
+            warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}: {err}); rebuilding it", stacklevel=2)
             return None
-        entry = cls(meta["key"], train, arrays["train_scores"], arrays["train_logprobs"], test, arrays["test_scores"])
-        n, k = entry.train_logprobs.shape
         consistent = (
             entry.key == key
             and len(train) == n * k

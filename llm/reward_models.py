@@ -8,7 +8,7 @@
   is otherwise encoded as a sentence pair (which is plain concatenation for tokenizers without a pair template).
 * **safe-rlhf score models** (``LlamaForScore``, loaded by ``safe_rlhf.models.AutoModelForScore``), such as the
   paper's ``PKU-Alignment/beaver-7b-v1.0-reward`` (helpfulness r) and ``-cost`` (cost c; the paper's safety
-  utility is ``g = -c``, spec §1.4, §5.1). transformers has no such class, so the decoder is loaded with
+  utility is ``g = -c``, Sec. 4.1.1). transformers has no such class, so the decoder is loaded with
   ``AutoModel`` (which strips the checkpoint's ``model.`` prefix) and the ``score_head`` linear layer is read
   from the checkpoint files. The score is the head applied to the final hidden state of the last real token,
   safe-rlhf's ``end_scores``, normalised as safe-rlhf does when the config sets ``do_normalize``.
@@ -201,6 +201,7 @@ class RewardModelScorer:
         self.max_length = max_length
         label = str(source)
         folder = _resolve_folder(label)
+        self.folder = folder  # what the reference-phase cache key fingerprints
         try:
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -1,22 +1,201 @@
-"""Run-directory plumbing shared by long runs: atomic writes and a record of the configuration and environment."""
+"""Run-directory plumbing shared by long runs: atomic writes, one writer per directory, validated reads.
+
+* :func:`write_atomic`: a run killed mid-write leaves the old file or the new one, never a truncated one;
+* :func:`run_lock`: an exclusive lock file (owner pid, host, start time) so two processes never write into one
+  run directory; a lock whose process is gone (same host) is taken over with a warning;
+* :func:`write_with_digest` / :func:`read_with_digest`: binary files (checkpoints) with a SHA-256 stored beside
+  them, verified on every load, so a truncated or zeroed file is detected instead of loaded;
+* :func:`read_json`: a JSON file read back, every failure a :class:`RunFileError` naming the file and the fix;
+* :func:`write_run_record`: ``config.json`` (configuration, versions, machine) written once; a resumption
+  appends to its ``resumptions`` list and never rewrites the original provenance.
+
+Files read back are untrusted: nothing here unpickles.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import hashlib
 import json
 import os
 import platform
+import socket
 import uuid
+import warnings
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RunExistsError", "machine_description", "package_versions", "write_atomic", "write_run_record"]
+__all__ = [
+    "DIGEST_SUFFIX",
+    "LOCK_FILE",
+    "RunExistsError",
+    "RunFileError",
+    "RunLockedError",
+    "check_existing_run",
+    "check_run_dir",
+    "machine_description",
+    "package_versions",
+    "read_json",
+    "read_with_digest",
+    "run_lock",
+    "write_atomic",
+    "write_run_record",
+    "write_with_digest",
+]
+
+LOCK_FILE = ".lock"
+"""The lock file of a run directory being written (removed when the writer ends)."""
+DIGEST_SUFFIX = ".sha256"
 
 
 class RunExistsError(ValueError):
     """The run directory holds a run with another configuration, or one that may not be continued."""
+
+
+class RunFileError(ValueError):
+    """A file read back from a run directory or cache is missing, truncated or corrupt; the message names the fix."""
+
+
+class RunLockedError(RunExistsError):
+    """Another live process is writing into the run directory."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    holder = read_json(path, f"delete {path} if no process is writing into {path.parent}")
+    if not (isinstance(holder.get("pid"), int) and isinstance(holder.get("host"), str)):
+        raise RunFileError(f"{path}: not a lock file of this toolkit; delete it if nothing writes into {path.parent}")
+    return holder
+
+
+def check_run_dir(out: Path) -> None:
+    """Create ``out`` (and its parents) or refuse, with a clear error, a path that is a file or not writable.
+
+    Raises:
+        RunFileError: If ``out`` is a file, or cannot be created or written.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunFileError(f"out: {out} is a file, not a directory; pass a directory (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunFileError(f"out: cannot create {out} ({err.strerror}); choose a writable directory") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise RunFileError(f"out: {out} is not writable; choose a writable directory or fix its permissions")
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.lock`` while writing into ``out``: one writer per run directory.
+
+    The lock file (JSON: pid, host, start time) is created atomically (hard link of a finished temporary
+    file), so a reader never sees it half-written. A lock left by a process that no longer exists on this
+    host is taken over with a warning; a live holder, or one on another host, is refused.
+
+    Raises:
+        RunLockedError: If another process holds the lock (the message names it and the fix).
+        RunFileError: If ``out`` cannot be used (see :func:`check_run_dir`) or the lock file is unreadable.
+    """
+    check_run_dir(out)
+    path = out / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
+    tmp = out / f".lock.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.write_text(json.dumps(me) + "\n")
+    try:
+        for _ in range(2):  # the second try after removing a stale lock
+            try:
+                os.link(tmp, path)
+                break
+            except FileExistsError:
+                holder = _read_lock(path)
+                if holder["host"] != me["host"] or _pid_alive(holder["pid"]):
+                    raise RunLockedError(
+                        f"out: {out} is being written by process {holder['pid']} on {holder['host']} (since "
+                        f"{holder.get('started', '?')}, lock file {path}); wait for it to end or use another "
+                        f"--out (delete the lock file only if that process is gone)"
+                    ) from None
+                warnings.warn(
+                    f"{path}: taking over the lock of process {holder['pid']}, which no longer runs",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                path.unlink(missing_ok=True)
+        else:
+            raise RunLockedError(f"out: {out}: another process took the lock {path} first; try again")
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, RunFileError):
+            if _read_lock(path)["pid"] == me["pid"]:
+                path.unlink()
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """The JSON value in ``path``.
+
+    Args:
+        path: The file.
+        fix: What the user should do if it is missing or corrupt (ends the error message).
+
+    Raises:
+        RunFileError: If it is missing, unreadable or not valid JSON.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunFileError(f"{path}: unreadable ({err}); {fix}") from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise RunFileError(f"{path}: corrupt or truncated JSON ({err}); {fix}") from None
+
+
+def write_with_digest(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` and its SHA-256 to ``path.sha256`` (both atomically); return the digest."""
+    digest = hashlib.sha256(data).hexdigest()
+    write_atomic(path, data)
+    write_atomic(path.with_name(path.name + DIGEST_SUFFIX), digest + "\n")
+    return digest
+
+
+def read_with_digest(path: Path, fix: str) -> bytes:
+    """The bytes of ``path``, checked against the SHA-256 written beside it by :func:`write_with_digest`.
+
+    Raises:
+        RunFileError: If the file or its digest is missing, or the content does not match (truncated, zeroed
+            or changed bytes).
+    """
+    sidecar = path.with_name(path.name + DIGEST_SUFFIX)
+    try:
+        data = path.read_bytes()
+        expected = sidecar.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunFileError(f"{path}: missing or unreadable, or its digest {sidecar.name} is ({err}); {fix}") from None
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise RunFileError(f"{path}: content does not match its SHA-256 in {sidecar.name} (truncated, corrupt); {fix}")
+    return data
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -64,7 +243,11 @@ def package_versions(
 def write_run_record(
     out: Path, config: dict[str, Any], packages: tuple[str, ...] | None = None, *, existing_hint: str | None = None
 ) -> None:
-    """Create ``out`` and write ``config.json`` (configuration, package versions, machine), atomically.
+    """Write ``out/config.json`` (configuration, package versions, machine), or record a resumption in it.
+
+    A new run gets ``{"config", "versions", "machine", "started"}``. Continuing a run of the same
+    configuration keeps all of that and appends ``{"versions", "machine", "resumed"}`` to its
+    ``resumptions`` list, so the provenance of the original start is never lost.
 
     Args:
         out: The run directory.
@@ -75,15 +258,36 @@ def write_run_record(
 
     Raises:
         RunExistsError: If ``out`` holds a run with another configuration (or, with ``existing_hint``, any run).
+        RunFileError: If an existing ``config.json`` is corrupt.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    config = json.loads(json.dumps(config))  # tuples become lists, as they read back
-    path = out / "config.json"
-    if path.is_file():
-        if json.loads(path.read_text()).get("config") != config:
-            raise RunExistsError(f"out: {out} holds a run with another configuration ({path}); use a fresh directory")
-        if existing_hint is not None:
-            raise RunExistsError(f"out: {out} already holds this run; {existing_hint}")
+    record = check_existing_run(out, config, existing_hint)
     versions = package_versions() if packages is None else package_versions(packages)
-    record = {"config": config, "versions": versions, "machine": machine_description()}
-    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    here = {"versions": versions, "machine": machine_description()}
+    if record is None:
+        record = {"config": json.loads(json.dumps(config)), **here, "started": _now()}
+    else:
+        record = {**record, "resumptions": [*record.get("resumptions", []), {**here, "resumed": _now()}]}
+    write_atomic(out / "config.json", json.dumps(record, indent=2) + "\n")
+
+
+def check_existing_run(out: Path, config: dict[str, Any], existing_hint: str | None = None) -> dict[str, Any] | None:
+    """The run record in ``out/config.json`` if it is a run of ``config`` that may continue, None if there is none.
+
+    Reads only, so it can run before the inputs are validated (a failed start writes nothing).
+
+    Raises:
+        RunExistsError: If ``out`` holds a run with another configuration (or, with ``existing_hint``, any run).
+        RunFileError: If ``config.json`` is corrupt.
+    """
+    path = out / "config.json"
+    if not path.is_file():
+        return None
+    fix = f"use a fresh --out, or delete {out} to start this run again"
+    record = read_json(path, fix)
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise RunFileError(f"{path}: not a run record (no 'config' table); {fix}")
+    if record["config"] != json.loads(json.dumps(config)):  # tuples become lists, as they read back
+        raise RunExistsError(f"out: {out} holds a run with another configuration ({path}); use a fresh directory")
+    if existing_hint is not None:
+        raise RunExistsError(f"out: {out} already holds this run; {existing_hint}")
+    return record

@@ -189,7 +189,7 @@ def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> S
     """Build a scorer from a spec: a built-in name or ``hf:<model>``, optionally negated or scaled.
 
     The scale matters to CAID although it leaves the constrained problem unchanged: the pseudo-labels are
-    Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0))) on the raw scores (spec §3.1), so scores whose
+    Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0))) on the raw scores (Algorithm 2), so scores whose
     differences are small (e.g. probabilities) give nearly fair coins. Multiplying every score, beta and b
     by c (and the dual step size by 1/c) keeps lambda* and the optimal policy and makes the labels
     informative.
@@ -198,7 +198,7 @@ def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> S
         spec: ``"sentiment"``, ``"toxicity"``, ``"relevance"`` (case-insensitive), or ``"hf:PATH_OR_HUB_ID"``
             for a reward model (:class:`llm.reward_models.RewardModelScorer`; the path keeps its case). A leading
             ``-`` negates: ``"-toxicity"`` is safety, and the paper's safety utility is
-            ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (spec §5.1). A leading ``<number>*`` scales:
+            ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (Sec. 4.1.1). A leading ``<number>*`` scales:
             ``"10*relevance"``, ``"-10*toxicity"`` (ten times safety).
         device: Where a reward model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); the built-ins
             ignore it.

@@ -1,4 +1,4 @@
-"""A threshold sweep: one configuration run by several methods at several threshold vectors (spec §5.2).
+"""A threshold sweep: one configuration run by several methods at several threshold vectors (Fig. 1, Sec. 4.1.1).
 
 ``python -m llm sweep --config FILE --out DIR --thresholds B [B ...] [--methods ...]`` runs every method at
 every threshold vector into ``DIR/<method>_b<b_1>[_<b_2>...]/`` (the DPO baselines do not depend on b and
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llm.config import RunConfig
 from llm.methods import DPO_BASELINES
-from llm.run_files import write_atomic
+from llm.run_files import check_run_dir, write_atomic
 from theory import InfeasibleProblemError
 
 __all__ = ["SWEEP_FILE", "SweepRun", "run_sweep", "sweep_runs"]
@@ -64,6 +64,7 @@ def run_sweep(config: RunConfig, runs: Sequence[SweepRun], out: Path, progress: 
     from llm.distributed import init_ranks  # torch and transformers only once a sweep really runs
     from llm.pipeline import run
 
+    check_run_dir(out)
     records = []
     for i, item in enumerate(runs, 1):
         if progress:

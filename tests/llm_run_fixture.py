@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.dual_convergence import dual_convergence
+from llm.run_schema import RunSummary
 
 SINGLE_THRESHOLDS = (1.0, 2.0, 3.0, 4.0)
 PAIR_THRESHOLDS = ((0.2, 0.4), (0.5, 0.3), (0.8, 0.8))
@@ -79,16 +80,15 @@ def write_run(
         }
         for name, d in zip(scorers, diff, strict=True)
     }
-    summary = {
-        "method": method, "thresholds": list(thresholds), "lambda_one_shot": lam[0].tolist(),
-        "lambda_last": lam[-1].tolist(), "improvements": improvements,
-        "constraints_satisfied": [improvements[s]["mean"] >= b for s, b in zip(scorers[1:], thresholds, strict=True)],
-        "kl_estimate": 1.5, "last_iteration": 3, "best_iteration": 3,
-        "measured_slack_by_iteration": {"1": None, "2": [0.0] * m, "3": [0.0] * m},
-        "reference_reward_utility_correlation": dict.fromkeys(scorers[1:], -0.3), "n_train_prompts": 40,
-        "n_test_prompts": N_PROMPTS, "reference_key": "fixture",
-    }  # fmt: skip
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    RunSummary(
+        method=method, thresholds=tuple(thresholds), lambda_one_shot=tuple(lam[0]), lambda_last=tuple(lam[-1]),
+        improvements=improvements,
+        constraints_satisfied=tuple(improvements[s]["mean"] >= b for s, b in zip(scorers[1:], thresholds, strict=True)),
+        kl_estimate=1.5, last_iteration=3, best_iteration=3,
+        measured_slack_by_iteration={"1": None, "2": (0.0,) * m, "3": (0.0,) * m},
+        reference_reward_utility_correlation=dict.fromkeys(scorers[1:], -0.3), n_train_prompts=40,
+        n_test_prompts=N_PROMPTS, reference_key="fixture",
+    ).write(run_dir)  # fmt: skip
 
 
 def write_fixture(results_dir: Path, seed: int = 0) -> Path:
@@ -97,7 +97,7 @@ def write_fixture(results_dir: Path, seed: int = 0) -> Path:
     single = results_dir / "llm_sweep" / "single"
     scorers = ("helpfulness", "safety")
     for b in SINGLE_THRESHOLDS:
-        # Multi-shot tracks b; one-shot falls short for small b and overshoots for large b (paper §5.2).
+        # Multi-shot tracks b; one-shot falls short for small b and overshoots for large b (Sec. 4.1.1, Fig. 1(a)).
         write_run(single / f"caid_b{b:g}", "caid", scorers, [b], [6.0 - 0.5 * b, b + 0.2], rng)
         write_run(single / f"one_shot_b{b:g}", "one_shot", scorers, [b], [5.0 - 0.6 * b, 1.4 * b - 1.0], rng)
     write_run(single / "dpo_reward", "dpo_reward", scorers, [2.0], [7.0, -1.0], rng)

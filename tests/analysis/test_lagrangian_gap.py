@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from analysis.lagrangian_gap import lagrangian_gap, lagrangian_gap_table
+from llm.run_schema import RunSummary
 from theory import ConstrainedProblem
 from theory.dual import dual_value, tilted_policy
 from theory.lagrangian import lagrangian
@@ -24,8 +25,12 @@ def write_run(run_dir, scores, policy, lam, thresholds, rng, method="caid", log_
     """A finished run: pi_ref's K samples per prompt, DRAWS samples per prompt from ``policy`` (N, K)."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"config": {"method": method, "caid": {"beta": BETA}}}))
-    summary = {"method": method, "thresholds": list(thresholds), "lambda_last": list(lam)}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
+    RunSummary(
+        method=method, thresholds=tuple(thresholds), lambda_one_shot=tuple(lam), lambda_last=tuple(lam),
+        improvements={}, constraints_satisfied=(), kl_estimate=0.0, last_iteration=1, best_iteration=1,
+        measured_slack_by_iteration={}, reference_reward_utility_correlation={}, n_train_prompts=N,
+        n_test_prompts=N, reference_key="test",
+    ).write(run_dir)  # fmt: skip
     with open(run_dir / "eval_scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         ratio_column = ["log_ratio"] if log_ratio else []

