@@ -1,10 +1,10 @@
 """Exact CAID in a policy class: Lagrangian maximisation with exact gradients, and dual descent on D_p.
 
 For a fixed lambda, ``L(pi_theta, lambda) = D(lambda) - beta E_x KL(pi_theta(.|x) || pi*(.|x; lambda))``
-(spec §2.2), so maximising the Lagrangian over a class is the reverse-KL projection of the tilted policy
+(eq. (3)), so maximising the Lagrangian over a class is the reverse-KL projection of the tilted policy
 pi*(lambda) onto it; :func:`maximize_lagrangian` does it with L-BFGS on the exact finite sum.
 ``D_p(lambda) = max_theta L(pi_theta, lambda)`` and, by Danskin, its subgradient is the constraint slack
-of the maximiser, ``eps*_p(lambda) = E_x E_{pi*_p(lambda)}[h]`` (spec §2.1, eq. (10)). :func:`dual_descent`
+of the maximiser, ``eps*_p(lambda) = E_x E_{pi*_p(lambda)}[h]`` (eq. (10)). :func:`dual_descent`
 is Algorithm 1 with these exact quantities: ``lambda <- [lambda - eta eps*_p(lambda)]_+``.
 
 The maximisation over theta is non-convex for the low-rank and transformer classes, so the computed

@@ -1,33 +1,38 @@
 """The laboratory's configuration and resumable runner (``python -m analysis.parametrization_gap``).
 
-Builds an enumerable sequence world (:mod:`analysis.parametrization_gap.sequence_world`), pretrains a reference transformer on
-it (:mod:`analysis.parametrization_gap.reference_transformer`), solves the distribution-space problem exactly (:mod:`theory`), and
-measures every policy class (tabular, low-rank, transformer adapters of several sizes) against it and
-against the paper's bounds (:mod:`analysis.parametrization_gap.measurements`). Writes into DIR:
+Builds an enumerable sequence world (:mod:`~analysis.parametrization_gap.sequence_world`), pretrains a
+reference transformer on it (:mod:`~analysis.parametrization_gap.reference_transformer`), solves the
+distribution-space problem exactly (:mod:`theory`), and measures every policy class (tabular, log-linear of
+several ranks, transformer adapters of several sizes) against it and against the paper's bounds, each under
+its checked hypotheses (:mod:`~analysis.parametrization_gap.measurements`). Writes into DIR:
 
 * ``instance.npz``: the problem (``ref_logprobs``, ``reward``, ``utilities``, ``thresholds``, ``beta``,
   ``prompt_weights``, as in :class:`theory.ConstrainedProblem`), plus ``prompts`` and ``responses``;
-* ``summary.csv``: one row per policy class (columns :data:`SUMMARY_COLUMNS` and the per-constraint
-  ``lam_*`` columns);
+* ``summary.csv``: one row per policy class (columns :data:`SUMMARY_COLUMNS`, the per-constraint ``lam_*``
+  columns and, per bounded quantity, ``<q>_measured``, ``<q>_bound`` (NaN where a hypothesis fails) and
+  ``<q>_hypothesis``);
 * ``trajectories.csv``: lambda(t) and D_p(lambda(t)) of exact and practical CAID per class;
-* ``scaling.csv``: per measured quantity, its log-log slope against nu, the median bound / measured
-  ratio and the number of bound violations (:func:`scaling_table`);
+* ``scaling.csv``: per measured quantity, the classes checked against the bound, the violations, the
+  classes where the bound does not apply and why, the median bound / measured ratio and the log-log slope
+  against nu with a bootstrap interval (:func:`scaling_table`);
 * ``config.json``: the resolved configuration, package versions and machine;
 * ``reference_model.pt``: the trained reference transformer's weights;
 * ``classes/<label>.json``: each finished class, written atomically; a rerun with the same configuration
   resumes, skipping finished classes;
 * the figures of :mod:`paper_figures.parametrization_gap` (PNG and PDF) under ``DIR/figures``.
+
+The world's thresholds sit 10% of the way from pi*(0)'s improvement to the largest achievable one
+(``threshold_fraction``), which leaves room for the M nu tightening of Assumption 4 for every class but the
+smallest adapters; beta = 1.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +41,21 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from analysis.parametrization_gap.scaling import scaling_table
 from analysis.parametrization_gap.measurements import DistributionOptimum, MeasurementSettings, measure_policy_class
-from analysis.parametrization_gap.policy_classes import LowRankPolicy, SequencePolicy, TabularPolicy, TransformerPolicy, TransformerSize
+from analysis.parametrization_gap.policy_classes import (
+    LowRankPolicy,
+    SequencePolicy,
+    TabularPolicy,
+    TransformerPolicy,
+    TransformerSize,
+)
 from analysis.parametrization_gap.reference_transformer import ReferenceModel, train_reference
-from llm.run_files import write_atomic, write_run_record
+from analysis.parametrization_gap.scaling import scaling_table
 from analysis.parametrization_gap.sequence_world import SequenceWorld, active_thresholds, make_sequence_world
 from llm.config import help_field
+from llm.run_files import write_atomic, write_run_record
 
-__all__ = ["SUMMARY_COLUMNS", "GapLabConfig", "PolicyClassSpec", "main", "run", "scaling_table"]
+__all__ = ["FULL", "QUICK", "SUMMARY_COLUMNS", "GapLabConfig", "PolicyClassSpec", "run", "scaling_table"]
 
 SUMMARY_COLUMNS = (
     "policy_class", "size", "label", "n_params", "nu_1", "nu_kl", "nu", "P_star", "D_star", "P_p_star", "D_p_star",
@@ -56,37 +67,35 @@ class GapLabConfig:
     """Everything that defines a laboratory run (``--quick`` and the full run are two instances)."""
 
     seed: int = help_field(0, "seed of the world, the reference model, every initialisation and every sample")
-    n_prompts: int = help_field(8, "X, distinct prompts")
-    vocab_size: int = help_field(4, "V, tokens in the vocabulary")
+    n_prompts: int = help_field(6, "X, distinct prompts")
+    vocab_size: int = help_field(3, "V, tokens in the vocabulary")
     prompt_length: int = help_field(2, "P, tokens per prompt")
     response_length: int = help_field(4, "L, tokens per response (V**L responses per prompt)")
-    n_constraints: int = help_field(2, "m: 1 (safety) or 2 (safety, diversity)")
+    n_constraints: int = help_field(2, "m: 1 (safety) or 2 (safety, variety)")
     beta: float = help_field(1.0, "KL-regularisation strength")
-    threshold_fraction: float = help_field(0.3, "b_i = s_i + fraction (max_i - s_i); see active_thresholds")
+    threshold_fraction: float = help_field(0.1, "b_i = s_i + fraction (max_i - s_i); see active_thresholds")
     reference_size: TransformerSize = help_field(TransformerSize(32, 2, 4), "the reference transformer")
     reference_iter: int = help_field(300, "L-BFGS iterations of reference pretraining")
     transformer_sizes: tuple[TransformerSize, ...] = help_field(
-        (TransformerSize(4, 1, 1), TransformerSize(8, 1, 1), TransformerSize(16, 1, 2)),
+        (TransformerSize(1, 1, 1), TransformerSize(2, 1, 1), TransformerSize(8, 1, 1), TransformerSize(32, 1, 4)),
         "widths and depths of the transformer adapter classes",
     )
     lowrank_ranks: tuple[int, ...] = help_field(
-        (32, 128, 224), "feature counts k of the log-linear classes (k = V**L would be tabular)"
+        (4, 12, 24, 40, 60, 72), "feature counts k of the log-linear classes (k = V**L would be tabular)"
     )
     measurement: MeasurementSettings = help_field(MeasurementSettings(), "iteration counts and sample sizes")
 
 
 QUICK = GapLabConfig()
 FULL = GapLabConfig(
-    n_prompts=16,
-    vocab_size=5,
+    n_prompts=12,
+    vocab_size=4,
     transformer_sizes=(
-        TransformerSize(4, 1, 1), TransformerSize(8, 1, 1), TransformerSize(16, 1, 2), TransformerSize(32, 2, 4),
+        TransformerSize(1, 1, 1), TransformerSize(2, 1, 1), TransformerSize(4, 1, 1), TransformerSize(8, 1, 1),
+        TransformerSize(16, 1, 2), TransformerSize(32, 1, 4), TransformerSize(32, 2, 4),
     ),
-    lowrank_ranks=(64, 256, 512),
-    measurement=MeasurementSettings(
-        caid_steps=25, refine_steps=8, max_iter=80, cold_iter=500, practical_steps=12,
-        dual_samples=1024, dpo_pairs=20000,
-    ),
+    lowrank_ranks=(8, 24, 48, 96, 160, 224),
+    measurement=MeasurementSettings(caid_steps=6, refine_steps=8, max_iter=80, cold_iter=600),
 )  # fmt: skip
 
 
@@ -166,7 +175,7 @@ def _trajectory_rows(label: str, kind: str, lam: np.ndarray, dual_values: np.nda
 
 def _steps_per_class(config: GapLabConfig) -> int:
     s = config.measurement
-    return 1 + (s.caid_steps + 1) + (s.refine_steps + 1) + (s.practical_steps + 1)
+    return 1 + (s.caid_steps + 1) + (s.refine_steps + 1) + s.practical_epochs
 
 
 def run(config: GapLabConfig, out: Path, progress: bool = True) -> pd.DataFrame:
@@ -176,8 +185,35 @@ def run(config: GapLabConfig, out: Path, progress: bool = True) -> pd.DataFrame:
         ValueError: If ``out`` holds a run with a different configuration (use a fresh directory).
     """
     write_run_record(out, dataclasses.asdict(config))
-    torch.manual_seed(config.seed)
+    threads = torch.get_num_threads()
+    # Tiny float64 models are dominated by thread-pool overhead, worst on a shared machine: one thread.
+    torch.set_num_threads(1)
+    try:
+        return _run(config, out, progress)
+    finally:
+        torch.set_num_threads(threads)
 
+
+def _read_class(path: Path, label: str) -> dict[str, Any]:
+    """A finished class's saved row and trajectories, validated (files on disk are untrusted)."""
+    fix = f"delete {path} to measure the class again"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable ({err}); {fix}") from err
+    if not (
+        isinstance(saved, dict)
+        and isinstance(saved.get("row"), dict)
+        and isinstance(saved.get("trajectories"), list)
+        and saved["row"].get("label") == label
+        and all(isinstance(r, dict) for r in saved["trajectories"])
+    ):
+        raise ValueError(f"{path}: not a saved class '{label}' (expected 'row' and 'trajectories'); {fix}")
+    return saved
+
+
+def _run(config: GapLabConfig, out: Path, progress: bool) -> pd.DataFrame:
+    torch.manual_seed(config.seed)
     world, ref, opt = _prepare(config, out)
     specs = policy_classes(config, world, ref)
     rows, trajectories = [], []
@@ -199,7 +235,7 @@ def run(config: GapLabConfig, out: Path, progress: bool = True) -> pd.DataFrame:
             traj = _trajectory_rows(spec.label, "exact", result.exact.lam, result.exact.dual_values)
             traj += _trajectory_rows(spec.label, "practical", result.practical.lam, result.practical.dual_values)
             write_atomic(path, json.dumps({"row": row, "trajectories": traj}, indent=1) + "\n")
-        saved = json.loads(path.read_text())
+        saved = _read_class(path, spec.label)
         rows.append(saved["row"])
         trajectories += saved["trajectories"]
     bar.close()

@@ -1,8 +1,9 @@
-"""Policy classes of controlled capacity over an enumerable :class:`~analysis.parametrization_gap.sequence_world.SequenceWorld`.
+"""Policy classes of controlled capacity over an enumerable sequence world.
 
-Every class is a ``torch.nn.Module`` whose :meth:`~SequencePolicy.log_probs` returns the exact ``(X, Y)``
-table ``log pi_theta(y|x)`` over all responses (float64), so any expectation under pi_theta and its gradient
-in theta are exact finite sums. Every class contains pi_ref at its initial parameters (training starts at
+Over a :class:`~analysis.parametrization_gap.sequence_world.SequenceWorld`, every class is a
+``torch.nn.Module`` whose :meth:`~SequencePolicy.log_probs` returns the exact ``(X, Y)`` table
+``log pi_theta(y|x)`` over all responses (float64), so any expectation under pi_theta and its gradient in theta
+are exact finite sums. Every class contains pi_ref at its initial parameters (training starts at
 pi_ref, as in the paper):
 
 * :class:`TabularPolicy`: ``pi_theta(.|x) = softmax(log pi_ref(.|x) + theta_x)`` contains every policy

@@ -1,13 +1,19 @@
 """Practical CAID (MoCAID): DPO on Bernoulli pseudo-labels and stochastic on-policy dual steps.
 
-The Lagrangian maximiser of exact CAID is replaced by DPO (spec §3.2, eq. (13)) on response pairs drawn
+The Lagrangian maximiser of exact CAID is replaced by DPO (Algorithm 2, eq. (13)) on response pairs drawn
 from pi_ref and relabelled at every iteration: ``y_1`` is preferred with probability
 ``sigma(r_lambda(x, y_1) - r_lambda(x, y_0))``, ``r_lambda = r + lambda^T g``. The DPO reference is pi_ref
 and its temperature is the problem's beta, so the population DPO optimum is pi*(lambda). The dual step
-uses a sample mean of h over fresh (x, y) drawn from the current policy (eq. (27)). The loss, the labels
-and the dual step are :mod:`llm.dpo`'s, the ones the real-model pipeline uses, applied to exact tables.
+uses a sample mean of h over fresh (x, y) drawn from the current (DPO-trained) policy (eq. (27)). The schedule
+is the one of the paper's experiments ("initialize the dual variable by an one-shot solution"; one DPO epoch
+per iteration): DPO at lambda(0) = the warm start, then before each further epoch one on-policy dual
+step. The loss, the labels and the dual step are :mod:`llm.dpo`'s, the ones the real-model pipeline uses,
+applied to exact tables. One "epoch" here is a fixed budget of full-batch L-BFGS iterations on the pairs,
+warm-started from the previous epoch's policy (the paper's AdamW/LoRA epoch has no analogue in this float64
+toy).
 
-Everything the practical theory needs (spec §3.5) is measured exactly on the enumerable world:
+Everything the analysis of practical CAID needs (App. B.10: eq. (27), (28), S^2) is measured exactly on the
+enumerable world:
 ``eps_app = D_p(lambda) - L(pi_dpo, lambda)`` (eq. (28); D_p by exact maximisation in a second member
 of the class that follows lambda(t)) and ``E|u_dagger|^2 = |E h|^2 + (E|h|^2 - |E h|^2) / n`` for n i.i.d. samples.
 """
@@ -24,8 +30,8 @@ import torch
 from analysis.parametrization_gap.exact_caid import lbfgs_minimize, maximize_lagrangian
 from analysis.parametrization_gap.policy_classes import SequencePolicy, to_tensor
 from llm.dpo import dpo_loss as sequence_dpo_loss
-from llm.dpo import dual_step
 from llm.dpo import pseudo_labels as bernoulli_labels
+from llm.dual import dual_step
 from theory.lagrangian import lagrangian
 from theory.problem import ConstrainedProblem
 
@@ -41,10 +47,13 @@ __all__ = [
 
 
 def _sample_responses(rng: np.random.Generator, probs: np.ndarray, prompts: np.ndarray) -> np.ndarray:
-    """One response per prompt index, from the rows of ``probs`` (inverse-CDF sampling)."""
-    cdf = np.cumsum(probs[prompts], axis=1)
-    u = rng.random(len(prompts)) * cdf[:, -1]
-    return np.minimum((cdf < u[:, None]).sum(axis=1), probs.shape[1] - 1)
+    """One response per prompt index, from the rows of ``probs`` (inverse-CDF sampling, one prompt at a time)."""
+    out = np.empty(len(prompts), dtype=np.int64)
+    for x in np.unique(prompts):
+        at = np.flatnonzero(prompts == x)
+        cdf = np.cumsum(probs[x])
+        out[at] = np.minimum(np.searchsorted(cdf, rng.random(len(at)) * cdf[-1], side="right"), len(cdf) - 1)
+    return out
 
 
 def _sample_prompts(rng: np.random.Generator, prob: ConstrainedProblem, n: int) -> np.ndarray:
@@ -63,7 +72,7 @@ def reference_pairs(prob: ConstrainedProblem, n_pairs: int, rng: np.random.Gener
 def pseudo_labels(
     prob: ConstrainedProblem, lam: np.ndarray, pairs: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Relabel pairs by ``Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0)))`` (spec §3.2, step 3).
+    """Relabel pairs by ``Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0)))`` (Algorithm 2's pseudo-preferences).
 
     Returns:
         ``(x, chosen, rejected)`` index arrays.
@@ -123,6 +132,8 @@ class PracticalTrajectory:
         dpo_lagrangian: ``(T+1,)`` L(pi_dpo(t), lambda(t)).
         eps_app: ``(T+1,)`` D_p(lambda(t)) - L(pi_dpo(t), lambda(t)) >= 0.
         maximizers: ``(T+1, X, Y)`` the exact in-class Lagrangian maximisers pi*_p(lambda(t)).
+        dpo_policies: ``(T+1, X, Y)`` the DPO-trained policies pi_dpo(t); the last is the one practical CAID
+            returns (the paper's experiments report the final model).
     """
 
     lam: np.ndarray
@@ -132,6 +143,7 @@ class PracticalTrajectory:
     dpo_lagrangian: np.ndarray
     eps_app: np.ndarray
     maximizers: np.ndarray
+    dpo_policies: np.ndarray
 
 
 def practical_caid(
@@ -148,14 +160,16 @@ def practical_caid(
     first_iter: int | None = None,
     dpo_iter: int | None = None,
 ) -> PracticalTrajectory:
-    """Run MoCAID for ``steps`` dual steps; the policy is trained in place (warm-started, DPO reference pi_ref).
+    """Run MoCAID: ``steps + 1`` DPO epochs with a stochastic dual step before each but the first.
+
+    The policy is trained in place, each epoch warm-started from the last; the DPO reference is pi_ref.
 
     Args:
         policy: The parametrized policy (starts at pi_ref).
         prob: The distribution-space problem.
-        lam0: lambda(0) (e.g. the one-shot solution).
+        lam0: lambda(0), the warm start (the paper's experiments use the one-shot solution).
         step_size: eta.
-        steps: T, the number of stochastic dual steps.
+        steps: The number of stochastic dual steps (the paper's T epochs give T - 1).
         n_dual_samples: i.i.d. (x, y) samples from the current policy per dual step.
         n_pairs: Reference pairs, drawn once and relabelled at every iteration.
         rng: Source of every sample and label.
@@ -174,7 +188,7 @@ def practical_caid(
     # D_p(lambda(t)) is tracked by a second member of the class, warm-started from its own last maximiser
     # (a DPO fit on few pairs can end far from the maximiser and be a poor starting point).
     exact = copy.deepcopy(policy)
-    rows: dict[str, list] = {k: [] for k in ("lam", "u", "s2", "dual", "dpo", "maximizer")}
+    rows: dict[str, list] = {k: [] for k in ("lam", "u", "s2", "dual", "dpo", "maximizer", "dpo_policy")}
     u, s2 = np.full_like(lam, np.nan), np.nan
     for t in range(steps + 1):
         if t > 0:
@@ -190,9 +204,10 @@ def practical_caid(
         # A local maximisation can end below the DPO policy; that is then the best known member.
         best = exact if exact_value >= dpo_value else policy
         dual_value = max(exact_value, dpo_value)
-        for key, value in zip(rows, (lam, u, s2, dual_value, dpo_value, best.policy()), strict=True):
+        values = (lam, u, s2, dual_value, dpo_value, best.policy(), policy.policy())
+        for key, value in zip(rows, values, strict=True):
             rows[key].append(value)
         if on_step is not None:
             on_step()
-    lams, us, s2s, dual, dpo, maximizers = (np.array(v) for v in rows.values())
-    return PracticalTrajectory(lams, us, s2s, dual, dpo, dual - dpo, maximizers)
+    lams, us, s2s, dual, dpo, maximizers, dpo_policies = (np.array(v) for v in rows.values())
+    return PracticalTrajectory(lams, us, s2s, dual, dpo, dual - dpo, maximizers, dpo_policies)

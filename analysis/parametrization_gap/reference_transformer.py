@@ -14,7 +14,12 @@ import numpy as np
 import torch
 
 from analysis.parametrization_gap.exact_caid import lbfgs_minimize
-from analysis.parametrization_gap.policy_classes import TransformerPolicy, TransformerSize, sequence_log_probs, to_tensor
+from analysis.parametrization_gap.policy_classes import (
+    TransformerPolicy,
+    TransformerSize,
+    sequence_log_probs,
+    to_tensor,
+)
 from analysis.parametrization_gap.sequence_world import SequenceWorld
 
 __all__ = ["ReferenceModel", "markov_language", "train_reference"]

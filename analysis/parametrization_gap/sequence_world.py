@@ -4,14 +4,21 @@ Prompts are short token prefixes and the response set of every prompt is all ``V
 so expectations under any autoregressive policy are finite sums and the constrained problem (U-CA) over
 this world is a :class:`theory.ConstrainedProblem` with no sampling anywhere.
 
-The scores imitate the paper's conflict between helpfulness and safety (spec §1.4):
+The scores imitate the conflict of the paper's experiments between a helpfulness reward and a safety utility,
+with a second utility as in its two-constraint experiments:
 
 * reward ("helpfulness") ``r(x, y) = (1/L) sum_t [y_t = tau_x(t)] + (c/L) sum_t B[y_{t-1}, y_t]``: agree
   with a prompt-specific target ``tau_x`` and be fluent under a bigram table ``B`` that favours repeats;
 * utility 1 ("safety") ``g_1(x, y) = -(1/L) sum_t u[y_t]``: avoid unsafe tokens, which the targets use
   on purpose, so the safest responses are less helpful;
-* utility 2 ("diversity") ``g_2(x, y) = (#distinct tokens of y - 1) / (L - 1)``, which conflicts with the
-  fluency term.
+* utility 2 ("variety") ``g_2(x, y) = (1/(L-1)) sum_{t>=1} [y_t != y_{t-1}]``, the fraction of adjacent
+  tokens that differ, which conflicts with the fluency term.
+
+Every score is a sum of per-position bigram terms, so every tilted policy ``pi*(lambda) ~ pi_ref
+exp(r_lambda / beta)`` is a chain-structured reweighting of pi_ref whose next-token corrections depend on
+little more than the prompt, the position and the previous token: large transformer adapters can represent
+them closely and small ones cannot, which spreads the parametrization gap nu of the policy classes widely.
+Assumption 1 holds: a constant response of a safe token has g = 0, and the utilities span R^m.
 """
 
 from __future__ import annotations
@@ -84,7 +91,7 @@ def make_sequence_world(
         vocab_size: V >= 3.
         prompt_length: P >= 1 tokens per prompt.
         response_length: L >= 2 tokens per response.
-        n_constraints: m in {1, 2}: safety, then diversity.
+        n_constraints: m in {1, 2}: safety, then variety.
         fluency_weight: c, the weight of the bigram fluency term in the reward.
 
     Raises:
@@ -119,10 +126,9 @@ def make_sequence_world(
     fluency = bigram[responses[:, :-1], responses[:, 1:]].sum(axis=1) / length  # (Y,)
     reward = match + fluency_weight * fluency[None, :]
     safety = -unsafe[responses].mean(axis=1)
-    distinct = np.array([len(set(row)) for row in responses.tolist()], dtype=np.float64)
-    diversity = (distinct - 1.0) / (length - 1.0)
-    utilities = np.stack([np.broadcast_to(s, reward.shape) for s in (safety, diversity)][:n_constraints])
-    names = ("safety", "diversity")[:n_constraints]
+    variety = (responses[:, 1:] != responses[:, :-1]).mean(axis=1)
+    utilities = np.stack([np.broadcast_to(s, reward.shape) for s in (safety, variety)][:n_constraints])
+    names = ("safety", "variety")[:n_constraints]
     return SequenceWorld(vocab_size, prompts, responses, reward, utilities.copy(), names)
 
 
