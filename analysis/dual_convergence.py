@@ -36,7 +36,7 @@ from theory.dual_solver import DualSolverError, solve_dual
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
 
 if TYPE_CHECKING:
-    from llm.reference import ReferenceData
+    from llm.reference_phase import ReferenceData
 
 __all__ = [
     "DualConvergence", "default_grid", "dual_convergence", "dual_convergence_from_cache", "subsample_problem",
@@ -72,7 +72,7 @@ class DualConvergence:
 
 
 def _train_scores(scores: np.ndarray | ReferenceData) -> np.ndarray:
-    """``(1 + m, N, K)`` reward then utilities, from a :class:`llm.reference.ReferenceData` or an array."""
+    """``(1 + m, N, K)`` reward then utilities, from a :class:`llm.reference_phase.ReferenceData` or an array."""
     array = np.asarray(getattr(scores, "train_scores", scores), dtype=np.float64)
     if array.ndim != 3 or array.shape[0] < 2 or 0 in array.shape:
         raise ValueError(
@@ -91,7 +91,7 @@ def subsample_problem(
 ) -> ConstrainedProblem:
     """The plug-in problem on some prompts and, for each, some of its responses (uniform reference).
 
-    :meth:`theory.ConstrainedProblem.plug_in`, as :meth:`llm.reference.ReferenceData.problem` builds it, so all
+    :meth:`theory.ConstrainedProblem.plug_in`, as :meth:`llm.reference_phase.ReferenceData.problem` builds it, so all
     prompts and all responses in their original order give the same problem.
 
     Args:
@@ -156,7 +156,7 @@ def dual_convergence(
 
     Args:
         scores: ``(1 + m, N, K)`` reference train scores, reward then utilities, or a
-            :class:`llm.reference.ReferenceData` (its ``train_scores``).
+            :class:`llm.reference_phase.ReferenceData` (its ``train_scores``).
         thresholds: ``(m,)`` required improvements b_i over pi_ref.
         beta: KL strength.
         n_prompts: Grid of prompt counts, each in 1..N.
@@ -245,7 +245,7 @@ def dual_convergence_from_cache(
         ValueError: If it is not a consistent reference cache entry for its key.
     """
     # Imported here: llm pulls in torch and transformers, which the rest of this module does not need.
-    from llm.reference import ReferenceData
+    from llm.reference_phase import ReferenceData
 
     path = Path(path)
     if not path.is_file():

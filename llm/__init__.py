@@ -3,7 +3,7 @@
 ``python -m llm run --config FILE.toml`` runs one method at one threshold vector, ``python -m llm sweep``
 several; :mod:`llm.methods` lists the methods. Modules: :mod:`llm.config` (typed TOML configuration),
 :mod:`llm.pipeline` (one run: reference phase, one-shot dual, DPO epochs with on-policy dual steps,
-evaluation), :mod:`llm.reference` (the cached reference phase), :mod:`llm.dpo` (DPO loss, pseudo-labels),
+evaluation), :mod:`llm.reference_phase` (the cached reference phase), :mod:`llm.dpo` (DPO loss, pseudo-labels),
 :mod:`llm.models` and :mod:`llm.scorers` (models and reward/utility scorers, loaded offline),
 :mod:`llm.paired_statistics` (improvements with CIs), :mod:`llm.run_files` (the run directory: atomic
 writes, lock, validated reads), :mod:`llm.sweep`, :mod:`llm.distributed`.
@@ -50,7 +50,7 @@ _EXPORTS = {
     "load_config": "llm.config",
     "build_scorer": "llm.scorers",
     "dpo_loss": "llm.dpo",
-    "dual_step": "llm.dpo",
+    "dual_step": "llm.dual",
     "pseudo_labels": "llm.dpo",
     "sequence_logprobs": "llm.dpo",
     "load_model": "llm.models",

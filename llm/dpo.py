@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from llm.dual import dual_step  # its home is llm.dual; importable from here too, as the labs import it
+
 __all__ = ["DPOStats", "dpo_loss", "dual_step", "pseudo_labels", "sequence_logprobs"]
 
 
@@ -117,17 +119,3 @@ def pseudo_labels(composite_0: np.ndarray, composite_1: np.ndarray, rng: np.rand
     if not (np.all(np.isfinite(composite_0)) and np.all(np.isfinite(composite_1))):
         raise ValueError("composite scores: contain NaN or inf; check the scorers")
     return rng.random(composite_0.shape) < 1.0 / (1.0 + np.exp(composite_0 - composite_1))
-
-
-def dual_step(lam: np.ndarray, slack: np.ndarray, step_size: float) -> np.ndarray:
-    """The projected dual subgradient step ``lambda <- [lambda - eta u]_+`` (Algorithm 1; eq. (27)).
-
-    ``u`` is the measured constraint slack ``E[h]`` of the current policy: a satisfied constraint
-    (``u > 0``) lowers its multiplier, a violated one raises it.
-    """
-    lam, slack = np.asarray(lam, float), np.asarray(slack, float)
-    if lam.shape != slack.shape:
-        raise ValueError(f"slack: expected shape {lam.shape} to match lambda, got {slack.shape}")
-    if not step_size > 0:
-        raise ValueError(f"step_size: must be > 0, got {step_size}")
-    return np.maximum(lam - step_size * slack, 0.0)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from llm.reference import response_logprobs
+from llm.reference_phase import response_logprobs
 from llm.sampling import Sample
 
 __all__ = ["ImplicitReward"]

@@ -55,7 +55,8 @@ from llm.distributed import (
     training_state,
     wrap_for_training,
 )
-from llm.dpo import dpo_loss, dual_step, pseudo_labels, sequence_logprobs
+from llm.dpo import dpo_loss, pseudo_labels, sequence_logprobs
+from llm.dual import dual_step
 from llm.implicit_rewards import ImplicitReward
 from llm.methods import method
 from llm.models import (
@@ -72,7 +73,7 @@ from llm.models import (
     trainable_parameters,
 )
 from llm.paired_statistics import improvement
-from llm.reference import (
+from llm.reference_phase import (
     CHUNK_PROMPTS,
     EVAL_SAMPLES,
     ReferenceData,

@@ -139,7 +139,7 @@ def test_bad_arguments_are_refused_with_the_field_named(kwargs, match):
 
 def test_reference_cache_file(tmp_path):
     pytest.importorskip("transformers")
-    from llm.reference import ReferenceData
+    from llm.reference_phase import ReferenceData
     from llm.sampling import Sample
 
     scores = _scores(n=30, k=4, seed=7)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from llm.dpo import dpo_loss, dual_step, pseudo_labels, sequence_logprobs
+from llm.dpo import dpo_loss, pseudo_labels, sequence_logprobs
+from llm.dual import dual_step
 from tests.tiny_llama import tiny_llama
 
 

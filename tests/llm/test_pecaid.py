@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import llm.pipeline as pipeline
 from llm.config import CAIDConfig, DataConfig, GenerationConfig, ModelConfig, PeCAIDConfig, RunConfig, ScorerConfig
-from llm.reference import ReferenceData, response_logprobs
+from llm.reference_phase import ReferenceData, response_logprobs
 from tests.interrupts import count_calls, killed_on_call
 from theory.dual_solver import solve_dual
 

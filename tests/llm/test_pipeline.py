@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import llm.pipeline as pipeline
-import llm.reference as reference
+import llm.reference_phase as reference
 from llm.config import (
     CAIDConfig,
     DataConfig,
@@ -179,3 +179,41 @@ def test_reference_phase_alone_is_the_runs_reference_phase(finished, cache):
     assert ref.key == summary["reference_key"]
     prob = ref.problem(TINY.scorers.thresholds, TINY.caid.beta)
     assert np.allclose(solve_dual(prob, return_policy=False).lam, summary["lambda_one_shot"])
+
+
+def test_the_logged_slack_is_recomputed_from_the_on_policy_samples(tmp_path, cache, monkeypatch):
+    """u = mean g(policy samples) - E_ref[g | x] - b (Algorithm 2, line 6), recomputed independently.
+
+    The dual step's samples are recorded as the pipeline draws them; their texts are rescored here by a freshly
+    built scorer, E_ref[g | x] is the mean of the cached reference samples' scores of the same prompts, and b
+    the configured threshold: nothing of the pipeline's own slack arithmetic is reused.
+    """
+    from llm.scorers import build_scorer, score
+
+    recorded = []
+    original = pipeline._policy_samples
+
+    def recording(ranks, policy, reference, tokenizer, prompts, inputs, scorers, n, *rest):
+        result = original(ranks, policy, reference, tokenizer, prompts, inputs, scorers, n, *rest)
+        if rest[-2] == "on-policy samples":
+            recorded.append((list(prompts), result[0], n))
+        return result
+
+    monkeypatch.setattr(pipeline, "_policy_samples", recording)
+    config = _config(cache, scorers=dataclasses.replace(TINY.scorers, thresholds=[0.01]))
+    pipeline.run(config, tmp_path / "run", progress=False)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(recorded) == 1 and len(metrics) == 2
+
+    prompts, samples, n = recorded[0]
+    utility = build_scorer(config.scorers.utilities[0])
+    on_policy = score(utility, [prompts[s.prompt_index] for s in samples], [s.text for s in samples])
+    setup = pipeline.reference_phase(config)
+    k = config.generation.samples_per_prompt
+    ref_texts = [s.text for s in setup.ref.train]
+    ref_prompts = [setup.train.prompts[s.prompt_index] for s in setup.ref.train]
+    ref_g = score(utility, ref_prompts, ref_texts).reshape(-1, k)  # rescored, not the cached scores
+    index = [setup.train.prompts.index(p) for p in prompts]
+    expected = on_policy.mean() - ref_g[index].mean() - config.scorers.thresholds[0]
+    assert len(samples) == len(prompts) * n
+    assert metrics[1]["slack"][0] == pytest.approx(expected, rel=1e-9, abs=1e-12)

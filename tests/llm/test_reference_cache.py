@@ -5,7 +5,7 @@ import pytest
 
 import llm.pipeline as pipeline
 from llm.models import model_fingerprint
-from llm.reference import ReferenceData
+from llm.reference_phase import ReferenceData
 from llm.sampling import Sample
 from llm.scorers import Signed
 

@@ -7,7 +7,7 @@ import torch
 from llm.config import GenerationConfig
 from llm.dpo import dpo_loss, sequence_logprobs
 from llm.models import chat_prompt, load_model, trainable_parameters
-from llm.reference import score_samples
+from llm.reference_phase import score_samples
 from llm.sampling import sample_responses
 from llm.scorers import build_scorer
 
