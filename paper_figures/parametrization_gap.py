@@ -3,8 +3,10 @@
 Reads ``RESULTS/parametrization_gap/summary.csv`` and ``trajectories.csv`` and draws:
 
 * ``parametrization_gap_bounds``: every measured gap against the measured parametrization gap nu on
-  log-log axes (filled markers), next to its bound from :mod:`theory.bounds` (open markers), with
-  reference slopes proportional to nu and sqrt(nu);
+  log-log axes (filled markers), next to its bound from :mod:`theory.bounds` (open markers) for the classes
+  where the bound's hypotheses hold (no open marker where one fails: see the ``*_hypothesis`` columns),
+  with reference slopes proportional to nu and sqrt(nu); a dagger marks the gaps whose scaling with nu
+  follows from how nu is measured (:data:`analysis.parametrization_gap.scaling.BY_CONSTRUCTION`);
 * ``caid_trajectories``: lambda(t) of exact CAID (solid) and practical CAID with pseudo-label DPO and
   stochastic dual steps (dashed), per policy class, against lambda* and lambda*_p.
 
@@ -22,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
+from analysis.parametrization_gap.scaling import BY_CONSTRUCTION
 from paper_figures.cli import figure_main
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
@@ -42,6 +46,7 @@ PANELS = (
     ("multi_r_opt", "R-OPT, multi-shot (Thm 3)"),
     ("one_u_opt", "U-OPT, one-shot (Thm 4)"),
     ("one_r_opt", "R-OPT, one-shot (Thm 4)"),
+    ("practical_primal_dual_gap", r"$D_p(\lambda_{best}) - P^\star$, practical CAID (Thm 5)"),
     ("practical_u_opt", "U-OPT, practical CAID (Thm 6)"),
     ("practical_r_opt", "R-OPT, practical CAID (Thm 6)"),
 )
@@ -72,7 +77,10 @@ def load_run(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _draw_gap_panel(ax: Axes, summary: pd.DataFrame, stem: str, title: str) -> bool:
-    """One panel; returns whether a value was clipped to the log floor."""
+    """One panel; returns whether a value was clipped to the log floor.
+
+    Each scatter carries a ``gid`` ``<stem>:<family>:measured`` or ``<stem>:<family>:bound`` (tests read them).
+    """
     clipped = False
     nu = summary["nu"].astype(float).clip(lower=LOG_FLOOR)
     for family, rows in summary.groupby("policy_class", sort=False):
@@ -80,9 +88,16 @@ def _draw_gap_panel(ax: Axes, summary: pd.DataFrame, stem: str, title: str) -> b
         x = nu[rows.index]
         measured = rows[f"{stem}_measured"].astype(float).abs()
         clipped |= bool((measured < LOG_FLOOR).any())
-        ax.scatter(x, measured.clip(lower=LOG_FLOOR), color=color, marker=marker, label=f"{family}", zorder=3)
+        ax.scatter(
+            x, measured.clip(lower=LOG_FLOOR), color=color, marker=marker, label=f"{family}", zorder=3,
+            gid=f"{stem}:{family}:measured",
+        )  # fmt: skip
         bound = rows[f"{stem}_bound"].astype(float)
-        ax.scatter(x, bound, facecolors="none", edgecolors=color, marker=marker, label=f"{family} bound", zorder=3)
+        applies = bound.notna()  # NaN: a hypothesis of the bound fails for that class
+        ax.scatter(
+            x[applies], bound[applies], facecolors="none", edgecolors=color, marker=marker, label=f"{family} bound",
+            zorder=3, gid=f"{stem}:{family}:bound",
+        )  # fmt: skip
     measured = summary[f"{stem}_measured"].astype(float).abs()
     ok = measured > LOG_FLOOR
     if ok.any():
@@ -93,12 +108,13 @@ def _draw_gap_panel(ax: Axes, summary: pd.DataFrame, stem: str, title: str) -> b
         ax.plot(xs, y0 * np.sqrt(xs / x0), color="k", linestyle="--", linewidth=0.8, label=r"$\propto\sqrt{\nu}$")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_title(title)
+    ax.set_title(title + (" †" if stem in BY_CONSTRUCTION else ""))
     ax.set_xlabel(r"measured $\nu = \max(\nu_1, \nu_{KL})$")
     return clipped
 
 
-def _draw_bounds(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+def draw_bounds(summary: pd.DataFrame) -> Figure:
+    """The gaps-versus-nu figure of a laboratory summary."""
     cols = 3
     rows = -(-len(PANELS) // cols)
     fig = new_figure(width=3 * COLUMN_WIDTH, height=2.4 * rows + 0.6)
@@ -112,13 +128,15 @@ def _draw_bounds(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels))
     note = " (measured values ≤ 1e-12 drawn at 1e-12)" if clipped else ""
     fig.suptitle(
-        "Parametrization gap: measured (filled) vs bound (open); NaN bounds: tightened problem infeasible" + note,
+        "Parametrization gap: measured (filled) vs bound (open, only where the bound's hypotheses hold); "
+        "† scaling with ν follows from how ν is measured" + note,
         fontsize=8,
     )
-    return save_figure(fig, out_dir, f"{NAME}_bounds")
+    return fig
 
 
-def _draw_trajectories(summary: pd.DataFrame, trajectories: pd.DataFrame, out_dir: Path) -> list[Path]:
+def draw_trajectories(summary: pd.DataFrame, trajectories: pd.DataFrame) -> Figure:
+    """lambda(t) of exact and practical CAID per class."""
     labels = list(summary["label"])
     cols = min(4, len(labels))
     rows = -(-len(labels) // cols)
@@ -145,14 +163,15 @@ def _draw_trajectories(summary: pd.DataFrame, trajectories: pd.DataFrame, out_di
         r"$\lambda^\star$ (dotted), $\lambda^\star_p$ (dash-dot); colour = constraint",
         fontsize=8,
     )
-    return save_figure(fig, out_dir, "caid_trajectories")
+    return fig
 
 
 def draw_run(run_dir: Path | str, out_dir: Path | str) -> list[Path]:
     """Draw both figures of one laboratory run directory into ``out_dir``; return the written paths."""
     summary, trajectories = load_run(run_dir)
     with paper_style():
-        return _draw_bounds(summary, Path(out_dir)) + _draw_trajectories(summary, trajectories, Path(out_dir))
+        bounds = save_figure(draw_bounds(summary), Path(out_dir), f"{NAME}_bounds")
+        return bounds + save_figure(draw_trajectories(summary, trajectories), Path(out_dir), "caid_trajectories")
 
 
 def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:

@@ -90,7 +90,8 @@ def scaling_table(summary: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
             stated = summary[f"{stem}_hypothesis"].astype(str).where(lambda v: v != "holds", "measured value NaN")
             reasons = stated[~checked].unique()
         else:
-            reasons = np.array(["no bound column"] if (~checked).any() else [])
+            reason = "bound is NaN" if f"{stem}_bound" in summary else "no bound column"
+            reasons = np.array([reason] if (~checked).any() else [])
         # Two-sided results bound a negative measurement by their lower side's magnitude.
         bound = upper.where(~(signed < 0) | lower.isna(), -lower)
         both = checked & (bound > 0) & (measured > 0)

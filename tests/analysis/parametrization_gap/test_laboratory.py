@@ -15,6 +15,7 @@ import theory
 from analysis.parametrization_gap import laboratory as lab
 from analysis.parametrization_gap.measurements import BOUNDED, MeasurementSettings
 from analysis.parametrization_gap.policy_classes import TransformerSize
+from paper_figures.parametrization_gap import PANELS, draw_bounds, draw_run, draw_trajectories
 from tests.analysis.parametrization_gap.independent import fd_segment_min_eigenvalue, minimax_margin
 from theory.problem import InfeasibleProblemError
 
@@ -178,6 +179,49 @@ def test_corrupt_class_file_is_named_with_the_fix(run_dir, tmp_path):
 def test_other_configuration_in_the_same_directory_is_refused(run_dir):
     with pytest.raises(ValueError, match="another configuration"):
         lab.run(dataclasses.replace(TINY, beta=0.5), run_dir, progress=False)
+
+
+def _scatter(fig, gid):
+    found = [c for ax in fig.axes for c in ax.collections if c.get_gid() == gid]
+    assert len(found) == 1, gid
+    return np.asarray(found[0].get_offsets())
+
+
+def test_bounds_figure_plots_the_summary_and_only_applicable_bounds(summary):
+    fig = draw_bounds(summary)
+    for stem, _ in PANELS:
+        for family, rows in summary.groupby("policy_class"):
+            measured = _scatter(fig, f"{stem}:{family}:measured")
+            np.testing.assert_allclose(measured[:, 0], rows["nu"].clip(lower=1e-12))
+            np.testing.assert_allclose(measured[:, 1], rows[f"{stem}_measured"].abs().clip(lower=1e-12))
+            applies = rows[rows[f"{stem}_hypothesis"] == "holds"]
+            bound = _scatter(fig, f"{stem}:{family}:bound")
+            np.testing.assert_allclose(bound.reshape(-1, 2), applies[["nu", f"{stem}_bound"]].to_numpy().reshape(-1, 2))
+
+
+def test_trajectory_figure_plots_the_saved_dual_iterates(run_dir, summary):
+    traj = pd.read_csv(run_dir / "trajectories.csv")
+    fig = draw_trajectories(summary, traj)
+    for ax, label in zip(fig.axes, summary["label"], strict=False):
+        lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
+        part = traj[(traj["label"] == label) & (traj["kind"] == "exact")]
+        expected = [part["lam_1"].to_numpy(), part["lam_2"].to_numpy()]
+        drawn = [np.asarray(line.get_ydata()) for line in lines if len(line.get_ydata()) == len(part)]
+        for values in expected:
+            assert any(np.allclose(values, d) for d in drawn), label
+
+
+def test_draw_run_writes_both_figures(run_dir, tmp_path):
+    paths = draw_run(run_dir, tmp_path)
+    assert {p.name for p in paths} == {
+        "parametrization_gap_bounds.png", "parametrization_gap_bounds.pdf", "caid_trajectories.png",
+        "caid_trajectories.pdf",
+    }  # fmt: skip
+
+
+def test_missing_run_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"analysis\.parametrization_gap"):
+        draw_run(tmp_path, tmp_path / "figs")
 
 
 def test_quick_world_bounds_and_nu_range(tmp_path, request):
