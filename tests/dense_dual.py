@@ -1,13 +1,15 @@
 """Random instances and independent reference computations for the theory tests.
 
 Nothing here calls the code under test: the dual function, its gradient and its minimiser are
-recomputed densely with scipy (logsumexp + L-BFGS-B), so agreement is evidence, not tautology.
+recomputed densely with scipy (logsumexp + L-BFGS-B), and the beta -> 0 limit of (U-CA) is solved as a
+linear program (scipy linprog), so agreement is evidence, not tautology.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
+import scipy.sparse as sp
+from scipy.optimize import linprog, minimize
 from scipy.special import log_softmax, logsumexp
 
 import theory
@@ -76,3 +78,41 @@ def reference_lam(prob: theory.ConstrainedProblem, extra_linear: np.ndarray | No
         options={"ftol": 1e-16, "gtol": 1e-13, "maxiter": 10_000, "maxcor": 20},
     )
     return res.x
+
+
+def _support_lp_arrays(prob: theory.ConstrainedProblem) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix, np.ndarray]:
+    """Supported (x, y) entries, their prompt weights, the per-prompt row-sum matrix and E_ref g per prompt."""
+    rows, cols = np.nonzero(np.isfinite(prob.ref_logprobs))
+    row_sum = sp.csr_matrix((np.ones(len(rows)), (rows, np.arange(len(rows)))), shape=(prob.n_prompts, len(rows)))
+    mean_ref = np.einsum("xy,ixy->ix", np.exp(prob.ref_logprobs), prob.utilities)
+    return rows, cols, row_sum, mean_ref
+
+
+def lp_max_improvement(prob: theory.ConstrainedProblem, direction: np.ndarray) -> float:
+    """max t such that some policy improves every E g_i over pi_ref by t * direction_i (scipy linprog, HiGHS)."""
+    rows, cols, row_sum, mean_ref = _support_lp_arrays(prob)
+    w = prob.prompt_weights[rows]
+    gain = (prob.utilities[:, rows, cols] - mean_ref[:, rows]) * w  # (m, n): E_x E_pi g_i - E_x E_ref g_i = gain @ pi
+    a_ub = np.hstack([-gain, direction[:, None]])  # t * d_i - gain_i @ pi <= 0
+    a_eq = sp.hstack([row_sum, sp.csr_matrix((prob.n_prompts, 1))])
+    cost = np.zeros(len(rows) + 1)
+    cost[-1] = -1.0
+    res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(prob.n_constraints), A_eq=a_eq, b_eq=np.ones(prob.n_prompts),
+                  bounds=[(0, None)] * len(rows) + [(None, None)], method="highs")
+    assert res.status == 0, res.message
+    return float(-res.fun)
+
+
+def lp_optimum(prob: theory.ConstrainedProblem) -> float:
+    """P*_LP = max_pi E_x E_pi r s.t. the constraints: the beta -> 0 limit of (U-CA), by scipy linprog (HiGHS).
+
+    For every beta, P*_LP - beta E_x max_{y in supp} (-log pi_ref(y|x)) <= P*(beta) <= P*_LP (KL >= 0, and
+    KL(pi || pi_ref) <= max_y -log pi_ref(y|x)).
+    """
+    rows, cols, row_sum, mean_ref = _support_lp_arrays(prob)
+    w = prob.prompt_weights[rows]
+    gain = (prob.utilities[:, rows, cols] - mean_ref[:, rows]) * w
+    res = linprog(-prob.reward[rows, cols] * w, A_ub=-gain, b_ub=-prob.thresholds, A_eq=row_sum,
+                  b_eq=np.ones(prob.n_prompts), bounds=[(0, None)] * len(rows), method="highs")
+    assert res.status == 0, res.message
+    return float(-res.fun)

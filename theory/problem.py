@@ -1,12 +1,15 @@
 """The constrained alignment problem (U-CA) on an enumerable response set.
 
-Problem (U-CA) of the paper (spec §1.3)::
+Problem (U-CA) of the paper (Sec. 2)::
 
     max_pi  E_x [ E_{y~pi(.|x)} r(x, y) - beta KL(pi(.|x) || pi_ref(.|x)) ]
     s.t.    E_x E_{y~pi(.|x)} h_i(x, y) >= 0,   i = 1..m,
 
-with the relative constraint functions ``h_i = g_i - E_{pi_ref(.|x)} g_i - b_i`` (spec §1.1): the thresholds
+with the relative constraint functions ``h_i = g_i - E_{pi_ref(.|x)} g_i - b_i`` (Sec. 2): the thresholds
 ``b_i`` are improvements over the reference model's mean utility.
+
+The problem keeps its own read-only copies of every input array, so a caller that reuses (or later
+mutates) its buffers can neither change a problem nor bypass its validation.
 """
 
 from __future__ import annotations
@@ -30,16 +33,44 @@ class InfeasibleProblemError(ValueError):
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array``, which must belong to the problem (a copy or a derived array).
+
+    Its bases are frozen too, so ``view.flags.writeable = True`` cannot re-enable writes.
+    """
+    owner = array
+    while isinstance(owner, np.ndarray):
+        owner.flags.writeable = False
+        owner = owner.base
     view = array.view()
     view.flags.writeable = False
     return view
 
 
 def _as_float_array(value: object, field: str) -> np.ndarray:
+    """A fresh float64 copy of ``value``; ``ValueError`` naming ``field`` for complex or non-numeric input."""
+    if np.iscomplexobj(value):
+        raise ValueError(f"{field}: expected real numbers, got complex values; pass the real scores (e.g. x.real)")
     try:
-        return np.asarray(value, dtype=np.float64)
+        return np.array(value, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{field}: expected a numeric array ({err})") from None
+
+
+def _require_finite(array: np.ndarray, field: str, fix: str) -> None:
+    if not np.all(np.isfinite(array)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise ValueError(f"{field}: contains {array[bad]} at index {bad}; {fix}")
+
+
+def _as_beta(value: object) -> float:
+    """The KL strength as a float > 0; ``ValueError`` naming ``beta`` for arrays, complex, bool, NaN, inf, <= 0."""
+    if isinstance(value, bool | np.bool_) or np.ndim(value) != 0:
+        shape = "a bool" if isinstance(value, bool | np.bool_) else f"an array of shape {np.shape(value)}"
+        raise ValueError(f"beta: expected one number > 0, got {shape}; pass a single float such as beta=0.1")
+    beta = float(_as_float_array(value, "beta"))
+    if not (np.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta: must be a finite number > 0, got {value!r}")
+    return beta
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -75,8 +106,8 @@ class ConstrainedProblem:
         if ref.ndim != 2 or ref.shape[0] == 0 or ref.shape[1] == 0:
             raise ValueError(f"ref_logprobs: expected a non-empty (X, Y) array, got shape {ref.shape}")
         n_prompts, n_responses = ref.shape
-        if np.isnan(ref).any() or np.isposinf(ref).any():
-            raise ValueError("ref_logprobs: contains NaN or +inf; use -inf for responses outside the support")
+        _require_finite(np.where(np.isneginf(ref), 0.0, ref), "ref_logprobs",
+                        "log-probabilities must be finite or -inf (-inf marks a response outside the support)")
         row_lse = logsumexp(ref, axis=1)
         if not np.all(np.isfinite(row_lse)):
             bad = int(np.flatnonzero(~np.isfinite(row_lse))[0])
@@ -91,8 +122,7 @@ class ConstrainedProblem:
         reward = _as_float_array(self.reward, "reward")
         if reward.shape != ref.shape:
             raise ValueError(f"reward: expected shape {ref.shape} to match ref_logprobs, got {reward.shape}")
-        if not np.all(np.isfinite(reward)):
-            raise ValueError("reward: contains NaN or inf; scores must be finite (fill off-support entries with 0)")
+        _require_finite(reward, "reward", "scores must be finite (fill off-support entries with 0)")
 
         utilities = _as_float_array(self.utilities, "utilities")
         if utilities.shape == ref.shape:
@@ -101,8 +131,8 @@ class ConstrainedProblem:
             raise ValueError(
                 f"utilities: expected shape (m, {n_prompts}, {n_responses}) with m >= 1, got {utilities.shape}"
             )
-        if not np.all(np.isfinite(utilities)):
-            raise ValueError("utilities: contains NaN or inf; scores must be finite (fill off-support entries with 0)")
+        for i, utility in enumerate(utilities):
+            _require_finite(utility, f"utilities[{i}]", "scores must be finite (fill off-support entries with 0)")
         n_constraints = utilities.shape[0]
 
         thresholds = np.atleast_1d(_as_float_array(self.thresholds, "thresholds"))
@@ -110,12 +140,8 @@ class ConstrainedProblem:
             raise ValueError(
                 f"thresholds: expected {n_constraints} value(s), one per utility, got shape {thresholds.shape}"
             )
-        if not np.all(np.isfinite(thresholds)):
-            raise ValueError("thresholds: contains NaN or inf")
-
-        beta = float(self.beta)
-        if not (np.isfinite(beta) and beta > 0):
-            raise ValueError(f"beta: must be a finite number > 0, got {self.beta!r}")
+        _require_finite(thresholds, "thresholds", "pass one finite improvement b_i per utility")
+        beta = _as_beta(self.beta)
 
         if self.prompt_weights is None:
             weights = np.full(n_prompts, 1.0 / n_prompts)
@@ -123,7 +149,8 @@ class ConstrainedProblem:
             weights = _as_float_array(self.prompt_weights, "prompt_weights")
             if weights.shape != (n_prompts,):
                 raise ValueError(f"prompt_weights: expected shape ({n_prompts},), got {weights.shape}")
-            if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            _require_finite(weights, "prompt_weights", "pass finite non-negative weights (or None for uniform)")
+            if np.any(weights < 0):
                 raise ValueError("prompt_weights: must be finite and non-negative")
             total = weights.sum()
             if total <= 0:
@@ -172,7 +199,7 @@ class ConstrainedProblem:
         return _frozen(self.ref_utility_means @ self.prompt_weights + self.thresholds)
 
     def constraint_functions(self) -> np.ndarray:
-        """``(m, X, Y)`` h_i(x, y) = g_i(x, y) - E_{pi_ref(.|x)} g_i - b_i (a fresh array; spec §1.1)."""
+        """``(m, X, Y)`` h_i(x, y) = g_i(x, y) - E_{pi_ref(.|x)} g_i - b_i (a fresh array; Sec. 2)."""
         return self.utilities - self.ref_utility_means[:, :, None] - self.thresholds[:, None, None]
 
     def support_extreme(self, values: np.ndarray, reduce: str) -> np.ndarray:
@@ -192,7 +219,7 @@ class ConstrainedProblem:
 
     @cached_property
     def bound_M(self) -> float:
-        """M = max over i, x, y in the support of max(|h_i(x, y)|, |r(x, y)|) (spec §4)."""
+        """M = max over i, x, y in the support of max(|h_i(x, y)|, |r(x, y)|) (the constant of Theorems 1-6)."""
         h = self.constraint_functions()
         h_abs = self.support_extreme(np.abs(h), "max").max()
         r_abs = self.support_extreme(np.abs(self.reward), "max").max()
@@ -235,7 +262,9 @@ class ConstrainedProblem:
 
     @classmethod
     def plug_in(cls, scores: np.ndarray, thresholds: np.ndarray | Sequence[float], beta: float) -> ConstrainedProblem:
-        """The plug-in problem over sampled responses (spec §2.2): each prompt's K samples, uniform reference.
+        """The plug-in problem over sampled responses: each prompt's K samples of pi_ref, uniform reference.
+
+        This is the one-shot estimator of D(lambda) (App. E of arXiv 2405.19544, which CAID warm-starts from).
 
         Args:
             scores: ``(1 + m, N, K)`` reward, then each utility, of K samples of pi_ref for each of N prompts.
@@ -261,9 +290,7 @@ class ConstrainedProblem:
 
     def with_beta(self, beta: float) -> ConstrainedProblem:
         """The same problem with a new KL strength beta (scores shared; no validation pass over them)."""
-        if not (np.isfinite(beta) and beta > 0):
-            raise ValueError(f"beta: must be a finite number > 0, got {beta!r}")
-        return self._replace((), beta=float(beta))
+        return self._replace((), beta=_as_beta(beta))
 
     def _replace(self, stale: tuple[str, ...], **fields: object) -> ConstrainedProblem:
         clone = object.__new__(ConstrainedProblem)
