@@ -302,7 +302,7 @@ def _newton(prob: ConstrainedProblem, lam0: np.ndarray, tol: float, max_iter: in
                 checked_tilt = 4.0 * tilt
     if stalled:  # no representable step improves lambda: accept a residual at the rounding floor
         run.tolerance = max(tol, sizes.rounding_floor(prob, run.ev.lam))
-        run.certified = run.residual <= run.tolerance
+    run.certified = run.residual <= run.tolerance
     return run
 
 
@@ -439,7 +439,7 @@ def _raise_uncertified(prob: ConstrainedProblem, run: _Run, betas: list[float]) 
             f"(largest improvements {prob.max_improvements.tolist()}, thresholds {prob.thresholds.tolist()}); "
             "lower the thresholds"
         )
-    stages = f"; continuation stages at beta = {[float(f'{b:.3g}') for b in betas]}" if betas else ""
+    stages = f"; {len(betas)} continuation stages from beta={betas[0]:.3g} failed to reach it" if betas else ""
     raise DualSolverError(
         f"solve_dual could not certify the optimum at beta={prob.beta:.3g}: relative KKT residual "
         f"{run.residual:.3g} > tolerance {run.tolerance:.3g} after {run.evaluations} evaluations at lambda = "
