@@ -35,6 +35,7 @@ from typing import Any
 from llm.config import load_config
 from llm.models import DEFAULT_MODEL, default_cache_root, load_model
 from llm.run_files import machine_description, package_versions, write_atomic
+from llm.run_schema import RunSummary
 
 DEFAULT_OVERRIDES = ("data.limit=8", "caid.iterations=2")
 
@@ -56,14 +57,14 @@ def _run(config: Path, overrides: Sequence[str], threshold: float, out: Path, ca
         if os.waitstatus_to_exitcode(status) != 0:
             log.seek(0)
             raise RuntimeError(f"run at b = {threshold} failed:\n{log.read()[-3000:]}")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = RunSummary.read(out)
     return {
         "threshold": threshold,
         "reference_cached": cached,
         "seconds": seconds,
         "peak_rss_gib": usage.ru_maxrss / 2**20,  # ru_maxrss is in KiB on Linux
-        "lambda_one_shot": summary["lambda_one_shot"],
-        "lambda_last": summary["lambda_last"],
+        "lambda_one_shot": list(summary.lambda_one_shot),
+        "lambda_last": list(summary.lambda_last),
     }
 
 

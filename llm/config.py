@@ -229,6 +229,14 @@ class CAIDConfig:
     )
     dual_prompts: int = help_field(16, "n: training prompts sampled per on-policy dual step")
     dual_samples: int = help_field(2, "k: responses per prompt per on-policy dual step")
+    plugin_samples: int = help_field(
+        0,
+        "pi_ref responses per prompt of the one-shot plug-in problem (eq. (4)), sampled apart from the DPO pairs' "
+        "samples_per_prompt; 0: the pairs' samples (the paper: 64 per prompt, App. C.2, Fig. 3)",
+    )
+    plugin_prompts: int = help_field(
+        0, "with plugin_samples > 0: training prompts of the plug-in problem (0: all; the paper: 600)"
+    )
 
     def __post_init__(self) -> None:
         _require(self.beta > 0, "caid.beta", f"must be > 0, got {self.beta}")
@@ -236,6 +244,8 @@ class CAIDConfig:
         _require(self.dual_step_size > 0, "caid.dual_step_size", f"must be > 0, got {self.dual_step_size}")
         _require(self.dual_prompts >= 1, "caid.dual_prompts", f"must be >= 1, got {self.dual_prompts}")
         _require(self.dual_samples >= 1, "caid.dual_samples", f"must be >= 1, got {self.dual_samples}")
+        _require(self.plugin_samples >= 0, "caid.plugin_samples", f"must be >= 0, got {self.plugin_samples}")
+        _require(self.plugin_prompts >= 0, "caid.plugin_prompts", f"must be >= 0 (0: all), got {self.plugin_prompts}")
 
 
 @dataclasses.dataclass(frozen=True)

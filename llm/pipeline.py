@@ -308,6 +308,8 @@ class RunSetup:
         reference: The frozen pi_ref; ``tokenizer`` its tokenizer.
         train_inputs: The model inputs of the training prompts (chat template applied); ``test_inputs`` likewise.
         ref: The (cached) reference phase: pi_ref's samples, scores and log-probabilities.
+        plugin: With ``caid.plugin_samples > 0``, the (cached) pool of the one-shot plug-in problem:
+            ``plugin_prompts`` training prompts x ``plugin_samples`` pi_ref responses; None: the pairs' samples.
     """
 
     scorers: list
@@ -318,6 +320,10 @@ class RunSetup:
     train_inputs: list[str]
     test_inputs: list[str]
     ref: ReferenceData
+    plugin: ReferenceData | None = None
+
+
+_PLUGIN_SEED = 104729  # offsets the plug-in pool's sampling seed from the pairs' (an arbitrary prime)
 
 
 def _scorer_fingerprint(scorer: Any) -> dict[str, object] | None:
@@ -364,7 +370,17 @@ def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
         reference, tokenizer, train.prompts, train_inputs, test.prompts, test_inputs, scorers,
         config.generation, config.seed, key, cache_root / "reference" / f"{key}.npz", ranks,
     )  # fmt: skip
-    return RunSetup(scorers, train, test, reference, tokenizer, train_inputs, test_inputs, ref)
+    plugin = None
+    if config.caid.plugin_samples:
+        # Its own sample of pi_ref, sized as the paper's one-shot problem, apart from the DPO pairs' K.
+        n = config.caid.plugin_prompts or len(train)
+        generation = dataclasses.replace(config.generation, samples_per_prompt=config.caid.plugin_samples)
+        plugin_key = reference_key({**parts, "plugin": [n, config.caid.plugin_samples]})
+        plugin = build_reference(
+            reference, tokenizer, train.prompts, train_inputs[:n], [], [], scorers, generation,
+            config.seed + _PLUGIN_SEED, plugin_key, cache_root / "reference" / f"{plugin_key}.npz", ranks,
+        )  # fmt: skip
+    return RunSetup(scorers, train, test, reference, tokenizer, train_inputs, test_inputs, ref, plugin)
 
 
 def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -426,9 +442,14 @@ def _run_locked(config: RunConfig, out: Path, ranks: Ranks, resume: bool, progre
         record()  # the pre-aligned models are saved into the run directory
         implicit = _pre_align(config, ranks, reference, pad, ref, pairs, out, progress)
         ref = dataclasses.replace(ref, train_scores=_implicit_scores(ranks, implicit, train.prompts, ref, k))
+        if setup.plugin is not None:
+            k_pool = config.caid.plugin_samples
+            scores = _implicit_scores(ranks, implicit, train.prompts, setup.plugin, k_pool)
+            setup = dataclasses.replace(setup, plugin=dataclasses.replace(setup.plugin, train_scores=scores))
         utilities = implicit[1:]
 
-    prob = ref.problem(config.scorers.thresholds, config.caid.beta)
+    pool = setup.plugin if setup.plugin is not None else ref  # the one-shot plug-in problem's samples
+    prob = pool.problem(config.scorers.thresholds, config.caid.beta)
     one_shot = solve_dual(prob, return_policy=False).lam  # raises InfeasibleProblemError before training
     if not spec.pre_aligned:
         record()
@@ -671,11 +692,13 @@ def _evaluate(
     best = max(range(len(violation)), key=lambda i: (-violation[i], i))
     return RunSummary(
         method=config.method,
-        thresholds=tuple(thresholds),
+        thresholds=tuple(float(b) for b in thresholds),
         lambda_one_shot=tuple(float(v) for v in one_shot),
         lambda_last=tuple(float(v) for v in lam),
         improvements=improvements,
-        constraints_satisfied=tuple(improvements[n]["mean"] >= b for n, b in zip(names[1:], thresholds, strict=True)),
+        constraints_satisfied=tuple(
+            bool(improvements[n]["mean"] >= b) for n, b in zip(names[1:], thresholds, strict=True)
+        ),
         kl_estimate=kl,
         last_iteration=metrics[-1]["iteration"],
         best_iteration=metrics[best]["iteration"],

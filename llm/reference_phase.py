@@ -229,14 +229,17 @@ def build_reference(
         inputs = train_inputs[start : start + CHUNK_PROMPTS]
         return part(f"train{c}", train_prompts, inputs, start, k, seed + 7919 * (c + 1))
 
-    *chunks, test = ranks.map(len(starts) + 1, unit, desc="reference phase")
+    with_test = len(test_inputs) > 0  # the one-shot plug-in pool has no held-out part
+    *chunks, test = ranks.map(len(starts) + 1, unit, desc="reference phase") if with_test else [
+        *ranks.map(len(starts), unit, desc="plug-in pool"), None
+    ]
     entry = ReferenceData(
         key,
         [s for chunk in chunks for s in chunk.train],
         np.concatenate([chunk.train_scores for chunk in chunks], axis=1),
         np.concatenate([chunk.train_logprobs for chunk in chunks], axis=0),
-        test.train,
-        test.train_scores,
+        test.train if test else [],
+        test.train_scores if test else np.zeros((len(scorers), 0, EVAL_SAMPLES)),
     )
     if ranks.is_main:
         write_atomic(cache_file, entry.to_bytes())

