@@ -1,8 +1,9 @@
 """Exact theory of constrained alignment (U-CA) on enumerable response sets.
 
 Solvers for the distribution-space problem (closed-form dual and a cvxpy primal), the primal and dual
-quantities of the paper (spec §1–2), duality certificates, the perturbation function, and calculators for
-every bound in the paper's theory (:mod:`theory.bounds`, spec §4).
+quantities of the paper (Sec. 2: problem (U-CA), the Lagrangian (1), the tilted policy (3) and the dual
+problem (4)), duality certificates, the perturbation function (Sec. 3.3), and calculators for every bound
+in the paper's theory (:mod:`theory.bounds`: Lemmas 1-8, Theorems 1-6, App. B).
 """
 
 from theory import bounds

@@ -1,14 +1,14 @@
-"""Calculators for every bound in the paper's theory (spec §4), and the constants they need.
+"""Calculators for every bound in the paper's theory (Lemmas 1-8, Theorems 1-6), and the constants they need.
 
-Notation (spec §4): M = max_{i,x,y} max(|h_i|, |r|); nu = max(nu_1, nu_KL) is the parametrization gap
+Notation (as in Theorems 1-6): M = max_{i,x,y} max(|h_i|, |r|); nu = max(nu_1, nu_KL) is the parametrization gap
 of Assumption 3; ``C(lambda) = M + beta + M |lambda|_1`` is the factor multiplying nu throughout;
 lambda*_nu is the optimal dual of the M nu-tightened problem (Theorem 1); L_D is the smoothness constant
 of D and mu*_D its strong-convexity constant at lambda* (Lemma 1, Assumption 5); eta, S^2 and eps_app
 are the dual step size, the second moment of the stochastic subgradient and the Lagrangian
-maximisation error of practical CAID (spec §3.5).
+maximisation error of practical CAID (App. B.10, eqs. (27)-(28)).
 
 Provenance: the theorem statements are the paper's, but the constants are reconstructed from its proof
-narration (spec tag [R]): they may be grouped differently in the printed paper (e.g. an extra sqrt(2)
+narration (App. B): they may be grouped differently in the printed paper (e.g. an extra sqrt(2)
 inside hat L_D). Each function says which result it implements and states the formula it evaluates.
 All lambda arguments are dual vectors (only their l1 norms enter, except where noted).
 """
@@ -61,7 +61,7 @@ def _nonneg(**values: float) -> None:
 
 
 def bound_constant_M(prob: ConstrainedProblem) -> float:
-    """M = max_{i, x, y in supp} max(|h_i(x, y)|, |r(x, y)|) (spec §4, shorthand)."""
+    """M = max_{i, x, y in supp} max(|h_i(x, y)|, |r(x, y)|) (the constant of Theorems 1-6)."""
     return prob.bound_M
 
 
@@ -70,7 +70,7 @@ def smoothness_constant(prob: ConstrainedProblem) -> float:
 
     ``L_D = (1 / (4 beta)) E_x sum_i (max_y g_i(x, y) - min_y g_i(x, y))^2`` over the support: the Hessian
     is (1/beta) E_x Cov(g), and for any unit u, Var(u^T g) <= (range of u^T g)^2 / 4 (Popoviciu) <=
-    |per-coordinate ranges|^2 / 4. The spec's crude constant m M^2 / beta [G] is never smaller.
+    |per-coordinate ranges|^2 / 4. The crude constant m M^2 / beta is never smaller.
     """
     ranges = prob.support_extreme(prob.utilities, "max") - prob.support_extreme(prob.utilities, "min")
     return float(prob.prompt_weights @ (ranges**2).sum(axis=0) / (4.0 * prob.beta))
@@ -98,7 +98,7 @@ def tightened_dual(prob: ConstrainedProblem, nu: float) -> np.ndarray:
 
 
 def gap_factor(M: float, beta: float, lam: np.ndarray | float) -> float:
-    """C(lambda) = M + beta + M |lambda|_1, the factor multiplying nu in every bound (spec §4)."""
+    """C(lambda) = M + beta + M |lambda|_1, the factor multiplying nu in every bound (e.g. Theorem 1, eq. (8))."""
     _nonneg(M=M, beta=beta)
     return M + beta + M * _l1(lam)
 
@@ -150,7 +150,7 @@ def lemma6_constraint_gap_one_shot(
 
 
 def conditioning_constant(L_D: float, mu_D: float) -> float:
-    """The conditioning constant hat L_D = L_D / sqrt(mu*_D) + sqrt(L_D) (Theorem 3; name [Q], form [R])."""
+    """The conditioning constant hat L_D = L_D / sqrt(mu*_D) + sqrt(L_D) (Theorem 3; the form is reconstructed from its proof)."""
     _nonneg(L_D=L_D)
     if not mu_D > 0:
         raise ValueError(f"mu_D: strong convexity constant must be > 0, got {mu_D!r}")
@@ -190,7 +190,7 @@ def theorem4_one_shot(
 
 
 # ------------------------------------------------------------------------------------------------
-# Practical (stochastic, inexact) CAID (Lemmas 7-8, Theorems 5-6; spec §3.5).
+# Practical (stochastic, inexact) CAID (Lemmas 7-8, Theorems 5-6; App. B.10).
 
 
 def lemma7_dual_progress(dist_sq: float, eta: float, dual_excess: float, eps_app: float, S2: float) -> float:

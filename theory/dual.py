@@ -1,4 +1,4 @@
-"""The distribution-space dual function D(lambda), its derivatives, and the tilted policy (spec §2.2).
+"""The distribution-space dual function D(lambda), its derivatives, and the tilted policy (Sec. 2, eqs. (3)-(4)).
 
 For lambda in R^m the Lagrangian maximiser is the tilted policy of eq. (3)::
 
@@ -132,17 +132,17 @@ def evaluate_dual(
 
 
 def dual_value(prob: ConstrainedProblem, lam: np.ndarray | float) -> float:
-    """D(lambda) = beta E_x log E_{pi_ref}[exp((r + lambda^T h) / beta)] (spec §2.2, below eq. (3))."""
+    """D(lambda) = beta E_x log E_{pi_ref}[exp((r + lambda^T h) / beta)] (Sec. 2, below eq. (3))."""
     return evaluate_dual(prob, lam, order=0).value
 
 
 def dual_gradient(prob: ConstrainedProblem, lam: np.ndarray | float) -> np.ndarray:
-    """The gradient E_x E_{pi*(.|x; lambda)} h of D (Danskin's theorem; spec §2.2)."""
+    """The gradient E_x E_{pi*(.|x; lambda)} h of D (Danskin's theorem; Sec. 2)."""
     return evaluate_dual(prob, lam, order=1).gradient
 
 
 def dual_hessian(prob: ConstrainedProblem, lam: np.ndarray | float) -> np.ndarray:
-    """The Hessian (1/beta) E_x Cov_{pi*(.|x; lambda)}(g) of D (Lemma 1, covariance form; spec §2.2)."""
+    """The Hessian (1/beta) E_x Cov_{pi*(.|x; lambda)}(g) of D (Lemma 1, covariance form)."""
     return evaluate_dual(prob, lam, order=2).hessian
 
 

@@ -36,14 +36,14 @@ def kl_divergence(prob: ConstrainedProblem, policy: np.ndarray) -> np.ndarray:
 
 
 def objective(prob: ConstrainedProblem, policy: np.ndarray) -> float:
-    """E_x [ E_{pi(.|x)} r - beta KL(pi(.|x) || pi_ref(.|x)) ], the objective of (U-CA) (spec §1.2)."""
+    """E_x [ E_{pi(.|x)} r - beta KL(pi(.|x) || pi_ref(.|x)) ], the objective of (U-CA) (Sec. 2)."""
     policy = _check_policy(prob, policy)
     expected_reward = np.einsum("xy,xy->x", policy, prob.reward)
     return float(prob.prompt_weights @ (expected_reward - prob.beta * kl_divergence(prob, policy)))
 
 
 def constraint_slacks(prob: ConstrainedProblem, policy: np.ndarray) -> np.ndarray:
-    """``(m,)`` E_x E_{pi(.|x)} h_i: the constraint values of (U-CA); ``>= 0`` means satisfied (spec §1.1)."""
+    """``(m,)`` E_x E_{pi(.|x)} h_i: the constraint values of (U-CA); ``>= 0`` means satisfied (Sec. 2)."""
     policy = _check_policy(prob, policy)
     expected_g = np.einsum("xy,ixy->ix", policy, prob.utilities)
     return expected_g @ prob.prompt_weights - prob.absolute_thresholds

@@ -1,4 +1,4 @@
-"""The perturbation function P*(eps) of Sec. 3.3 (spec §4, "Perturbation machinery").
+"""The perturbation function P*(eps) of Sec. 3.3 (used in the proofs of Lemma 5 and App. B.6).
 
 ``P*(eps) = max_pi E_x [E_pi r - beta KL(pi || pi_ref)]  s.t.  E_x E_pi h >= eps``. It is concave,
 ``-lambda*(eps)`` is a supergradient (so dP*/deps_i = -lambda*_i where differentiable), and

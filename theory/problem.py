@@ -8,8 +8,9 @@ Problem (U-CA) of the paper (Sec. 2)::
 with the relative constraint functions ``h_i = g_i - E_{pi_ref(.|x)} g_i - b_i`` (Sec. 2): the thresholds
 ``b_i`` are improvements over the reference model's mean utility.
 
-The problem keeps its own read-only copies of every input array, so a caller that reuses (or later
-mutates) its buffers can neither change a problem nor bypass its validation.
+The problem keeps its own read-only copies of every input array (validated, then copied into immutable
+buffers), so a caller that reuses or later mutates its buffers can neither change a problem nor bypass
+its validation.
 """
 
 from __future__ import annotations
@@ -33,25 +34,17 @@ class InfeasibleProblemError(ValueError):
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
-    """A read-only view of ``array``, which must belong to the problem (a copy or a derived array).
-
-    Its bases are frozen too, so ``view.flags.writeable = True`` cannot re-enable writes.
-    """
-    owner = array
-    while isinstance(owner, np.ndarray):
-        owner.flags.writeable = False
-        owner = owner.base
-    view = array.view()
-    view.flags.writeable = False
-    return view
+    """A read-only copy of ``array`` backed by immutable bytes, so not even ``flags.writeable`` can unlock it."""
+    array = np.ascontiguousarray(array)
+    return np.frombuffer(array.tobytes(), dtype=array.dtype).reshape(array.shape)
 
 
-def _as_float_array(value: object, field: str) -> np.ndarray:
-    """A fresh float64 copy of ``value``; ``ValueError`` naming ``field`` for complex or non-numeric input."""
+def _as_float_array(value: object, field: str, copy: bool = True) -> np.ndarray:
+    """``value`` as float64 (a fresh copy unless ``copy=False``); ``ValueError`` naming ``field`` if complex."""
     if np.iscomplexobj(value):
         raise ValueError(f"{field}: expected real numbers, got complex values; pass the real scores (e.g. x.real)")
     try:
-        return np.array(value, dtype=np.float64, copy=True)
+        return np.array(value, dtype=np.float64, copy=True) if copy else np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{field}: expected a numeric array ({err})") from None
 
@@ -102,7 +95,7 @@ class ConstrainedProblem:
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # the dataclass is frozen; normalise fields once here
-        ref = _as_float_array(self.ref_logprobs, "ref_logprobs")
+        ref = _as_float_array(self.ref_logprobs, "ref_logprobs", copy=False)
         if ref.ndim != 2 or ref.shape[0] == 0 or ref.shape[1] == 0:
             raise ValueError(f"ref_logprobs: expected a non-empty (X, Y) array, got shape {ref.shape}")
         n_prompts, n_responses = ref.shape
@@ -119,12 +112,12 @@ class ConstrainedProblem:
                 "normalise each row, e.g. ref_logprobs - scipy.special.logsumexp(ref_logprobs, axis=1, keepdims=True)"
             )
 
-        reward = _as_float_array(self.reward, "reward")
+        reward = _as_float_array(self.reward, "reward", copy=False)
         if reward.shape != ref.shape:
             raise ValueError(f"reward: expected shape {ref.shape} to match ref_logprobs, got {reward.shape}")
         _require_finite(reward, "reward", "scores must be finite (fill off-support entries with 0)")
 
-        utilities = _as_float_array(self.utilities, "utilities")
+        utilities = _as_float_array(self.utilities, "utilities", copy=False)
         if utilities.shape == ref.shape:
             utilities = utilities[None]
         if utilities.ndim != 3 or utilities.shape[1:] != ref.shape or utilities.shape[0] == 0:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import theory
-from tests.dense_dual import dense_constraint_functions, random_problem, reference_lam
+from tests.dense_dual import dense_constraint_functions, dense_dual, random_problem, reference_lam
 from theory import bounds
 
 M, BETA, NU = 2.0, 0.1, 0.01
@@ -83,8 +83,27 @@ def test_tightened_dual_minimises_the_penalised_dual():
     assert np.all(lam_nu >= theory.solve_dual(prob).lam)  # tighter constraints cost more here
 
 
-def test_strong_convexity_constant_at_the_optimum_is_positive():
-    prob = random_problem(3, m=2)
-    sol = theory.solve_dual(prob)
-    mu = bounds.strong_convexity_constant(prob, sol.lam)
-    assert mu == pytest.approx(np.linalg.eigvalsh(sol.hessian)[0]) and mu > 0
+def _fd_hessian(prob, lam, step=1e-5):
+    """Hessian of D by central differences of the dense re-implementation's gradient (not theory.dual)."""
+    eye = np.eye(prob.n_constraints)
+    cols = [(dense_dual(prob, lam + step * e)[1] - dense_dual(prob, lam - step * e)[1]) / (2 * step) for e in eye]
+    fd = np.array(cols).T
+    return (fd + fd.T) / 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_strong_convexity_constant_matches_finite_differences_along_a_segment(seed):
+    prob = random_problem(20 + seed, m=2 + seed % 2, beta=[0.1, 0.5, 1.0][seed], zero_fraction=0.2)
+    lam_star = reference_lam(prob)  # independent minimiser (L-BFGS-B on the dense dual)
+    direction = np.random.default_rng(seed).uniform(0.5, 1.5, size=prob.n_constraints)
+    segment = [lam_star + t * direction for t in np.linspace(0.0, 1.0, 6)]
+    mu_code = np.array([bounds.strong_convexity_constant(prob, lam) for lam in segment])
+    mu_fd = np.array([np.linalg.eigvalsh(_fd_hessian(prob, lam))[0] for lam in segment])
+    np.testing.assert_allclose(mu_code, mu_fd, rtol=1e-5, atol=1e-8)
+    assert mu_code[0] > 0  # mu*_D of Assumption 5 at lambda*
+    # Strong convexity on the segment with its smallest mu, checked on the dense D (Lemma 1):
+    # D(b) >= D(a) + grad D(a)^T (b - a) + mu_min |b - a|^2 / 2.
+    mu_min = mu_fd.min()
+    (d_a, g_a), d_b = dense_dual(prob, segment[0]), dense_dual(prob, segment[-1])[0]
+    gap = segment[-1] - segment[0]
+    assert d_b >= d_a + g_a @ gap + 0.5 * mu_min * gap @ gap - 1e-12

@@ -35,6 +35,22 @@ def test_gradient_and_hessian_match_finite_differences(seed):
     assert np.allclose(hess, hess.T) and np.linalg.eigvalsh(hess)[0] > 0
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_hessian_matches_second_differences_of_the_dense_dual_value(seed):
+    prob = random_problem(40 + seed, m=2, beta=[0.5, 1.0, 2.0][seed], zero_fraction=0.1)
+    lam = np.random.default_rng(seed).uniform(0, 2, size=2)
+    step, eye = 1e-4, np.eye(2)
+
+    def value(x):
+        return dense_dual(prob, x)[0]
+
+    fd = np.array(
+        [[(value(lam + step * (a + b)) - value(lam + step * (a - b)) - value(lam - step * (a - b))
+           + value(lam - step * (a + b))) / (4 * step**2) for b in eye] for a in eye]
+    )
+    np.testing.assert_allclose(theory.dual_hessian(prob, lam), fd, rtol=1e-5, atol=1e-6)
+
+
 def test_tilted_policy_maximises_the_lagrangian():
     prob = random_problem(3, m=2, zero_fraction=0.3)
     lam = np.array([0.7, 0.2])

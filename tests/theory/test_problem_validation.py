@@ -87,3 +87,87 @@ def test_policy_and_lambda_inputs_are_checked():
         theory.solve_dual(prob, lam0=[-1.0, 0.0])
     with pytest.raises(ValueError, match="lam"):
         theory.certify(prob, np.exp(prob.ref_logprobs), [-0.1, 0.0])
+
+
+def test_problems_built_from_one_reused_buffer_stay_distinct():
+    a = _arrays()
+    buffer = a["reward"].copy()
+    first = theory.ConstrainedProblem(a["ref_logprobs"], buffer, a["utilities"], a["thresholds"], a["beta"])
+    first_value = theory.solve_dual(first).value
+    buffer += 5.0  # reuse the buffer for a second problem
+    second = theory.ConstrainedProblem(a["ref_logprobs"], buffer, a["utilities"], a["thresholds"], a["beta"])
+    np.testing.assert_array_equal(first.reward, a["reward"])
+    np.testing.assert_array_equal(second.reward, a["reward"] + 5.0)
+    assert theory.solve_dual(first).value == first_value
+    assert theory.solve_dual(second).value == pytest.approx(first_value + 5.0)  # E r shifts by 5 for any policy
+
+
+def test_mutating_inputs_after_construction_changes_nothing():
+    a = _arrays()
+    inputs = {k: np.array(v) for k, v in a.items()}
+    weights = np.array([1.0, 2.0, 3.0])
+    prob = theory.ConstrainedProblem(**inputs, prompt_weights=weights)
+    snapshot = {k: np.array(getattr(prob, k)) for k in ("ref_logprobs", "reward", "utilities", "thresholds")}
+    inputs["reward"][0, 0] = np.nan  # would be refused by validation
+    inputs["utilities"][:] = np.inf
+    inputs["ref_logprobs"][0] = 5.0  # a row that no longer sums to one
+    inputs["thresholds"][:] = 1e9
+    weights[:] = -1.0
+    for key, value in snapshot.items():
+        np.testing.assert_array_equal(getattr(prob, key), value)
+    assert np.allclose(prob.prompt_weights, [1 / 6, 2 / 6, 3 / 6])
+
+
+@pytest.mark.parametrize("field", ["ref_logprobs", "reward", "utilities", "thresholds", "prompt_weights"])
+def test_stored_arrays_cannot_be_made_writeable(field):
+    prob = theory.ConstrainedProblem(**_arrays(), prompt_weights=np.ones(3))
+    array = getattr(prob, field)
+    with pytest.raises(ValueError):
+        array.flags.writeable = True
+    with pytest.raises(ValueError):
+        array.base.flags.writeable = True
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("beta", lambda a: np.array([0.1, 0.2]), r"beta: expected one number > 0, got an array of shape \(2,\)"),
+        ("beta", lambda a: [0.1], r"beta: expected one number.*shape \(1,\)"),
+        ("beta", lambda a: True, "beta: expected one number > 0, got a bool"),
+        ("beta", lambda a: 0.1 + 0.2j, "beta: expected real numbers, got complex"),
+        ("beta", lambda a: np.inf, "beta: must be a finite number"),
+        ("beta", lambda a: "0.1x", "beta: expected a numeric array"),
+        ("reward", lambda a: a["reward"] + 0j, "reward: expected real numbers, got complex"),
+        ("utilities", lambda a: a["utilities"] * 1j, "utilities: expected real numbers"),
+        ("thresholds", lambda a: np.array([0.1j, 0.0]), "thresholds: expected real numbers"),
+        ("ref_logprobs", lambda a: a["ref_logprobs"].astype(complex), "ref_logprobs: expected real numbers"),
+        ("prompt_weights", lambda a: np.ones(3, dtype=complex), "prompt_weights: expected real numbers"),
+        ("reward", lambda a: np.where(np.eye(3, 4, k=1, dtype=bool), -np.inf, a["reward"]),
+         r"reward: contains -inf at index \(0, 1\); scores must be finite"),
+        ("utilities", lambda a: np.concatenate([a["utilities"][:1], np.full((1, 3, 4), np.nan)]),
+         r"utilities\[1\]: contains nan at index \(0, 0\); scores must be finite"),
+        ("thresholds", lambda a: np.array([0.0, np.inf]), r"thresholds: contains inf at index \(1,\)"),
+        ("ref_logprobs", lambda a: np.where(np.eye(3, 4, dtype=bool), np.inf, a["ref_logprobs"]),
+         r"ref_logprobs: contains inf at index \(0, 0\).*-inf marks"),
+        ("prompt_weights", lambda a: np.array([1.0, np.nan, 1.0]), r"prompt_weights: contains nan at index \(1,\)"),
+    ],
+)
+def test_array_beta_complex_and_non_finite_inputs_name_the_field(field, value, match):
+    a = _arrays()
+    a[field] = value(a)
+    with pytest.raises(ValueError, match=match):
+        theory.ConstrainedProblem(**a)
+
+
+def test_with_beta_and_plug_in_validate_like_the_constructor():
+    prob = theory.ConstrainedProblem(**_arrays())
+    with pytest.raises(ValueError, match="beta: expected one number"):
+        prob.with_beta(np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="beta: must be a finite number"):
+        prob.with_beta(np.nan)
+    scores = np.random.default_rng(0).normal(size=(2, 3, 4))
+    with pytest.raises(ValueError, match="reward: expected real numbers"):
+        theory.ConstrainedProblem.plug_in(scores * (1 + 1j), [0.0], 0.1)
+    scores[1, 0, 2] = np.nan
+    with pytest.raises(ValueError, match=r"utilities\[0\]: contains nan at index \(0, 2\)"):
+        theory.ConstrainedProblem.plug_in(scores, [0.0], 0.1)
