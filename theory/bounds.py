@@ -150,7 +150,7 @@ def lemma6_constraint_gap_one_shot(
 
 
 def conditioning_constant(L_D: float, mu_D: float) -> float:
-    """The conditioning constant hat L_D = L_D / sqrt(mu*_D) + sqrt(L_D) (Theorem 3; the form is reconstructed from its proof)."""
+    """The conditioning constant hat L_D = L_D / sqrt(mu*_D) + sqrt(L_D) (Theorem 3; form reconstructed)."""
     _nonneg(L_D=L_D)
     if not mu_D > 0:
         raise ValueError(f"mu_D: strong convexity constant must be > 0, got {mu_D!r}")
