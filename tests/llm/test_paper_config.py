@@ -51,7 +51,7 @@ def test_paper_config_runs_with_tiny_stand_ins(tmp_path):
     import llm.pipeline as pipeline
     from llm.models import chat_prompt, load_model, load_tokenizer, tiny_model
     from llm.reward_models import PKU_CHAT_TEMPLATE, PKU_PROMPT
-    from tests.test_reward_models import save_score_model
+    from tests.llm.test_reward_models import save_score_model
 
     tokenizer = load_tokenizer()
     # pi_ref: a tiny Llama whose tokenizer carries safe-rlhf's prompt format, as the README prepares Alpaca's.
@@ -84,7 +84,7 @@ def test_paper_config_runs_with_tiny_stand_ins(tmp_path):
     d["data"].update(prompts=[f"file:{data}"], test_fraction=0.25)
     d["generation"].update(max_new_tokens=8, samples_per_prompt=2, batch_size=16)
     d["training"].update(batch_size=4)
-    d["caid"].update(iterations=2, dual_prompts=2, dual_samples=2)
+    d["caid"].update(iterations=2, dual_prompts=2, dual_samples=2, plugin_prompts=2, plugin_samples=3)
     config = from_dict(RunConfig, d)
 
     out = tmp_path / "run"
