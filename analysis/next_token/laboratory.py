@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.next_token.evaluation import evaluate
+from analysis.next_token.evaluation import ExactOptimum, evaluate
 from analysis.next_token.methods import Method, TrainingData, TrainingSettings, train_method
-from analysis.next_token.policy import TopLayersPolicy, encode_trunk
+from analysis.next_token.policy import LastBlockPolicy
 from analysis.next_token.problem import exact_problem, plug_in_problem, sample_tokens, save_instance
 from analysis.next_token.world import (
     SCORE_NAMES,
@@ -37,7 +37,6 @@ from analysis.next_token.world import (
     make_split,
     normalised,
 )
-from analysis.parametrization_gap.measurements import DistributionOptimum
 from theory import certify, solve_dual
 
 __all__ = ["FULL", "QUICK", "LabConfig", "Setting", "run", "settings_of"]
@@ -54,7 +53,6 @@ class LabConfig:
         n_eval: Held-out prompts (the exact instance; <= ~250 keeps instance.npz under 100 MB).
         split_seed: Seed of the train/held-out split and of the threshold sample.
         k: Reference tokens per train prompt (all k(k-1)/2 pairs).
-        top_k: Trained top layers.
         fractions: Single-constraint thresholds, as fractions of the K-sample plug-in maximum of g_1.
         pairs: Two-constraint thresholds (g_1, g_2), as fractions of their plug-in maxima.
         seeds: Seeds of the DPO randomness (token sample, labels, batch order, sampled dual steps).
@@ -66,7 +64,6 @@ class LabConfig:
     n_eval: int = 64
     split_seed: int = 0
     k: int = 8
-    top_k: int = 2
     fractions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     pairs: tuple[tuple[float, float], ...] = ((0.3, 0.3), (0.6, 0.3), (0.3, 0.6))
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -157,7 +154,7 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
     optima, optimum_rows = {}, []
     for s in tqdm(settings, desc="exact problems", disable=not progress):
         prob = exact_problem(world, s.utilities, np.array(s.thresholds), beta)
-        opt = DistributionOptimum.of(prob)
+        opt = ExactOptimum.of(prob)
         cert = certify(prob, opt.solution.policy, opt.solution.lam)
         lam_train = solve_dual(exact_problem(world, s.utilities, np.array(s.thresholds), beta, train=True),
                                return_policy=False).lam
@@ -173,8 +170,7 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
             optimum_rows[-1]["instance_bytes"] = save_instance(prob, out / "instance.npz")
     pd.DataFrame(optimum_rows).to_csv(out / "optima.csv", index=False)
 
-    train_trunk = encode_trunk(model, world.train_ids, config.top_k)
-    eval_trunk = encode_trunk(model, world.eval_ids, config.top_k)
+    train_trunk, eval_trunk = world.trunk_train, world.trunk_eval
     ref_train = normalised(world.ref_train)
     jobs = [(seed, s, meth) for seed in config.seeds for s in settings for meth in _methods(s)]
     jobs += [(seed, settings[0], meth) for seed in config.seeds for meth in (Method.DPO_H, Method.DPO_G)]
@@ -197,7 +193,7 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
         plug_lam = solve_dual(plug_in_problem(world, tokens, s.utilities, thresholds, beta), return_policy=False).lam
         opt, lam_train = optima[s.name]
         lam0 = lam_train if method is Method.ONE_SHOT_EXACT else plug_lam
-        policy = TopLayersPolicy(model, config.top_k)
+        policy = LastBlockPolicy(model)
         result = train_method(policy, data, method, lam0, thresholds, config.training, seed)
         ev = evaluate(opt, policy.distribution(eval_trunk), result.lam,
                       eta=config.training.eta if method.is_caid else 0.0, second_moment=result.second_moment)

@@ -1,6 +1,6 @@
 """The methods on the real model: DPO on pseudo-labels, one-shot, CAID, DPO_h and DPO_g (Sec. 3, Sec. 5).
 
-Every method trains a :class:`~analysis.next_token.policy.TopLayersPolicy` with ``llm.dpo.dpo_loss`` on all
+Every method trains a :class:`~analysis.next_token.policy.LastBlockPolicy` with ``llm.dpo.dpo_loss`` on all
 K(K-1)/2 pairs of K reference tokens per train prompt, relabelled each epoch with ``llm.dpo.pseudo_labels``
 from r_lambda = w r + lambda^T g (Sec. 3.2, eq. (13)):
 
@@ -25,7 +25,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from analysis.next_token.policy import TopLayersPolicy, Trunk
+from analysis.next_token.policy import LastBlockPolicy, Trunk
 from llm.dpo import dpo_loss, dual_step, pseudo_labels
 
 __all__ = ["Method", "MethodResult", "TrainingData", "TrainingSettings", "train_method"]
@@ -108,7 +108,7 @@ class MethodResult:
     second_moment: float
 
 
-def _epoch(policy: TopLayersPolicy, optimiser: torch.optim.Optimizer, data: TrainingData, weights: np.ndarray,
+def _epoch(policy: LastBlockPolicy, optimiser: torch.optim.Optimizer, data: TrainingData, weights: np.ndarray,
            settings: TrainingSettings, seed: int, epoch: int) -> None:
     """One DPO epoch on all pairs, labelled by the composite ``weights @ scores``."""
     pairs = np.array(list(combinations(range(data.tokens.shape[1]), 2)))
@@ -134,7 +134,7 @@ def _epoch(policy: TopLayersPolicy, optimiser: torch.optim.Optimizer, data: Trai
             optimiser.step()
 
 
-def _slack(policy: TopLayersPolicy, data: TrainingData, thresholds: np.ndarray, method: Method,
+def _slack(policy: LastBlockPolicy, data: TrainingData, thresholds: np.ndarray, method: Method,
            settings: TrainingSettings, rng: np.random.Generator) -> np.ndarray:
     """On-policy constraint slack E_x E_pi h_i on the train prompts: exact, or from sampled tokens."""
     if method is Method.CAID_EXACT:
@@ -149,7 +149,7 @@ def _slack(policy: TopLayersPolicy, data: TrainingData, thresholds: np.ndarray, 
     return (sampled - data.ref_means[:, rows]).mean(axis=1) - thresholds
 
 
-def train_method(policy: TopLayersPolicy, data: TrainingData, method: Method, lam0: np.ndarray,
+def train_method(policy: LastBlockPolicy, data: TrainingData, method: Method, lam0: np.ndarray,
                  thresholds: np.ndarray, settings: TrainingSettings, seed: int) -> MethodResult:
     """Train ``policy`` in place with ``method``.
 

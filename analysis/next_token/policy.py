@@ -1,10 +1,15 @@
-"""The trained policy class: the top decoder layers of the LM on a cached frozen trunk.
+"""The trained policy class: the last decoder block's MLP on a cached frozen trunk.
 
-Only the last ``top_k`` decoder layers and the final norm train; the embedding and the tied LM head stay
-frozen (as in ``llm.models.trainable_parameters(..., "top_layers")``). The hidden states entering the first
-trained layer depend on nothing trainable, so they are computed once per prompt (:func:`encode_trunk`) and
-every training step runs only the top layers and the head on the last position. Prompts are right-padded:
-under causal attention no real position attends to padding, so no attention mask is needed.
+pi_theta(.|x) = softmax(head(norm(h + MLP(ln(h))))) with ``h`` the hidden state of the prompt's last position
+after the last block's attention. Trained: that block's post-attention norm and MLP and the final norm;
+frozen: everything below (so ``h`` is computed once per prompt, :func:`encode_trunk`) and the embedding with
+its tied LM head (the convention of ``llm.models.trainable_parameters(..., "top_layers")``). At its
+initialisation the policy is exactly pi_ref. One training step then costs a (batch x d) MLP and the head,
+not a forward pass of the model; training the whole last block would need every position's keys and
+values and costs ~40x more on 2 CPU cores.
+
+Prompts are right-padded in the trunk forward: under causal attention no real position attends to padding,
+so the last real position's state equals that of the unpadded prompt (no attention mask is needed).
 """
 
 from __future__ import annotations
@@ -16,111 +21,99 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from analysis.next_token.world import _right_padded
-from llm.models import trainable_parameters
+__all__ = ["LastBlockPolicy", "Trunk", "encode_trunk", "right_padded"]
 
-__all__ = ["TopLayersPolicy", "Trunk", "encode_trunk"]
+
+def right_padded(batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, last)``: right-padded token ids and each prompt's last real position."""
+    if any(len(p) == 0 for p in batch):
+        raise ValueError("prompt_ids: every prompt needs at least one token")
+    length = max(len(p) for p in batch)
+    ids = torch.zeros((len(batch), length), dtype=torch.long)
+    for i, p in enumerate(batch):
+        ids[i, : len(p)] = torch.as_tensor(list(p))
+    return ids, torch.as_tensor([len(p) - 1 for p in batch])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trunk:
-    """Cached inputs of the first trained layer.
-
-    Attributes:
-        hidden: ``(X, L, d)`` hidden states entering decoder layer ``n_layers - top_k``.
-        last: ``(X,)`` index of each prompt's last real position.
-    """
+    """Cached frozen computation: ``hidden`` is ``(X, d)``, the last position's state after the last attention."""
 
     hidden: torch.Tensor
-    last: torch.Tensor
+
+    def __len__(self) -> int:
+        """X, the number of prompts."""
+        return self.hidden.shape[0]
 
     def rows(self, index: np.ndarray | torch.Tensor) -> Trunk:
         """The trunk of a subset of prompts."""
-        index = torch.as_tensor(index, dtype=torch.long)
-        return Trunk(self.hidden[index], self.last[index])
+        return Trunk(self.hidden[torch.as_tensor(index, dtype=torch.long)])
 
 
-def _layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    return model.model.layers
+class _Stop(Exception):
+    """Raised by the trunk hook: nothing above the captured state is needed."""
+
+
+def _last_block(model: torch.nn.Module) -> torch.nn.Module:
+    try:
+        return model.model.layers[-1]
+    except AttributeError as exc:
+        raise ValueError(f"{type(model).__name__}: expected a Llama-style model with model.layers") from exc
 
 
 @torch.no_grad()
-def encode_trunk(
-    model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], top_k: int, batch_size: int = 32
-) -> Trunk:
-    """Run the frozen lower layers once and keep the hidden states entering the first trained layer.
+def encode_trunk(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], batch_size: int = 32) -> Trunk:
+    """Run the frozen part of ``model`` once per prompt and keep the state entering the trained MLP.
 
     Args:
-        model: A Llama-style causal LM (``model.model.layers``).
+        model: A Llama-style causal LM.
         prompt_ids: Token ids of each prompt.
-        top_k: Number of trained top layers.
         batch_size: Prompts per forward pass.
     """
-    layers = _layers(model)
-    if not 1 <= top_k <= len(layers):
-        raise ValueError(f"top_k: must be in 1..{len(layers)}, got {top_k}")
     captured: list[torch.Tensor] = []
 
-    def hook(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        captured.append((args[0] if args else kwargs["hidden_states"]).detach().clone())
-        raise _Stop  # the layers above are not needed
+    def hook(_module: torch.nn.Module, args: tuple) -> None:
+        captured.append(args[0].detach().clone())
+        raise _Stop
 
-    handle = layers[len(layers) - top_k].register_forward_pre_hook(hook, with_kwargs=True)
-    hidden, last = [], []
+    handle = _last_block(model).post_attention_layernorm.register_forward_pre_hook(hook)
+    states = []
     try:
         for start in range(0, len(prompt_ids), batch_size):
-            ids, idx = _right_padded(prompt_ids[start : start + batch_size])
+            ids, last = right_padded(prompt_ids[start : start + batch_size])
             try:
                 model(input_ids=ids)
             except _Stop:
                 pass
-            hidden.append(captured.pop())
-            last.append(idx)
+            states.append(captured.pop()[torch.arange(len(last)), last])
     finally:
         handle.remove()
-    width = max(h.shape[1] for h in hidden)
-    padded = [torch.nn.functional.pad(h, (0, 0, 0, width - h.shape[1])) for h in hidden]
-    return Trunk(torch.cat(padded), torch.cat(last))
+    return Trunk(torch.cat(states).float())
 
 
-class _Stop(Exception):
-    """Raised by the trunk hook to skip the layers above the cached ones."""
+class LastBlockPolicy(torch.nn.Module):
+    """pi_theta(.|x) = softmax(head(norm(h + MLP(ln(h))))) on a :class:`Trunk` (module docstring)."""
 
-
-class TopLayersPolicy(torch.nn.Module):
-    """pi_theta(.|x) = softmax(head(norm(top layers(trunk(x))))) at the last position.
-
-    Holds its own copies of the top layers and the final norm (the trained parameters, initialised at the
-    pretrained weights so the policy starts at pi_ref) and shares the frozen rotary embedding and head.
-    """
-
-    def __init__(self, model: torch.nn.Module, top_k: int) -> None:
-        """Copy the top ``top_k`` layers and the final norm of ``model``."""
+    def __init__(self, model: torch.nn.Module) -> None:
+        """Copy the last block's post-attention norm and MLP and the final norm (trained); share the head."""
         super().__init__()
-        trainable_parameters(model, "top_layers", top_k)  # validates top_k; the copies below are what trains
-        layers = _layers(model)
-        self.layers = torch.nn.ModuleList(copy.deepcopy(layers[len(layers) - top_k :]))
-        self.norm = copy.deepcopy(model.model.norm)
-        self.rotary = model.model.rotary_emb
-        self.head = model.get_output_embeddings()
+        block = _last_block(model)
+        self.ln = copy.deepcopy(block.post_attention_layernorm).float()
+        self.mlp = copy.deepcopy(block.mlp).float()
+        self.norm = copy.deepcopy(model.model.norm).float()
+        self.head_weight = model.get_output_embeddings().weight.detach().float()  # frozen (tied to the embedding)
         for p in self.parameters():
-            p.requires_grad_(False)
-        for p in (*self.layers.parameters(), *self.norm.parameters()):
             p.requires_grad_(True)
 
     def trainable(self) -> list[torch.nn.Parameter]:
-        """The trained parameters (top layers and final norm)."""
-        return [*self.layers.parameters(), *self.norm.parameters()]
+        """The trained parameters."""
+        return list(self.parameters())
 
     def logits(self, trunk: Trunk) -> torch.Tensor:
         """``(X, V)`` next-token logits after each prompt."""
         h = trunk.hidden
-        positions = torch.arange(h.shape[1]).unsqueeze(0).expand(h.shape[0], -1)
-        rotary = self.rotary(h, positions)
-        for layer in self.layers:
-            h = layer(h, position_embeddings=rotary, position_ids=positions)
-        last = h[torch.arange(h.shape[0]), trunk.last]
-        return self.head(self.norm(last)).float()
+        h = h + self.mlp(self.ln(h))
+        return self.norm(h) @ self.head_weight.T
 
     def log_probs(self, trunk: Trunk) -> torch.Tensor:
         """``(X, V)`` log pi_theta(v|x)."""
@@ -128,9 +121,8 @@ class TopLayersPolicy(torch.nn.Module):
 
     @torch.no_grad()
     def distribution(self, trunk: Trunk, batch_size: int = 64) -> np.ndarray:
-        """``(X, V)`` float64 pi_theta(.|x), computed without gradients in batches."""
-        out = [
-            torch.softmax(self.logits(trunk.rows(torch.arange(s, min(s + batch_size, len(trunk.last))))).double(), -1)
-            for s in range(0, len(trunk.last), batch_size)
-        ]
-        return torch.cat(out).numpy()
+        """``(X, V)`` float64 pi_theta(.|x)."""
+        return np.concatenate([
+            torch.softmax(self.logits(trunk.rows(np.arange(s, min(s + batch_size, len(trunk))))).double(), -1).numpy()
+            for s in range(0, len(trunk), batch_size)
+        ])  # fmt: skip

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from analysis.next_token.policy import LastBlockPolicy, Trunk, encode_trunk
+
 __all__ = [
     "FRAMES",
     "SCORE_NAMES",
@@ -76,7 +78,7 @@ SUBJECTS: tuple[str, ...] = (
 SCORE_NAMES: tuple[str, ...] = ("criticism", "valence", "brevity")
 """Rows of the score table: the reward r, then the utilities g_1, g_2."""
 
-_FORMAT = 1
+_FORMAT = 2
 _FLOAT = np.float32
 
 
@@ -102,30 +104,15 @@ def make_split(n_train: int, n_eval: int, seed: int) -> tuple[list[str], list[st
     return [pool[i] for i in order[:n_train]], [pool[i] for i in order[n_train : n_train + n_eval]]
 
 
-@torch.inference_mode()
-def reference_logprobs(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray:
-    """``(X, V)`` float64 log pi_ref(v|x): the model's next-token log-softmax after each prompt.
+def reference_logprobs(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(log pi_ref, trunk)``: next-token log-softmax ``(X, V)`` and the trunk states it came from.
 
-    Prompts are right-padded: with causal attention no real position attends to the padding, so the last
-    real position's logits equal those of the unpadded prompt.
+    The trunk ``(X, d)`` is :mod:`analysis.next_token.policy`'s cached state; one forward pass gives both.
     """
-    rows = []
-    for start in range(0, len(prompt_ids), batch_size):
-        batch = prompt_ids[start : start + batch_size]
-        ids, last = _right_padded(batch)
-        logits = model(input_ids=ids).logits[torch.arange(len(batch)), last]
-        rows.append(torch.log_softmax(logits.double(), dim=-1).numpy())
-    return np.concatenate(rows)
-
-
-def _right_padded(batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    if any(len(p) == 0 for p in batch):
-        raise ValueError("prompt_ids: every prompt needs at least one token")
-    length = max(len(p) for p in batch)
-    ids = torch.zeros((len(batch), length), dtype=torch.long)
-    for i, p in enumerate(batch):
-        ids[i, : len(p)] = torch.as_tensor(list(p))
-    return ids, torch.as_tensor([len(p) - 1 for p in batch])
+    trunk = encode_trunk(model, prompt_ids)
+    with torch.no_grad():
+        logits = LastBlockPolicy(model).logits(trunk)
+    return torch.log_softmax(logits.double(), dim=-1).numpy(), trunk.hidden.numpy()
 
 
 def token_score_tables(token_texts: Sequence[str]) -> np.ndarray:
@@ -175,6 +162,8 @@ class World:
         ref_eval: ``(X_eval, V)`` float32 log pi_ref on held-out prompts.
         scores: ``(3, V)`` standardised tables, rows :data:`SCORE_NAMES` (r, g_1, g_2).
         scale: ``(3,)`` the pooled within-prompt SDs the raw tables were divided by.
+        trunk_train: Cached trunk of the train prompts (:class:`~analysis.next_token.policy.Trunk`).
+        trunk_eval: Cached trunk of the held-out prompts.
     """
 
     train_prompts: tuple[str, ...]
@@ -185,6 +174,8 @@ class World:
     ref_eval: np.ndarray
     scores: np.ndarray
     scale: np.ndarray
+    trunk_train: Trunk
+    trunk_eval: Trunk
 
     @property
     def vocab_size(self) -> int:
@@ -223,7 +214,7 @@ def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _read_world(
-    path: Path, key: str, train: Sequence[str], held_out: Sequence[str], vocab: int
+    path: Path, key: str, train: Sequence[str], held_out: Sequence[str], vocab: int, width: int
 ) -> dict[str, np.ndarray]:
     fix = f"delete {path} to rebuild it"
     try:
@@ -231,12 +222,15 @@ def _read_world(
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, EOFError) as exc:
         raise WorldError(f"{path}: not a readable npz file ({exc}); {fix}") from exc
-    need = {"key", "ref_train", "ref_eval", "scores", "scale"}
+    need = {"key", "ref_train", "ref_eval", "scores", "scale", "trunk_train", "trunk_eval"}
     if not need <= arrays.keys():
         raise WorldError(f"{path}: missing arrays {sorted(need - arrays.keys())}; {fix}")
     if str(arrays["key"]) != key:
         raise WorldError(f"{path}: built for another world (key {arrays['key']}, expected {key}); {fix}")
-    shapes = {"ref_train": (len(train), vocab), "ref_eval": (len(held_out), vocab), "scores": (3, vocab), "scale": (3,)}
+    shapes = {
+        "ref_train": (len(train), vocab), "ref_eval": (len(held_out), vocab), "scores": (3, vocab), "scale": (3,),
+        "trunk_train": (len(train), width), "trunk_eval": (len(held_out), width),
+    }  # fmt: skip
     for name, shape in shapes.items():
         a = arrays[name]
         if a.shape != shape or a.dtype.kind != "f" or not np.all(np.isfinite(a)):
@@ -271,7 +265,7 @@ def load_or_build_world(
     Returns:
         The :class:`World`.
     """
-    vocab = int(model.get_output_embeddings().weight.shape[0])
+    vocab, width = model.get_output_embeddings().weight.shape
     key = _key(model_id, train, held_out, vocab)
     path = Path(cache_dir) / f"world-{key}.npz"
     train_ids = tuple(tuple(tokenizer(p, add_special_tokens=False).input_ids) for p in train)
@@ -279,19 +273,22 @@ def load_or_build_world(
     arrays = None
     if path.exists():
         try:
-            arrays = _read_world(path, key, train, held_out, vocab)
+            arrays = _read_world(path, key, train, held_out, vocab, width)
         except WorldError:
             arrays = None  # rebuilt below; the bad file is replaced atomically
     if arrays is None:
-        ref_train, ref_eval = reference_logprobs(model, train_ids), reference_logprobs(model, eval_ids)
+        (ref_train, trunk_train), (ref_eval, trunk_eval) = (reference_logprobs(model, ids) for ids in
+                                                            (train_ids, eval_ids))
         raw = token_score_tables([tokenizer.decode([v]) for v in range(vocab)])
         scale = within_prompt_sd(ref_train, raw)
         arrays = {
             "key": np.array(key), "ref_train": ref_train.astype(_FLOAT), "ref_eval": ref_eval.astype(_FLOAT),
-            "scores": raw / scale[:, None], "scale": scale,
+            "scores": raw / scale[:, None], "scale": scale, "trunk_train": trunk_train, "trunk_eval": trunk_eval,
         }  # fmt: skip
         atomic_savez(path, **arrays)
     return World(
         tuple(train), tuple(held_out), train_ids, eval_ids, arrays["ref_train"], arrays["ref_eval"],
         np.asarray(arrays["scores"], np.float64), np.asarray(arrays["scale"], np.float64),
+        Trunk(torch.as_tensor(arrays["trunk_train"], dtype=torch.float32)),
+        Trunk(torch.as_tensor(arrays["trunk_eval"], dtype=torch.float32)),
     )  # fmt: skip

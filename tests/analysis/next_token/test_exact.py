@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.next_token.evaluation import evaluate
-from analysis.next_token.policy import TopLayersPolicy, encode_trunk
+from analysis.next_token.evaluation import ExactOptimum, evaluate
+from analysis.next_token.policy import LastBlockPolicy, encode_trunk
 from analysis.next_token.problem import InstanceError, exact_problem, load_instance, save_instance
 from analysis.next_token.world import load_or_build_world, make_split, reference_logprobs
-from analysis.parametrization_gap.measurements import DistributionOptimum
 from theory import ConstrainedProblem, solve_dual, solve_primal, tilted_policy
 
 
@@ -27,16 +26,15 @@ def test_trunk_cache_matches_full_forward(tiny):
     model, _ = tiny
     ids = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11]]
     full = torch.stack([model(input_ids=torch.tensor([p])).logits[0, -1] for p in ids]).double()
-    for top_k in (1, 2):
-        logits = TopLayersPolicy(model, top_k).logits(encode_trunk(model, ids, top_k)).double()
-        assert torch.allclose(logits, full, atol=1e-5)
-    assert np.allclose(reference_logprobs(model, ids), torch.log_softmax(full, -1).detach().numpy(), atol=1e-5)
+    logits = LastBlockPolicy(model).logits(encode_trunk(model, ids, batch_size=2)).double()
+    assert torch.allclose(logits, full, atol=1e-5)
+    assert np.allclose(reference_logprobs(model, ids)[0], torch.log_softmax(full, -1).detach().numpy(), atol=1e-5)
 
 
 def test_exact_expectations_match_monte_carlo(world):
     prob = exact_problem(world, (1,), np.array([0.1]), 1.0)
     policy = tilted_policy(prob, np.array([0.7]))  # any full-support policy
-    ev = evaluate(DistributionOptimum.of(prob), policy, np.array([0.7]))
+    ev = evaluate(ExactOptimum.of(prob), policy, np.array([0.7]))
     rng = np.random.default_rng(0)
     n = 20000
     for x in range(prob.n_prompts):
@@ -51,7 +49,7 @@ def test_exact_expectations_match_monte_carlo(world):
 
 def test_tilted_policy_at_lambda_star_reaches_p_star(world):
     prob = exact_problem(world, (1, 2), np.array([0.2, 0.1]), 1.0)
-    opt = DistributionOptimum.of(prob)
+    opt = ExactOptimum.of(prob)
     row = evaluate(opt, tilted_policy(prob, opt.solution.lam), opt.solution.lam).row
     p = tilted_policy(prob, opt.solution.lam)
     brute = np.mean([(p[x] * prob.reward[x]).sum() - np.sum(p[x] * (np.log(p[x]) - prob.ref_logprobs[x]))
@@ -79,7 +77,7 @@ def test_saved_instance_resolved_by_cvxpy(world, tmp_path):
 def test_broken_instance_names_file(tmp_path):
     path = tmp_path / "instance.npz"
     np.savez(path, reward=np.zeros(3))
-    with pytest.raises(InstanceError, match="instance.npz: missing fields"):
+    with pytest.raises(InstanceError, match=r"instance\.npz: missing fields"):
         load_instance(path)
 
 
@@ -103,7 +101,7 @@ def test_smollm2_smoke():
 
     model, tok = load_model()
     ids = [tok(p, add_special_tokens=False).input_ids for p in make_split(2, 1, seed=0)[0]]
-    ref = reference_logprobs(model, ids)
+    ref, _ = reference_logprobs(model, ids)
     assert ref.shape == (2, 49152) and np.allclose(np.exp(ref).sum(1), 1)
-    logits = TopLayersPolicy(model, 2).logits(encode_trunk(model, ids, 2))
-    assert np.allclose(torch.log_softmax(logits.double(), -1).detach().numpy(), ref, atol=1e-4)
+    full = torch.stack([model(input_ids=torch.tensor([p])).logits[0, -1] for p in ids]).double()
+    assert np.allclose(torch.log_softmax(full, -1).detach().numpy(), ref, atol=1e-4)

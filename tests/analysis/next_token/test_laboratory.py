@@ -11,7 +11,7 @@ from analysis.next_token.methods import TrainingSettings
 from analysis.next_token.verdicts import write_verdicts
 from tests.interrupts import count_calls, killed_on_call
 
-CONFIG = LabConfig(n_train=8, n_eval=6, k=4, top_k=1, fractions=(0.3, 0.7), pairs=((0.3, 0.3),), seeds=(0, 1),
+CONFIG = LabConfig(n_train=8, n_eval=6, k=4, fractions=(0.3, 0.7), pairs=((0.3, 0.3),), seeds=(0, 1),
                    training=TrainingSettings(epochs=2, passes=1, batch_prompts=4, dual_prompts=4, dual_samples=2))
 
 
