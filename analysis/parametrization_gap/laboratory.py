@@ -23,7 +23,7 @@ its checked hypotheses (:mod:`~analysis.parametrization_gap.measurements`). Writ
 
 The world's thresholds sit 10% of the way from pi*(0)'s improvement to the largest achievable one
 (``threshold_fraction``), which leaves room for the M nu tightening of Assumption 4 for every class but the
-smallest adapters; beta = 1.
+smallest adapters; beta = 1.5.
 """
 
 from __future__ import annotations
@@ -72,16 +72,16 @@ class GapLabConfig:
     prompt_length: int = help_field(2, "P, tokens per prompt")
     response_length: int = help_field(4, "L, tokens per response (V**L responses per prompt)")
     n_constraints: int = help_field(2, "m: 1 (safety) or 2 (safety, variety)")
-    beta: float = help_field(1.0, "KL-regularisation strength")
+    beta: float = help_field(1.5, "KL-regularisation strength")
     threshold_fraction: float = help_field(0.1, "b_i = s_i + fraction (max_i - s_i); see active_thresholds")
     reference_size: TransformerSize = help_field(TransformerSize(32, 2, 4), "the reference transformer")
     reference_iter: int = help_field(300, "L-BFGS iterations of reference pretraining")
     transformer_sizes: tuple[TransformerSize, ...] = help_field(
-        (TransformerSize(1, 1, 1), TransformerSize(2, 1, 1), TransformerSize(8, 1, 1), TransformerSize(32, 1, 4)),
+        (TransformerSize(1, 1, 1), TransformerSize(2, 1, 1), TransformerSize(8, 1, 1), TransformerSize(32, 2, 4)),
         "widths and depths of the transformer adapter classes",
     )
     lowrank_ranks: tuple[int, ...] = help_field(
-        (4, 12, 24, 40, 60, 72), "feature counts k of the log-linear classes (k = V**L would be tabular)"
+        (40, 56, 66, 76, 79), "feature counts k of the log-linear classes (k = V**L would be tabular)"
     )
     measurement: MeasurementSettings = help_field(MeasurementSettings(), "iteration counts and sample sizes")
 
@@ -109,12 +109,15 @@ class PolicyClassSpec:
         make: Returns a fresh member at pi_ref.
         iter_scale: Multiplies the L-BFGS iteration counts: the tabular and low-rank classes are ~100x
             cheaper per evaluation than the transformers, and their small-probability logits converge slowly.
+        cold_scale: Further multiplies the iterations of the one-shot fit from pi_ref: large adapters converge
+            slowly, and every later fit is warm-started from it (width x depth / 8 for the adapters).
     """
 
     policy_class: str
     size: str
     make: Callable[[], SequencePolicy]
     iter_scale: int = 1
+    cold_scale: int = 1
 
     @property
     def label(self) -> str:
@@ -134,6 +137,7 @@ def policy_classes(config: GapLabConfig, world: SequenceWorld, ref: ReferenceMod
                 "transformer",
                 size.name,
                 lambda s=size: TransformerPolicy(world, s, config.seed + 1, ref.token_logprobs),
+                cold_scale=max(1, size.width * size.depth // 8),
             )
         )
     return specs
@@ -227,7 +231,7 @@ def _run(config: GapLabConfig, out: Path, progress: bool) -> pd.DataFrame:
             rng = np.random.default_rng([config.seed, index])
             m = config.measurement
             settings = dataclasses.replace(
-                m, max_iter=m.max_iter * spec.iter_scale, cold_iter=m.cold_iter * spec.iter_scale
+                m, max_iter=m.max_iter * spec.iter_scale, cold_iter=m.cold_iter * spec.iter_scale * spec.cold_scale
             )
             result = measure_policy_class(spec.make, opt, settings, rng, on_step=lambda: bar.update())
             row = {"policy_class": spec.policy_class, "size": spec.size, "label": spec.label, **result.row}

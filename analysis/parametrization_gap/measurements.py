@@ -152,7 +152,8 @@ class MeasurementSettings:
         caid_steps: Plain exact-CAID dual steps (eta = 1 / L_loc) from the one-shot warm start lambda*.
         refine_steps: Further dual steps preconditioned by hess D(lambda*)^-1.
         max_iter: L-BFGS iterations per warm-started maximisation.
-        cold_iter: L-BFGS iterations of a maximisation from pi_ref or far from the last maximiser.
+        cold_iter: L-BFGS iterations of the one-shot maximisation from pi_ref (every later fit is warm-started
+            from it or its successors; the one at lambda*_nu gets ``5 * max_iter``).
         restoration_steps: At most this many multiplier increases to find a feasible in-class policy.
         practical_epochs: T, DPO epochs of practical CAID (the paper: 3 with two constraints, 4 with one).
         dual_samples: On-policy (x, y) samples per stochastic dual step (the paper: 600 prompts x 64).
@@ -317,14 +318,15 @@ def measure_policy_class(
     exact = _concat(plain, refined)
     lam_p = exact.lam[-1]
     pool = _PolicyPool(prob, [*exact.policies, one_shot_policy.policy()])
-    pool.add(*_restoration_candidates(policy, prob, lam_p.copy(), settings))
-    maximize_lagrangian(policy, prob, lam_p, settings.cold_iter)
+    pool.add(*_restoration_candidates(copy.deepcopy(policy), prob, lam_p.copy(), settings))
+    maximize_lagrangian(policy, prob, lam_p, settings.max_iter)  # a further polish at lambda*_p
     pool.add(policy.policy())
 
-    # Practical CAID from the one-shot warm start; its exact maximisers join the pool.
+    # Practical CAID from the one-shot warm start (its DPO policy starts at pi_ref; D_p(lambda(t)) is tracked
+    # by a copy of the one-shot maximiser); its exact maximisers join the pool.
     practical = practical_caid(
         make_policy(), prob, sol.lam, eta, settings.practical_epochs - 1, settings.dual_samples, settings.dpo_pairs,
-        rng, settings.max_iter, on_step, first_iter=settings.cold_iter, dpo_iter=settings.dpo_iter,
+        rng, settings.max_iter, on_step, dpo_iter=settings.dpo_iter, tracker=copy.deepcopy(one_shot_policy),
     )  # fmt: skip
     pool.add(*practical.maximizers)
 
@@ -338,11 +340,11 @@ def measure_policy_class(
     nu = max(family_nu(None))
     lam_nu = bounds.tightened_dual(prob, nu) if opt.slater > M * nu else None
     if lam_nu is not None:
-        maximize_lagrangian(policy, prob, lam_nu, settings.cold_iter)
+        maximize_lagrangian(policy, prob, lam_nu, 5 * settings.max_iter)  # farther than a dual step away
         pool.add(policy.policy())
         halfway = (opt.slater + M * nu) / 2.0
         maximize_lagrangian(policy, prob, solve_dual(prob.with_thresholds(prob.thresholds + halfway)).lam,
-                            settings.cold_iter)  # fmt: skip
+                            settings.max_iter)  # fmt: skip
         pool.add(policy.policy())
     nu_1, nu_kl = family_nu(lam_nu)
     if max(nu_1, nu_kl) > nu:  # pi*(lambda*_nu) was harder to approximate: tighten by the final nu
@@ -370,7 +372,7 @@ def measure_policy_class(
     if a4_margin <= 0:
         a4 = Hypothesis("Assumption 4", False, f"Mnu-tightened problem infeasible by {-a4_margin:.3g}")
     elif a4_inclass <= 0:
-        a4 = Hypothesis("Assumption 4", False, f"no in-class policy found clears Mnu; best short by {-a4_inclass:.3g}")
+        a4 = Hypothesis("Assumption 4", False, f"no in-class policy found clears Mnu, best short by {-a4_inclass:.3g}")
     else:
         a4 = Hypothesis("Assumption 4", True, f"in-class policy clears Mnu by {a4_inclass:.3g}")
     mu_seg_p = segment_min_eigenvalue(prob, sol.lam, lam_p)

@@ -185,7 +185,10 @@ class TransformerPolicy(SequencePolicy):
         seed: Initialisation seed.
         base_token_logprobs: ``(X * V**(L-1), L, V)`` fixed logits (e.g. :meth:`token_logprobs` of a trained
             reference); None for zero (a plain transformer).
-        zero_head: Start f_theta's output head at zero.
+        zero_head: Start f_theta at zero output, so the policy starts at the base model: the output head
+            starts at zero, except at width 1, where the final LayerNorm outputs its bias alone (zero at
+            initialisation) and a zero head as well would be a saddle with zero gradient; that adapter adds one
+            learned logit vector at every position.
     """
 
     def __init__(
@@ -202,7 +205,7 @@ class TransformerPolicy(SequencePolicy):
         self.length = world.response_length
         self.register_buffer("inputs", teacher_forcing_inputs(world))
         self.model = tiny_gpt2(world.vocab_size, self.inputs.shape[1], size, seed)
-        if zero_head:
+        if zero_head and size.width > 1:
             torch.nn.init.zeros_(self.model.lm_head.weight)
         base = torch.zeros(()) if base_token_logprobs is None else base_token_logprobs.detach()
         self.register_buffer("base", base.to(DTYPE))

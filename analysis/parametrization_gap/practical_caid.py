@@ -159,6 +159,7 @@ def practical_caid(
     on_step: Callable[[], None] | None = None,
     first_iter: int | None = None,
     dpo_iter: int | None = None,
+    tracker: SequencePolicy | None = None,
 ) -> PracticalTrajectory:
     """Run MoCAID: ``steps + 1`` DPO epochs with a stochastic dual step before each but the first.
 
@@ -175,8 +176,11 @@ def practical_caid(
         rng: Source of every sample and label.
         max_iter: L-BFGS iterations of each warm-started exact maximisation.
         on_step: Called after each iteration.
-        first_iter: L-BFGS iterations of the first exact maximisation, from pi_ref (default ``max_iter``).
+        first_iter: L-BFGS iterations of the first exact maximisation (default ``max_iter``).
         dpo_iter: L-BFGS iterations of each DPO fit (default ``max_iter``).
+        tracker: The member of the class that measures D_p(lambda(t)) by exact maximisation, warm-started
+            from its last maximiser (default: a copy of ``policy``, at pi_ref). It only measures; it never
+            touches the DPO-trained policy.
     """
     first_iter = max_iter if first_iter is None else first_iter
     dpo_iter = max_iter if dpo_iter is None else dpo_iter
@@ -187,7 +191,7 @@ def practical_caid(
     h = prob.constraint_functions()
     # D_p(lambda(t)) is tracked by a second member of the class, warm-started from its own last maximiser
     # (a DPO fit on few pairs can end far from the maximiser and be a poor starting point).
-    exact = copy.deepcopy(policy)
+    exact = copy.deepcopy(policy) if tracker is None else tracker
     rows: dict[str, list] = {k: [] for k in ("lam", "u", "s2", "dual", "dpo", "maximizer", "dpo_policy")}
     u, s2 = np.full_like(lam, np.nan), np.nan
     for t in range(steps + 1):

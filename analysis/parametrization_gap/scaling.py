@@ -5,10 +5,12 @@ Imports only numpy and pandas, so reports can read a laboratory's ``summary.csv`
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["BY_CONSTRUCTION", "scaling_table"]
+__all__ = ["BY_CONSTRUCTION", "check_counts", "scaling_table"]
 
 # Quantities whose relation to nu follows from how nu is measured, not from the theory: nu_1 and nu_KL are
 # the errors of the same in-class policies these gaps are computed from. Their slopes are not evidence.
@@ -21,6 +23,8 @@ BY_CONSTRUCTION = {
     "one_r_opt": "objective difference of the pair (pi_p(lambda*), pi*) whose L1 and KL gaps define nu",
 }
 _BOOTSTRAP = 2000
+# The hypothesis names in a "fails: <name> (<detail>); ..." text.
+_FAILED_NAME = re.compile(r"(?:^fails: |; )(Assumption \d+|eq\. \(\d+\))")
 
 
 def _loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
@@ -115,3 +119,24 @@ def scaling_table(summary: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(records)
+
+
+def check_counts(summary: pd.DataFrame) -> str:
+    """One sentence: how many (class, bound) pairs were checked, violated, and not applicable, and why.
+
+    Only quantities with a ``<q>_hypothesis`` column count (those the laboratory pairs with a bound); a pair
+    is not applicable when its bound is NaN, and its reasons are tallied by failed hypothesis name.
+    """
+    stems = [c.removesuffix("_hypothesis") for c in summary.columns if c.endswith("_hypothesis")]
+    table = scaling_table(summary).set_index("quantity").loc[stems]
+    checked, violated, na = (int(table[c].sum()) for c in ("checked", "violations", "not_applicable"))
+    tally: dict[str, int] = {}
+    for stem in stems:
+        unchecked = summary[f"{stem}_bound"].isna()
+        for text in summary.loc[unchecked, f"{stem}_hypothesis"].astype(str):
+            for name in _FAILED_NAME.findall(text) or ["measured value NaN"]:
+                tally[name] = tally.get(name, 0) + 1
+    reasons = ", ".join(f"{name}: {n}" for name, n in sorted(tally.items()))
+    return f"{checked} of {checked + na} (class, bound) pairs checked, {violated} violated; {na} not applicable" + (
+        f" (failed hypotheses, a pair can fail several: {reasons})" if na else ""
+    )

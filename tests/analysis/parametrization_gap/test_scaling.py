@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.parametrization_gap.scaling import BY_CONSTRUCTION, scaling_table
+from analysis.parametrization_gap.scaling import BY_CONSTRUCTION, check_counts, scaling_table
 
 NU = np.array([1e-5, 3e-3, 1e-2, 3e-2, 0.1, 0.3])
 CLASSES = ["tabular", "lowrank", "lowrank", "transformer", "transformer", "transformer"]
@@ -104,3 +104,15 @@ def test_by_construction_marks():
 def test_missing_nu_column_is_named():
     with pytest.raises(ValueError, match="'nu'"):
         scaling_table(pd.DataFrame({"policy_class": ["tabular"], "x_measured": [1.0]}))
+
+
+def test_check_counts_tallies_checked_violated_and_failed_hypotheses():
+    summary = _summary()
+    summary.loc[5, "two_bound"] = np.nan
+    summary.loc[5, "two_bound_lower"] = np.nan
+    summary.loc[5, "two_hypothesis"] = "fails: Assumption 4 (x, by 0.1); eq. (31) (D_p - D*_p = 0.2 vs 0.1)"
+    # Three bounded quantities (free_measured has no hypothesis column) over six classes: 18 pairs.
+    assert check_counts(summary) == (
+        "16 of 18 (class, bound) pairs checked, 2 violated; 2 not applicable "
+        "(failed hypotheses, a pair can fail several: Assumption 4: 2, eq. (31): 1)"
+    )
