@@ -65,7 +65,8 @@ def scaling_table(summary: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         slope, slope_ci_low, slope_ci_high: The least-squares slope of log|measured| on log(nu) over the
             classes with both positive, and its 95% bootstrap interval resampling classes (1 means ~nu, 0.5
             ~sqrt(nu); NaN with fewer than 3 classes).
-        slope_parametrized: The same slope without the tabular row (whose nu is optimisation error only).
+        slope_parametrized, slope_parametrized_ci_low, slope_parametrized_ci_high: The same without the tabular
+            row (whose nu is optimisation error only), the slope across restricted classes.
         n_points: The classes in ``slope``.
         by_construction: Why the slope follows from how nu is measured (:data:`BY_CONSTRUCTION`), or empty
             when it is independent evidence.
@@ -102,6 +103,7 @@ def scaling_table(summary: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         fit = (measured > 0) & (nu > 0)
         parametrized = fit & (summary["policy_class"] != "tabular")
         low, high = _bootstrap_ci(nu[fit].to_numpy(), measured[fit].to_numpy(), rng)
+        p_low, p_high = _bootstrap_ci(nu[parametrized].to_numpy(), measured[parametrized].to_numpy(), rng)
         records.append(
             {
                 "quantity": stem,
@@ -114,6 +116,8 @@ def scaling_table(summary: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                 "slope_ci_low": low,
                 "slope_ci_high": high,
                 "slope_parametrized": _loglog_slope(nu[parametrized].to_numpy(), measured[parametrized].to_numpy()),
+                "slope_parametrized_ci_low": p_low,
+                "slope_parametrized_ci_high": p_high,
                 "n_points": int(fit.sum()),
                 "by_construction": BY_CONSTRUCTION.get(stem, ""),
             }
