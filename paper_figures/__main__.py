@@ -28,6 +28,7 @@ from paper_figures import (
     fig1c_histograms,
     fig2_two_constraints,
     fig3_dual_convergence,
+    next_token,
     parametrization_gap,
     producers,
     real_lagrangian_gap,
@@ -57,7 +58,7 @@ def figure_registry() -> dict[str, FigureFn]:
     """Figure name -> ``make_figure(results_dir, out_dir)``, in drawing order."""
     modules = (
         theory_solver_benchmark, parametrization_gap, fig1a_expected_vs_actual, fig1b_tradeoff, fig1c_histograms,
-        real_lagrangian_gap, fig2_two_constraints, fig3_dual_convergence,
+        real_lagrangian_gap, fig2_two_constraints, fig3_dual_convergence, next_token,
     )  # fmt: skip
     return {module.NAME: module.make_figure for module in modules}
 
@@ -75,6 +76,7 @@ def producer_registry() -> dict[str, Producer]:
         real_lagrangian_gap.NAME: single,
         fig2_two_constraints.NAME: Producer(p.TWO_SWEEP_FILE, p.two_constraint_sweep_args),
         fig3_dual_convergence.NAME: Producer(fig3_dual_convergence.RESULTS_FILE, p.dual_convergence_args),
+        next_token.NAME: Producer(next_token.RESULTS_FILE, next_token.producer_args),
     }
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from paper_figures.cli import figure_main
+from paper_figures.results_files import read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
 NAME = "next_token"
@@ -58,6 +59,19 @@ def load_runs(run_dir: Path) -> pd.DataFrame:
             f"{path} not found: produce it with `python -m analysis.next_token --quick --out {run_dir}`"
         )
     return pd.read_csv(path)
+
+
+def load_verdicts(results_dir: Path) -> pd.DataFrame:
+    """The laboratory's pre-registered verdicts (``verdicts.csv``), validated, rounded for the report.
+
+    Raises:
+        FileNotFoundError: The file is missing.
+        paper_figures.results_files.ResultsFileError: The file is unusable (the message names it and the fix).
+    """
+    fix = "rerun `python -m analysis.next_token --quick --out <results>/next_token` (it resumes)"
+    frame = read_results_csv(Path(results_dir) / RESULTS_FILE, fix=fix, columns=("claim", "verdict"),
+                             numeric=("estimate", "power"), optional=("low", "high"))
+    return frame[["claim", "setting", "method", "test", "estimate", "low", "high", "level", "verdict", "power"]]
 
 
 def draw_run(run_dir: Path, out_dir: Path | str) -> list[Path]:
