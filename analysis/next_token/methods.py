@@ -64,9 +64,9 @@ class TrainingSettings:
 
     beta: float = 1.0
     epochs: int = 4
-    passes: int = 2
+    passes: int = 1
     batch_prompts: int = 32
-    lr: float = 3e-4
+    lr: float = 6e-4
     eta: float = 1.0
     dual_prompts: int = 16
     dual_samples: int = 4
@@ -163,7 +163,7 @@ def train_method(policy: LastBlockPolicy, data: TrainingData, method: Method, la
         seed: Seed of the labels, the batch order and the sampled dual steps.
     """
     torch.manual_seed(seed)
-    optimiser = torch.optim.Adam(policy.trainable(), lr=settings.lr)
+    optimiser = torch.optim.Adam(policy.trainable(), lr=settings.lr, foreach=True)
     m = data.scores.shape[0] - 1
     lam = np.zeros(m) if method is Method.DPO_H else np.asarray(lam0, float)
     dual_rng = np.random.default_rng([seed, 17])
