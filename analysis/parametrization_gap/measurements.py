@@ -73,7 +73,7 @@ from theory import bounds
 from theory.dual import dual_gradient, dual_hessian, dual_value, tilted_policy
 from theory.dual_solver import DualSolution, solve_dual
 from theory.lagrangian import constraint_slacks, kl_divergence, objective
-from theory.problem import ConstrainedProblem
+from theory.problem import ConstrainedProblem, InfeasibleProblemError
 
 __all__ = ["BOUNDED", "ClassMeasurement", "DistributionOptimum", "MeasurementSettings", "measure_policy_class"]
 
@@ -269,6 +269,16 @@ def _lam_columns(prefix: str, lam: np.ndarray) -> dict[str, float]:
     return {f"{prefix}_{i + 1}": float(v) for i, v in enumerate(np.atleast_1d(lam))}
 
 
+def _tightened_dual_or_none(opt: DistributionOptimum, nu: float) -> np.ndarray | None:
+    """lambda*_nu, or None where the M nu-tightened problem is infeasible (Assumption 4 fails)."""
+    if opt.slater <= opt.M * nu:  # the linear program says no policy reaches b + M nu
+        return None
+    try:
+        return bounds.tightened_dual(opt.prob, nu)
+    except InfeasibleProblemError:  # feasible by a margin too thin for the dual solver
+        return None
+
+
 def _perturbed_slater(
     name: str, where: str, opt: DistributionOptimum, lam: np.ndarray, in_class: np.ndarray
 ) -> tuple[Hypothesis, float]:
@@ -338,7 +348,7 @@ def measure_policy_class(
         return _approximation_errors(prob, [(pool.maximizer(lam), tilted_policy(prob, lam)) for lam in lams])
 
     nu = max(family_nu(None))
-    lam_nu = bounds.tightened_dual(prob, nu) if opt.slater > M * nu else None
+    lam_nu = _tightened_dual_or_none(opt, nu)
     if lam_nu is not None:
         maximize_lagrangian(policy, prob, lam_nu, 5 * settings.max_iter)  # farther than a dual step away
         pool.add(policy.policy())
@@ -349,7 +359,7 @@ def measure_policy_class(
     nu_1, nu_kl = family_nu(lam_nu)
     if max(nu_1, nu_kl) > nu:  # pi*(lambda*_nu) was harder to approximate: tighten by the final nu
         nu = max(nu_1, nu_kl)
-        lam_nu = bounds.tightened_dual(prob, nu) if opt.slater > M * nu else None
+        lam_nu = _tightened_dual_or_none(opt, nu)
 
     # The estimates, from the final pool.
     one_shot, multi_shot = pool.maximizer(sol.lam), pool.maximizer(lam_p)
@@ -366,11 +376,14 @@ def measure_policy_class(
 
     # Hypotheses.
     a2 = Hypothesis("Assumption 2", opt.slater > 0, f"Slater margin {opt.slater:.3g}")
-    a3 = Hypothesis("Assumption 3", True, f"nu = {nu:.3g} at pi*, pi*(lambda*_p), pi*(lambda*_nu), pi*(lambda_best)")
+    at = "pi*, pi*(lambda*_p), " + ("" if lam_nu is None else "pi*(lambda*_nu), ") + "pi*(lambda_best)"
+    a3 = Hypothesis("Assumption 3", True, f"nu = {nu:.3g} at {at}")
     a4_margin = opt.slater - M * nu
     a4_inclass = pool.best_min_slack() - M * nu
     if a4_margin <= 0:
         a4 = Hypothesis("Assumption 4", False, f"Mnu-tightened problem infeasible by {-a4_margin:.3g}")
+    elif lam_nu is None:
+        a4 = Hypothesis("Assumption 4", False, f"Mnu-tightened problem feasible by only {a4_margin:.3g}, no dual")
     elif a4_inclass <= 0:
         a4 = Hypothesis("Assumption 4", False, f"no in-class policy found clears Mnu, best short by {-a4_inclass:.3g}")
     else:
