@@ -49,6 +49,7 @@ from llm.scorers import within_prompt_sd
 
 JSON_NAME = "study_pilot.json"
 POOL_NAME = "study_pilot_pool.json"
+DPO_NAME = "study_pilot_dpo.json"
 OBJECTIVES = ("relevance", "sentiment", "simplicity", "toxicity")  # r, g1 (positivity), g2, and the old cost
 PLUGIN_K = (4, 6, 8)
 BATCHES = (16, 32, 64)
@@ -332,30 +333,153 @@ def analyse_pool(scores: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
     return {"objectives": stats, "within_prompt_correlation": correlations}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the pilot and write the JSON files; returns the exit status."""
+def _mean_and_se(per_prompt: np.ndarray) -> tuple[float, float]:
+    return float(per_prompt.mean()), float(per_prompt.std(ddof=1) / math.sqrt(per_prompt.size))
+
+
+def dpo_pilot(model, tokenizer, prompts: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
+    """DPO on positivity alone (DPO_g): how far held-out positivity moves, and at what KL, per epoch.
+
+    Only the public :mod:`llm.dpo` functions (no pipeline): ``--dpo-prompts`` train prompts x ``--dpo-k``
+    reference samples (top-p 1.0), positivity standardised by its sigma_w on them (:func:`llm.scorers.standardize`),
+    all K(K-1)/2 pairs per prompt, Bradley-Terry labels ``sigma(g(y_1) - g(y_0))`` redrawn each epoch from a
+    dedicated stream (:func:`llm.dpo.pseudo_labels`), the DPO loss at temperature ``--dpo-beta`` (sigma units: the
+    optimum is pi_ref exp(g / beta)) on the last ``--dpo-layers`` decoder layers, AdamW. After each epoch,
+    ``--dpo-eval-prompts`` held-out prompts (the other side of :func:`llm.data.split`) get 2 policy samples,
+    compared with 4 reference samples each: the gain in sigma units and the KL (mean log-ratio of the policy's
+    own samples; exact in expectation at top-p 1.0), each with its SE over prompts. Go criterion (design notes):
+    gain >= 1.3 x the high threshold (0.75 x the K-sample plug-in maximum) within <= 3 nats.
+    """
+    import copy
+
+    import torch
+
+    from llm.data import PromptSet, split
+    from llm.dpo import dpo_loss, pseudo_labels, sequence_logprobs
+    from llm.models import trainable_parameters
+    from llm.sampling import sample_responses
+    from llm.scorers import Sentiment, score, standardize
+
+    k, beta, pad = args.dpo_k, args.dpo_beta, tokenizer.pad_token_id
+    train_side, test_side = split(PromptSet("reviews", tuple(prompts)), 0.5, args.seed)
+    train, held = train_side.prompts[: args.dpo_prompts], test_side.prompts[: args.dpo_eval_prompts]
+    reference = model.eval().requires_grad_(False)
+    policy = copy.deepcopy(reference)
+    trained = trainable_parameters(policy, "top_layers", args.dpo_layers)
+    sentiment = Sentiment()
+    generation = _generation(1.0, args.pool_batch, args.tokens)
+
+    def positivity(samples, texts_of) -> np.ndarray:
+        return score(sentiment, [texts_of[s.prompt_index] for s in samples], [s.text for s in samples])
+
+    def logprobs(net, samples) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(samples), 16):
+                chunk = samples[i : i + 16]
+                out.append(sequence_logprobs(net, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk], pad))
+        return torch.cat(out).double().numpy()
+
+    start = time.perf_counter()
+    ref_train = sample_responses(reference, tokenizer, train, k, generation, args.seed + 2, desc="dpo pool")
+    raw = positivity(ref_train, train).reshape(1, len(train), k)
+    scaled, scales = standardize(raw, ["sentiment"])
+    g = scaled[0].ravel()
+    plugin = plugin_maximum(scaled[0], k)
+    target = 1.3 * FRACTIONS[1] * plugin
+    within = list(itertools.combinations(range(k), 2))  # all K(K-1)/2 pairs of each prompt
+    pairs = np.array([(x * k + i, x * k + j) for x in range(len(train)) for i, j in within])
+    ref_lp = torch.from_numpy(logprobs(reference, ref_train))
+    ref_held = sample_responses(reference, tokenizer, held, 4, generation, args.seed + 3, desc="held-out reference")
+    g_ref_held = scales.apply(positivity(ref_held, held)[None])[0].reshape(len(held), 4).mean(axis=1)
+    setup_s = time.perf_counter() - start
+
+    optimizer = torch.optim.AdamW(trained, lr=args.dpo_lr)
+    label_rng, order_rng = np.random.default_rng([args.seed, 1]), np.random.default_rng([args.seed, 2])
+    epochs = []
+    for epoch in range(args.dpo_epochs):
+        start = time.perf_counter()
+        prefer_1 = pseudo_labels(g[pairs[:, 0]], g[pairs[:, 1]], label_rng)
+        chosen = np.where(prefer_1, pairs[:, 1], pairs[:, 0])
+        rejected = np.where(prefer_1, pairs[:, 0], pairs[:, 1])
+        policy.train()
+        losses, accuracies = [], []
+        for batch in np.array_split(order_rng.permutation(len(pairs)), math.ceil(len(pairs) / args.dpo_batch)):
+            both = [ref_train[i] for i in (*chosen[batch], *rejected[batch])]
+            lp = sequence_logprobs(policy, [s.prompt_ids for s in both], [s.response_ids for s in both], pad)
+            n = len(batch)
+            loss, stats = dpo_loss(lp[:n], lp[n:], ref_lp[chosen[batch]], ref_lp[rejected[batch]], beta)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(stats.loss)
+            accuracies.append(stats.accuracy)
+        train_s = time.perf_counter() - start
+        samples = sample_responses(policy, tokenizer, held, 2, generation, args.seed + 10 + epoch, desc="held-out")
+        g_pol = scales.apply(positivity(samples, held)[None])[0].reshape(len(held), 2).mean(axis=1)
+        log_ratio = (logprobs(policy, samples) - logprobs(reference, samples)).reshape(len(held), 2).mean(axis=1)
+        gain, gain_se = _mean_and_se(g_pol - g_ref_held)
+        kl, kl_se = _mean_and_se(log_ratio)
+        epochs.append({
+            "epoch": epoch + 1, "loss": float(np.mean(losses)), "accuracy": float(np.mean(accuracies)),
+            "gain_sigma": gain, "gain_se": gain_se, "kl_nats": kl, "kl_se": kl_se,
+            "train_s": train_s, "pairs_per_s": len(pairs) / train_s, "eval_s": time.perf_counter() - start - train_s,
+        })  # fmt: skip
+        print(f"  epoch {epoch + 1}: loss {epochs[-1]['loss']:.3f}, held-out gain {gain:+.3f} +- {gain_se:.3f} sigma, "
+              f"KL {kl:.3f} +- {kl_se:.3f} nats, {len(pairs) / train_s:.2f} pairs/s")  # fmt: skip
+    return {
+        "train_prompts": len(train), "k": k, "pairs": len(pairs), "held_out_prompts": len(held), "beta_sigma": beta,
+        "lr": args.dpo_lr, "layers": args.dpo_layers, "batch_pairs": args.dpo_batch, "sigma_w": scales.scales[0],
+        "plugin_max_sigma": plugin, "target_gain_sigma": target, "setup_s": setup_s, "epochs": epochs,
+        "go": bool(any(e["gain_sigma"] >= target and e["kl_nats"] <= 3 for e in epochs)),
+    }  # fmt: skip
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for study_pilot.json and the pool")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the JSON files")
+    parser.add_argument("--part", choices=("sampling", "dpo"), default="sampling",
+                        help="'sampling': throughput, pool and sample sizes (study_pilot.json); 'dpo': DPO on "
+                        "positivity alone (study_pilot_dpo.json)")  # fmt: skip
     parser.add_argument("--pool-prompts", type=int, default=96, help="reference-pool prompts")
     parser.add_argument("--pool-k", type=int, default=8, help="reference samples per pool prompt (>= 8 for K = 8)")
-    parser.add_argument("--pool-batch", type=int, default=64, help="sequences per batch when sampling the pool")
+    parser.add_argument("--pool-batch", type=int, default=64, help="sequences per batch when sampling")
     parser.add_argument("--tokens", type=int, default=24, help="new tokens per continuation")
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (0 skips the throughput part)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
     parser.add_argument("--contrast-threads", type=int, default=2,
                         help="also time batch 16, top-p 1.0 with this many threads each round (0: skip)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="prompt-bootstrap resamples for the intervals")
+    parser.add_argument("--dpo-prompts", type=int, default=32, help="DPO part: train prompts")
+    parser.add_argument("--dpo-k", type=int, default=4, help="DPO part: reference samples per train prompt")
+    parser.add_argument("--dpo-eval-prompts", type=int, default=48, help="DPO part: held-out prompts")
+    parser.add_argument("--dpo-epochs", type=int, default=2, help="DPO part: epochs (labels redrawn each)")
+    parser.add_argument("--dpo-beta", type=float, default=0.5, help="DPO part: temperature, sigma units")
+    parser.add_argument("--dpo-lr", type=float, default=1e-4, help="DPO part: AdamW learning rate")
+    parser.add_argument("--dpo-layers", type=int, default=2, help="DPO part: trained top decoder layers")
+    parser.add_argument("--dpo-batch", type=int, default=8, help="DPO part: pairs per step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache root of the converted model")
     args = parser.parse_args(argv)
-    if args.pool_prompts < 2 or not 2 <= args.pool_k or args.tokens < 1 or args.rounds < 0 or args.threads < 1 \
-            or args.contrast_threads < 0:
-        print("error: need --pool-prompts >= 2, --pool-k >= 2, --tokens >= 1, --rounds >= 0, --threads >= 1, "
-              "--contrast-threads >= 0",
-              file=sys.stderr)  # fmt: skip
-        return 2
+    positive = ("pool_prompts", "tokens", "threads", "dpo_prompts", "dpo_eval_prompts", "dpo_epochs", "dpo_layers",
+                "dpo_batch", "pool_batch")  # fmt: skip
+    problems = [f"--{n.replace('_', '-')} must be >= 1" for n in positive if getattr(args, n) < 1]
+    problems += [f"--{n.replace('_', '-')} must be >= 2" for n in ("pool_k", "dpo_k") if getattr(args, n) < 2]
+    problems += [f"--{n.replace('_', '-')} must be >= 0" for n in ("rounds", "contrast_threads")
+                 if getattr(args, n) < 0]  # fmt: skip
+    problems += [f"--{n.replace('_', '-')} must be > 0" for n in ("dpo_beta", "dpo_lr") if not getattr(args, n) > 0]
     if args.out.exists() and not args.out.is_dir():
-        print(f"error: --out {args.out} is a file; pass a folder", file=sys.stderr)
+        problems.append(f"--out {args.out} is a file; pass a folder")
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one part of the pilot and write its JSON files; returns the exit status (2: bad arguments)."""
+    args = _parse(argv)
+    if args is None:
         return 2
 
     import torch
@@ -374,6 +498,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "versions": package_versions(("caid-toolkit", "numpy", "torch", "transformers", "vaderSentiment")),
         "load_1min_start": os.getloadavg()[0],
     }
+    if args.part == "dpo":
+        print("DPO on positivity alone:")
+        record["dpo"] = dpo_pilot(model, tokenizer, prompts, args)
+        record["wall_s"] = time.perf_counter() - started
+        record["load_1min_end"] = os.getloadavg()[0]
+        write_atomic(args.out / DPO_NAME, json.dumps(record, indent=2) + "\n")
+        print(f"go: {record['dpo']['go']}; wall {record['wall_s']:.0f} s; written {DPO_NAME}")
+        return 0
     if args.rounds:
         print("throughput:")
         rows = measure_throughput(

@@ -109,10 +109,14 @@ def test_throughput_summary_ratios_by_hand():
     assert summary["load_1min_range"] == [2.0, 3.0]
 
 
-@pytest.mark.parametrize("argv", [["--pool-k", "1"], ["--rounds", "-1"], ["--threads", "0"]])
-def test_bad_arguments_exit_2_without_loading_the_model(tmp_path, argv, capsys):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--pool-k", "1"], "--pool-k must be >= 2"), (["--rounds", "-1"], "--rounds must be >= 0"),
+     (["--threads", "0"], "--threads must be >= 1"), (["--dpo-beta", "0"], "--dpo-beta must be > 0")],
+)  # fmt: skip
+def test_bad_arguments_exit_2_without_loading_the_model(tmp_path, argv, message, capsys):
     assert sp.main(["--out", str(tmp_path), *argv]) == 2
-    assert "error: need" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_out_that_is_a_file_exits_2(tmp_path, capsys):
