@@ -224,6 +224,7 @@ def test_missing_run_names_the_command(tmp_path):
         draw_run(tmp_path, tmp_path / "figs")
 
 
+@pytest.mark.slow
 def test_quick_world_bounds_and_nu_range(tmp_path, request):
     """The quick laboratory (about 4 minutes): every applicable bound holds and nu spans two decades."""
     if "slow" not in (request.config.getoption("-m") or ""):
