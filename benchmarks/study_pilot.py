@@ -3,9 +3,10 @@
 Usage::
 
     python -m benchmarks.study_pilot --out results/benchmarks [--pool-prompts 96] [--pool-k 8] [--rounds 2]
+    python -m benchmarks.study_pilot --out results/benchmarks --part dpo [--dpo-epochs 2] [--dpo-prompts 32]
 
-What it measures, on the ``reviews`` prompts (:mod:`llm.reviews`) with SmolLM2-135M-Instruct in completion mode
-(no chat template), 24-token continuations at temperature 1:
+What ``--part sampling`` (the default) measures, on the ``reviews`` prompts (:mod:`llm.reviews`) with
+SmolLM2-135M-Instruct in completion mode (no chat template), 24-token continuations at temperature 1:
 
 1. **Sampling throughput** (:func:`llm.sampling.sample_responses`) at batch 16, 32 and 64 sequences with top-p
    0.9 and 1.0, ``--rounds`` rounds in a rotated order after one warm-up batch. Each measurement records the
@@ -21,10 +22,13 @@ What it measures, on the ``reviews`` prompts (:mod:`llm.reviews`) with SmolLM2-1
 3. **Sample sizes** (:func:`sample_sizes`) that decide the issue's claims at 95% with 80% power, from the
    measured plug-in maximum (the README's "Powered study pilot" section gives the formulas).
 
-Writes ``DIR/study_pilot.json`` (configuration, machine, versions, every measurement, the sample sizes, a few
-example continuations) and ``DIR/study_pilot_pool.json`` (the pool's prompts, texts and raw scores, for
-reuse), both atomically, and prints a summary. Rerunnable: every number is recomputed, nothing is cached
-except the converted model (``--cache-dir``).
+``--part dpo`` runs DPO on positivity alone with the public :mod:`llm.dpo` functions and reports, per epoch, the
+held-out gain in sigma units and the KL (:func:`dpo_pilot`).
+
+``--part sampling`` writes ``DIR/study_pilot.json`` (configuration, machine, versions, every measurement, the
+sample sizes, a few example continuations) and ``DIR/study_pilot_pool.json`` (the pool's prompts, texts and raw
+scores, for reuse); ``--part dpo`` writes ``DIR/study_pilot_dpo.json``; all atomically, with a printed summary.
+Rerunnable: every number is recomputed, nothing is cached except the converted model (``--cache-dir``).
 """
 
 from __future__ import annotations
@@ -455,7 +459,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | None:
     parser.add_argument("--dpo-eval-prompts", type=int, default=48, help="DPO part: held-out prompts")
     parser.add_argument("--dpo-epochs", type=int, default=2, help="DPO part: epochs (labels redrawn each)")
     parser.add_argument("--dpo-beta", type=float, default=0.5, help="DPO part: temperature, sigma units")
-    parser.add_argument("--dpo-lr", type=float, default=1e-4, help="DPO part: AdamW learning rate")
+    parser.add_argument("--dpo-lr", type=float, default=2e-4, help="DPO part: AdamW learning rate")
     parser.add_argument("--dpo-layers", type=int, default=2, help="DPO part: trained top decoder layers")
     parser.add_argument("--dpo-batch", type=int, default=8, help="DPO part: pairs per step")
     parser.add_argument("--seed", type=int, default=0)
