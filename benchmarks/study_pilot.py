@@ -17,8 +17,8 @@ SmolLM2-135M-Instruct in completion mode (no chat template), 24-token continuati
    pooled within-prompt SD sigma_w (:func:`llm.scorers.within_prompt_sd`), the between-prompt SD of the prompt
    means (raw, and with the sampling noise sigma_w^2 / K removed), the K-sample plug-in maximum
    ``mean_x(max_k g - mean_k g)`` for K = 4, 6, 8 (averaged exactly over all K-subsets of the pool's samples,
-   :func:`plugin_maximum`), in raw and sigma units, next to its Gaussian value; the within-prompt correlations
-   rho(a, b | x) of every two objectives with prompt-bootstrap intervals.
+   :func:`llm.scorers.plugin_maximum`), in raw and sigma units, next to its Gaussian value; the within-prompt
+   correlations rho(a, b | x) of every two objectives with prompt-bootstrap intervals.
 3. **Sample sizes** (:func:`sample_sizes`) that decide the issue's claims at 95% with 80% power, from the
    measured plug-in maximum (the README's "Powered study pilot" section gives the formulas).
 
@@ -49,7 +49,7 @@ from scipy import integrate
 from scipy.stats import norm
 
 from llm.run_files import machine_description, package_versions, write_atomic
-from llm.scorers import within_prompt_sd
+from llm.scorers import plugin_maximum, within_prompt_sd
 
 JSON_NAME = "study_pilot.json"
 POOL_NAME = "study_pilot_pool.json"
@@ -71,26 +71,6 @@ SPACING_RATIO = 0.3  # the issue's "half-width / threshold spacing <= 0.3"
 # --------------------------------------------------------------------------------------------------------------
 # statistics of a reference pool (pure functions, tested in tests/benchmarks/test_study_pilot.py)
 # --------------------------------------------------------------------------------------------------------------
-
-
-def plugin_maximum(pool: np.ndarray, k: int) -> float:
-    """``mean_x E[max_{j in S} g_xj - mean_{j in S} g_xj]`` over uniformly random k-subsets S of each prompt's samples.
-
-    The largest threshold the K-sample plug-in problem can meet (the one-shot dual's empirical optimum puts all
-    mass on the best of the k samples). Exact average over all C(K, k) subsets: with a prompt's samples sorted,
-    the j-th smallest (1-based) is a subset's maximum with probability C(j - 1, k - 1) / C(K, k), and a random
-    subset's mean averages to the prompt's mean.
-
-    Args:
-        pool: ``(N, K)`` scores of K samples of each of N prompts.
-        k: subset size, 2 <= k <= K.
-    """
-    pool = np.asarray(pool, dtype=np.float64)
-    n_samples = pool.shape[1]
-    if not 2 <= k <= n_samples:
-        raise ValueError(f"plugin_maximum: k must be in [2, {n_samples}], got {k}")
-    weights = np.array([math.comb(j, k - 1) for j in range(n_samples)], dtype=np.float64) / math.comb(n_samples, k)
-    return float(np.mean(np.sort(pool, axis=1) @ weights - pool.mean(axis=1)))
 
 
 def gaussian_plugin_maximum(k: int) -> float:

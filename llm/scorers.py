@@ -11,7 +11,8 @@ The built-ins need no network and no training:
 * :class:`Simplicity`: minus the mean number of letters per word of the response (plain-language proxy).
 
 :func:`standardize` rescales scores into units of their pooled within-prompt SD on the reference pool (sigma
-units), a pure rescaling that leaves the constrained problem unchanged (see there).
+units), a pure rescaling that leaves the constrained problem unchanged (see there); :func:`plugin_maximum` is the
+largest threshold a K-sample plug-in problem can meet (thresholds are set as fractions of it).
 
 :class:`Signed` (or :func:`negated`) flips a scorer's sign, so a cost can serve as a utility to maximise
 (``safety = -toxicity``); :func:`build_scorer` parses specs such as ``"-toxicity"``, and ``"hf:<model>"`` for a
@@ -415,6 +416,34 @@ def within_prompt_sd(pool: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(pool)):
         raise ValueError("reference pool holds NaN or inf scores; check the scorers")
     return np.sqrt(pool.var(axis=2, ddof=1).mean(axis=1))
+
+
+def plugin_maximum(pool: np.ndarray, k: int | None = None) -> float:
+    """``mean_x E[max_{j in S} g_xj - mean_{j in S} g_xj]`` over uniformly random k-subsets S of each prompt's samples.
+
+    The largest threshold b the k-sample plug-in problem can meet: its empirical optimum puts all mass on the
+    best of the k samples. Thresholds given as fractions of it (e.g. {0.25, 0.75}) stay inside what the plug-in
+    (one-shot) dual can reach. With ``k = K`` it is ``mean_x(max_k g - mean_k g)`` on the pool itself. For k < K
+    it is the exact average over all C(K, k) subsets: with a prompt's samples sorted, the j-th smallest
+    (1-based) is a subset's maximum with probability C(j - 1, k - 1) / C(K, k), and a random subset's mean
+    averages to the prompt's mean. It is in the pool's units, so pass a standardised pool for sigma units.
+
+    Args:
+        pool: ``(N, K)`` scores of K samples of each of N prompts.
+        k: subset size, 2 <= k <= K; None means K.
+
+    Raises:
+        ValueError: for a pool that is not 2-D with K >= 2, holds NaN/inf, or a k outside [2, K].
+    """
+    pool = np.asarray(pool, dtype=np.float64)
+    if pool.ndim != 2 or pool.shape[0] < 1 or pool.shape[1] < 2 or not np.all(np.isfinite(pool)):
+        raise ValueError(f"plugin_maximum: expected finite (prompts, K >= 2) scores, got shape {pool.shape}")
+    n_samples = pool.shape[1]
+    k = n_samples if k is None else k
+    if not 2 <= k <= n_samples:
+        raise ValueError(f"plugin_maximum: k must be in [2, {n_samples}], got {k}")
+    weights = np.array([math.comb(j, k - 1) for j in range(n_samples)], dtype=np.float64) / math.comb(n_samples, k)
+    return float(np.mean(np.sort(pool, axis=1) @ weights - pool.mean(axis=1)))
 
 
 def standardize(pool: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, Standardization]:

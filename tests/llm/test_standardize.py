@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ from llm.scorers import (
     Simplicity,
     Standardization,
     build_scorer,
+    plugin_maximum,
     score,
     standardize,
     within_prompt_sd,
@@ -51,6 +53,27 @@ def test_simplicity_through_build_scorer():
 # ---------------------------------------------------------------------------------------------------------------
 # within_prompt_sd and standardize
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def test_plugin_maximum_matches_enumerating_every_subset():
+    pool = np.random.default_rng(0).normal(size=(5, 8))
+    pool[0, :3] = 0.25  # ties
+    for k in (2, 4, 6, 8):
+        brute = np.mean([
+            np.mean([max(row[list(s)]) - np.mean(row[list(s)]) for s in itertools.combinations(range(8), k)])
+            for row in pool
+        ])  # fmt: skip
+        assert plugin_maximum(pool, k) == pytest.approx(brute, rel=1e-12)
+    with pytest.raises(ValueError, match=r"k must be in \[2, 8\]"):
+        plugin_maximum(pool, 9)
+
+
+def test_plugin_maximum_defaults_to_all_samples_and_refuses_bad_pools():
+    pool = np.array([[0.0, 1.0, 5.0], [2.0, 2.0, -1.0]])
+    assert plugin_maximum(pool) == pytest.approx(((5 - 2) + (2 - 1)) / 2)  # mean of (max - mean) per prompt
+    for bad in (np.ones(3), np.ones((2, 1)), np.array([[0.0, np.nan]])):
+        with pytest.raises(ValueError, match="expected finite \\(prompts, K >= 2\\)"):
+            plugin_maximum(bad)
 
 
 def _brute_force_sd(pool: np.ndarray) -> list[float]:
