@@ -7,6 +7,7 @@ The statistics of the decisive studies (Sec. 5 claims tested on exact or sampled
 * :func:`paired_abs_difference`: paired bootstrap of |mean e_A| - |mean e_B| (A closer to 0 than B)?
 * :func:`non_inferiority`: is the mean above ``-margin``?
 * :func:`paired_difference`: is the mean of A - B above zero?
+* :func:`paired_statistic`: is any statistic of several paired arrays above (or below) zero?
 
 Values are ``(n_units,)`` or ``(n_seeds, n_units)`` arrays (units are prompts, paired across arms). The
 interval is a percentile bootstrap that resamples seeds and units independently (a crossed two-way
@@ -25,7 +26,7 @@ import numpy as np
 from scipy.stats import norm
 
 __all__ = ["Decision", "Verdict", "equivalence", "non_inferiority", "one_sided", "paired_abs_difference",
-           "paired_difference"]
+           "paired_difference", "paired_statistic"]
 
 Verdict = Literal["replicated", "refuted", "undecided"]
 
@@ -93,6 +94,9 @@ def _check(level: float, n_boot: int) -> None:
 def _directional(test: str, estimate: float, boot: np.ndarray, level: float, effect: float,
                  direction: Literal["below", "above"], threshold: float = 0.0) -> Decision:
     """Claim: mean < threshold ("below") or mean > threshold ("above"), at one-sided ``level``."""
+    boot = boot[np.isfinite(boot)]  # a statistic undefined on some resamples (e.g. outside a curve's range)
+    if boot.size < 100 or not np.isfinite(estimate):
+        return Decision(test, estimate, np.nan, np.nan, level, "undecided", 0.0, effect, np.nan)
     se = float(boot.std(ddof=1))
     z = norm.ppf(level)
     if direction == "below":
@@ -175,3 +179,25 @@ def paired_difference(values_a: np.ndarray, values_b: np.ndarray, effect: float,
     d = a - b
     return _directional("paired difference", float(d.mean()), _bootstrap([d], np.mean, n_boot, seed), level, effect,
                         "above")
+
+
+def paired_statistic(arrays: list[np.ndarray], stat: Callable[..., float], direction: Literal["below", "above"],
+                     effect: float, *, name: str = "paired statistic", level: float = 0.95, n_boot: int = 2000,
+                     seed: int = 0) -> Decision:
+    """``stat(*arrays)`` below (or above) zero, bootstrapped jointly over the paired seeds and units.
+
+    Args:
+        arrays: ``(n_seeds, n_units)`` arrays sharing seeds and units (e.g. several arms on the same prompts).
+        stat: Maps resampled arrays to a number (e.g. the gap between two curves).
+        direction: The claim's side of zero.
+        effect: The effect the power refers to.
+        name: The test's name in the decision.
+        level: One-sided coverage.
+        n_boot: Bootstrap resamples.
+        seed: Bootstrap seed.
+    """
+    _check(level, n_boot)
+    mats = [_as_matrix(a, f"arrays[{i}]") for i, a in enumerate(arrays)]
+    if any(m.shape != mats[0].shape for m in mats):
+        raise ValueError(f"arrays: expected one common shape, got {[m.shape for m in mats]}")
+    return _directional(name, float(stat(*mats)), _bootstrap(mats, stat, n_boot, seed), level, effect, direction)

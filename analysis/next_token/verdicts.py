@@ -10,7 +10,10 @@ Claims (Sec. 5 / Fig. 1-2 of the paper), margin m = 0.25 sigma unless said:
    largest (lower bound > 0); plug-in and exact-lambda* one-shot separately; power at |effect| = m.
 3. CAID is closer to b than one-shot: paired bootstrap of |mean e_CAID| - |mean e_one-shot| < 0; power at
    -m/2.
-4. Higher trade-off: reward improvement of CAID minus one-shot at equal b > 0; power at +m/2.
+4. Higher trade-off: reward improvement of CAID minus one-shot at equal b > 0; power at +m/2. Since a
+   one-shot that falls short of b buys reward with the constraint, also at equal achieved g_1: CAID's reward
+   minus the one-shot curve (reward vs achieved g_1, linearly interpolated over the thresholds) at CAID's
+   achieved g_1, averaged over the thresholds inside the one-shot curve's range.
 5. Both constraints met: non-inferiority mean e_i > -m for each constraint of two-constraint CAID.
 6. D(lambda) - L(pi_theta, lambda) >= 0 for every run (weak duality; exact, no interval).
 7. Measured U-OPT / R-OPT within their Theorem 6 bounds, where the bound's hypotheses allow evaluating it.
@@ -30,6 +33,7 @@ from analysis.decisions import (
     one_sided,
     paired_abs_difference,
     paired_difference,
+    paired_statistic,
 )
 
 __all__ = ["MARGIN", "load_errors", "verdicts", "write_verdicts"]
@@ -40,7 +44,7 @@ MARGIN = 0.25
 
 def load_errors(out: Path, table: pd.DataFrame, method: str, setting: str, quantity: str = "error",
                 constraint: int = 1) -> np.ndarray:
-    """``(seeds, prompts)`` per-prompt errors e_i(x) (``quantity="error"``) or reward improvements.
+    """``(seeds, prompts)`` per-prompt errors e_i(x) (``"error"``), improvements, or reward improvements.
 
     Raises:
         ValueError: A run's arrays are missing or malformed (the message names the file).
@@ -62,6 +66,25 @@ def _row(claim: str, setting: str, method: str, decision: Decision) -> dict[str,
     return {"claim": claim, "setting": setting, "method": method, **decision.as_row()}
 
 
+def _curve_gap(out: Path, table: pd.DataFrame, single: list[str]) -> Decision:
+    """CAID's reward minus the one-shot (plug-in) trade-off curve at CAID's achieved g_1 (claim 4)."""
+    arrays = [load_errors(out, table, m, s, q) for s in single for m in ("caid_exact", "one_shot_plugin")
+              for q in ("improvement", "reward")]
+    n = len(single)
+
+    def gap(*a: np.ndarray) -> float:
+        means = np.array([x.mean() for x in a]).reshape(n, 2, 2)  # threshold, method, (g_1, reward)
+        g_os, r_os = means[:, 1, 0], means[:, 1, 1]
+        order = np.argsort(g_os)
+        inside = (means[:, 0, 0] >= g_os.min()) & (means[:, 0, 0] <= g_os.max())
+        if not inside.any():
+            return float("nan")
+        curve = np.interp(means[inside, 0, 0], g_os[order], r_os[order])
+        return float(np.mean(means[inside, 0, 1] - curve))
+
+    return paired_statistic(arrays, gap, "above", MARGIN / 2, name="curve gap at equal achieved g1")
+
+
 def verdicts(out: Path) -> pd.DataFrame:
     """All verdicts as a table (one row per test)."""
     out = Path(out)
@@ -79,6 +102,8 @@ def verdicts(out: Path) -> pd.DataFrame:
         rows.append(_row("higher trade-off (reward at equal b)", s, "caid_exact vs one_shot_plugin", paired_difference(
             load_errors(out, table, "caid_exact", s, "reward"), load_errors(out, table, "one_shot_plugin", s, "reward"),
             MARGIN / 2)))
+    rows.append(_row("higher trade-off curve (reward at equal achieved g1)", "all single", "caid_exact vs "
+                     "one_shot_plugin", _curve_gap(out, table, single)))
     for os_ in ("one_shot_plugin", "one_shot_exact"):
         rows.append(_row("one-shot short at small b", single[0], os_,
                          one_sided(load_errors(out, table, os_, single[0]), "below", -MARGIN)))

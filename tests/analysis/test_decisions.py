@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.decisions import equivalence, non_inferiority, one_sided, paired_abs_difference, paired_difference
+from analysis.decisions import (
+    equivalence,
+    non_inferiority,
+    one_sided,
+    paired_abs_difference,
+    paired_difference,
+    paired_statistic,
+)
 
 
 def test_clear_cases():
@@ -18,6 +25,9 @@ def test_clear_cases():
     assert non_inferiority(noise, 0.5, n_boot=300).verdict == "replicated"
     assert paired_abs_difference(noise * 0.1, noise * 0.1 + 1, -0.5, n_boot=300).verdict == "replicated"
     assert paired_difference(noise + 1, noise, 0.5, n_boot=300).verdict == "replicated"
+    ratio = paired_statistic([noise + 3, noise + 1], lambda a, b: a.mean() / b.mean() - 1, "above", 1, n_boot=300)
+    assert ratio.verdict == "replicated"
+    assert ratio.estimate == pytest.approx((noise.mean() + 3) / (noise.mean() + 1) - 1)
 
 
 def test_undecided_states_low_power():
