@@ -8,7 +8,7 @@ from r_lambda = w r + lambda^T g (Sec. 3.2, eq. (13)):
   Sec. 3.1) or at the exact lambda* of the train prompts (separates the plug-in bias from the DPO error);
   T epochs.
 * ``caid_exact`` / ``caid_sampled``: T iterations (one epoch each) warm-started at the plug-in lambda, each
-  followed by the dual step ``llm.dpo.dual_step`` (Algorithm 1, eq. (27)) with the on-policy slack measured
+  followed by the dual step ``llm.dual.dual_step`` (Algorithm 1, eq. (27)) with the on-policy slack measured
   exactly on the train prompts, or from n prompts x k tokens sampled from the policy.
 * ``dpo_h``: the reward alone (lambda = 0). ``dpo_g``: the first utility alone (w = 0, lambda = e_1).
 
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from analysis.next_token.policy import LastBlockPolicy, Trunk
-from llm.dpo import dpo_loss, dual_step, pseudo_labels
+from llm.dpo import dpo_loss, pseudo_labels
+from llm.dual import dual_step
 
 __all__ = ["Method", "MethodResult", "TrainingData", "TrainingSettings", "train_method"]
 
