@@ -43,7 +43,7 @@ STYLES = {
 
 def producer_args(results_dir: Path, scale: str = "full") -> list[str]:
     """The Python arguments of the command that writes this figure's input under ``results_dir``."""
-    args = ["-m", "analysis.next_token", "--no-progress", "--out", str(results_dir / RESULTS_SUBDIR)]
+    args = ["-m", "analysis.next_token", "--out", str(results_dir / RESULTS_SUBDIR)]
     return [*args, "--quick"] if scale == "quick" else args
 
 

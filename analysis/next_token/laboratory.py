@@ -136,17 +136,21 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
     """
     from tqdm.auto import tqdm
 
-    from llm.models import default_cache_root, load_model
+    from llm.models import DEFAULT_MODEL, MARKER_FILE, converted_model_dir, default_cache_root, load_model
 
     start = time.perf_counter()
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    model_given = model is not None  # a model passed in (tests) is keyed by its name alone
     if model is None:
-        model, tokenizer = load_model(config.model)
+        model, tokenizer = load_model(config.model, cache_dir=cache_dir)
     torch.set_grad_enabled(True)
     train, held_out = make_split(config.n_train, config.n_eval, config.split_seed)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_root()
-    world = load_or_build_world(model, tokenizer, train, held_out, cache / "next_token", config.model)
+    marker = converted_model_dir(cache) / MARKER_FILE  # holds the converted SmolLM2's source fingerprint
+    default = not model_given and config.model == DEFAULT_MODEL and marker.is_file()
+    model_id = config.model + (marker.read_text() if default else "")
+    world = load_or_build_world(model, tokenizer, train, held_out, cache / "next_token", model_id)
     t_world = time.perf_counter() - start
     settings = settings_of(config, world)
     beta = config.training.beta
