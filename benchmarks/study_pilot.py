@@ -54,6 +54,7 @@ from llm.scorers import plugin_maximum, within_prompt_sd
 JSON_NAME = "study_pilot.json"
 POOL_NAME = "study_pilot_pool.json"
 DPO_NAME = "study_pilot_dpo.json"
+DPO_SOFT_NAME = "study_pilot_dpo_soft.json"
 OBJECTIVES = ("relevance", "sentiment", "simplicity", "toxicity")  # r, g1 (positivity), g2, and the old cost
 PLUGIN_K = (4, 6, 8)
 BATCHES = (16, 32, 64)
@@ -321,14 +322,29 @@ def _mean_and_se(per_prompt: np.ndarray) -> tuple[float, float]:
     return float(per_prompt.mean()), float(per_prompt.std(ddof=1) / math.sqrt(per_prompt.size))
 
 
+def soft_dpo_loss(policy_a, policy_b, ref_a, ref_b, p_a: np.ndarray, beta: float):
+    """The label-averaged DPO loss ``-mean[p log sigma(m) + (1 - p) log sigma(-m)]``, m the (a over b) DPO margin.
+
+    Its expectation over Bernoulli(p) labels equals that of :func:`llm.dpo.dpo_loss` with drawn labels (same
+    expected gradient), but its optimal margins are finite (logit p), so it cannot fit the noise of the draws.
+    """
+    import torch
+
+    margin = beta * ((policy_a - ref_a) - (policy_b - ref_b))
+    target = torch.as_tensor(p_a, dtype=margin.dtype)
+    return torch.nn.functional.binary_cross_entropy_with_logits(margin, target)
+
+
 def dpo_pilot(model, tokenizer, prompts: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
     """DPO on positivity alone (DPO_g): how far held-out positivity moves, and at what KL, per epoch.
 
     Only the public :mod:`llm.dpo` functions (no pipeline): ``--dpo-prompts`` train prompts x ``--dpo-k``
     reference samples (top-p 1.0), positivity standardised by its sigma_w on them (:func:`llm.scorers.standardize`),
     all K(K-1)/2 pairs per prompt, Bradley-Terry labels ``sigma(g(y_1) - g(y_0))`` redrawn each epoch from a
-    dedicated stream (:func:`llm.dpo.pseudo_labels`), the DPO loss at temperature ``--dpo-beta`` (sigma units: the
-    optimum is pi_ref exp(g / beta)) on the last ``--dpo-layers`` decoder layers, AdamW. After each epoch,
+    dedicated stream (:func:`llm.dpo.pseudo_labels`) or, with ``--dpo-soft-labels``, the label-averaged loss
+    ``-[p log sigma(m) + (1 - p) log sigma(-m)]``, p = sigma(g(y_1) - g(y_0)); the DPO loss at temperature
+    ``--dpo-beta`` (sigma units: the optimum is pi_ref exp(g / beta)) on the last ``--dpo-layers`` decoder layers,
+    AdamW. After each epoch,
     ``--dpo-eval-prompts`` held-out prompts (the other side of :func:`llm.data.split`) get 2 policy samples,
     compared with 4 reference samples each: the gain in sigma units and the KL (mean log-ratio of the policy's
     own samples; exact in expectation at top-p 1.0), each with its SE over prompts. Go criterion (design notes):
@@ -393,10 +409,13 @@ def dpo_pilot(model, tokenizer, prompts: Sequence[str], args: argparse.Namespace
             lp = sequence_logprobs(policy, [s.prompt_ids for s in both], [s.response_ids for s in both], pad)
             n = len(batch)
             loss, stats = dpo_loss(lp[:n], lp[n:], ref_lp[chosen[batch]], ref_lp[rejected[batch]], beta)
+            if args.dpo_soft_labels:
+                p_chosen = 1.0 / (1.0 + np.exp(g[rejected[batch]] - g[chosen[batch]]))
+                loss = soft_dpo_loss(lp[:n], lp[n:], ref_lp[chosen[batch]], ref_lp[rejected[batch]], p_chosen, beta)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(stats.loss)
+            losses.append(float(loss.detach()))
             accuracies.append(stats.accuracy)
         train_s = time.perf_counter() - start
         samples = sample_responses(policy, tokenizer, held, 2, generation, args.seed + 10 + epoch, desc="held-out")
@@ -413,7 +432,8 @@ def dpo_pilot(model, tokenizer, prompts: Sequence[str], args: argparse.Namespace
               f"KL {kl:.3f} +- {kl_se:.3f} nats, {len(pairs) / train_s:.2f} pairs/s")  # fmt: skip
     return {
         "train_prompts": len(train), "k": k, "pairs": len(pairs), "held_out_prompts": len(held), "beta_sigma": beta,
-        "lr": args.dpo_lr, "layers": args.dpo_layers, "batch_pairs": args.dpo_batch, "sigma_w": scales.scales[0],
+        "labels": "soft" if args.dpo_soft_labels else "hard", "lr": args.dpo_lr, "layers": args.dpo_layers,
+        "batch_pairs": args.dpo_batch, "sigma_w": scales.scales[0],
         "plugin_max_sigma": plugin, "target_gain_sigma": target, "setup_s": setup_s, "epochs": epochs,
         "go": bool(any(e["gain_sigma"] >= target and e["kl_nats"] <= 3 for e in epochs)),
     }  # fmt: skip
@@ -442,6 +462,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | None:
     parser.add_argument("--dpo-lr", type=float, default=2e-4, help="DPO part: AdamW learning rate")
     parser.add_argument("--dpo-layers", type=int, default=2, help="DPO part: trained top decoder layers")
     parser.add_argument("--dpo-batch", type=int, default=8, help="DPO part: pairs per step")
+    parser.add_argument("--dpo-soft-labels", action="store_true",
+                        help="DPO part: label-averaged (soft) Bernoulli loss instead of drawn labels; writes "
+                        f"{DPO_SOFT_NAME}")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache root of the converted model")
     args = parser.parse_args(argv)
@@ -487,8 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["dpo"] = dpo_pilot(model, tokenizer, prompts, args)
         record["wall_s"] = time.perf_counter() - started
         record["load_1min_end"] = os.getloadavg()[0]
-        write_atomic(args.out / DPO_NAME, json.dumps(record, indent=2) + "\n")
-        print(f"go: {record['dpo']['go']}; wall {record['wall_s']:.0f} s; written {DPO_NAME}")
+        name = DPO_SOFT_NAME if args.dpo_soft_labels else DPO_NAME
+        write_atomic(args.out / name, json.dumps(record, indent=2) + "\n")
+        print(f"go: {record['dpo']['go']}; wall {record['wall_s']:.0f} s; written {name}")
         return 0
     if args.rounds:
         print("throughput:")
