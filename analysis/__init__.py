@@ -1,20 +1,21 @@
-"""Empirical measurements of the parametrization gap and the optimality bounds.
+"""Empirical measurements: statistics of LLM runs, the parametrization gap and the optimality bounds.
 
 Statistics of LLM runs (pandas DataFrames, for notebooks):
 
 * :mod:`analysis.statistics`: paired improvements with t and bootstrap CIs, constraint verdicts, run tables;
+* :mod:`analysis.decisions`: pre-registered decision statistics (TOST equivalence, one-sided bounds,
+  non-inferiority, paired comparisons), each with its verdict and its power;
 * :mod:`analysis.pareto`: Pareto fronts of a threshold sweep;
 * :mod:`analysis.dual_trajectory`: lambda(t) against the one-shot and final lambda, oscillation, best iterate;
 * :mod:`analysis.dual_convergence`: the plug-in lambda*, D* vs prompts and responses (Fig. 3);
 * :mod:`analysis.lagrangian_gap`: the trained policy's Lagrangian against the plug-in dual (the real-model gap).
 
-The exact laboratory (``python -m analysis.parametrization_gap``), one module per concept:
+Two exact laboratories, each a subpackage with its own command line:
 
-* :mod:`analysis.parametrization_gap.sequence_world`: an enumerable response space (all V**L token sequences) with scores;
-* :mod:`analysis.parametrization_gap.reference_transformer`: the pretrained reference transformer pi_ref;
-* :mod:`analysis.parametrization_gap.policy_classes`: tabular, log-linear and transformer policy classes with exact log-probs;
-* :mod:`analysis.parametrization_gap.exact_caid`: Lagrangian maximisation and dual descent on D_p (exact CAID);
-* :mod:`analysis.parametrization_gap.practical_caid`: practical CAID, DPO on Bernoulli pseudo-labels with sampled dual steps;
-* :mod:`analysis.parametrization_gap.measurements`: one class measured against the exact optimum and the paper's bounds;
-* :mod:`analysis.parametrization_gap`: the configuration, the resumable runner and the command line.
+* :mod:`analysis.parametrization_gap` (``python -m analysis.parametrization_gap``): an enumerable sequence
+  world with a small pretrained transformer, where nu, every gap and every bound of Sec. 3 are computed exactly,
+  each bound only where its hypotheses hold;
+* :mod:`analysis.next_token` (``python -m analysis.next_token``): SmolLM2's one-token responses, where pi(.|x) is
+  the model's full softmax, so the real model's constrained problem is solved exactly and CAID, one-shot and
+  the DPO baselines are evaluated without sampling noise.
 """
