@@ -3,14 +3,18 @@
 Usage (TRL is not a project dependency: ``make bench-dpo`` builds ``.venv-bench`` with it and runs this)::
 
     python -m benchmarks.dpo_throughput --out DIR [--model tiny] [--pairs 32] [--batch-size 4] [--repeats 3]
+        [--train top_layers --top-k-layers 2]
 
-Both sides train the same model (every parameter, float32) on the same preference pairs, in the same order,
+Both sides train the same weights of the same model (float32; every parameter, or with ``--train top_layers``
+the top ``--top-k-layers`` decoder layers and the final norm) on the same preference pairs, in the same order,
 with the same batch size, DPO beta, AdamW learning rate and weight decay, and no truncation:
 
-- **ours**: the loop of ``llm.pipeline._dpo_epoch`` rebuilt from the public ``llm.dpo`` functions: the reference
+- **ours**: the pipeline's own DPO epoch, :func:`llm.trainer.dpo_epoch`, timed directly: the reference
   log-probs of every pair are computed once with :func:`llm.dpo.sequence_logprobs` (the cached reference phase),
-  then each step is one policy forward/backward over the chosen and rejected sequences concatenated
-  (:func:`llm.dpo.sequence_logprobs`, :func:`llm.dpo.dpo_loss`) and one ``torch.optim.AdamW`` step;
+  then each step is one policy forward/backward over the chosen and rejected sequences concatenated and one
+  ``torch.optim.AdamW`` step;
+- **ours_trunk** (``--train top_layers`` only): the same epoch with the frozen trunk's hidden states cached
+  (:class:`llm.dpo.TrunkCache`, ``training.cache_trunk``), filled on first use inside the epoch;
 - **trl**: ``trl.DPOTrainer`` with a separate reference model, which it runs at every step;
 - **trl_precompute**: the same with ``precompute_ref_log_probs=True`` (TRL's version of the cached reference).
 
@@ -31,7 +35,7 @@ fused LM head) must match ours to ``--tolerance`` (loss and every log-prob), the
 least ``MIN_LOSS_GAP`` away from ln 2, and TRL's precomputed reference log-probs must match ours too; otherwise
 the results are written and the exit status is 1.
 
-**Timing.** ``--repeats`` rounds, each running the three implementations in a rotated order on fresh copies of
+**Timing.** ``--repeats`` rounds, each running the implementations in a rotated order on fresh copies of
 the models, in one process. ``setup_s`` is what precedes the epoch (ours: the reference pass; TRL: building
 the trainer, which tokenizes and, with precompute, runs the reference pass); ``epoch_s`` is one epoch (ours: the
 loop, optimiser creation included; TRL: ``trainer.train()``). The headline is pairs / ``epoch_s``, the median
@@ -78,14 +82,16 @@ from trl import DPOConfig, DPOTrainer
 
 from llm.config import GenerationConfig
 from llm.data import prompt_set
-from llm.dpo import DPOStats, dpo_loss, sequence_logprobs
+from llm.dpo import TrunkCache, sequence_logprobs
 from llm.models import DEFAULT_MODEL, chat_prompt, load_model, load_tokenizer, tiny_model, trainable_parameters
 from llm.run_files import machine_description, package_versions, write_atomic
-from llm.sampling import sample_responses
+from llm.sampling import Sample, sample_responses
+from llm.trainer import EpochStats, dpo_epoch, pairs_loss
 
 JSON_NAME = "dpo_throughput.json"
 MD_NAME = "dpo_throughput.md"
 IMPLEMENTATIONS = ("ours", "trl", "trl_precompute")
+TRUNK = "ours_trunk"  # with --train top_layers
 VERSIONS = ("caid-toolkit", "torch", "transformers", "trl", "accelerate", "datasets", "numpy")
 # The first-batch loss must be this far from ln 2, or the agreement check would hold for any two implementations.
 MIN_LOSS_GAP = 1e-3
@@ -195,7 +201,7 @@ def perturbed_copy(model: PreTrainedModel, scale: float, seed: int) -> PreTraine
 
 
 # --------------------------------------------------------------------------------------------------------------
-# our side: llm.pipeline._dpo_epoch rebuilt from the public llm.dpo functions
+# our side: llm.trainer.dpo_epoch, the pipeline's own epoch
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -212,18 +218,29 @@ def reference_logprobs(reference: PreTrainedModel, pairs: Sequence[Pair], pad_id
     return np.concatenate(out)
 
 
+def as_responses(pairs: Sequence[Pair]) -> tuple[list[Sample], np.ndarray]:
+    """The pairs as :func:`llm.trainer.dpo_epoch` takes them: responses (chosen, rejected of each pair in turn)
+    and ``(n, 2)`` indices into them; ``ref_logps.ravel()`` is then their reference log-probs."""
+    responses = [
+        Sample(i, p.prompt_ids, ids, text)
+        for i, p in enumerate(pairs)
+        for ids, text in ((p.chosen_ids, p.chosen), (p.rejected_ids, p.rejected))
+    ]
+    return responses, np.arange(2 * len(pairs)).reshape(-1, 2)
+
+
 def first_batch_ours(
     policy: PreTrainedModel, pairs: Sequence[Pair], ref_logps: np.ndarray, pad_id: int, beta: float
 ) -> tuple[float, np.ndarray]:
-    """Our DPO loss on ``pairs`` (one batch) without a step, and the ``(n, 2)`` policy log-probs."""
+    """Our DPO loss on ``pairs`` (one batch) without a step (:func:`llm.trainer.pairs_loss`, the epoch's own
+    loss), and the ``(n, 2)`` policy log-probs."""
+    responses, index = as_responses(pairs)
     with torch.no_grad():
+        loss, _ = pairs_loss(policy, responses, index, ref_logps[: len(pairs)].ravel(), beta, pad_id)
         logp = sequence_logprobs(
             policy, [p.prompt_ids for p in pairs] * 2, [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs],
             pad_id,
         )  # fmt: skip
-    n = len(pairs)
-    ref = torch.tensor(ref_logps[:n], dtype=logp.dtype)
-    loss, _ = dpo_loss(logp[:n], logp[n:], ref[:, 0], ref[:, 1], beta)
     return float(loss), logp.double().numpy().reshape(2, -1).T
 
 
@@ -232,39 +249,23 @@ def ours_epoch(
     pairs: Sequence[Pair],
     ref_logps: np.ndarray,
     pad_id: int,
-    batch_size: int,
-    beta: float,
-    learning_rate: float,
-) -> list[DPOStats]:
-    """One epoch of full training in the pipeline's way, over ``pairs`` in order.
+    args: argparse.Namespace,
+    trunk: TrunkCache | None = None,
+) -> EpochStats:
+    """One epoch of :func:`llm.trainer.dpo_epoch` over ``pairs`` in order, training the weights ``args`` names.
 
     Args:
-        policy: The model to train (all parameters).
+        policy: The model to train.
         pairs: The pairs, in batch order.
         ref_logps: ``(n, 2)`` cached reference log-probs of the chosen and rejected responses.
         pad_id: The padding token id.
-        batch_size: Pairs per step.
-        beta: DPO temperature.
-        learning_rate: AdamW learning rate.
+        args: ``batch_size``, ``beta``, ``learning_rate``, ``train``, ``top_k_layers``.
+        trunk: The frozen-trunk cache (``--train top_layers``), or None for the full forward.
     """
-    optimizer = torch.optim.AdamW(trainable_parameters(policy, "full"), lr=learning_rate)
-    stats = []
-    policy.train()
-    for start in range(0, len(pairs), batch_size):
-        batch = pairs[start : start + batch_size]
-        prompts = [p.prompt_ids for p in batch] * 2
-        responses = [p.chosen_ids for p in batch] + [p.rejected_ids for p in batch]
-        logp = sequence_logprobs(policy, prompts, responses, pad_id)
-        ref = ref_logps[start : start + len(batch)]
-        ref_logp = torch.tensor([*ref[:, 0], *ref[:, 1]], dtype=logp.dtype)
-        n = len(batch)
-        loss, batch_stats = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], beta)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        stats.append(batch_stats)
-    policy.eval()
-    return stats
+    optimizer = torch.optim.AdamW(trainable_parameters(policy, args.train, args.top_k_layers), lr=args.learning_rate)
+    responses, index = as_responses(pairs)
+    batches = [index[start : start + args.batch_size, 0] // 2 for start in range(0, len(pairs), args.batch_size)]
+    return dpo_epoch(policy, optimizer, responses, index, ref_logps.ravel(), args.beta, batches, pad_id, trunk=trunk)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -283,8 +284,10 @@ def trl_trainer(
 ) -> DPOTrainer:
     """A ``DPOTrainer`` configured to do what :func:`ours_epoch` does (see the module docstring).
 
-    TRL patches the forward of both models (its fused LM head), so pass copies that nothing else uses.
+    TRL patches the forward of both models (its fused LM head), so pass copies that nothing else uses. The
+    policy's ``requires_grad`` flags choose the trained weights (the Trainer's optimiser takes only those).
     """
+    trainable_parameters(policy, args.train, args.top_k_layers)
     config = DPOConfig(
         output_dir=output_dir, beta=args.beta, learning_rate=args.learning_rate, weight_decay=0.01,
         per_device_train_batch_size=args.batch_size, num_train_epochs=1,
@@ -384,16 +387,16 @@ def timed_run(
     """Time one implementation's setup and epoch on fresh copies of the models."""
     policy, reference = copy.deepcopy(policy), copy.deepcopy(reference)
     row: dict[str, Any] = {"implementation": name, "load_1min": os.getloadavg()[0]}
-    if name == "ours":
+    if name in ("ours", TRUNK):
         start = time.perf_counter()
         cached = reference_logprobs(reference, pairs, tokenizer.pad_token_id, args.batch_size)
         row["setup_s"] = time.perf_counter() - start
+        frozen = len(policy.model.layers) - args.top_k_layers
+        trunk = TrunkCache(frozen, tokenizer.pad_token_id, args.batch_size) if name == TRUNK else None
         start = time.perf_counter()
-        stats = ours_epoch(
-            policy, pairs, cached, tokenizer.pad_token_id, args.batch_size, args.beta, args.learning_rate
-        )
+        stats = ours_epoch(policy, pairs, cached, tokenizer.pad_token_id, args, trunk)
         row["epoch_s"] = time.perf_counter() - start
-        row["mean_loss"] = float(np.mean([s.loss for s in stats]))
+        row["mean_loss"] = stats.dpo_loss
         row["ref_logp_max_abs_diff"] = float(np.max(np.abs(cached - ref_logps)))  # the pass is deterministic
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -413,13 +416,20 @@ def timed_run(
     return row
 
 
+def implementations(train: str) -> tuple[str, ...]:
+    """The timed implementations: ours, TRL's two, and with top-layer training ours on the cached trunk."""
+    return (*IMPLEMENTATIONS, TRUNK) if train == "top_layers" else IMPLEMENTATIONS
+
+
 def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Median and best-round throughput per implementation, and the ratios ours / TRL of each.
 
     The best round is the one least slowed by other processes (as ``timeit`` reports the minimum time).
+    With ``ours_trunk`` timed, also its ratios over the best TRL setting and over ``ours``.
     """
+    names = [name for name in (*IMPLEMENTATIONS, TRUNK) if any(r["implementation"] == name for r in runs)]
     summary: dict[str, Any] = {}
-    for name in IMPLEMENTATIONS:
+    for name in names:
         mine = [r for r in runs if r["implementation"] == name]
         summary[name] = {
             key: statistics.median(r[key] for r in mine)
@@ -435,19 +445,23 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         summary[f"ratio_ours_over_{name}_with_setup"] = (
             ours["pairs_per_s_with_setup"] / summary[name]["pairs_per_s_with_setup"]
         )
+    if TRUNK in summary:
+        for name in ("ours", "trl_precompute"):
+            summary[f"ratio_{TRUNK}_over_{name}"] = summary[TRUNK]["pairs_per_s"] / summary[name]["pairs_per_s"]
     return summary
 
 
 def to_markdown(record: dict[str, Any]) -> str:
     """The human-readable report: setting, agreement check and throughput table."""
     cfg, check, summary = record["config"], record["check"], record["summary"]
+    training = "full training" if cfg["train"] == "full" else f"top {cfg['top_k_layers']} layers trained"
     lines = [
         "# DPO epoch throughput: ours vs TRL DPOTrainer",
         "",
         f"Machine: {record['machine']}; torch threads {record['torch_threads']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in record["versions"].items())
         + ".",
-        f"Model {cfg['model']} (full training, float32); {cfg['pairs']} pairs, batch {cfg['batch_size']}, "
+        f"Model {cfg['model']} ({training}, float32); {cfg['pairs']} pairs, batch {cfg['batch_size']}, "
         f"prompts <= {cfg['prompt_tokens']} tokens (longest {record['longest_prompt']}), responses <= "
         f"{cfg['response_tokens']} tokens (longest {record['longest_response']}), beta {cfg['beta']}, "
         f"lr {cfg['learning_rate']}; median of {cfg['repeats']} rounds; wall time {record['wall_s']:.0f} s.",
@@ -463,22 +477,30 @@ def to_markdown(record: dict[str, Any]) -> str:
     if check["problem"]:
         lines.append(f"Check problem: {check['problem']}.")
     if summary:
+        ours_pps = summary["ours"]["pairs_per_s"]
         lines += [
             "",
             "| implementation | pairs/s (median) | ours / this | pairs/s (best) | ours / this (best) | each round "
             "| load avg before each | epoch s | setup s | pairs/s incl. setup |",
             "|---|---:|---:|---:|---:|---|---|---:|---:|---:|",
         ]
-        for name in IMPLEMENTATIONS:
+        for name in implementations(cfg["train"]):
             s = summary[name]
-            ratio = "1" if name == "ours" else f"{summary[f'ratio_ours_over_{name}']:.2f}"
-            best = "1" if name == "ours" else f"{summary[f'ratio_ours_over_{name}_best']:.2f}"
+            if name in ("ours", TRUNK):
+                ratio = best = "1" if name == "ours" else f"{ours_pps / s['pairs_per_s']:.2f}"
+            else:
+                ratio, best = (f"{summary[f'ratio_ours_over_{name}{x}']:.2f}" for x in ("", "_best"))
             each = ", ".join(f"{v:.3g}" for v in s["pairs_per_s_all"])
             load = ", ".join(f"{v:.1f}" for v in s["load_1min_all"])
             lines.append(
                 f"| {name} | {s['pairs_per_s']:.3g} | {ratio} | {s['pairs_per_s_best']:.3g} | {best} | {each} | {load} "
                 f"| {s['epoch_s']:.1f} | {s['setup_s']:.1f} | {s['pairs_per_s_with_setup']:.3g} |"
             )
+    if TRUNK in summary:
+        lines.append(
+            f"\nCached trunk: {summary[f'ratio_{TRUNK}_over_trl_precompute']:.2f}x TRL + precompute, "
+            f"{summary[f'ratio_{TRUNK}_over_ours']:.2f}x ours with the full forward (median pairs/s)."
+        )
     return "\n".join([*lines, ""])
 
 
@@ -495,6 +517,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=48, help="longest prompt, chat template included")
     parser.add_argument("--response-tokens", type=int, default=32, help="longest response, EOS included")
     parser.add_argument("--beta", type=float, default=0.1, help="DPO temperature")
+    parser.add_argument(
+        "--train", choices=("full", "top_layers"), default="full",
+        help="trained weights on both sides; top_layers also times ours on the cached frozen trunk",
+    )  # fmt: skip
+    parser.add_argument("--top-k-layers", type=int, default=2, help="with --train top_layers: layers trained")
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="AdamW learning rate")
     parser.add_argument(
         "--ref-noise",
@@ -538,7 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = agreement(policy, reference, tokenizer, pairs, ref_logps, args)
     runs: list[dict[str, Any]] = []
     if check["passed"]:
-        rounds = [IMPLEMENTATIONS[r % 3 :] + IMPLEMENTATIONS[: r % 3] for r in range(args.repeats)]
+        names = implementations(args.train)
+        rounds = [names[r % len(names) :] + names[: r % len(names)] for r in range(args.repeats)]
         bar = tqdm([(r, name) for r, order in enumerate(rounds) for name in order], desc="timing", file=sys.stderr)
         for r, name in bar:
             bar.set_postfix_str(f"round {r + 1} {name}")

@@ -2,8 +2,9 @@
 
 Every field is a dataclass field with a default and a help string (``metadata["help"]``); a TOML file
 overrides any subset, table by table (``[model]``, ``[data]``, ``[scorers]``, ``[generation]``,
-``[training]``, ``[caid]``). Unknown or mistyped keys, wrong types and out-of-range values are refused with
-an error that names the field (``caid.dual_step_size``) and says how to fix it, before any model is loaded.
+``[training]``, ``[caid]``, ``[pecaid]``, ``[evaluation]``). Unknown or mistyped keys, wrong types and
+out-of-range values are refused with an error that names the field (``caid.dual_step_size``) and says how to
+fix it, before any model is loaded.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "CAIDConfig",
     "ConfigError",
     "DataConfig",
+    "EvaluationConfig",
     "GenerationConfig",
     "ModelConfig",
     "PeCAIDConfig",
@@ -207,11 +209,32 @@ class TrainingConfig:
         "under torchrun: 'ddp' (each rank holds the model) or 'fsdp' (parameters sharded, for models that do "
         "not fit one device)",
     )
+    all_pairs: bool = help_field(
+        False,
+        "train on all K(K-1)/2 pairs of each prompt's K reference responses (instead of pairs_per_prompt drawn "
+        "pairs), batched by prompt so each response is forwarded once per step; batch_size is then rounded to "
+        "whole prompts",
+    )
+    cache_trunk: bool = help_field(
+        False,
+        "with model.train = 'top_layers' on one process: compute the hidden states below the trained layers "
+        "once per sequence and reuse them in every epoch (same loss and gradients, far fewer FLOPs)",
+    )
+    common_random_numbers: bool = help_field(
+        False,
+        "draw labels (one uniform per pair and epoch), batch order and dual-step samples from streams keyed by "
+        "(seed, epoch), so methods at one seed differ only where lambda changes their labels",
+    )
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "training.learning_rate", f"must be > 0, got {self.learning_rate}")
         _require(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.pairs_per_prompt >= 1, "training.pairs_per_prompt", f"must be >= 1, got {self.pairs_per_prompt}")
+        _require(
+            not (self.all_pairs and self.pairs_per_prompt != 1),
+            "training.pairs_per_prompt",
+            "has no effect with training.all_pairs = true; leave it at 1",
+        )
         _check_choices(self, "training.")
         _require(self.warmup_steps >= 0, "training.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
 
@@ -249,6 +272,24 @@ class CAIDConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """The held-out evaluation: policy and pi_ref samples per held-out prompt (the paper: two of each)."""
+
+    policy_samples: int = help_field(2, "responses per held-out prompt sampled from the trained policy")
+    reference_samples: int = help_field(
+        2, "pi_ref responses per held-out prompt (the reference pool every method of a sweep shares)"
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.policy_samples >= 1, "evaluation.policy_samples", f"must be >= 1, got {self.policy_samples}")
+        _require(
+            self.reference_samples >= 1,
+            "evaluation.reference_samples",
+            f"must be >= 1, got {self.reference_samples}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class PeCAIDConfig:
     """Preference-based CAID (Algorithm 3), with simulated annotators.
 
@@ -277,10 +318,16 @@ class RunConfig:
     training: TrainingConfig = help_field(TrainingConfig(), "DPO settings")
     caid: CAIDConfig = help_field(CAIDConfig(), "the constrained problem and the dual iteration")
     pecaid: PeCAIDConfig = help_field(PeCAIDConfig(), "with method = 'pecaid': pre-alignment on preference labels")
+    evaluation: EvaluationConfig = help_field(EvaluationConfig(), "held-out evaluation sizes")
 
     def __post_init__(self) -> None:
         _check_choices(self, "")
         _require(self.seed >= 0, "seed", f"must be >= 0 (numpy and torch seeds are non-negative), got {self.seed}")
+        _require(
+            not (self.training.cache_trunk and self.model.train != "top_layers"),
+            "training.cache_trunk",
+            f"needs model.train = 'top_layers' (the trunk must be frozen), got {self.model.train!r}",
+        )
 
 
 def _type_name(tp: Any) -> str:

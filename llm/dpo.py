@@ -17,7 +17,47 @@ import torch
 
 from llm.dual import dual_step  # its home is llm.dual; importable from here too, as the labs import it
 
-__all__ = ["DPOStats", "dpo_loss", "dual_step", "pseudo_labels", "sequence_logprobs"]
+__all__ = [
+    "LABEL_STREAM",
+    "DPOStats",
+    "TrunkCache",
+    "dpo_loss",
+    "dual_step",
+    "label_uniforms",
+    "pseudo_labels",
+    "sequence_logprobs",
+]
+
+
+def _packed(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``(ids, attention, target)``: ``target`` marks the response tokens at their own positions."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"responses: expected {len(prompts)} (one per prompt), got {len(responses)}")
+    if any(len(p) == 0 for p in prompts) or any(len(r) == 0 for r in responses):
+        raise ValueError("prompts/responses: every prompt and response needs at least one token")
+    length = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    target = torch.zeros_like(ids, dtype=torch.bool)
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        n = len(p) + len(r)
+        ids[i, :n] = torch.tensor([*p, *r])
+        attention[i, :n] = 1
+        target[i, len(p) : n] = True
+    return ids, attention, target
+
+
+def _summed_logprobs(logits: torch.Tensor, ids: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``(batch,)`` sum of the response tokens' log-probabilities, from the ``(batch, length, vocab)`` logits.
+
+    The log-softmax is taken as ``logit[y_t] - logsumexp(logits)`` so no (batch, length, vocab) log-prob
+    tensor is materialised.
+    """
+    logits = logits[:, :-1].float()
+    token_logp = logits.gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2) - torch.logsumexp(logits, dim=2)
+    return (token_logp * target[:, 1:]).sum(dim=1)
 
 
 def sequence_logprobs(
@@ -25,9 +65,7 @@ def sequence_logprobs(
 ) -> torch.Tensor:
     """``log pi(y|x) = sum_t log p(y_t | x, y_<t)`` for a batch of token-id prompts and responses.
 
-    Sequences are right-padded with ``pad_id`` (masked out); only response tokens are summed. The
-    log-softmax is taken as ``logit[y_t] - logsumexp(logits)`` so no (batch, length, vocab) log-prob
-    tensor is materialised.
+    Sequences are right-padded with ``pad_id`` (masked out); only response tokens are summed.
 
     Args:
         model: A causal LM returning ``.logits``.
@@ -41,25 +79,99 @@ def sequence_logprobs(
     Raises:
         ValueError: If counts differ or a prompt or response is empty.
     """
-    if len(prompts) != len(responses):
-        raise ValueError(f"responses: expected {len(prompts)} (one per prompt), got {len(responses)}")
-    if any(len(p) == 0 for p in prompts) or any(len(r) == 0 for r in responses):
-        raise ValueError("prompts/responses: every prompt and response needs at least one token")
-    length = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
-    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    target = torch.zeros_like(ids, dtype=torch.bool)  # response tokens, at their own positions
-    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-        n = len(p) + len(r)
-        ids[i, :n] = torch.tensor([*p, *r])
-        attention[i, :n] = 1
-        target[i, len(p) : n] = True
+    ids, attention, target = _packed(prompts, responses, pad_id)
     device = next(model.parameters()).device
     ids, attention, target = ids.to(device), attention.to(device), target.to(device)
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    next_ids = ids[:, 1:]
-    token_logp = logits.gather(2, next_ids.unsqueeze(2)).squeeze(2) - torch.logsumexp(logits, dim=2)
-    return (token_logp * target[:, 1:]).sum(dim=1)
+    return _summed_logprobs(model(input_ids=ids, attention_mask=attention).logits, ids, target)
+
+
+class TrunkCache:
+    """Hidden states below the trained top layers, computed once per sequence (top-k DPO on a frozen trunk).
+
+    With ``model.train = "top_layers"`` the embeddings and the lower decoder layers of the policy are pi_ref's
+    and never change, so the hidden state entering the first trained layer is a fixed function of the
+    sequence. It is computed once (without gradient) and reused by every epoch, and by every method of a
+    process that shares this cache; only the top ``k`` layers, the final norm and the LM head run per step.
+    Sequences are right-padded, so under causal attention no real position attends to padding and the
+    cached states equal the full forward's (to float rounding). Llama-style models only (``model.model``
+    with ``embed_tokens``, ``layers``, ``norm``, ``rotary_emb``; ``lm_head``).
+
+    Args:
+        frozen_layers: How many decoder layers lie below the trained ones.
+        pad_id: Id used for padding.
+        batch_size: Sequences per trunk forward when filling the cache.
+    """
+
+    def __init__(self, frozen_layers: int, pad_id: int, batch_size: int = 16) -> None:
+        if frozen_layers < 0:
+            raise ValueError(f"frozen_layers: must be >= 0, got {frozen_layers}")
+        self.frozen_layers, self.pad_id, self.batch_size = frozen_layers, pad_id, batch_size
+        self._hidden: dict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._hidden)
+
+    @staticmethod
+    def _parts(model: torch.nn.Module) -> torch.nn.Module:
+        base = getattr(model, "model", None)
+        needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+        if base is None or not all(hasattr(base, a) for a in needed) or not hasattr(model, "lm_head"):
+            raise ValueError(
+                f"training.cache_trunk: {type(model).__name__} is not a Llama-style causal LM; set it to false"
+            )
+        return base
+
+    def _layers(
+        self, model: torch.nn.Module, hidden: torch.Tensor, attention: torch.Tensor, layers: Sequence[torch.nn.Module]
+    ) -> torch.Tensor:
+        """Run ``layers`` of ``model`` on ``hidden`` as the model's own forward does (causal mask, rotary)."""
+        from transformers.masking_utils import create_causal_mask
+
+        base = self._parts(model)
+        position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        mask = create_causal_mask(
+            config=base.config, inputs_embeds=hidden, attention_mask=attention, cache=None, position_ids=position_ids
+        )
+        rotary = base.rotary_emb(hidden, position_ids=position_ids)
+        for layer in layers:
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=position_ids)
+        return hidden
+
+    @torch.no_grad()
+    def _fill(self, model: torch.nn.Module, keys: Sequence[tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
+        base = self._parts(model)
+        if not 0 <= self.frozen_layers < len(base.layers):
+            raise ValueError(f"frozen_layers: must be in 0..{len(base.layers) - 1}, got {self.frozen_layers}")
+        device = next(model.parameters()).device
+        missing = list(dict.fromkeys(k for k in keys if k not in self._hidden))
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start : start + self.batch_size]
+            ids, attention, _ = _packed([p for p, _ in batch], [r for _, r in batch], self.pad_id)
+            ids, attention = ids.to(device), attention.to(device)
+            hidden = self._layers(model, base.embed_tokens(ids), attention, base.layers[: self.frozen_layers])
+            for i, (p, r) in enumerate(batch):
+                self._hidden[(p, r)] = hidden[i, : len(p) + len(r)].clone()
+
+    def sequence_logprobs(
+        self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
+        """:func:`sequence_logprobs` of ``model``, with the trunk's hidden states from the cache (filled as needed).
+
+        Only valid while ``model``'s embeddings and lower ``frozen_layers`` layers are those the cache was
+        filled with: the policy of a ``top_layers`` run, whose lower layers are pi_ref's.
+        """
+        keys = [(tuple(p), tuple(r)) for p, r in zip(prompts, responses, strict=True)]
+        ids, attention, target = _packed(prompts, responses, self.pad_id)
+        self._fill(model, keys)
+        base = self._parts(model)
+        device = next(model.parameters()).device
+        ids, attention, target = ids.to(device), attention.to(device), target.to(device)
+        cached = [self._hidden[k] for k in keys]
+        hidden = torch.zeros((len(keys), ids.shape[1], cached[0].shape[1]), dtype=cached[0].dtype, device=device)
+        for i, h in enumerate(cached):
+            hidden[i, : len(h)] = h
+        hidden = self._layers(model, hidden, attention, base.layers[self.frozen_layers :])
+        return _summed_logprobs(model.lm_head(base.norm(hidden)), ids, target)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,17 +217,42 @@ def dpo_loss(
     return loss, stats
 
 
-def pseudo_labels(composite_0: np.ndarray, composite_1: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def pseudo_labels(
+    composite_0: np.ndarray, composite_1: np.ndarray, source: np.random.Generator | np.ndarray
+) -> np.ndarray:
     """Bernoulli pseudo-labels: True where ``y_1`` wins, with probability ``sigma(r_lambda(y_1) - r_lambda(y_0))``.
 
     Args:
         composite_0: ``(n,)`` r_lambda of the first response of each pair.
         composite_1: ``(n,)`` r_lambda of the second response.
-        rng: Source of the draws (one uniform per pair).
+        source: Source of the draws (one uniform per pair), or the ``(n,)`` uniforms themselves (common random
+            numbers, :func:`label_uniforms`: label ``u < sigma(...)``, so two lambdas' labels differ only on
+            the pairs whose ``u`` lies between their probabilities).
     """
     composite_0, composite_1 = np.asarray(composite_0, float), np.asarray(composite_1, float)
     if composite_0.shape != composite_1.shape or composite_0.ndim != 1:
         raise ValueError(f"composite scores: expected two (n,) arrays, got {composite_0.shape} and {composite_1.shape}")
     if not (np.all(np.isfinite(composite_0)) and np.all(np.isfinite(composite_1))):
         raise ValueError("composite scores: contain NaN or inf; check the scorers")
-    return rng.random(composite_0.shape) < 1.0 / (1.0 + np.exp(composite_0 - composite_1))
+    if isinstance(source, np.random.Generator):
+        uniforms = source.random(composite_0.shape)
+    else:
+        uniforms = np.asarray(source, float)
+        if uniforms.shape != composite_0.shape:
+            raise ValueError(f"uniforms: expected shape {composite_0.shape}, one per pair, got {uniforms.shape}")
+    return uniforms < 1.0 / (1.0 + np.exp(composite_0 - composite_1))
+
+
+LABEL_STREAM = 0x4C41424C  # "LABL": the label stream's key, apart from every other stream of a run
+
+
+def label_uniforms(seed: int, epoch: int, n_pairs: int) -> np.ndarray:
+    """The dedicated label stream: one uniform per pair for ``epoch``, a function of ``(seed, epoch, pair)`` only.
+
+    Pair ``i``'s uniform is the ``i``-th draw of a generator keyed by ``(seed, LABEL_STREAM, epoch)``, so every
+    method of a sweep sees the same uniforms (common random numbers, Sec. 4.1.1's comparison at equal seeds)
+    and a resumed run draws what the uninterrupted one did.
+    """
+    if n_pairs < 0 or epoch < 0 or seed < 0:
+        raise ValueError(f"seed, epoch and n_pairs must be >= 0, got {seed}, {epoch}, {n_pairs}")
+    return np.random.default_rng([seed, LABEL_STREAM, epoch]).random(n_pairs)

@@ -39,7 +39,7 @@ __all__ = ["ReferenceData", "build_reference", "reference_key", "response_logpro
 FORMAT_VERSION = 2
 # Training prompts per cached chunk of the reference phase: a killed run resumes at the first missing chunk.
 CHUNK_PROMPTS = 16
-# Responses sampled per held-out prompt from pi_ref for evaluation (the paper evaluates two per prompt).
+# Default responses sampled per held-out prompt from pi_ref for evaluation (the paper evaluates two per prompt).
 EVAL_SAMPLES = 2
 
 
@@ -176,6 +176,7 @@ def build_reference(
     key: str,
     cache_file: Path,
     ranks: Ranks = Ranks(),
+    eval_samples: int = EVAL_SAMPLES,
 ) -> ReferenceData:
     """Load the cached reference phase for ``key`` or compute and cache it (atomically).
 
@@ -195,6 +196,7 @@ def build_reference(
         key: The content key (see :func:`reference_key`).
         cache_file: Where the entry lives.
         ranks: The processes sharing the work.
+        eval_samples: pi_ref responses per held-out prompt.
     """
     cached = ReferenceData.from_file(cache_file, key)
     if cached is not None:
@@ -224,7 +226,7 @@ def build_reference(
 
     def unit(c: int) -> ReferenceData:
         if c == len(starts):
-            return part("test", test_prompts, test_inputs, 0, EVAL_SAMPLES, seed + 1)
+            return part("test", test_prompts, test_inputs, 0, eval_samples, seed + 1)
         start = starts[c]
         inputs = train_inputs[start : start + CHUNK_PROMPTS]
         return part(f"train{c}", train_prompts, inputs, start, k, seed + 7919 * (c + 1))
@@ -239,7 +241,7 @@ def build_reference(
         np.concatenate([chunk.train_scores for chunk in chunks], axis=1),
         np.concatenate([chunk.train_logprobs for chunk in chunks], axis=0),
         test.train if test else [],
-        test.train_scores if test else np.zeros((len(scorers), 0, EVAL_SAMPLES)),
+        test.train_scores if test else np.zeros((len(scorers), 0, eval_samples)),
     )
     if ranks.is_main:
         write_atomic(cache_file, entry.to_bytes())

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import llm.pipeline as pipeline
+import llm.trainer as trainer
 from llm.config import CAIDConfig, DataConfig, GenerationConfig, ModelConfig, PeCAIDConfig, RunConfig, ScorerConfig
 from llm.reference_phase import ReferenceData, response_logprobs
 from tests.interrupts import count_calls, killed_on_call
@@ -74,9 +75,9 @@ def test_dual_steps_on_policy_from_the_implicit_utility(finished):
 def test_resumed_run_keeps_the_pre_aligned_models(finished, cache, tmp_path, monkeypatch):
     out, summary = finished
     # Two pre-alignment epochs (reward, utility), then CAID epochs 1 and 2: killed in the last.
-    with killed_on_call(pipeline, "_dpo_epoch", 4):
+    with killed_on_call(trainer, "dpo_epoch", 4):
         pipeline.run(_config(cache), tmp_path / "run", progress=False)
-    calls = count_calls(monkeypatch, pipeline, "_dpo_epoch")
+    calls = count_calls(monkeypatch, trainer, "dpo_epoch")
     resumed = pipeline.run(_config(cache), tmp_path / "run", resume=True, progress=False)
     assert len(calls) == 1  # only CAID epoch 2: nothing pre-aligned again
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()

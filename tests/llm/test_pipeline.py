@@ -7,6 +7,7 @@ import pytest
 
 import llm.pipeline as pipeline
 import llm.reference_phase as reference
+import llm.trainer as trainer
 from llm.config import (
     CAIDConfig,
     DataConfig,
@@ -80,7 +81,7 @@ def test_caid_starts_at_the_one_shot_dual_and_steps_on_policy(finished):
 def test_killed_run_resumes_to_the_same_result(finished, tmp_path, cache):
     out, summary = finished
     killed = tmp_path / "killed"
-    with killed_on_call(pipeline, "_dpo_epoch", 2):
+    with killed_on_call(trainer, "dpo_epoch", 2):
         pipeline.run(_config(cache), killed, progress=False)
     resumed = pipeline.run(_config(cache), killed, resume=True, progress=False)
     assert (killed / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
@@ -90,7 +91,7 @@ def test_killed_run_resumes_to_the_same_result(finished, tmp_path, cache):
 
 def test_resuming_a_finished_run_recomputes_nothing(finished, cache, monkeypatch):
     out, summary = finished
-    monkeypatch.setattr(pipeline, "_evaluate", lambda *a, **k: pytest.fail("re-evaluated a finished run"))
+    monkeypatch.setattr(trainer.CAIDTrainer, "evaluate", lambda *a, **k: pytest.fail("re-evaluated a finished run"))
     assert pipeline.run(_config(cache), out, resume=True, progress=False) == json.loads(json.dumps(summary))
 
 
@@ -103,7 +104,7 @@ def test_existing_run_needs_resume(finished, cache):
 
 
 def test_unreachable_threshold_is_refused_before_training(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr(pipeline, "_dpo_epoch", lambda *a, **k: pytest.fail("trained despite infeasibility"))
+    monkeypatch.setattr(trainer, "dpo_epoch", lambda *a, **k: pytest.fail("trained despite infeasibility"))
     config = _config(cache, scorers=dataclasses.replace(TINY.scorers, thresholds=[5.0]))
     with pytest.raises(InfeasibleProblemError):
         pipeline.run(config, tmp_path / "run", progress=False)
@@ -130,7 +131,7 @@ def test_lora_run_checkpoints_only_the_adapters_and_resumes_from_them(tmp_path, 
     weights = load_file(tmp_path / "lora" / "checkpoint_2.safetensors")
     assert weights and all("lora_" in name for name in weights)
     # Killed in epoch 2, resumed from the saved adapters and optimiser state: the uninterrupted run.
-    with killed_on_call(pipeline, "_dpo_epoch", 2):
+    with killed_on_call(trainer, "dpo_epoch", 2):
         pipeline.run(config, tmp_path / "killed", progress=False)
     resumed = pipeline.run(config, tmp_path / "killed", resume=True, progress=False)
     assert (tmp_path / "killed" / "metrics.jsonl").read_text() == (tmp_path / "lora" / "metrics.jsonl").read_text()
@@ -191,15 +192,15 @@ def test_the_logged_slack_is_recomputed_from_the_on_policy_samples(tmp_path, cac
     from llm.scorers import build_scorer, score
 
     recorded = []
-    original = pipeline._policy_samples
+    original = trainer.CAIDTrainer.policy_samples
 
-    def recording(ranks, policy, reference, tokenizer, prompts, inputs, scorers, n, *rest):
-        result = original(ranks, policy, reference, tokenizer, prompts, inputs, scorers, n, *rest)
-        if rest[-2] == "on-policy samples":
+    def recording(self, prompts, inputs, scorers, n, seed, desc):
+        result = original(self, prompts, inputs, scorers, n, seed, desc)
+        if desc == "on-policy samples":
             recorded.append((list(prompts), result[0], n))
         return result
 
-    monkeypatch.setattr(pipeline, "_policy_samples", recording)
+    monkeypatch.setattr(trainer.CAIDTrainer, "policy_samples", recording)
     config = _config(cache)
     pipeline.run(config, tmp_path / "run", progress=False)
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

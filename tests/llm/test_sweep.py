@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import llm.pipeline as pipeline
+import llm.trainer as trainer
 from analysis.statistics import constraint_satisfaction
 from llm.sweep import SWEEP_FILE, run_sweep, sweep_runs
 from paper_figures import fig1a_expected_vs_actual, fig1b_tradeoff
@@ -46,8 +46,8 @@ def test_sweep_writes_every_run_and_records_unreachable_thresholds(sweep):
 
 def test_rerunning_a_finished_sweep_recomputes_nothing(sweep, monkeypatch):
     config, runs, out, records = sweep
-    monkeypatch.setattr(pipeline, "_dpo_epoch", lambda *a, **k: pytest.fail("retrained a finished run"))
-    monkeypatch.setattr(pipeline, "_evaluate", lambda *a, **k: pytest.fail("re-evaluated a finished run"))
+    monkeypatch.setattr(trainer, "dpo_epoch", lambda *a, **k: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr(trainer.CAIDTrainer, "evaluate", lambda *a, **k: pytest.fail("re-evaluated a finished run"))
     assert run_sweep(config, runs, out, progress=False) == records
 
 

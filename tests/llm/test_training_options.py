@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import llm.pipeline as pipeline
+import llm.trainer as trainer
 from llm.config import ModelConfig, RunConfig, TrainingConfig
 from llm.distributed import Ranks
 from llm.dpo import sequence_logprobs
@@ -19,7 +20,7 @@ def _models(model=TINY, training=None):
     """(policy, reference, tokenizer) as a run builds them."""
     config = RunConfig(model=model, training=training or TrainingConfig())
     reference, tokenizer = pipeline._models(config, torch.device("cpu"))
-    return pipeline._learner(config, Ranks(), reference, total_steps=1).model, reference, tokenizer
+    return trainer.build_learner(config, Ranks(), reference, total_steps=1).model, reference, tokenizer
 
 
 def _gradients(policy, pad):
@@ -67,7 +68,7 @@ def test_learning_rate_schedule_runs_over_all_epochs(schedule, warmup, expected)
     # Two epochs of three steps: the schedule spans all T epochs, as the paper's Trainer runs do.
     config = RunConfig(training=TrainingConfig(learning_rate=1e-3, lr_scheduler=schedule, warmup_steps=warmup))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.training.learning_rate)
-    scheduler = pipeline._scheduler(config, optimizer, total_steps=2 * 3)
+    scheduler = trainer.lr_scheduler(config, optimizer, total_steps=2 * 3)
     rates = []
     for _ in range(6):
         rates.append(optimizer.param_groups[0]["lr"])
