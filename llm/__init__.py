@@ -2,8 +2,9 @@
 
 ``python -m llm run --config FILE.toml`` runs one method at one threshold vector, ``python -m llm sweep``
 several; :mod:`llm.methods` lists the methods. Modules: :mod:`llm.config` (typed TOML configuration),
-:mod:`llm.pipeline` (one run: reference phase, one-shot dual, DPO epochs with on-policy dual steps,
-evaluation), :mod:`llm.reference_phase` (the cached reference phase), :mod:`llm.dpo` (DPO loss, pseudo-labels),
+:mod:`llm.pipeline` (one run: the reference phase, then :mod:`llm.trainer`'s ``CAIDTrainer``: one-shot dual,
+DPO epochs with on-policy dual steps, evaluation), :mod:`llm.reference_phase` (the cached reference phase),
+:mod:`llm.dpo` (DPO loss, pseudo-labels, the frozen-trunk cache),
 :mod:`llm.models` and :mod:`llm.scorers` (models and reward/utility scorers, loaded offline),
 :mod:`llm.paired_statistics` (improvements with CIs), :mod:`llm.run_files` (the run directory: atomic
 writes, lock, validated reads), :mod:`llm.sweep`, :mod:`llm.distributed`.
@@ -25,9 +26,11 @@ from typing import Any
 __all__ = [
     "METHODS",
     "REGISTRY",
+    "CAIDTrainer",
     "Method",
     "RunConfig",
     "build_scorer",
+    "dpo_epoch",
     "dpo_loss",
     "dual_step",
     "load_config",
@@ -58,6 +61,8 @@ _EXPORTS = {
     "reference_phase": "llm.pipeline",
     "run": "llm.pipeline",
     "run_sweep": "llm.sweep",
+    "CAIDTrainer": "llm.trainer",
+    "dpo_epoch": "llm.trainer",
 }
 
 
