@@ -7,6 +7,7 @@ values recomputed here from the fixture's raw files (tests/paper_figures/figure_
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from paper_figures import (
     fig3_dual_convergence,
     real_lagrangian_gap,
 )
-from tests.llm_run_fixture import PAIR_THRESHOLDS, SINGLE_THRESHOLDS, write_fixture
+from tests.llm_run_fixture import PAIR_THRESHOLDS, SINGLE_THRESHOLDS
 from tests.paper_figures.figure_data import errorbars, eval_columns, lagrangian_gap, paired_t
 
 # (module, what its missing-results error must name)
@@ -35,18 +36,13 @@ MODULES = [
 LABELS = fig1a_expected_vs_actual.METHOD_LABELS
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    return write_fixture(tmp_path_factory.mktemp("results"))
-
-
-def _single(results, run):
+def _single(results: Path, run: str) -> Path:
     return results / "llm_sweep" / "single" / run
 
 
 @pytest.mark.parametrize("module", [m for m, _ in MODULES], ids=lambda m: m.NAME)
-def test_figure_writes_png_and_pdf(module, results, tmp_path):
-    paths = module.make_figure(results, tmp_path)
+def test_figure_writes_png_and_pdf(module, results_fixture, tmp_path):
+    paths = module.make_figure(results_fixture, tmp_path)
     assert [p.name for p in paths] == [f"{module.NAME}.png", f"{module.NAME}.pdf"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
 
@@ -59,13 +55,14 @@ def test_missing_results_name_their_producer(module, producer, tmp_path):
         assert "python -m llm sweep" in str(err.value)
 
 
-def test_fig1a_plots_each_runs_paired_improvement_and_its_t_interval(results):
-    (ax,) = fig1a_expected_vs_actual.draw(results).axes
+def test_fig1a_plots_each_runs_paired_improvement_and_its_t_interval(results_fixture):
+    (ax,) = fig1a_expected_vs_actual.draw(results_fixture).axes
     drawn = errorbars(ax)
     assert set(drawn) == {LABELS["caid"], LABELS["one_shot"]}  # the DPO baselines are not threshold sweeps
     for method in ("caid", "one_shot"):
         (series,) = drawn[LABELS[method]]
-        expected = np.array([paired_t(_single(results, f"{method}_b{b:g}"), "safety") for b in SINGLE_THRESHOLDS])
+        runs = [_single(results_fixture, f"{method}_b{b:g}") for b in SINGLE_THRESHOLDS]
+        expected = np.array([paired_t(run, "safety") for run in runs])
         np.testing.assert_allclose(series["y"], expected[:, 0], atol=1e-5)
         np.testing.assert_allclose(series["y_low"], expected[:, 1], atol=1e-5)
         np.testing.assert_allclose(series["y_high"], expected[:, 2], atol=1e-5)
@@ -79,8 +76,8 @@ def test_fig1a_plots_each_runs_paired_improvement_and_its_t_interval(results):
     assert x[0] < min(SINGLE_THRESHOLDS) and x[-1] > max(SINGLE_THRESHOLDS)
 
 
-def test_fig1b_plots_utility_against_reward_improvement_for_every_method(results):
-    fig = fig1b_tradeoff.draw(results)
+def test_fig1b_plots_utility_against_reward_improvement_for_every_method(results_fixture):
+    fig = fig1b_tradeoff.draw(results_fixture)
     drawn = errorbars(fig.axes[0])
     runs = {
         "caid": [f"caid_b{b:g}" for b in SINGLE_THRESHOLDS],
@@ -91,8 +88,8 @@ def test_fig1b_plots_utility_against_reward_improvement_for_every_method(results
     assert set(drawn) == {LABELS[m] for m in runs}
     for method, names in runs.items():
         (series,) = drawn[LABELS[method]]
-        utility = np.array([paired_t(_single(results, n), "safety") for n in names])
-        reward = np.array([paired_t(_single(results, n), "helpfulness") for n in names])
+        utility = np.array([paired_t(_single(results_fixture, n), "safety") for n in names])
+        reward = np.array([paired_t(_single(results_fixture, n), "helpfulness") for n in names])
         np.testing.assert_allclose(series["x"], utility[:, 0], atol=1e-5)
         np.testing.assert_allclose(series["y"], reward[:, 0], atol=1e-5)
         np.testing.assert_allclose(np.c_[series["x_low"], series["x_high"]], utility[:, 1:], atol=1e-5)
@@ -107,12 +104,12 @@ def test_fig1b_plots_utility_against_reward_improvement_for_every_method(results
         assert sorted(map(tuple, drawn_front)) == sorted(map(tuple, front))
 
 
-def test_fig1c_histograms_count_the_held_out_scores(results):
-    fig = fig1c_histograms.draw(results)
+def test_fig1c_histograms_count_the_held_out_scores(results_fixture):
+    fig = fig1c_histograms.draw(results_fixture)
     b = 2.0  # thresholds 1..4 for both methods: the lower middle one
     axes = np.array(fig.axes[:4]).reshape(2, 2)
     for row, method in zip(axes, ("caid", "one_shot"), strict=True):
-        data = eval_columns(_single(results, f"{method}_b{b:g}"))
+        data = eval_columns(_single(results_fixture, f"{method}_b{b:g}"))
         for ax, scorer in zip(row, ("helpfulness", "safety"), strict=True):
             assert ax.get_title().startswith(f"{scorer}: Δ = ")
             labelled = {p.get_label(): p for p in ax.patches if not p.get_label().startswith("_")}
@@ -123,9 +120,9 @@ def test_fig1c_histograms_count_the_held_out_scores(results):
                 assert counts.sum() == scores.size  # every sample falls in the common bins
 
 
-def test_fig2_plots_both_constraints_and_the_reward_per_pair(results):
-    fig = fig2_two_constraints.draw(results)
-    two = results / "llm_sweep" / "two_constraints"
+def test_fig2_plots_both_constraints_and_the_reward_per_pair(results_fixture):
+    fig = fig2_two_constraints.draw(results_fixture)
+    two = results_fixture / "llm_sweep" / "two_constraints"
     panels = zip(fig.axes[:3], ("harmless", "humor", "helpful"), strict=True)
     for ax, scorer in panels:
         points = [s for series in errorbars(ax).values() for s in series]
@@ -141,9 +138,9 @@ def test_fig2_plots_both_constraints_and_the_reward_per_pair(results):
             np.testing.assert_allclose(xs, bs, atol=0.05)
 
 
-def test_fig3_plots_the_mean_over_replicates_per_cell(results):
-    fig = fig3_dual_convergence.draw(results)
-    samples = pd.read_csv(results / "dual_convergence" / "dual_convergence.csv")
+def test_fig3_plots_the_mean_over_replicates_per_cell(results_fixture):
+    fig = fig3_dual_convergence.draw(results_fixture)
+    samples = pd.read_csv(results_fixture / "dual_convergence" / "dual_convergence.csv")
     solved = samples[samples["feasible"] & samples["converged"]]
     for ax, quantity in zip(fig.axes[:2], ("lambda_1", "dual_value"), strict=True):
         lines = {line.get_label(): line for line in ax.get_lines()}
@@ -160,11 +157,11 @@ def test_fig3_plots_the_mean_over_replicates_per_cell(results):
         assert band[:, 1].max() == pytest.approx(k4.quantile(0.975).max(), rel=1e-9)
 
 
-def test_real_lagrangian_gap_plots_dual_minus_lagrangian(results):
-    fig = real_lagrangian_gap.draw(results)
+def test_real_lagrangian_gap_plots_dual_minus_lagrangian(results_fixture):
+    fig = real_lagrangian_gap.draw(results_fixture)
     values, gap_ax = fig.axes[:2]
     for method in ("caid", "one_shot"):
-        expected = np.array([lagrangian_gap(_single(results, f"{method}_b{b:g}")) for b in SINGLE_THRESHOLDS])
+        expected = np.array([lagrangian_gap(_single(results_fixture, f"{method}_b{b:g}")) for b in SINGLE_THRESHOLDS])
         drawn = errorbars(values)
         (dual,) = [s for label, (s,) in drawn.items() if label.startswith(r"$\hat D") and LABELS[method] in label]
         (lagr,) = [s for label, (s,) in drawn.items() if label.startswith(r"$\hat L") and LABELS[method] in label]
@@ -174,21 +171,21 @@ def test_real_lagrangian_gap_plots_dual_minus_lagrangian(results):
         np.testing.assert_allclose(gap["y"], expected[:, 2], atol=1e-4)
 
 
-def test_histograms_default_to_the_median_common_threshold(results):
-    table = fig1c_histograms.load_sweep(results)
+def test_histograms_default_to_the_median_common_threshold(results_fixture):
+    table = fig1c_histograms.load_sweep(results_fixture)
     # Thresholds 1..4 for both methods: the lower middle one.
     assert fig1c_histograms.default_threshold(table) == 2.0
     with pytest.raises(ValueError, match="no caid run at threshold b = 7"):
-        fig1c_histograms.make_figure(results, results / "figs", threshold=7.0)
+        fig1c_histograms.make_figure(results_fixture, results_fixture / "figs", threshold=7.0)
 
 
-def test_tradeoff_points_pair_reward_and_utility(results):
-    points = fig1b_tradeoff.tradeoff_points(fig1b_tradeoff.load_sweep(results))
+def test_tradeoff_points_pair_reward_and_utility(results_fixture):
+    points = fig1b_tradeoff.tradeoff_points(fig1b_tradeoff.load_sweep(results_fixture))
     assert set(points["method"]) == {"caid", "one_shot", "dpo_reward", "dpo_utility"}
     caid = points[points["method"] == "caid"].reset_index(drop=True)
     assert caid["threshold"].tolist() == list(SINGLE_THRESHOLDS)
     for i, b in enumerate(SINGLE_THRESHOLDS):
-        run = _single(results, f"caid_b{b:g}")
+        run = _single(results_fixture, f"caid_b{b:g}")
         assert caid.loc[i, ["reward_mean", "reward_ci_low", "reward_ci_high"]].tolist() == pytest.approx(
             paired_t(run, "helpfulness"), abs=1e-5
         )
@@ -206,7 +203,8 @@ def test_figure_labels_come_from_the_method_registry():
         assert LABELS[key] == method.label and fig1a_expected_vs_actual.METHOD_COLORS[key] == method.color
 
 
-def test_command_line(results, tmp_path):
-    command = ["-m", "paper_figures.fig1a_expected_vs_actual", "--results", str(results), "--out", str(tmp_path)]
+def test_command_line(results_fixture, tmp_path):
+    module = "paper_figures.fig1a_expected_vs_actual"
+    command = ["-m", module, "--results", str(results_fixture), "--out", str(tmp_path)]
     out = subprocess.run([sys.executable, *command], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(tmp_path / f"fig1a_expected_vs_actual.{ext}") for ext in ("png", "pdf")]

@@ -225,10 +225,8 @@ def test_missing_run_names_the_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_world_bounds_and_nu_range(tmp_path, request):
+def test_quick_world_bounds_and_nu_range(tmp_path):
     """The quick laboratory (about 4 minutes): every applicable bound holds and nu spans two decades."""
-    if "slow" not in (request.config.getoption("-m") or ""):
-        pytest.skip("the quick laboratory takes minutes: run with -m slow")
     summary = lab.run(lab.QUICK, tmp_path, progress=False)
     checked = assert_bounds_hold_where_hypotheses_hold(summary)
     assert checked >= len(summary) * len(BOUNDED) // 2
