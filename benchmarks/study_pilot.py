@@ -27,8 +27,9 @@ held-out gain in sigma units and the KL (:func:`dpo_pilot`).
 
 ``--part sampling`` writes ``DIR/study_pilot.json`` (configuration, machine, versions, every measurement, the
 sample sizes, a few example continuations) and ``DIR/study_pilot_pool.json`` (the pool's prompts, texts and raw
-scores, for reuse); ``--part dpo`` writes ``DIR/study_pilot_dpo.json``; all atomically, with a printed summary.
-Rerunnable: every number is recomputed, nothing is cached except the converted model (``--cache-dir``).
+scores, for reuse); ``--part dpo`` writes ``DIR/study_pilot_dpo_<hard|soft>_lr<lr>.json``; all atomically, with
+a printed summary. Rerunnable: every number is recomputed, nothing is cached except the converted model
+(``--cache-dir``).
 """
 
 from __future__ import annotations
@@ -53,8 +54,7 @@ from llm.scorers import plugin_maximum, within_prompt_sd
 
 JSON_NAME = "study_pilot.json"
 POOL_NAME = "study_pilot_pool.json"
-DPO_NAME = "study_pilot_dpo.json"
-DPO_SOFT_NAME = "study_pilot_dpo_soft.json"
+DPO_NAME = "study_pilot_dpo_{labels}_lr{lr:g}.json"  # one file per label mode and learning rate
 OBJECTIVES = ("relevance", "sentiment", "simplicity", "toxicity")  # r, g1 (positivity), g2, and the old cost
 PLUGIN_K = (4, 6, 8)
 BATCHES = (16, 32, 64)
@@ -444,7 +444,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the JSON files")
     parser.add_argument("--part", choices=("sampling", "dpo"), default="sampling",
                         help="'sampling': throughput, pool and sample sizes (study_pilot.json); 'dpo': DPO on "
-                        "positivity alone (study_pilot_dpo.json)")  # fmt: skip
+                        "positivity alone (study_pilot_dpo_<hard|soft>_lr<lr>.json)")  # fmt: skip
     parser.add_argument("--pool-prompts", type=int, default=96, help="reference-pool prompts")
     parser.add_argument("--pool-k", type=int, default=8, help="reference samples per pool prompt (>= 8 for K = 8)")
     parser.add_argument("--pool-batch", type=int, default=64, help="sequences per batch when sampling")
@@ -463,8 +463,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | None:
     parser.add_argument("--dpo-layers", type=int, default=2, help="DPO part: trained top decoder layers")
     parser.add_argument("--dpo-batch", type=int, default=8, help="DPO part: pairs per step")
     parser.add_argument("--dpo-soft-labels", action="store_true",
-                        help="DPO part: label-averaged (soft) Bernoulli loss instead of drawn labels; writes "
-                        f"{DPO_SOFT_NAME}")  # fmt: skip
+                        help="DPO part: label-averaged (soft) Bernoulli loss instead of drawn labels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache root of the converted model")
     args = parser.parse_args(argv)
@@ -510,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["dpo"] = dpo_pilot(model, tokenizer, prompts, args)
         record["wall_s"] = time.perf_counter() - started
         record["load_1min_end"] = os.getloadavg()[0]
-        name = DPO_SOFT_NAME if args.dpo_soft_labels else DPO_NAME
+        name = DPO_NAME.format(labels=record["dpo"]["labels"], lr=args.dpo_lr)
         write_atomic(args.out / name, json.dumps(record, indent=2) + "\n")
         print(f"go: {record['dpo']['go']}; wall {record['wall_s']:.0f} s; written {name}")
         return 0
