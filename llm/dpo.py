@@ -91,7 +91,8 @@ class TrunkCache:
     With ``model.train = "top_layers"`` the embeddings and the lower decoder layers of the policy are pi_ref's
     and never change, so the hidden state entering the first trained layer is a fixed function of the
     sequence. It is computed once (without gradient) and reused by every epoch, and by every method of a
-    process that shares this cache; only the top ``k`` layers, the final norm and the LM head run per step.
+    process that shares this cache; only the top ``k`` layers run per step, and the final norm and the LM head
+    only at the positions that predict a response token.
     Sequences are right-padded, so under causal attention no real position attends to padding and the
     cached states equal the full forward's (to float rounding). Llama-style models only (``model.model``
     with ``embed_tokens``, ``layers``, ``norm``, ``rotary_emb``; ``lm_head``).
@@ -171,7 +172,12 @@ class TrunkCache:
         for i, h in enumerate(cached):
             hidden[i, : len(h)] = h
         hidden = self._layers(model, hidden, attention, base.layers[self.frozen_layers :])
-        return _summed_logprobs(model.lm_head(base.norm(hidden)), ids, target)
+        # The norm and LM head only where a response token is predicted: with a large vocabulary the head
+        # dominates what is left once the trunk is cached, and prompt and padding positions need none of it.
+        rows, cols = target[:, 1:].nonzero(as_tuple=True)
+        logits = model.lm_head(base.norm(hidden[rows, cols])).float()
+        token_logp = logits.gather(1, ids[rows, cols + 1].unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)
+        return torch.zeros(len(keys), dtype=token_logp.dtype, device=device).index_add(0, rows, token_logp)
 
 
 @dataclasses.dataclass(frozen=True)

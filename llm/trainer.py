@@ -638,9 +638,11 @@ class CAIDTrainer:
 
     def dpo_epoch(self, prefer_1: np.ndarray, epoch: int) -> EpochStats:
         """One DPO epoch of the policy on the pairs labelled by ``prefer_1``, in this epoch's batch order."""
-        return _labelled_epoch(
-            self.config, self.ranks, self.learner, self.ref, self.pairs, prefer_1,
-            _batches(self.config, self.pairs, self._stream(_ORDER_STREAM, epoch)), self.pad, self.trunk, self.progress,
+        oriented = _oriented(self.pairs, prefer_1, self.config.generation.samples_per_prompt)
+        batches = _batches(self.config, self.pairs, self._stream(_ORDER_STREAM, epoch))
+        return _reference_epoch(
+            self.config, self.learner, self.ref, oriented, batches,
+            pad_id=self.pad, ranks=self.ranks, trunk=self.trunk, progress=self.progress,
         )  # fmt: skip
 
     def iterate(self) -> dict[str, Any]:
@@ -774,27 +776,29 @@ def _batches(config: RunConfig, pairs: np.ndarray, rng: np.random.Generator) -> 
     return shuffled_batches(len(pairs), config.training.batch_size, rng)
 
 
-def _labelled_epoch(
-    config: RunConfig,
-    ranks: Ranks,
-    learner: Learner,
-    ref: ReferenceData,
-    pairs: np.ndarray,
-    prefer_1: np.ndarray,
-    batches: list[np.ndarray],
-    pad: int,
-    trunk: TrunkCache | None,
-    progress: bool,
-) -> EpochStats:
-    """:func:`dpo_epoch` on the reference samples: ``pairs`` rows ``(prompt, j_0, j_1)`` oriented by ``prefer_1``."""
-    k = config.generation.samples_per_prompt
+def _oriented(pairs: np.ndarray, prefer_1: np.ndarray, k: int) -> np.ndarray:
+    """Flat ``(chosen, rejected)`` indices into the ``N * K`` reference samples of the labelled pairs.
+
+    ``pairs`` rows are ``(prompt, j_0, j_1)``; ``prefer_1`` says where ``j_1`` is the chosen response.
+    """
     base = pairs[:, 0] * k
     chosen = base + np.where(prefer_1, pairs[:, 2], pairs[:, 1])
     rejected = base + np.where(prefer_1, pairs[:, 1], pairs[:, 2])
+    return np.stack([chosen, rejected], axis=1)
+
+
+def _reference_epoch(
+    config: RunConfig,
+    learner: Learner,
+    ref: ReferenceData,
+    pairs: np.ndarray,
+    batches: list[np.ndarray],
+    **options: Any,
+) -> EpochStats:
+    """:func:`dpo_epoch` of ``learner`` on the reference samples, ``pairs`` oriented (:func:`_oriented`)."""
     return dpo_epoch(
-        learner.trainer, learner.optimizer, ref.train, np.stack([chosen, rejected], axis=1),
-        ref.train_logprobs.ravel(), config.caid.beta, batches, pad,
-        scheduler=learner.scheduler, ranks=ranks, trunk=trunk, grouped=config.training.all_pairs, progress=progress,
+        learner.trainer, learner.optimizer, ref.train, pairs, ref.train_logprobs.ravel(), config.caid.beta, batches,
+        scheduler=learner.scheduler, grouped=config.training.all_pairs, **options,
     )  # fmt: skip
 
 
@@ -822,8 +826,10 @@ def _pre_align(
             prefer_1 = pseudo_labels(scores[pairs[:, 0], pairs[:, 1]], scores[pairs[:, 0], pairs[:, 2]], rng)
             epochs = range(config.pecaid.epochs)
             for _ in tqdm(epochs, desc=f"pre-align {name}", disable=not (progress and ranks.is_main)):
-                batches = _batches(config, pairs, rng)
-                _labelled_epoch(config, ranks, learner, ref, pairs, prefer_1, batches, pad, trunk, progress)
+                _reference_epoch(
+                    config, learner, ref, _oriented(pairs, prefer_1, config.generation.samples_per_prompt),
+                    _batches(config, pairs, rng), pad_id=pad, ranks=ranks, trunk=trunk, progress=progress,
+                )  # fmt: skip
             weights, _ = training_state(learner.trainer, learner.optimizer, learner.names)
             if ranks.is_main:
                 _save_weights(path, weights)
