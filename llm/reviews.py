@@ -4,7 +4,7 @@ The powered multi-token study continues review openings with the model in comple
 an offline analogue of the controlled-sentiment task of the DPO paper, with SmolLM2 in place of GPT-2 and VADER
 in place of a sentiment classifier (no review corpus or sentiment-classifier weights ship as a wheel). The
 reward r is relevance to the prompt and the utilities are positivity (VADER) and simplicity; the constrained
-problem is that of Sec. 2 (eq. (P)), solved by the methods of Sec. 3.
+problem is (P-CA) with these objectives, solved by the methods of Algorithms 1-3.
 
 The grid is :data:`REVIEW_OPENERS` x :data:`REVIEW_SUBJECTS` (16 x 24 = 384 prompts). More than half of the
 openers carry a negative cue ("I wanted to like ..., but"), so the reference continuations lean negative and
