@@ -3,13 +3,15 @@
 The powered multi-token study continues review openings with the model in completion mode (no chat template):
 an offline analogue of the controlled-sentiment task of the DPO paper, with SmolLM2 in place of GPT-2 and VADER
 in place of a sentiment classifier (no review corpus or sentiment-classifier weights ship as a wheel). The
-reward r is relevance to the prompt and the utilities are positivity (VADER) and simplicity; the constrained
-problem is (P-CA) with these objectives, solved by the methods of Algorithms 1-3.
+design's objectives are r = relevance to the prompt and the utilities positivity (VADER) and simplicity, in the
+constrained problem (P-CA), solved by the methods of Algorithms 1-3 (the pilot in ``benchmarks/README.md`` found
+relevance and positivity uncorrelated within prompts, which questions that assignment).
 
 The grid is :data:`REVIEW_OPENERS` x :data:`REVIEW_SUBJECTS` (16 x 24 = 384 prompts). More than half of the
-openers carry a negative cue ("I wanted to like ..., but"), so the reference continuations lean negative and
-the positivity constraint has room to move: a threshold is only informative if the reference does not already
-satisfy it. Every opener ends mid-sentence without a trailing space, so the first sampled token is a word that
+openers carry a negative cue ("I wanted to like ..., but") to pull the reference continuations toward negative
+reviews, so that a positivity threshold is not met by the reference already. (On the pilot's pool SmolLM2's
+continuations still averaged a VADER score of +0.18, with a K = 6 plug-in headroom of 1.24 within-prompt SDs.)
+Every opener ends mid-sentence without a trailing space, so the first sampled token is a word that
 carries its own leading space (how SmolLM2's tokenizer writes words), and every subject is a singular noun
 phrase that reads correctly after any opener.
 """
