@@ -9,8 +9,10 @@ relevance and positivity uncorrelated within prompts, which questions that assig
 
 The grid is :data:`REVIEW_OPENERS` x :data:`REVIEW_SUBJECTS` (16 x 24 = 384 prompts). More than half of the
 openers carry a negative cue ("I wanted to like ..., but") to pull the reference continuations toward negative
-reviews, so that a positivity threshold is not met by the reference already. (On the pilot's pool SmolLM2's
-continuations still averaged a VADER score of +0.18, with a K = 6 plug-in headroom of 1.24 within-prompt SDs.)
+reviews, so that positivity has room to rise (VADER is bounded by 1, and the thresholds b are improvements
+over the reference). On the pilot's pool SmolLM2's continuations still averaged a VADER score of +0.18, with
+a K = 6 plug-in headroom of 1.24 within-prompt SDs.
+
 Every opener ends mid-sentence without a trailing space, so the first sampled token is a word that
 carries its own leading space (how SmolLM2's tokenizer writes words), and every subject is a singular noun
 phrase that reads correctly after any opener.
