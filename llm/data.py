@@ -426,6 +426,33 @@ def _read_parquet_records(path: Path) -> list[tuple[str, dict]]:
     return [(f"{path}: row {i} (0-based)", {str(k): v for k, v in rec.items()}) for i, rec in enumerate(records)]
 
 
+def read_records(path: Path, what: str, expected: str) -> list[tuple[str, dict]]:
+    """(location, record) pairs of a JSON lines, JSON array or Parquet file; at least one.
+
+    Args:
+        path: The file; its extension (``.jsonl``, ``.json``, ``.parquet``) chooses the format.
+        what: What the file is, for the messages (``"prompt file"``).
+        expected: What it must hold, for the message on an empty file.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        ValueError: Naming the file (and line or row) for an unknown extension, invalid JSON, a record that is
+            not an object, or no records.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}; check the path")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        records = _read_jsonl_records(path)
+    elif suffix == ".parquet":
+        records = _read_parquet_records(path)
+    else:
+        raise ValueError(f"{path}: unsupported extension {path.suffix!r}; use .jsonl, .json (JSON lines) or .parquet")
+    if not records:
+        raise ValueError(f"{path}: no records; the file must hold {expected}")
+    return records
+
+
 def load_prompt_file(path: Path | str, prompt_field: str = "prompt") -> PromptSet:
     """Prompts (and fixed responses, if present) from a JSONL or Parquet file.
 
@@ -449,17 +476,7 @@ def load_prompt_file(path: Path | str, prompt_field: str = "prompt") -> PromptSe
             prompt or response, inconsistent response fields, an unknown extension, or an empty file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        records = _read_jsonl_records(path)
-    elif suffix == ".parquet":
-        records = _read_parquet_records(path)
-    else:
-        raise ValueError(f"{path}: unsupported extension {path.suffix!r}; use .jsonl, .json (JSON lines) or .parquet")
-    if not records:
-        raise ValueError(f"{path}: no records; the file must hold at least one record with field {prompt_field!r}")
+    records = read_records(path, "prompt file", f"at least one record with field {prompt_field!r}")
 
     first_where, first = records[0]
     response_fields = _response_fields(first, first_where)

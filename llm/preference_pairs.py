@@ -47,7 +47,7 @@ from typing import Literal
 
 import numpy as np
 
-from llm.data import _read_jsonl_records, _read_parquet_records
+from llm.data import read_records
 
 __all__ = ["PreferenceData", "PreferencePair", "Schema", "load_preference_pairs"]
 
@@ -217,17 +217,7 @@ def load_preference_pairs(
             the file does not label.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"preference file not found: {path}; check the path")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        records = _read_jsonl_records(path)
-    elif suffix == ".parquet":
-        records = _read_parquet_records(path)
-    else:
-        raise ValueError(f"{path}: unsupported extension {path.suffix!r}; use .jsonl, .json (JSON lines) or .parquet")
-    if not records:
-        raise ValueError(f"{path}: no records; expected one preference pair per record ({_SCHEMAS})")
+    records = read_records(path, "preference file", f"one preference pair per record ({_SCHEMAS})")
     first_where, first = records[0]
     schema, found = _detect(first, first_where)
     plain = schema == "chosen_rejected" and found == ("preference",) and "preference_chosen" not in first
