@@ -15,14 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from llm.dual import dual_step  # its home is llm.dual; importable from here too, as the labs import it
-
 __all__ = [
     "LABEL_STREAM",
     "DPOStats",
     "TrunkCache",
     "dpo_loss",
-    "dual_step",
     "label_uniforms",
     "pseudo_labels",
     "sequence_logprobs",
