@@ -156,7 +156,11 @@ def pairs_loss(
     position = {r: i for i, r in enumerate(distinct)}
     prompts = [responses[r].prompt_ids for r in distinct]
     texts = [responses[r].response_ids for r in distinct]
-    logp = trunk.sequence_logprobs(model, prompts, texts) if trunk else sequence_logprobs(model, prompts, texts, pad_id)
+    logp = (
+        trunk.sequence_logprobs(model, prompts, texts)
+        if trunk is not None  # an empty cache has len 0: test identity, not truth
+        else sequence_logprobs(model, prompts, texts, pad_id)
+    )
     if grouped and len(distinct) < len(flat):
         logp = logp[torch.as_tensor([position[r] for r in flat.tolist()], device=logp.device)]
     ref_logp = torch.tensor(ref_logprobs[flat], dtype=logp.dtype, device=logp.device)

@@ -222,8 +222,12 @@ def test_trunk_cache_and_grouped_pairs_in_a_run_match_the_full_forward(cache, tm
     metrics = []
     for name, on in (("plain", False), ("cached", True)):
         config = dataclasses.replace(base, training=dataclasses.replace(base.training, cache_trunk=on))
+        trainer._TRUNKS.clear()
         pipeline.run(config, tmp_path / name, progress=False)
         metrics.append(pd.read_json(tmp_path / name / "metrics.jsonl", lines=True))
+        # The cached run filled the trunk with every reference sample (the pairs use them all); the plain none.
+        filled = sum(len(t) for t in trainer._TRUNKS.values())
+        assert filled == (len(pipeline.reference_phase(config).ref.train) if on else 0)
     for column in ("dpo_loss", "dpo_margin"):
         np.testing.assert_allclose(metrics[1][column], metrics[0][column], rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.stack(metrics[1]["lam"]), np.stack(metrics[0]["lam"]), atol=1e-6)
