@@ -15,13 +15,16 @@ All lambda arguments are dual vectors (only their l1 norms enter, except where n
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from theory.dual import dual_hessian
-from theory.dual_solver import solve_dual
+from theory.dual_solver import DualSolution, solve_dual
 from theory.problem import ConstrainedProblem
 
 __all__ = [
+    "ExactOptimum",
     "bound_constant_M",
     "conditioning_constant",
     "gap_factor",
@@ -79,6 +82,40 @@ def smoothness_constant(prob: ConstrainedProblem) -> float:
 def strong_convexity_constant(prob: ConstrainedProblem, lam: np.ndarray | float) -> float:
     """mu_D(lambda) = sigma_min(hess D(lambda)) (Lemma 1; at lambda = lambda* it is mu*_D of Assumption 5)."""
     return float(np.linalg.eigvalsh(dual_hessian(prob, lam))[0])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ExactOptimum:
+    """The exact solution of (U-CA) and the constants every bound needs.
+
+    Attributes:
+        prob: The problem.
+        solution: ``solve_dual(prob)``: lambda*, D* (= P* by Lemma 2), pi*.
+        M: :func:`bound_constant_M` (max |h|, |r|).
+        L_D: :func:`smoothness_constant` of D (Lemma 1).
+        hessian: hess D(lambda*).
+        mu_D: mu*_D = sigma_min(hess D(lambda*)) (Assumption 5 at lambda*).
+    """
+
+    prob: ConstrainedProblem
+    solution: DualSolution
+    M: float
+    L_D: float
+    hessian: np.ndarray
+    mu_D: float
+
+    @classmethod
+    def of(cls, prob: ConstrainedProblem) -> ExactOptimum:
+        """Solve ``prob`` with :func:`theory.solve_dual` and compute its constants."""
+        sol = solve_dual(prob)
+        hessian = dual_hessian(prob, sol.lam)
+        mu = float(np.linalg.eigvalsh(hessian)[0])
+        return cls(prob, sol, bound_constant_M(prob), smoothness_constant(prob), hessian, mu)
+
+    @property
+    def P_star(self) -> float:
+        """P* = D* (strong duality, Lemma 2)."""
+        return self.solution.value
 
 
 def tightened_dual(prob: ConstrainedProblem, nu: float) -> np.ndarray:

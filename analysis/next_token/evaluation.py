@@ -22,43 +22,11 @@ import numpy as np
 from scipy.special import xlogy
 
 from theory import bounds
-from theory.dual import dual_hessian, dual_value, tilted_policy
-from theory.dual_solver import DualSolution, solve_dual
+from theory.dual import dual_value, tilted_policy
 from theory.lagrangian import constraint_slacks, kl_divergence, objective
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
 
-__all__ = ["Evaluation", "ExactOptimum", "evaluate"]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ExactOptimum:
-    """The exact solution of the held-out problem and the constants of the bounds (Sec. 4).
-
-    Attributes:
-        prob: The problem.
-        solution: ``solve_dual(prob)``: lambda*, D* = P* (Lemma 2), pi*.
-        M: The bound constant max |h|, |r|.
-        L_D: Certified smoothness constant of D (Lemma 1).
-        mu_D: sigma_min(hess D(lambda*)) (Assumption 5).
-    """
-
-    prob: ConstrainedProblem
-    solution: DualSolution
-    M: float
-    L_D: float
-    mu_D: float
-
-    @classmethod
-    def of(cls, prob: ConstrainedProblem) -> ExactOptimum:
-        """Solve ``prob`` and compute its constants (no LP: the vocabulary-sized problem stays cheap)."""
-        sol = solve_dual(prob)
-        mu = float(np.linalg.eigvalsh(dual_hessian(prob, sol.lam))[0])
-        return cls(prob, sol, bounds.bound_constant_M(prob), bounds.smoothness_constant(prob), mu)
-
-    @property
-    def P_star(self) -> float:
-        """P* = D* (strong duality, Lemma 2)."""
-        return self.solution.value
+__all__ = ["Evaluation", "evaluate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +51,7 @@ def _per_prompt_gap(prob: ConstrainedProblem, a: np.ndarray, b: np.ndarray) -> t
     return np.abs(a - b).sum(axis=1), np.abs(kl_divergence(prob, b) - kl_divergence(prob, a))
 
 
-def evaluate(opt: ExactOptimum, policy: np.ndarray, lam: np.ndarray | None, *, eta: float = 0.0,
+def evaluate(opt: bounds.ExactOptimum, policy: np.ndarray, lam: np.ndarray | None, *, eta: float = 0.0,
              second_moment: float = 0.0) -> Evaluation:
     """Evaluate ``policy`` exactly on ``opt.prob``.
 

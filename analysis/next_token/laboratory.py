@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.next_token.evaluation import ExactOptimum, evaluate
+from analysis.next_token.evaluation import evaluate
 from analysis.next_token.methods import Method, TrainingData, TrainingSettings, train_method
 from analysis.next_token.policy import LastBlockPolicy
 from analysis.next_token.problem import exact_problem, plug_in_problem, sample_tokens, save_instance
@@ -37,7 +37,7 @@ from analysis.next_token.world import (
     make_split,
     normalised,
 )
-from theory import certify, solve_dual
+from theory import bounds, certify, solve_dual
 
 __all__ = ["FULL", "QUICK", "LabConfig", "Setting", "run", "settings_of"]
 
@@ -158,7 +158,7 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
     optima, optimum_rows = {}, []
     for s in tqdm(settings, desc="exact problems", disable=not progress):
         prob = exact_problem(world, s.utilities, np.array(s.thresholds), beta)
-        opt = ExactOptimum.of(prob)
+        opt = bounds.ExactOptimum.of(prob)
         cert = certify(prob, opt.solution.policy, opt.solution.lam)
         lam_train = solve_dual(exact_problem(world, s.utilities, np.array(s.thresholds), beta, train=True),
                                return_policy=False).lam

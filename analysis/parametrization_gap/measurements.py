@@ -70,8 +70,8 @@ from analysis.parametrization_gap.hypotheses import (
 from analysis.parametrization_gap.policy_classes import SequencePolicy
 from analysis.parametrization_gap.practical_caid import PracticalTrajectory, practical_caid
 from theory import bounds
-from theory.dual import dual_gradient, dual_hessian, dual_value, tilted_policy
-from theory.dual_solver import DualSolution, solve_dual
+from theory.dual import dual_gradient, dual_value, tilted_policy
+from theory.dual_solver import solve_dual
 from theory.lagrangian import constraint_slacks, kl_divergence, objective
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
 
@@ -99,49 +99,23 @@ BOUNDED = {
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class DistributionOptimum:
-    """The exact solution of (U-CA) and the constants the bounds need.
+class DistributionOptimum(bounds.ExactOptimum):
+    """:class:`theory.bounds.ExactOptimum` with the hypotheses the laboratory checks once per problem.
 
     Attributes:
-        prob: The problem.
-        solution: ``solve_dual(prob)``: lambda*, D* (= P* by Lemma 2), pi*.
-        M: The bound constant of Sec. 4 (max |h|, |r|).
-        L_D: Certified smoothness constant of D (Lemma 1).
-        mu_D: mu*_D = sigma_min(hess D(lambda*)) (Assumption 5).
-        hessian: hess D(lambda*).
-        slater: The Slater margin of (U-CA), max_pi min_i E h_i (Assumption 2).
+        slater: The Slater margin of (U-CA), max_pi min_i E h_i (Assumption 2; an LP over the support).
         assumption1: Assumption 1, checked.
     """
 
-    prob: ConstrainedProblem
-    solution: DualSolution
-    M: float
-    L_D: float
-    mu_D: float
-    hessian: np.ndarray
     slater: float
     assumption1: Hypothesis
 
     @classmethod
     def of(cls, prob: ConstrainedProblem) -> DistributionOptimum:
-        """Solve ``prob`` exactly and compute its constants."""
-        sol = solve_dual(prob)
-        hessian = dual_hessian(prob, sol.lam)
-        return cls(
-            prob,
-            sol,
-            bounds.bound_constant_M(prob),
-            bounds.smoothness_constant(prob),
-            float(np.linalg.eigvalsh(hessian)[0]),
-            hessian,
-            slater_margin(prob),
-            assumption1(prob),
-        )
-
-    @property
-    def P_star(self) -> float:
-        """P* = D* (strong duality, Lemma 2)."""
-        return self.solution.value
+        """Solve ``prob`` exactly, compute its constants and check Assumptions 1 and 2."""
+        exact = bounds.ExactOptimum.of(prob)
+        fields = {f.name: getattr(exact, f.name) for f in dataclasses.fields(exact)}
+        return cls(**fields, slater=slater_margin(prob), assumption1=assumption1(prob))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.next_token.evaluation import ExactOptimum, evaluate
+from analysis.next_token.evaluation import evaluate
 from analysis.next_token.policy import LastBlockPolicy, encode_trunk
 from analysis.next_token.problem import InstanceError, exact_problem, load_instance, save_instance
 from analysis.next_token.world import load_or_build_world, make_split, reference_logprobs
 from tests.markers import needs_smollm2
-from theory import ConstrainedProblem, solve_dual, solve_primal, tilted_policy
+from theory import ConstrainedProblem, bounds, solve_dual, solve_primal, tilted_policy
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_trunk_cache_matches_full_forward(tiny):
 def test_exact_expectations_match_monte_carlo(world):
     prob = exact_problem(world, (1,), np.array([0.1]), 1.0)
     policy = tilted_policy(prob, np.array([0.7]))  # any full-support policy
-    ev = evaluate(ExactOptimum.of(prob), policy, np.array([0.7]))
+    ev = evaluate(bounds.ExactOptimum.of(prob), policy, np.array([0.7]))
     rng = np.random.default_rng(0)
     n = 20000
     for x in range(prob.n_prompts):
@@ -48,7 +48,7 @@ def test_exact_expectations_match_monte_carlo(world):
 
 def test_tilted_policy_at_lambda_star_reaches_p_star(world):
     prob = exact_problem(world, (1, 2), np.array([0.2, 0.1]), 1.0)
-    opt = ExactOptimum.of(prob)
+    opt = bounds.ExactOptimum.of(prob)
     row = evaluate(opt, tilted_policy(prob, opt.solution.lam), opt.solution.lam).row
     p = tilted_policy(prob, opt.solution.lam)
     brute = np.mean([(p[x] * prob.reward[x]).sum() - np.sum(p[x] * (np.log(p[x]) - prob.ref_logprobs[x]))
