@@ -6,8 +6,10 @@ several; :mod:`llm.methods` lists the methods. Modules: :mod:`llm.config` (typed
 DPO epochs with on-policy dual steps, evaluation), :mod:`llm.reference_phase` (the cached reference phase),
 :mod:`llm.dpo` (DPO loss, pseudo-labels, the frozen-trunk cache),
 :mod:`llm.models` and :mod:`llm.scorers` (models and reward/utility scorers, loaded offline),
-:mod:`llm.paired_statistics` (improvements with CIs), :mod:`llm.run_files` (the run directory: atomic
-writes, lock, validated reads), :mod:`llm.sweep`, :mod:`llm.distributed`.
+:mod:`llm.dual` (the dual step), :mod:`llm.paired_statistics` (improvements with CIs),
+:mod:`llm.run_files` (the run directory: atomic writes, lock, validated reads), :mod:`llm.run_schema`
+(``summary.json`` and ``eval_scores.csv``), :mod:`llm.data` and :mod:`llm.reviews` (prompt sources),
+:mod:`llm.preference_pairs` (labelled preference files), :mod:`llm.sweep`, :mod:`llm.distributed`.
 
 The names below are re-exported lazily: ``import llm`` imports neither torch nor transformers.
 
