@@ -72,6 +72,14 @@ def _as_matrix(values: np.ndarray, field: str) -> np.ndarray:
     return a
 
 
+def _paired(values_a: np.ndarray, values_b: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """``<field>_a`` and ``<field>_b`` as matrices of one shape (paired seeds and units)."""
+    a, b = _as_matrix(values_a, f"{field}_a"), _as_matrix(values_b, f"{field}_b")
+    if a.shape != b.shape:
+        raise ValueError(f"{field}_b: expected shape {a.shape} to pair with {field}_a, got {b.shape}")
+    return a, b
+
+
 def _bootstrap(arrays: list[np.ndarray], stat: Callable[..., float], n_boot: int, seed: int) -> np.ndarray:
     """Crossed bootstrap: resample seeds (rows) and units (columns) of every array with the same indices."""
     rng = np.random.default_rng(seed)
@@ -158,9 +166,7 @@ def paired_abs_difference(errors_a: np.ndarray, errors_b: np.ndarray, effect: fl
                           n_boot: int = 2000, seed: int = 0) -> Decision:
     """|mean e_A| - |mean e_B| < 0 (A's mean error is smaller), bootstrapped jointly over paired units."""
     _check(level, n_boot)
-    a, b = _as_matrix(errors_a, "errors_a"), _as_matrix(errors_b, "errors_b")
-    if a.shape != b.shape:
-        raise ValueError(f"errors_b: expected shape {a.shape} to pair with errors_a, got {b.shape}")
+    a, b = _paired(errors_a, errors_b, "errors")
 
     def stat(x: np.ndarray, y: np.ndarray) -> float:
         return abs(x.mean()) - abs(y.mean())
@@ -173,9 +179,7 @@ def paired_difference(values_a: np.ndarray, values_b: np.ndarray, effect: float,
                       n_boot: int = 2000, seed: int = 0) -> Decision:
     """mean(A - B) > 0 over paired units; power at a true difference of ``effect``."""
     _check(level, n_boot)
-    a, b = _as_matrix(values_a, "values_a"), _as_matrix(values_b, "values_b")
-    if a.shape != b.shape:
-        raise ValueError(f"values_b: expected shape {a.shape} to pair with values_a, got {b.shape}")
+    a, b = _paired(values_a, values_b, "values")
     d = a - b
     return _directional("paired difference", float(d.mean()), _bootstrap([d], np.mean, n_boot, seed), level, effect,
                         "above")

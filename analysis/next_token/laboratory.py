@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from analysis.next_token.world import (
     make_split,
     normalised,
 )
+from llm.run_files import write_atomic
 from theory import bounds, certify, solve_dual
 
 __all__ = ["FULL", "QUICK", "LabConfig", "Setting", "run", "settings_of"]
@@ -99,13 +98,6 @@ def settings_of(config: LabConfig, world: World) -> list[Setting]:
 def _methods(setting: Setting) -> list[Method]:
     base = [Method.ONE_SHOT_PLUGIN, Method.ONE_SHOT_EXACT, Method.CAID_EXACT]
     return [*base, Method.CAID_SAMPLED] if len(setting.utilities) == 1 else base
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _load_done(folder: Path, run_id: str) -> dict | None:
@@ -211,7 +203,7 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
         }  # fmt: skip
         atomic_savez(out / "runs" / f"{run_id}.npz", improvements=ev.improvements, reward=ev.reward, kl=ev.kl,
                      trajectory=result.trajectory)
-        _atomic_text(out / "runs" / f"{run_id}.json", json.dumps(row, default=float))
+        write_atomic(out / "runs" / f"{run_id}.json", json.dumps(row, default=float))
         rows.append(row)
     table = pd.DataFrame(rows)
     table.to_csv(out / "runs.csv", index=False)
@@ -221,5 +213,5 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
         "rho_g1_g2": world.correlation(1, 2), "n_train": config.n_train, "n_eval": config.n_eval,
         "vocab": world.vocab_size, "seconds_world": t_world, "seconds_total": time.perf_counter() - start,
     }  # fmt: skip
-    _atomic_text(out / "world.json", json.dumps(summary, indent=1))
+    write_atomic(out / "world.json", json.dumps(summary, indent=1))
     return table

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from analysis.next_token.policy import LastBlockPolicy, Trunk, encode_trunk
+from llm.run_files import write_atomic
 
 __all__ = [
     "FRAMES",
@@ -203,16 +203,10 @@ def _key(model_id: str, train: Sequence[str], held_out: Sequence[str], vocab: in
 
 
 def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """Write a compressed ``.npz`` atomically (a temporary sibling, then one rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write a compressed ``.npz`` atomically (:func:`llm.run_files.write_atomic`)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
 
 
 def _read_world(

@@ -16,7 +16,7 @@ its checked hypotheses (:mod:`~analysis.parametrization_gap.measurements`). Writ
   classes where the bound does not apply and why, the median bound / measured ratio and the log-log slope
   against nu with a bootstrap interval (:func:`scaling_table`);
 * ``config.json``: the resolved configuration, package versions and machine;
-* ``reference_model.pt``: the trained reference transformer's weights;
+* ``reference_model.safetensors``: the trained reference transformer's weights (no pickle);
 * ``classes/<label>.json``: each finished class, written atomically; a rerun with the same configuration
   resumes, skipping finished classes;
 * the figures of :mod:`paper_figures.parametrization_gap` (PNG and PDF) under ``DIR/figures``.
@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import safetensors.torch
 import torch
 from tqdm import tqdm
 
@@ -150,15 +151,18 @@ def _prepare(config: GapLabConfig, out: Path) -> tuple[SequenceWorld, ReferenceM
         config.seed, config.n_prompts, config.vocab_size, config.prompt_length, config.response_length,
         config.n_constraints,
     )  # fmt: skip
-    weights_path = out / "reference_model.pt"
+    weights_path = out / "reference_model.safetensors"
     if weights_path.is_file():
-        state = torch.load(weights_path, weights_only=True)
+        try:
+            state = safetensors.torch.load(weights_path.read_bytes())
+        except Exception as err:  # safetensors raises its own error types for damaged files
+            raise ValueError(f"{weights_path}: unreadable ({err}); delete it to retrain the reference") from None
         ref = train_reference(world, config.reference_size, config.seed, state_dict=state)
     else:
         ref = train_reference(world, config.reference_size, config.seed, config.reference_iter)
-        buffer = io.BytesIO()
-        torch.save(ref.policy.state_dict(), buffer)
-        write_atomic(weights_path, buffer.getvalue())
+        # Tied weights share storage, which safetensors refuses: store each tensor as its own copy.
+        state = {name: tensor.detach().clone().contiguous() for name, tensor in ref.policy.state_dict().items()}
+        write_atomic(weights_path, safetensors.torch.save(state))
     thresholds = active_thresholds(world, ref.ref_logprobs, config.beta, config.threshold_fraction)
     prob = world.problem(ref.ref_logprobs, thresholds, config.beta)
     instance = io.BytesIO()

@@ -1,8 +1,8 @@
 """Run-directory reliability (issue 12): one writer, validated reads, kept provenance, no pickle, clear errors."""
 
+import ast
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -144,15 +144,63 @@ def test_offline_an_unknown_model_fails_at_once_without_the_network():
     assert float(run.stdout.split()[2]) < 10 and time.time() - start < 60
 
 
+_PICKLE_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
+
+
+def _is_true(node: ast.expr) -> bool:
+    return not (isinstance(node, ast.Constant) and node.value is False)
+
+
+def unsafe_loads(source: str) -> list[int]:
+    """Lines of every pickle-enabled load in ``source``, read from its syntax tree (multi-line calls too).
+
+    Unsafe: ``torch.load`` without a literal ``weights_only=True``; ``np.load``/``numpy.load`` with an
+    ``allow_pickle`` that is not a literal False; ``pandas.read_pickle``; importing a pickle-like module.
+    """
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            if any(name.split(".")[0] in _PICKLE_MODULES for name in names):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ""
+            keywords = {k.arg: k.value for k in node.keywords}
+            weights_only = keywords.get("weights_only")
+            if (owner, node.func.attr) == ("torch", "load") and not (
+                isinstance(weights_only, ast.Constant) and weights_only.value is True
+            ):
+                lines.append(node.lineno)
+            elif owner in ("np", "numpy") and node.func.attr == "load" and _is_true(
+                keywords.get("allow_pickle", ast.Constant(False))
+            ):
+                lines.append(node.lineno)
+            elif node.func.attr == "read_pickle":
+                lines.append(node.lineno)
+    return lines
+
+
 def test_no_pickle_enabled_load_anywhere():
-    """grep: torch.load only with weights_only=True, np.load never with allow_pickle=True, no pickle module."""
     offenders = []
-    for path in ROOT.glob("*/**/*.py"):
+    for path in sorted(ROOT.glob("*/**/*.py")):
         # The test that crafts a malicious pickle (and never loads it) is the one allowed to import pickle.
-        if ".venv" in path.parts or path.name in (Path(__file__).name, "test_resume_safety.py"):
+        if ".venv" in path.parts or path.name == "test_resume_safety.py":
             continue
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            torch_load = re.search(r"(?<!safetensors\.)\btorch\.load\(", line) and "weights_only=True" not in line
-            if torch_load or "allow_pickle=True" in line or re.search(r"\bimport pickle\b|\bpickle\.loads?\(", line):
-                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+        offenders += [f"{path.relative_to(ROOT)}:{n}" for n in unsafe_loads(path.read_text(encoding="utf-8"))]
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize(
+    ("source", "unsafe"),
+    [
+        ("import torch\ntorch.load(f)\n", [2]),
+        ("import torch\ntorch.load(\n    f,\n    weights_only=False,\n)\n", [2]),
+        ("import torch\ntorch.load(f, map_location='cpu', weights_only=True)\n", []),
+        ("import numpy as np\nnp.load(f, allow_pickle=flag)\n", [2]),
+        ("import numpy as np\nnp.load(f)\nnp.load(f, allow_pickle=False)\n", []),
+        ("import pandas as pd\npd.read_pickle(f)\n", [2]),
+        ("import pickle\nfrom joblib import load\n", [1, 2]),
+    ],
+)
+def test_the_pickle_check_catches_unsafe_loads(source, unsafe):
+    assert unsafe_loads(source) == unsafe

@@ -234,3 +234,12 @@ def test_quick_world_bounds_and_nu_range(tmp_path):
     assert parametrized["nu"].max() / parametrized["nu"].min() >= 100
     adapters = summary[summary["policy_class"] == "transformer"]["nu"]
     assert adapters.max() >= 0.3 and adapters.min() <= 3e-3
+
+
+def test_a_damaged_reference_weights_file_is_named(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    weights = copy / "reference_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"reference_model\.safetensors: unreadable"):
+        lab.run(TINY, copy, progress=False)
