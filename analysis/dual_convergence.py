@@ -306,16 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config is None:
         return 2
     from llm.pipeline import reference_phase  # torch and transformers only once the configuration is valid
-    ref = reference_phase(config).ref
+    setup = reference_phase(config)  # scores in sigma units and thresholds resolved, as a run would use them
+    ref = setup.ref
     n_total, k_total = ref.train_scores.shape[1:]
     n_grid, k_grid = args.n_prompts or default_grid(n_total), args.k or default_grid(k_total)
     study = dual_convergence(
-        ref, config.scorers.thresholds, config.caid.beta, n_grid, k_grid, n_replicates=args.replicates,
+        ref, setup.thresholds, config.caid.beta, n_grid, k_grid, n_replicates=args.replicates,
         seed=config.seed, progress=True,
     )  # fmt: skip
     record = {
         "config": str(args.config), "overrides": args.overrides, "reference_key": ref.key, "n_total": n_total,
-        "k_total": k_total, "thresholds": list(config.scorers.thresholds), "beta": config.caid.beta,
+        "k_total": k_total, "thresholds": list(setup.thresholds), "beta": config.caid.beta,
     }  # fmt: skip
     for path in write_study(study, args.out, record):
         print(path)

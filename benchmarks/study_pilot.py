@@ -322,19 +322,6 @@ def _mean_and_se(per_prompt: np.ndarray) -> tuple[float, float]:
     return float(per_prompt.mean()), float(per_prompt.std(ddof=1) / math.sqrt(per_prompt.size))
 
 
-def soft_dpo_loss(policy_a, policy_b, ref_a, ref_b, p_a: np.ndarray, beta: float):
-    """The label-averaged DPO loss ``-mean[p log sigma(m) + (1 - p) log sigma(-m)]``, m the (a over b) DPO margin.
-
-    Its expectation over Bernoulli(p) labels equals that of :func:`llm.dpo.dpo_loss` with drawn labels (same
-    expected gradient), but its optimal margins are finite (logit p), so it cannot fit the noise of the draws.
-    """
-    import torch
-
-    margin = beta * ((policy_a - ref_a) - (policy_b - ref_b))
-    target = torch.as_tensor(p_a, dtype=margin.dtype)
-    return torch.nn.functional.binary_cross_entropy_with_logits(margin, target)
-
-
 def dpo_pilot(model, tokenizer, prompts: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
     """DPO on positivity alone (DPO_g): how far held-out positivity moves, and at what KL, per epoch.
 
@@ -408,10 +395,10 @@ def dpo_pilot(model, tokenizer, prompts: Sequence[str], args: argparse.Namespace
             both = [ref_train[i] for i in (*chosen[batch], *rejected[batch])]
             lp = sequence_logprobs(policy, [s.prompt_ids for s in both], [s.response_ids for s in both], pad)
             n = len(batch)
-            loss, stats = dpo_loss(lp[:n], lp[n:], ref_lp[chosen[batch]], ref_lp[rejected[batch]], beta)
-            if args.dpo_soft_labels:
-                p_chosen = 1.0 / (1.0 + np.exp(g[rejected[batch]] - g[chosen[batch]]))
-                loss = soft_dpo_loss(lp[:n], lp[n:], ref_lp[chosen[batch]], ref_lp[rejected[batch]], p_chosen, beta)
+            target = None
+            if args.dpo_soft_labels:  # the label-averaged loss (training.labels = 'expected')
+                target = torch.as_tensor(1.0 / (1.0 + np.exp(g[rejected[batch]] - g[chosen[batch]])))
+            loss, stats = dpo_loss(lp[:n], lp[n:], ref_lp[chosen[batch]], ref_lp[rejected[batch]], beta, target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

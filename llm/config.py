@@ -56,6 +56,8 @@ DType = Literal["float32", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
 LRScheduler = Literal["constant", "cosine"]
 Distributed = Literal["ddp", "fsdp"]
+ThresholdUnits = Literal["absolute", "plugin_fraction"]
+Labels = Literal["sampled", "expected"]
 
 
 class ConfigError(ValueError):
@@ -137,8 +139,14 @@ class DataConfig:
     )
     limit: int = help_field(64, "at most this many prompts from each source (0: all)")
     test_fraction: float = help_field(0.25, "share of prompts held out for evaluation, split by seed")
+    seed: int = help_field(
+        -1,
+        "seed of the prompt sampling, the train/test split and the reference phase (pi_ref's samples; the tiny "
+        "model's weights); -1: the run's seed. Fix it to compare training seeds on one split and reference pool",
+    )
 
     def __post_init__(self) -> None:
+        _require(self.seed >= -1, "data.seed", f"must be >= 0, or -1 for the run's seed, got {self.seed}")
         _require(len(self.prompts) > 0, "data.prompts", "give at least one prompt source")
         _require(self.limit >= 0, "data.limit", f"must be >= 0 (0 means all), got {self.limit}")
         _require(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
@@ -160,9 +168,26 @@ class ScorerConfig:
         "utility scorers g_i (same specs; '-toxicity' is safety, '-hf:PKU-Alignment/beaver-7b-v1.0-cost' the paper's)",
     )
     thresholds: list[float] = help_field([0.02], "required improvements b_i of E g_i over the reference model")
+    standardize: bool = help_field(
+        False,
+        "divide every score by its pooled within-prompt SD on the training reference pool (llm.scorers.standardize): "
+        "beta, the thresholds and caid.dual_step_size are then in sigma units and no hand-picked scale is needed",
+    )
+    threshold_units: ThresholdUnits = help_field(
+        "absolute",
+        "'absolute': b_i = thresholds[i]; 'plugin_fraction': b_i = thresholds[i] x the plug-in maximum of g_i "
+        "(mean over training prompts of max_k g - mean_k g on the one-shot plug-in pool, llm.scorers.plugin_maximum), "
+        "so thresholds in (0, 1) stay reachable by the plug-in problem",
+    )
 
     def __post_init__(self) -> None:
         _require(len(self.utilities) >= 1, "scorers.utilities", "give at least one constrained utility")
+        _check_choices(self, "scorers.")
+        _require(
+            self.threshold_units == "absolute" or all(0 < b < 1 for b in self.thresholds),
+            "scorers.thresholds",
+            f"with threshold_units = 'plugin_fraction' give fractions in (0, 1), got {self.thresholds}",
+        )
         _require(
             len(self.thresholds) == len(self.utilities),
             "scorers.thresholds",
@@ -219,6 +244,12 @@ class TrainingConfig:
         False,
         "with model.train = 'top_layers' on one process: compute the hidden states below the trained layers "
         "once per sequence and reuse them in every epoch (same loss and gradients, far fewer FLOPs)",
+    )
+    labels: Labels = help_field(
+        "sampled",
+        "'sampled': one Bernoulli(sigma(Delta r_lambda)) pseudo-label per pair and epoch (the paper); 'expected': "
+        "the label-averaged loss -[p log sigma(m) + (1 - p) log sigma(-m)], p = sigma(Delta r_lambda), with the same "
+        "expected gradient and optimum but finite optimal margins, so DPO cannot fit the noise of drawn labels",
     )
     common_random_numbers: bool = help_field(
         False,
@@ -320,9 +351,19 @@ class RunConfig:
     pecaid: PeCAIDConfig = help_field(PeCAIDConfig(), "with method = 'pecaid': pre-alignment on preference labels")
     evaluation: EvaluationConfig = help_field(EvaluationConfig(), "held-out evaluation sizes")
 
+    @property
+    def data_seed(self) -> int:
+        """The seed of the prompts, the split and the reference phase: ``data.seed``, or the run's seed."""
+        return self.seed if self.data.seed < 0 else self.data.seed
+
     def __post_init__(self) -> None:
         _check_choices(self, "")
         _require(self.seed >= 0, "seed", f"must be >= 0 (numpy and torch seeds are non-negative), got {self.seed}")
+        _require(
+            not (self.method == "pecaid" and self.scorers.threshold_units == "plugin_fraction"),
+            "scorers.threshold_units",
+            "PeCAID's thresholds are in implicit-reward units; use 'absolute' with method = 'pecaid'",
+        )
         _require(
             not (self.training.cache_trunk and self.model.train != "top_layers"),
             "training.cache_trunk",

@@ -198,8 +198,14 @@ def dpo_loss(
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
     beta: float,
+    target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, DPOStats]:
     """The DPO loss (eq. (13)): ``-mean log sigma(beta [(log pi - log pi_ref)(y+) - (log pi - log pi_ref)(y-)])``.
+
+    With ``target`` p (the probability that y+ is preferred), the label-averaged loss
+    ``-mean[p log sigma(m) + (1 - p) log sigma(-m)]``: its expectation over Bernoulli(p) labels is the same, so
+    is its expected gradient and its optimum pi_ref exp(r / beta) / Z, but its optimal margins are finite
+    (``logit p``), so DPO cannot fit the noise of drawn labels.
 
     Args:
         policy_chosen: ``(B,)`` log pi_theta(y+|x).
@@ -207,6 +213,7 @@ def dpo_loss(
         ref_chosen: ``(B,)`` log pi_ref(y+|x) (constants).
         ref_rejected: ``(B,)`` log pi_ref(y-|x).
         beta: DPO temperature (the KL weight of the constrained problem).
+        target: ``(B,)`` P(y+ preferred) in [0, 1]; None: drawn labels (1).
 
     Returns:
         The differentiable loss and its :class:`DPOStats`.
@@ -214,7 +221,10 @@ def dpo_loss(
     if not beta > 0:
         raise ValueError(f"beta: must be > 0, got {beta}")
     margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
-    loss = -torch.nn.functional.logsigmoid(margin).mean()
+    if target is None:
+        loss = -torch.nn.functional.logsigmoid(margin).mean()
+    else:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(margin, target.to(margin.dtype))
     detached = margin.detach()
     stats = DPOStats(float(loss.detach()), float((detached > 0).float().mean()), float(detached.mean()))
     return loss, stats

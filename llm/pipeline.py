@@ -34,6 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -51,22 +52,22 @@ from llm.models import (
     model_fingerprint,
     tiny_model,
 )
-from llm.reference_phase import EVAL_SAMPLES, build_reference, reference_key
+from llm.reference_phase import EVAL_SAMPLES, ReferenceData, build_reference, reference_key
 from llm.run_files import RunExistsError, RunFileError, check_existing_run, read_json, run_lock, write_run_record
 from llm.run_schema import SUMMARY_FILE, RunSummary
-from llm.scorers import build_scorer
+from llm.scorers import Standardization, build_scorer, plugin_maximum, scorer_name, standardize
 from llm.trainer import STATE_FILE, CAIDTrainer, RunSetup, load_state
 
-__all__ = ["STATE_FILE", "RunExistsError", "RunSetup", "reference_phase", "run"]
+__all__ = ["STATE_FILE", "RunExistsError", "RunSetup", "reference_phase", "resolved_thresholds", "run"]
 
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
 
 
 def _prompts(config: RunConfig) -> tuple[PromptSet, PromptSet]:
     limit = config.data.limit or None
-    sets = [prompt_set(spec, limit, config.seed) for spec in config.data.prompts]
+    sets = [prompt_set(spec, limit, config.data_seed) for spec in config.data.prompts]
     merged = PromptSet("+".join(s.name for s in sets), tuple(p for s in sets for p in s.prompts))
-    return split(merged, config.data.test_fraction, config.seed)
+    return split(merged, config.data.test_fraction, config.data_seed)
 
 
 def _models(config: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
@@ -75,7 +76,7 @@ def _models(config: RunConfig, device: torch.device) -> tuple[torch.nn.Module, A
     dtype = DTYPES[config.model.dtype]
     if config.model.name == "tiny":
         tokenizer = load_tokenizer(DEFAULT_MODEL, cache_dir=cache)
-        model = tiny_model(tokenizer, seed=config.seed).to(dtype)
+        model = tiny_model(tokenizer, seed=config.data_seed).to(dtype)
     else:
         model, tokenizer = load_model(config.model.name, cache_dir=cache, dtype=dtype)
     return model.to(device).eval().requires_grad_(False), tokenizer
@@ -116,11 +117,11 @@ def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
     parts = {
         # The weights by content and resolved path, not the name typed: replaced weights give a new key.
         "model": model_fingerprint(config.model.name, config.model.cache_dir or None),
-        "model_seed": config.seed if config.model.name == "tiny" else None,
+        "model_seed": config.data_seed if config.model.name == "tiny" else None,
         "dtype": config.model.dtype, "chat": use_template, "train": content_key(train), "test": content_key(test),
         "scorers": [config.scorers.reward, *config.scorers.utilities],
         "scorer_weights": [_scorer_fingerprint(s) for s in scorers],
-        "generation": dataclasses.asdict(config.generation), "seed": config.seed,
+        "generation": dataclasses.asdict(config.generation), "seed": config.data_seed,
     }  # fmt: skip
     eval_samples = config.evaluation.reference_samples
     if eval_samples != EVAL_SAMPLES:  # keyed only when set, so the entries cached at the default stay valid
@@ -129,7 +130,7 @@ def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
     cache_root = Path(config.model.cache_dir) if config.model.cache_dir else default_cache_root()
     ref = build_reference(
         reference, tokenizer, train.prompts, train_inputs, test.prompts, test_inputs, scorers,
-        config.generation, config.seed, key, cache_root / "reference" / f"{key}.npz", ranks, eval_samples,
+        config.generation, config.data_seed, key, cache_root / "reference" / f"{key}.npz", ranks, eval_samples,
     )  # fmt: skip
     plugin = None
     if config.caid.plugin_samples:
@@ -139,9 +140,37 @@ def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
         plugin_key = reference_key({**parts, "plugin": [n, config.caid.plugin_samples]})
         plugin = build_reference(
             reference, tokenizer, train.prompts, train_inputs[:n], [], [], scorers, generation,
-            config.seed + _PLUGIN_SEED, plugin_key, cache_root / "reference" / f"{plugin_key}.npz", ranks,
+            config.data_seed + _PLUGIN_SEED, plugin_key, cache_root / "reference" / f"{plugin_key}.npz", ranks,
         )  # fmt: skip
-    return RunSetup(scorers, train, test, reference, tokenizer, train_inputs, test_inputs, ref, plugin)
+    standardization = None
+    if config.scorers.standardize:
+        # sigma_w measured once on the training reference pool, then every score of the run is in sigma units.
+        _, standardization = standardize(ref.train_scores, [scorer_name(s) for s in scorers])
+        scorers = [standardization.scorer(s) for s in scorers]
+        ref, plugin = (None if data is None else _rescaled(data, standardization) for data in (ref, plugin))
+    thresholds = resolved_thresholds(config, (plugin or ref).train_scores[1:])
+    return RunSetup(
+        scorers, train, test, reference, tokenizer, train_inputs, test_inputs, ref, plugin, thresholds, standardization
+    )
+
+
+def _rescaled(data: ReferenceData, standardization: Standardization) -> ReferenceData:
+    return dataclasses.replace(
+        data, train_scores=standardization.apply(data.train_scores), test_scores=standardization.apply(data.test_scores)
+    )
+
+
+def resolved_thresholds(config: RunConfig, utility_pool: np.ndarray) -> tuple[float, ...]:
+    """The thresholds b_i the run uses: as configured, or fractions of each utility's plug-in maximum.
+
+    Args:
+        config: The run configuration (``scorers.thresholds`` and ``scorers.threshold_units``).
+        utility_pool: ``(m, N, K)`` utility scores of the one-shot plug-in pool, in the run's units.
+    """
+    fractions = config.scorers.thresholds
+    if config.scorers.threshold_units == "absolute":
+        return tuple(float(b) for b in fractions)
+    return tuple(float(f * plugin_maximum(pool)) for f, pool in zip(fractions, utility_pool, strict=True))
 
 
 def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:

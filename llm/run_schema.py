@@ -76,6 +76,8 @@ class RunSummary:
         n_train_prompts: Training prompts.
         n_test_prompts: Held-out prompts.
         reference_key: The reference phase's cache key.
+        score_scales: With ``scorers.standardize``, sigma_w of each scorer (reward first) in raw units: every
+            score, threshold and improvement above is in these units. Empty: raw units (and older runs).
     """
 
     method: str
@@ -92,11 +94,12 @@ class RunSummary:
     n_train_prompts: int
     n_test_prompts: int
     reference_key: str
+    score_scales: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (lists, dicts), the layout of ``summary.json``."""
         data = dataclasses.asdict(self)
-        for name in ("thresholds", "lambda_one_shot", "lambda_last", "constraints_satisfied"):
+        for name in ("thresholds", "lambda_one_shot", "lambda_last", "constraints_satisfied", "score_scales"):
             data[name] = list(data[name])
         data["improvements"] = {k: dict(v) for k, v in self.improvements.items()}
         data["measured_slack_by_iteration"] = {
@@ -118,7 +121,8 @@ class RunSummary:
         """
         if not isinstance(data, dict):
             raise RunFileError(f"{path}: not a JSON object; {_RERUN}")
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
+        optional = {"score_scales"}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.name not in optional]
         if missing:
             raise _field(path, missing[0], "is missing")
         if not isinstance(data["method"], str) or not isinstance(data["reference_key"], str):
@@ -156,6 +160,7 @@ class RunSummary:
             },
             reference_reward_utility_correlation={k: float(v) for k, v in correlation.items()},
             reference_key=data["reference_key"],
+            score_scales=_numbers(path, "score_scales", data.get("score_scales", [])),
             **integers,
         )
 

@@ -184,10 +184,10 @@ class Signed:
         """
         sign = float(sign)
         if not math.isfinite(sign) or sign == 0:
-            raise ValueError(f"scorer {_name(scorer)!r}: its factor must be finite and non-zero, got {sign}")
+            raise ValueError(f"scorer {scorer_name(scorer)!r}: its factor must be finite and non-zero, got {sign}")
         self.scorer = scorer
         self.sign = sign
-        inner = _name(scorer)
+        inner = scorer_name(scorer)
         self.name = inner if sign == 1 else f"-{inner}" if sign == -1 else f"{sign:g}*{inner}"
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
@@ -266,7 +266,8 @@ def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> S
     return scorer if factor == 1 else Signed(scorer, factor)
 
 
-def _name(scorer: object) -> str:
+def scorer_name(scorer: object) -> str:
+    """A scorer's ``name`` (its class name when it has none): what errors, tables and scales call it."""
     return str(getattr(scorer, "name", type(scorer).__name__))
 
 
@@ -293,7 +294,7 @@ def score(scorer: Scorer, prompts: Sequence[str], responses: Sequence[str]) -> n
         raise ValueError(f"got {n} prompts but {len(responses)} responses")
     if n == 0:
         return np.zeros(0, dtype=np.float64)
-    name = _name(scorer)
+    name = scorer_name(scorer)
     raw = scorer(prompts, responses)
     try:
         out = np.asarray(raw)
@@ -360,7 +361,7 @@ class Standardization:
 
     def scorer(self, scorer: Scorer) -> Scorer:
         """``scorer`` divided by the scale of the objective of the same name: a scorer in sigma units."""
-        name = _name(scorer)
+        name = scorer_name(scorer)
         if name not in self.names:
             raise ValueError(f"Standardization has no scale for scorer {name!r}; it has {', '.join(self.names)}")
         return Signed(scorer, 1.0 / self.scales[self.names.index(name)])

@@ -49,7 +49,7 @@ from llm.reference_phase import CHUNK_PROMPTS, ReferenceData, response_logprobs,
 from llm.run_files import DIGEST_SUFFIX, RunFileError, read_json, read_with_digest, write_atomic, write_with_digest
 from llm.run_schema import EVAL_SCORES_FILE, RunSummary, eval_scores_csv
 from llm.sampling import Sample, sample_responses
-from llm.scorers import Scorer
+from llm.scorers import Scorer, Standardization
 from theory.dual import dual_value
 from theory.dual_solver import solve_dual
 from theory.problem import ConstrainedProblem
@@ -92,6 +92,10 @@ class RunSetup:
         ref: The (cached) reference phase: pi_ref's samples, scores and log-probabilities.
         plugin: With ``caid.plugin_samples > 0``, the (cached) pool of the one-shot plug-in problem:
             ``plugin_prompts`` training prompts x ``plugin_samples`` pi_ref responses; None: the pairs' samples.
+        thresholds: The b_i the run uses (``scorers.thresholds`` resolved: fractions of the plug-in maximum
+            with ``scorers.threshold_units = 'plugin_fraction'``), in the units of the scores.
+        standardization: With ``scorers.standardize``, the sigma_w scales every score was divided by (the
+            scorers, ``ref`` and ``plugin`` are then in sigma units); None: raw units.
     """
 
     scorers: list[Scorer]
@@ -103,6 +107,12 @@ class RunSetup:
     test_inputs: list[str]
     ref: ReferenceData
     plugin: ReferenceData | None = None
+    thresholds: tuple[float, ...] = ()
+    standardization: Standardization | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != len(self.scorers) - 1:
+            raise ValueError(f"RunSetup: {len(self.thresholds)} thresholds for {len(self.scorers) - 1} utilities")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -132,6 +142,7 @@ def pairs_loss(
     pad_id: int,
     trunk: TrunkCache | None = None,
     grouped: bool = True,
+    targets: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, DPOStats]:
     """The mean DPO loss (eq. (13)) of ``pairs``, by default with one forward per distinct response.
 
@@ -149,6 +160,7 @@ def pairs_loss(
         pad_id: Id used for padding.
         trunk: With top-layer training, the cache of the frozen trunk's hidden states.
         grouped: One forward per distinct response (else one per pair and side).
+        targets: ``(n,)`` P(chosen preferred) of each pair for the label-averaged loss; None: drawn labels.
     """
     flat = np.concatenate([pairs[:, 0], pairs[:, 1]])  # chosen, then rejected
     # First-occurrence order: without a repeated response the batch is exactly (chosen, rejected).
@@ -165,7 +177,8 @@ def pairs_loss(
         logp = logp[torch.as_tensor([position[r] for r in flat.tolist()], device=logp.device)]
     ref_logp = torch.tensor(ref_logprobs[flat], dtype=logp.dtype, device=logp.device)
     n = len(pairs)
-    return dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], beta)
+    target = None if targets is None else torch.as_tensor(targets, device=logp.device)
+    return dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], beta, target)
 
 
 def dpo_epoch(
@@ -182,6 +195,7 @@ def dpo_epoch(
     ranks: Ranks | None = None,
     trunk: TrunkCache | None = None,
     grouped: bool = True,
+    targets: np.ndarray | None = None,
     progress: bool = False,
 ) -> EpochStats:
     """One DPO epoch: a step per batch of labelled pairs (eq. (13), pi_ref's log-probabilities cached).
@@ -203,6 +217,7 @@ def dpo_epoch(
         ranks: The processes sharing each batch (None: this process alone).
         trunk: With top-layer training, the cache of the frozen trunk's hidden states (one process only).
         grouped: One forward per distinct response of a step (:func:`pairs_loss`).
+        targets: ``(n,)`` P(chosen preferred) of each pair: the label-averaged loss; None: drawn labels.
         progress: Whether to show a progress bar.
 
     Returns:
@@ -217,7 +232,8 @@ def dpo_epoch(
         weight = len(local) * ranks.world_size / len(idx)
         if len(local) == 0:
             local, weight = idx[:1], 0.0
-        loss, stats = pairs_loss(model, responses, pairs[local], ref_logprobs, beta, pad_id, trunk, grouped)
+        target = None if targets is None else targets[local]
+        loss, stats = pairs_loss(model, responses, pairs[local], ref_logprobs, beta, pad_id, trunk, grouped, target)
         optimizer.zero_grad()
         (loss * weight).backward()
         optimizer.step()
@@ -546,7 +562,7 @@ class CAIDTrainer:
                 plugin = dataclasses.replace(plugin, train_scores=scores)
             utilities = implicit[1:]
         pool = plugin if plugin is not None else ref  # the one-shot plug-in problem's samples
-        problem = pool.problem(config.scorers.thresholds, config.caid.beta)
+        problem = pool.problem(setup.thresholds, config.caid.beta)
         trainer = cls(config, setup, ranks, ref, utilities, pairs, problem, rng, progress)
         if not spec.pre_aligned:
             record()
@@ -621,32 +637,46 @@ class CAIDTrainer:
             caid.dual_samples, int(rng.integers(2**31)), "on-policy samples",
         )  # fmt: skip
         ref_means = self.ref.train_scores[1:].mean(axis=2)  # (m, N): E_ref[g_i | x] from the K reference samples
-        slack = (g - ref_means[:, chosen, None]).mean(axis=(1, 2)) - np.asarray(self.config.scorers.thresholds)
+        slack = (g - ref_means[:, chosen, None]).mean(axis=(1, 2)) - np.asarray(self.setup.thresholds)
         self.lam = projected_dual_step(self.lam, slack, caid.dual_step_size)
         return [float(v) for v in slack], float(log_ratio.mean())
+
+    def _composites(self) -> tuple[np.ndarray, np.ndarray]:
+        """``r_lambda`` of the first and of the second response of each pair at the current lambda."""
+        scores, pairs = self.ref.train_scores, self.pairs
+        composite = self.spec.reward_weight * scores[0] + np.tensordot(self.lam, scores[1:], axes=1)
+        return composite[pairs[:, 0], pairs[:, 1]], composite[pairs[:, 0], pairs[:, 2]]
+
+    def preference_probabilities(self) -> np.ndarray:
+        """``sigma(r_lambda(y_1) - r_lambda(y_0))`` of each pair at the current lambda (the pseudo-labels' law)."""
+        first, second = self._composites()
+        return 1.0 / (1.0 + np.exp(first - second))
 
     def labels(self, epoch: int) -> np.ndarray:
         """Pseudo-labels of the pairs for the current lambda: True where ``j_1`` is chosen.
 
         Drawn from the run's generator, or under common random numbers from the label stream (one uniform per
-        pair and epoch, :func:`llm.dpo.label_uniforms`).
+        pair and epoch, :func:`llm.dpo.label_uniforms`). With ``training.labels = 'expected'`` nothing is
+        drawn: ``j_1`` is chosen where it is the likelier winner, and :meth:`dpo_epoch` weighs both orders.
         """
-        scores, pairs = self.ref.train_scores, self.pairs
-        composite = self.spec.reward_weight * scores[0] + np.tensordot(self.lam, scores[1:], axes=1)
-        source = (
-            label_uniforms(self.config.seed, epoch, len(pairs))
-            if self.config.training.common_random_numbers
-            else self.rng
-        )
-        return pseudo_labels(composite[pairs[:, 0], pairs[:, 1]], composite[pairs[:, 0], pairs[:, 2]], source)
+        if self.config.training.labels == "expected":
+            return self.preference_probabilities() >= 0.5
+        first, second = self._composites()
+        crn = self.config.training.common_random_numbers
+        source = label_uniforms(self.config.seed, epoch, len(first)) if crn else self.rng
+        return pseudo_labels(first, second, source)
 
     def dpo_epoch(self, prefer_1: np.ndarray, epoch: int) -> EpochStats:
         """One DPO epoch of the policy on the pairs labelled by ``prefer_1``, in this epoch's batch order."""
         oriented = _oriented(self.pairs, prefer_1, self.config.generation.samples_per_prompt)
         batches = _batches(self.config, self.pairs, self._stream(_ORDER_STREAM, epoch))
+        targets = None
+        if self.config.training.labels == "expected":
+            p_1 = self.preference_probabilities()
+            targets = np.where(prefer_1, p_1, 1.0 - p_1)
         return _reference_epoch(
             self.config, self.learner, self.ref, oriented, batches,
-            pad_id=self.pad, ranks=self.ranks, trunk=self.trunk, progress=self.progress,
+            pad_id=self.pad, ranks=self.ranks, trunk=self.trunk, targets=targets, progress=self.progress,
         )  # fmt: skip
 
     def iterate(self) -> dict[str, Any]:
@@ -734,7 +764,7 @@ class CAIDTrainer:
         centred = ref.train_scores - ref.train_scores.mean(axis=2, keepdims=True)
         flat = centred.reshape(len(names), -1)
         correlation = np.corrcoef(flat)[0, 1:] if flat.std(axis=1).min() > 0 else np.full(len(names) - 1, np.nan)
-        thresholds = config.scorers.thresholds
+        thresholds = setup.thresholds
         # Each iterate's policy is measured on-policy by the next dual step (caid) or, for the last, by this
         # evaluation; the best iterate is the least violating one (latest on ties). Only the last one's weights
         # are kept.
@@ -761,6 +791,7 @@ class CAIDTrainer:
             n_train_prompts=len(ref.train) // config.generation.samples_per_prompt,
             n_test_prompts=len(setup.test),
             reference_key=ref.key,
+            score_scales=setup.standardization.scales if setup.standardization else (),
         )
 
 

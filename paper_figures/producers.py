@@ -1,19 +1,20 @@
 """The commands that produce the LLM results of the paper figures, at ``quick`` and ``full`` scale.
 
-Three producers write what the LLM figures read (each resumes after a kill and skips finished work):
+The powered multi-token study (:mod:`analysis.multi_token_study`, producer in :mod:`paper_figures.multi_token`)
+decides the Fig. 1 / Fig. 2 claims at both scales. The paper-analogue safety sweeps here run at ``full`` only
+(at 2-core sizes their intervals are wider than the thresholds' spacing; ``python -m paper_figures`` draws
+their figures at ``quick`` only when their results exist):
 
 * the single-constraint threshold sweep (Fig. 1(a)-(c), the real-model Lagrangian gap):
   ``python -m llm sweep --config configs/smollm2_safety.toml`` with CAID (multi-shot), one-shot, DPO_h and
   DPO_s into ``RESULTS/llm_sweep/single``;
 * the two-constraint sweep (Fig. 2): ``configs/smollm2_two_constraints.toml`` into
-  ``RESULTS/llm_sweep/two_constraints``;
-* the dual-convergence study (Fig. 3): ``python -m analysis.dual_convergence`` on the single sweep's
-  reference phase (``quick``, read from the cache) or a larger one (``full``) into ``RESULTS/dual_convergence``.
+  ``RESULTS/llm_sweep/two_constraints``.
 
-``quick`` fits ``make reproduce`` in 45 minutes on 2 CPU cores: 16 training and 48 held-out prompts, 4
-thresholds, 2 threshold pairs. ``full`` uses 100 training and 100 held-out prompts (CIs about 1.4 times
-narrower; an estimated 10-15 minutes per run on 2 cores from the 6.5 minutes of 60 prompts, about 4 hours
-in all), 5 thresholds, 4 pairs, and a 100 x 8 reference pool for Fig. 3.
+The dual-convergence study (Fig. 3), ``python -m analysis.dual_convergence``, subsamples a reference pool:
+at ``quick`` the powered study's (read from the cache), at ``full`` a 100 x 8 pool of the safety configuration.
+``full`` sweeps use 100 training and 100 held-out prompts (an estimated 10-15 minutes per run on 2 cores, about
+4 hours in all), 5 thresholds and 4 pairs; the ``quick`` sweep sizes remain for a user who runs them by hand.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["SCALES", "LLMScale", "dual_convergence_args", "single_sweep_args", "
 
 SINGLE_CONFIG = "configs/smollm2_safety.toml"
 TWO_CONFIG = "configs/smollm2_two_constraints.toml"
+STUDY_CONFIG = "configs/reviews_study.toml"
 # What each producer writes last, when all its work has ended: the figures' "results file".
 SINGLE_SWEEP_FILE = SINGLE_SUBDIR / SWEEP_FILE
 TWO_SWEEP_FILE = TWO_SUBDIR / SWEEP_FILE
@@ -45,7 +47,8 @@ class LLMScale:
         thresholds: Safety thresholds b of the single-constraint sweep.
         pairs: ``b_1,b_2`` threshold vectors (safety, sentiment) of the two-constraint sweep.
         two_methods: Methods of the two-constraint sweep.
-        dual_overrides: ``--set`` overrides of the dual-convergence reference pool (on the single config).
+        dual_config: The configuration whose reference pool the dual-convergence study subsamples.
+        dual_overrides: ``--set`` overrides of that configuration.
         replicates: Subsamples per (n, k) cell of Fig. 3.
     """
 
@@ -53,6 +56,7 @@ class LLMScale:
     thresholds: tuple[str, ...]
     pairs: tuple[str, ...]
     two_methods: tuple[str, ...]
+    dual_config: str
     dual_overrides: tuple[str, ...]
     replicates: int
 
@@ -66,7 +70,9 @@ SCALES = {
         thresholds=("0.1", "0.3", "0.5", "0.8"),
         pairs=("0.1,0.2", "0.3,0.5"),
         two_methods=("caid", "one_shot"),
-        dual_overrides=_QUICK_OVERRIDES,  # the single sweep's own reference pool: no extra sampling
+        # The powered study's reference pool (data.seed 0, as every seed of the study): read from the cache.
+        dual_config=STUDY_CONFIG,
+        dual_overrides=("data.seed=0",),
         replicates=50,
     ),
     "full": LLMScale(
@@ -74,6 +80,7 @@ SCALES = {
         thresholds=("0.1", "0.2", "0.3", "0.5", "0.8"),
         pairs=("0.1,0.2", "0.2,0.3", "0.3,0.5", "0.4,0.2"),
         two_methods=("caid", "one_shot", "dpo_reward"),
+        dual_config=SINGLE_CONFIG,
         dual_overrides=("data.limit=100", "data.test_fraction=0.5", "generation.samples_per_prompt=8"),
         replicates=50,
     ),
@@ -104,9 +111,9 @@ def two_constraint_sweep_args(results_dir: Path, scale: str) -> list[str]:
 
 
 def dual_convergence_args(results_dir: Path, scale: str) -> list[str]:
-    """``-m analysis.dual_convergence`` on the single configuration's reference pool at this scale."""
+    """``-m analysis.dual_convergence`` on the reference pool of this scale's ``dual_config``."""
     s = SCALES[scale]
     return [
-        "-m", "analysis.dual_convergence", "--config", SINGLE_CONFIG, "--out",
+        "-m", "analysis.dual_convergence", "--config", s.dual_config, "--out",
         str(results_dir / DUAL_CONVERGENCE_FILE.parent), "--replicates", str(s.replicates), *_sets(s.dual_overrides),
     ]  # fmt: skip

@@ -36,6 +36,7 @@ from llm.run_files import machine_description, write_atomic
 from llm.sweep import SWEEP_FILE
 from paper_figures import (
     fig3_dual_convergence,
+    multi_token,
     next_token,
     parametrization_gap,
     real_lagrangian_gap,
@@ -304,22 +305,47 @@ def _read_laboratory(results_dir: Path) -> pd.DataFrame:
                             optional=bounds)  # fmt: skip
 
 
-def claims(results_dir: Path | str) -> list[Claim]:
-    """Every claim's verdict from the results in ``results_dir`` (a missing result gives a ``missing`` row)."""
+def study_claims(verdicts: pd.DataFrame) -> list[Claim]:
+    """One claim per pre-registered test of the powered multi-token study (its verdict, never recomputed here)."""
+    rows = []
+    for row in verdicts.itertuples(index=False):
+        interval = f"[{row.low:+.3f}, {row.high:+.3f}]".replace("inf", "∞")
+        rows.append(Claim(
+            "multi_token", f"{row.claim} ({row.setting}; {row.method})", row.verdict,
+            f"{row.test}: {row.estimate:+.3f} σ, {row.level:.0%} interval {interval}, power {row.power:.2f}",
+        ))  # fmt: skip
+    return rows
+
+
+def claims(results_dir: Path | str, scale: str = "full") -> list[Claim]:
+    """Every claim's verdict from the results in ``results_dir`` (a missing result gives a ``missing`` row).
+
+    At ``scale = "quick"`` the paper-analogue safety sweeps are not produced: their claims are listed only when
+    their results exist, else one ``not run`` row says so.
+    """
     results_dir = Path(results_dir)
+    sweeps = [
+        ("single_sweep", "single-constraint safety sweep",
+         lambda: single_sweep_claims(load_sweep(results_dir, SINGLE_SUBDIR))),
+        ("two_constraints", "two-constraint safety sweep",
+         lambda: [two_constraint_claim(satisfaction_rows(load_sweep(results_dir, TWO_SUBDIR)))]),
+        ("lagrangian_gap", "real-model gap (safety sweep)",
+         lambda: [lagrangian_gap_claim(real_lagrangian_gap.load_gaps(results_dir))]),
+    ]  # fmt: skip
+    sweeps_absent = not any((results_dir / d).is_dir() for d in (SINGLE_SUBDIR, TWO_SUBDIR))
     builders = [
         ("exact_solver", "solver benchmark", lambda: [solver_claim(_read_benchmark(results_dir))]),
         ("gap_bounds", "parametrization-gap laboratory", lambda: [gap_bounds_claim(_read_laboratory(results_dir))]),
-        ("single_sweep", "single-constraint sweep",
-         lambda: single_sweep_claims(load_sweep(results_dir, SINGLE_SUBDIR))),
-        ("two_constraints", "two-constraint sweep",
-         lambda: [two_constraint_claim(satisfaction_rows(load_sweep(results_dir, TWO_SUBDIR)))]),
+        ("multi_token", "powered multi-token study", lambda: study_claims(multi_token.load_verdicts(results_dir))),
+        *([] if scale == "quick" and sweeps_absent else sweeps),
         ("dual_convergence", "dual convergence",
          lambda: [dual_convergence_claim(fig3_dual_convergence.load_summary(results_dir))]),
-        ("lagrangian_gap", "real-model gap",
-         lambda: [lagrangian_gap_claim(real_lagrangian_gap.load_gaps(results_dir))]),
     ]  # fmt: skip
-    return [claim for key, what, build in builders for claim in _guard(build, key, what)]
+    out = [claim for key, what, build in builders for claim in _guard(build, key, what)]
+    if scale == "quick" and sweeps_absent:
+        out.append(Claim("safety_sweeps", "paper-analogue safety sweeps (Fig. 1-2, safety = -toxicity)", "not run",
+                         "produced by `make reproduce SCALE=full` only; the powered study above decides the claims"))
+    return out
 
 
 def _sweep_table(results_dir: Path, subdir: Path) -> str:
@@ -370,7 +396,17 @@ def _sections(results_dir: Path) -> list[tuple[str, Callable[[], str]]]:
         )
         return note + _md(next_token.load_verdicts(results_dir))
 
+    def study() -> str:
+        note = (
+            "SmolLM2 continuing review openings (`configs/reviews_study.toml`): r = simplicity, g₁ = positivity, "
+            "g₂ = relevance, scores in within-prompt SDs (σ) of the reference pool, b as fractions of the plug-in "
+            "maximum M; one policy sample per held-out prompt against the shared reference pool; intervals over "
+            "seeds × held-out prompts (`analysis.multi_token_study`, `analysis.decisions`).\n\n"
+        )
+        return note + _md(multi_token.load_verdicts(results_dir))
+
     return [
+        ("Powered multi-token study (Fig. 1 / Fig. 2 claims): pre-registered verdicts", study),
         ("Single-constraint sweep (Fig. 1): improvement over π_ref, 95% t-CI",
          lambda: _sweep_table(results_dir, SINGLE_SUBDIR)),
         ("Two-constraint sweep (Fig. 2)", lambda: _sweep_table(results_dir, TWO_SUBDIR)),
@@ -399,7 +435,7 @@ def write_report(results_dir: Path | str, figures: Sequence[Path], scale: str, t
         "",
         "## Claims",
         "",
-        _md(pd.DataFrame([dataclasses.asdict(c) for c in claims(results_dir)])),
+        _md(pd.DataFrame([dataclasses.asdict(c) for c in claims(results_dir, scale)])),
         "",
     ]
     for title, build in _sections(results_dir):

@@ -110,18 +110,3 @@ def test_out_that_is_a_file_exits_2(tmp_path, capsys):
     (tmp_path / "f").write_text("")
     assert sp.main(["--out", str(tmp_path / "f")]) == 2
     assert "is a file" in capsys.readouterr().err
-
-
-def test_soft_dpo_loss_is_the_label_average_of_the_dpo_loss():
-    torch = pytest.importorskip("torch")
-    from llm.dpo import dpo_loss
-
-    rng = np.random.default_rng(5)
-    pa, pb, ra, rb = (torch.tensor(rng.normal(size=6)) for _ in range(4))
-    p = rng.uniform(size=6)
-    expected = np.mean([
-        p[i] * dpo_loss(pa[i : i + 1], pb[i : i + 1], ra[i : i + 1], rb[i : i + 1], 0.5)[0].item()
-        + (1 - p[i]) * dpo_loss(pb[i : i + 1], pa[i : i + 1], rb[i : i + 1], ra[i : i + 1], 0.5)[0].item()
-        for i in range(6)
-    ])  # fmt: skip
-    assert sp.soft_dpo_loss(pa, pb, ra, rb, p, 0.5).item() == pytest.approx(expected, rel=1e-10)

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from llm.config import ConfigError, RunConfig, describe_fields, from_dict, load_config, to_dict
+from llm.config import ConfigError, DataConfig, RunConfig, describe_fields, from_dict, load_config, to_dict
 
 
 def _write(tmp_path, text):
@@ -123,6 +123,13 @@ def test_overrides_replace_fields_with_toml_values(tmp_path):
         ('[training]\nlr_scheduler = "linear"', r"training\.lr_scheduler: use 'constant' or 'cosine'"),
         ('[training]\ndistributed = "zero"', r"training\.distributed: use 'ddp' or 'fsdp'"),
         ("[model]\ntrain = 3", r"model\.train: expected str"),
+        ('[training]\nlabels = "soft"', r"training\.labels: use 'sampled' or 'expected'"),
+        ('[scorers]\nthreshold_units = "sigma"', r"scorers\.threshold_units: use 'absolute' or 'plugin_fraction'"),
+        ('[scorers]\nthreshold_units = "plugin_fraction"\nthresholds = [1.2]',
+         r"scorers\.thresholds: with threshold_units = 'plugin_fraction' give fractions in \(0, 1\)"),
+        ('method = "pecaid"\n[scorers]\nthreshold_units = "plugin_fraction"\nthresholds = [0.5]',
+         r"scorers\.threshold_units: PeCAID's thresholds are in implicit-reward units"),
+        ("[data]\nseed = -2", r"data\.seed: must be >= 0, or -1"),
     ],
 )
 def test_non_finite_negative_seed_and_enumerations_are_refused(tmp_path, text, message):
@@ -137,3 +144,8 @@ def test_enumerated_fields_list_their_choices_in_help_and_are_checked_on_constru
                for line in lines)  # fmt: skip
     with pytest.raises(ConfigError, match=r"method: use"):
         RunConfig(method="ppo")
+
+
+def test_data_seed_fixes_the_split_and_reference_phase_apart_from_the_run_seed():
+    assert RunConfig(seed=3).data_seed == 3
+    assert RunConfig(seed=3, data=DataConfig(seed=0)).data_seed == 0

@@ -74,3 +74,20 @@ def test_dual_step_sign_and_projection():
         dual_step(lam, slack[:2], 0.4)
     with pytest.raises(ValueError, match="step_size"):
         dual_step(lam, slack, 0.0)
+
+
+def test_expected_label_loss_is_the_label_average_of_the_drawn_label_loss():
+    """dpo_loss(target=p) = p * loss(y_a chosen) + (1 - p) * loss(y_b chosen), pair by pair, then averaged."""
+    rng = np.random.default_rng(5)
+    pa, pb, ra, rb = (torch.tensor(rng.normal(size=6)) for _ in range(4))
+    p = rng.uniform(size=6)
+
+    def hard(i: int, a_chosen: bool) -> float:
+        x, y = (pa, pb) if a_chosen else (pb, pa)
+        rx, ry = (ra, rb) if a_chosen else (rb, ra)
+        return -math.log(1 / (1 + math.exp(-0.5 * ((x[i] - rx[i]) - (y[i] - ry[i])).item())))
+
+    expected = np.mean([p[i] * hard(i, True) + (1 - p[i]) * hard(i, False) for i in range(6)])
+    loss, _ = dpo_loss(pa, pb, ra, rb, 0.5, torch.tensor(p))
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+

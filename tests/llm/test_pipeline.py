@@ -239,3 +239,34 @@ def test_the_one_shot_problem_has_its_own_pool_apart_from_the_pairs(tmp_path, ca
     expected = solve_dual(ConstrainedProblem.plug_in(setup.plugin.train_scores, [b], TINY.caid.beta)).lam
     assert expected[0] > 0
     np.testing.assert_allclose(summary["lambda_one_shot"], expected, rtol=1e-8)
+
+
+def test_standardised_run_is_in_sigma_units_with_thresholds_as_plugin_fractions(tmp_path, cache):
+    """scorers.standardize and threshold_units = 'plugin_fraction', checked against the raw reference phase."""
+    from theory import ConstrainedProblem
+
+    raw_scorers = ScorerConfig(reward="simplicity", utilities=["-toxicity"], thresholds=[0.0])
+    raw = pipeline.reference_phase(_config(cache, method="one_shot", scorers=raw_scorers))
+    g_raw = raw.ref.train_scores  # (2, N, K) raw units
+    n = g_raw.shape[1]
+    # sigma_w by hand: each prompt's unbiased variance, averaged over prompts, square-rooted.
+    scales = [
+        np.sqrt(sum(np.var(g_raw[s, i], ddof=1) for i in range(n)) / n) for s in range(2)
+    ]
+    if min(scales) == 0:
+        pytest.skip("the tiny model's pool has no within-prompt spread")
+    g = g_raw[1] / scales[1]
+    headroom = np.mean([max(g[i]) - np.mean(g[i]) for i in range(n)])  # mean_x(max_k g - mean_k g), sigma units
+    scorers = dataclasses.replace(raw_scorers, thresholds=[0.5], standardize=True, threshold_units="plugin_fraction")
+    config = _config(cache, method="one_shot", scorers=scorers, caid=dataclasses.replace(TINY.caid, iterations=1))
+    summary = pipeline.run(config, tmp_path / "run", progress=False)
+    np.testing.assert_allclose(summary["score_scales"], scales, rtol=1e-12)
+    assert summary["thresholds"] == pytest.approx([0.5 * headroom], rel=1e-12)
+    frame = pd.read_csv(tmp_path / "run" / "eval_scores.csv")
+    reference = frame[frame["model"] == "reference"]
+    np.testing.assert_allclose(
+        reference["-toxicity"].to_numpy(), raw.ref.test_scores[1].ravel() / scales[1], rtol=1e-5, atol=1e-6
+    )
+    standardised = g_raw / np.reshape(scales, (-1, 1, 1))
+    expected = solve_dual(ConstrainedProblem.plug_in(standardised, [0.5 * headroom], TINY.caid.beta)).lam
+    np.testing.assert_allclose(summary["lambda_one_shot"], expected, rtol=1e-8)

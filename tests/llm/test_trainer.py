@@ -231,3 +231,26 @@ def test_trunk_cache_and_grouped_pairs_in_a_run_match_the_full_forward(cache, tm
     for column in ("dpo_loss", "dpo_margin"):
         np.testing.assert_allclose(metrics[1][column], metrics[0][column], rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.stack(metrics[1]["lam"]), np.stack(metrics[0]["lam"]), atol=1e-6)
+
+
+def test_expected_labels_train_on_the_label_averaged_loss(cache, tmp_path, monkeypatch):
+    """training.labels = 'expected': no draws; each pair oriented to its likelier winner with target
+    max(p, 1 - p), p = sigma(Delta r_lambda) computed here from the reference scores."""
+    config = _config(cache, labels="expected", pairs_per_prompt=3)
+    setup = pipeline.reference_phase(config)
+    caid = trainer.CAIDTrainer.build(config, setup, Ranks(), tmp_path / "a", progress=False)
+    caid.lam = np.array([0.7])
+    r, g = setup.ref.train_scores
+    composite, p = r + 0.7 * g, caid.pairs
+    prob = 1 / (1 + np.exp(composite[p[:, 0], p[:, 1]] - composite[p[:, 0], p[:, 2]]))
+    np.testing.assert_array_equal(caid.labels(2), prob >= 0.5)
+    np.testing.assert_array_equal(caid.labels(2), caid.labels(3))  # nothing drawn: the same in every epoch
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return trainer.EpochStats(0.0, 0.0, 0.0)
+
+    monkeypatch.setattr(trainer, "_reference_epoch", spy)
+    caid.dpo_epoch(caid.labels(2), 2)
+    np.testing.assert_allclose(seen["targets"], np.maximum(prob, 1 - prob), rtol=1e-12)

@@ -178,10 +178,12 @@ def test_all_without_producers_draws_what_it_can_and_writes_the_report(tmp_path,
     assert str(results / report.REPORT_FILE) in printed
     text = (results / report.REPORT_FILE).read_text()
     assert "## Claims" in text
-    # The solver benchmark and the laboratory are absent from the fixture: their rows, and only theirs, say so.
+    # The solver benchmark, the laboratory and the powered study are absent from the fixture: their rows, and only
+    # theirs, say so. The safety sweeps' results exist, so at quick scale their figures are drawn too.
     assert "| exact_solver | solver benchmark | missing |" in text
     assert "| gap_bounds | parametrization-gap laboratory | missing |" in text
-    assert text.count("| missing |") == 2
+    assert "| multi_token | powered multi-token study | missing |" in text
+    assert text.count("| missing |") == 3
     for name in ("fig1a_expected_vs_actual", "fig2_two_constraints", "fig3_dual_convergence", "real_lagrangian_gap"):
         assert (figures / f"{name}.png").is_file()
         link = os.path.relpath(figures / f"{name}.png", results.resolve())
@@ -192,9 +194,27 @@ def test_all_without_producers_draws_what_it_can_and_writes_the_report(tmp_path,
 def test_producer_overrides_are_valid_configurations(scale):
     s = producers.SCALES[scale]
     for config, overrides in ((producers.SINGLE_CONFIG, s.overrides), (producers.TWO_CONFIG, s.overrides),
-                              (producers.SINGLE_CONFIG, s.dual_overrides)):  # fmt: skip
+                              (s.dual_config, s.dual_overrides)):  # fmt: skip
         load_config(config, list(overrides))
     two = load_config(producers.TWO_CONFIG, list(s.overrides))
     assert all(len(pair.split(",")) == len(two.scorers.utilities) for pair in s.pairs)
     args = producers.single_sweep_args(Path("R"), scale)
     assert args[:3] == ["-m", "llm", "sweep"] and str(Path("R") / producers.SINGLE_SWEEP_FILE.parent) in args
+
+
+def test_quick_scale_produces_the_powered_study_and_not_the_safety_sweeps(tmp_path, monkeypatch):
+    """At quick scale the safety sweeps' producers never run (their folders are absent); the report says so."""
+    ran = []
+
+    def record(producer, results_dir, scale):
+        ran.append(producer.results_file.as_posix())
+        return False, True
+
+    monkeypatch.setattr(figures_main, "ensure_results", record)
+    results = tmp_path / "results"
+    results.mkdir()
+    figures_main.main(["all", "--results", str(results), "--figures", str(tmp_path / "figures"), "--scale", "quick"])
+    assert "multi_token/verdicts.csv" in ran and "dual_convergence/dual_convergence_summary.csv" in ran
+    assert not [f for f in ran if f.startswith("llm_sweep/")]
+    text = (results / report.REPORT_FILE).read_text()
+    assert "| safety_sweeps | paper-analogue safety sweeps (Fig. 1-2, safety = -toxicity) | not run |" in text

@@ -1,0 +1,102 @@
+"""Figure of the powered multi-token study (``python -m analysis.multi_token_study``): SmolLM2 on review openings.
+
+Reads ``RESULTS/multi_token/points.csv`` (one row per run) and draws ``multi_token``, three panels in sigma
+units (dots: seeds; line: their mean):
+
+(a) analogue of Fig. 1(a): achieved improvement of g_1 (positivity) against b, CAID and one-shot, diagonal;
+(b) analogue of Fig. 1(b): reward (simplicity) improvement against g_1 improvement, with DPO_h and DPO_g;
+(c) analogue of Fig. 2: each constraint's achieved improvement against its b for two-constraint CAID.
+
+Usage::
+
+    python -m paper_figures.multi_token --results RESULTS --out FIGURES
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from llm.methods import REGISTRY
+from paper_figures.cli import figure_main
+from paper_figures.results_files import read_results_csv
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+
+NAME = "multi_token"
+RESULTS_SUBDIR = Path("multi_token")
+RESULTS_FILE = RESULTS_SUBDIR / "verdicts.csv"
+POINTS_FILE = RESULTS_SUBDIR / "points.csv"
+_FIX = "rerun `python -m analysis.multi_token_study --out <results>/multi_token` (it resumes)"
+
+
+def producer_args(results_dir: Path, scale: str = "quick") -> list[str]:
+    """The Python arguments of the command that writes this figure's input under ``results_dir``."""
+    return ["-m", "analysis.multi_token_study", "--out", str(results_dir / RESULTS_SUBDIR), "--scale", scale]
+
+
+def load_points(results_dir: Path | str) -> pd.DataFrame:
+    """``points.csv``, validated (a missing or unusable file is an error naming it and the fix)."""
+    return read_results_csv(
+        Path(results_dir) / POINTS_FILE, fix=_FIX,
+        columns=("method", "constraints", "seed", "b_1"),
+        numeric=("b_1", "reward_improvement", "g_1_improvement", "kl_estimate"),
+    )  # fmt: skip
+
+
+def load_verdicts(results_dir: Path | str) -> pd.DataFrame:
+    """The study's pre-registered verdicts (``verdicts.csv``), validated, for the report."""
+    frame = read_results_csv(Path(results_dir) / RESULTS_FILE, fix=_FIX, columns=("claim", "verdict"),
+                             numeric=("estimate", "power"), optional=("low", "high"))
+    return frame[["claim", "setting", "method", "test", "estimate", "low", "high", "level", "verdict", "power"]]
+
+
+def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Draw the three panels from ``results_dir/multi_token/points.csv``."""
+    points = load_points(results_dir)
+    single, double = points[points["constraints"] == 1], points[points["constraints"] == 2]
+    with paper_style():
+        fig = new_figure(width=1.6 * COLUMN_WIDTH, height=2.2)
+        ax = fig.subplots(1, 3)
+        for key, rows in single.groupby("method", sort=False):
+            spec = REGISTRY[key]
+            means = rows.groupby("b_1")[["g_1_improvement", "reward_improvement"]].mean()
+            if not spec.baseline:
+                ax[0].scatter(rows["b_1"], rows["g_1_improvement"], color=spec.color, marker=spec.marker, s=6,
+                              alpha=0.5)
+                ax[0].plot(means.index, means["g_1_improvement"], color=spec.color, marker=spec.marker, ms=3,
+                           label=spec.label)
+            ax[1].scatter(rows["g_1_improvement"], rows["reward_improvement"], color=spec.color, marker=spec.marker,
+                          s=6, alpha=0.5, label=None if not spec.baseline else spec.label)
+            ax[1].plot(means["g_1_improvement"], means["reward_improvement"], color=spec.color, marker=spec.marker,
+                       ms=3, ls="-" if len(means) > 1 else "")
+        top = float(single["b_1"].max()) * 1.2
+        ax[0].plot([0, top], [0, top], "k:", lw=0.8)
+        ax[0].set(xlabel="b (σ of positivity)", ylabel="achieved positivity gain (σ)", title="(a) tracking b")
+        ax[1].axhline(0, color="k", lw=0.5)
+        ax[1].set(xlabel="positivity gain (σ)", ylabel="simplicity gain (σ)", title="(b) trade-off")
+        caid = REGISTRY["caid"]
+        for i, fill in ((1, caid.color), (2, "none")):
+            if f"b_{i}" in double:
+                ax[2].scatter(double[f"b_{i}"], double[f"g_{i}_improvement"], facecolor=fill, edgecolor=caid.color,
+                              marker=caid.marker, s=10, label=f"g{i}")
+        if len(double):
+            top2 = float(double[["b_1", "b_2"]].max().max()) * 1.2
+            ax[2].plot([0, top2], [0, top2], "k:", lw=0.8)
+            ax[2].legend(fontsize=5, title="CAID", title_fontsize=5)
+        ax[2].set(xlabel="b_i (σ)", ylabel="achieved gain (σ)", title="(c) two constraints")
+        handles = [*ax[0].get_legend_handles_labels()[0], *ax[1].get_legend_handles_labels()[0]]
+        labels = [*ax[0].get_legend_handles_labels()[1], *ax[1].get_legend_handles_labels()[1]]
+        fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=6)
+        return save_figure(fig, out_dir, NAME)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: draw the figure and print the written paths."""
+    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
