@@ -19,6 +19,9 @@ Pre-registered claims (margin m = 0.25 sigma; :mod:`analysis.decisions`):
 4. Higher trade-off: CAID's reward improvement minus one-shot's at equal b > 0 (power at +m/2).
 5. Both constraints met: non-inferiority mean e_i > -m for each constraint of two-constraint CAID.
 
+Each row also gives ``halfwidth_per_spacing``: 1.96 SE over the spacing of the single-constraint thresholds
+(the design asks for <= 0.3).
+
 ``python -m analysis.multi_token_study --out RESULTS/multi_token [--scale quick|full]`` runs what is missing
 (each run resumes; a finished one is reused), then writes ``points.csv`` (one row per run) and, last,
 ``verdicts.csv`` (one row per test).
@@ -68,7 +71,8 @@ class StudyDesign:
         fractions: Thresholds b_1 as fractions of g_1's plug-in maximum.
         second_utility: g_2 of the two-constraint runs.
         pairs: ``(b_1, b_2)`` fractions of the two-constraint CAID runs (every seed).
-        baselines: DPO baselines (DPO_h, DPO_g), run at ``baseline_seeds`` (context for Fig. 1(b), no claim).
+        baselines: DPO baselines (DPO_h, DPO_g), run at ``baseline_seeds`` (context for Fig. 1(b), no claim;
+            none at quick scale, where the pilot measured DPO_g instead).
         baseline_seeds: Seeds of the baselines.
         overrides: ``table.key=value`` overrides of ``config`` (sizes).
     """
@@ -78,7 +82,7 @@ class StudyDesign:
     fractions: tuple[float, ...] = (0.25, 0.75)
     second_utility: str = "relevance"
     pairs: tuple[tuple[float, float], ...] = ((0.5, 0.5),)
-    baselines: tuple[str, ...] = ("dpo_utility",)
+    baselines: tuple[str, ...] = ()
     baseline_seeds: tuple[int, ...] = (0,)
     overrides: tuple[str, ...] = ()
 
@@ -102,7 +106,7 @@ class StudyDesign:
 
 
 SCALES = {
-    # The configuration's sizes (64 train, 192 held-out prompts), 2 seeds: what fits 45 minutes on 2 cores.
+    # The configuration's sizes (64 train, 192 held-out prompts), 2 seeds, no baselines: what fits 45 minutes.
     "quick": StudyDesign(),
     "full": StudyDesign(
         seeds=(0, 1, 2, 3, 4), fractions=(0.25, 0.5, 0.75), pairs=((0.25, 0.25), (0.5, 0.25), (0.25, 0.5)),
@@ -231,7 +235,11 @@ def verdicts(out: Path, design: StudyDesign) -> pd.DataFrame:
         for i, errors in enumerate(arm.errors, 1):
             rows.append(_row(f"both constraints met (constraint {i})", setting, "caid",
                              non_inferiority(errors, MARGIN)))
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # The design's yardstick: the 95% half-width (1.96 SE) over the spacing of the single-constraint thresholds.
+    spacing = arms["caid", high].thresholds[0] - arms["caid", low].thresholds[0]
+    frame["halfwidth_per_spacing"] = 1.959964 * frame["se"] / spacing if spacing > 0 else np.nan
+    return frame
 
 
 def write_results(out: Path, design: StudyDesign) -> pd.DataFrame:

@@ -322,18 +322,35 @@ class EvaluationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PeCAIDConfig:
-    """Preference-based CAID (Algorithm 3), with simulated annotators.
+    """Preference-based CAID (Algorithm 3), on labelled pairs from a file or with simulated annotators.
 
-    The scorers act as annotators: each pair of reference responses gets one Bradley-Terry label per
-    objective, ``y_1 > y_0`` with probability ``sigma(s(y_1) - s(y_0))``. From those labels alone, pi_r and each
-    pi_g_i are trained by DPO from pi_ref, and their implicit rewards ``beta log(pi / pi_ref)`` replace the
-    scores everywhere in CAID (thresholds are in implicit-reward units); the evaluation reports the scorers.
+    With ``preferences``, pi_r and each pi_g_i are trained by DPO from pi_ref on the file's pairs and labels
+    (one objective each). Without it the scorers act as annotators: each pair of reference responses gets one
+    Bradley-Terry label per objective, ``y_1 > y_0`` with probability ``sigma(s(y_1) - s(y_0))``. Either way the
+    implicit rewards ``beta log(pi / pi_ref)`` then replace the scores everywhere in CAID (thresholds are in
+    implicit-reward units); the evaluation reports the scorers.
     """
 
     epochs: int = help_field(2, "DPO epochs pre-aligning each of pi_r and pi_g_i on the preference labels")
+    preferences: str = help_field(
+        "",
+        "a labelled preference file (JSONL, JSON or Parquet; llm.preference_pairs: PKU-SafeRLHF's response_0/1 with "
+        "better_response_id/safer_response_id, or <objective>_chosen/_rejected): pre-align on its pairs and labels "
+        "instead of simulated annotators (empty: the scorers annotate pi_ref's pairs)",
+    )
+    objectives: list[str] = help_field(
+        [],
+        "with preferences: the file's objective for the reward, then one per utility (e.g. ['better', 'safer']); "
+        "empty: the file's objectives in its own order",
+    )
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "pecaid.epochs", f"must be >= 1, got {self.epochs}")
+        _require(
+            bool(self.preferences) or not self.objectives,
+            "pecaid.objectives",
+            "only applies with pecaid.preferences; give the preference file or leave it empty",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -127,10 +127,12 @@ def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
     if eval_samples != EVAL_SAMPLES:  # keyed only when set, so the entries cached at the default stay valid
         parts["eval_samples"] = eval_samples
     key = reference_key(parts)
+    samples_key = reference_key({k: v for k, v in parts.items() if k not in ("scorers", "scorer_weights")})
     cache_root = Path(config.model.cache_dir) if config.model.cache_dir else default_cache_root()
     ref = build_reference(
         reference, tokenizer, train.prompts, train_inputs, test.prompts, test_inputs, scorers,
         config.generation, config.data_seed, key, cache_root / "reference" / f"{key}.npz", ranks, eval_samples,
+        samples_key,
     )  # fmt: skip
     plugin = None
     if config.caid.plugin_samples:

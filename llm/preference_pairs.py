@@ -23,16 +23,14 @@ Other fields are ignored. Every row must carry every selected objective; labels 
 a label in another encoding, guessed, could silently flip preferences; a missing label is an error). A pair whose two
 responses are identical carries no preference and is refused. Prompts may repeat (several pairs per prompt).
 
-**How PeCAID consumes it** (wired by the training loop, not here): Algorithm 3, line 3 pre-aligns pi_r and
-each pi_{g_i} by DPO from pi_ref on these pairs, pi_r on the reward objective's labels and pi_{g_i} on the
-i-th utility's -- in place of the simulated annotators of ``PeCAIDConfig`` (Bradley-Terry labels drawn from
-the scorers). ``PreferenceData.prefer_1(objective)`` is the per-pair "response_1 wins" vector the DPO epoch
-takes; the pairs' prompts and responses become fixed per-prompt responses (``PromptSet.responses``) whose
-pi_ref log-probabilities are cached once. Their implicit rewards ``beta log(pi / pi_ref)``
-(:mod:`llm.implicit_rewards`) then replace r and g_i in the pseudo-labels of the CAID epochs (line 8, the
-composite ``beta ln(pi_r / pi_ref) + beta lambda^T ln(pi_g / pi_ref)`` on the same pairs) and in the dual steps
-(line 7, with the KL correction). Thresholds b are then in implicit-reward units; scorers, when available,
-serve only the evaluation.
+**How PeCAID consumes it** (``pecaid.preferences``, :func:`llm.trainer.load_labelled_pairs`): Algorithm 3, line 3
+pre-aligns pi_r and each pi_{g_i} by DPO from pi_ref on these pairs, pi_r on the reward objective's labels and
+pi_{g_i} on the i-th utility's (``pecaid.objectives`` names them, e.g. ``better``, ``safer``), in place of the
+simulated annotators. Each pair's two responses are tokenised as the run feeds its model (chat template, then
+the end-of-sequence token) and their pi_ref log-probabilities computed once. The implicit rewards
+``beta log(pi / pi_ref)`` (:mod:`llm.implicit_rewards`) then score pi_ref's sampled pairs in the CAID epochs
+(line 8) and the on-policy samples of the dual steps (line 7, with the KL correction). Thresholds b are then in
+implicit-reward units; scorers, when available, serve only the evaluation.
 """
 
 from __future__ import annotations

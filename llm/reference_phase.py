@@ -177,6 +177,7 @@ def build_reference(
     cache_file: Path,
     ranks: Ranks = Ranks(),
     eval_samples: int = EVAL_SAMPLES,
+    samples_key: str | None = None,
 ) -> ReferenceData:
     """Load the cached reference phase for ``key`` or compute and cache it (atomically).
 
@@ -197,11 +198,24 @@ def build_reference(
         cache_file: Where the entry lives.
         ranks: The processes sharing the work.
         eval_samples: pi_ref responses per held-out prompt.
+        samples_key: The key of everything the samples depend on (``key`` without the scorers): an entry cached
+            under another key with the same samples is rescored instead of sampled again (a sweep over scorer
+            sets, e.g. a second constraint). None: no reuse.
     """
     cached = ReferenceData.from_file(cache_file, key)
     if cached is not None:
         return cached
     k = generation.samples_per_prompt
+    index = cache_file.with_name(f"samples-{samples_key}.json") if samples_key else None
+    if index is not None and (same := _entry_with_these_samples(index)) is not None:
+        # Only the scorers differ from a cached entry: its samples and log-probabilities, rescored.
+        entry = dataclasses.replace(
+            same, key=key, train_scores=score_samples(scorers, train_prompts, same.train, k),
+            test_scores=score_samples(scorers, test_prompts, same.test, eval_samples),
+        )  # fmt: skip
+        if ranks.is_main:
+            write_atomic(cache_file, entry.to_bytes())
+        return entry
     parts_dir = cache_file.with_name(f"{cache_file.stem}.parts")
     pad = tokenizer.pad_token_id
 
@@ -246,4 +260,17 @@ def build_reference(
     if ranks.is_main:
         write_atomic(cache_file, entry.to_bytes())
         shutil.rmtree(parts_dir, ignore_errors=True)
+        if index is not None:
+            write_atomic(index, json.dumps({"key": key}) + "\n")
     return entry
+
+
+def _entry_with_these_samples(index: Path) -> ReferenceData | None:
+    """The cached entry ``index`` names (same samples, other scorers), or None if either is missing or damaged."""
+    try:
+        key = json.loads(index.read_text(encoding="utf-8"))["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(key, str) and len(key) == 64 and all(c in "0123456789abcdef" for c in key)):
+        return None  # only a content key may name a file in the cache folder
+    return ReferenceData.from_file(index.with_name(f"{key}.npz"), key)

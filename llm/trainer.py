@@ -43,8 +43,9 @@ from llm.dpo import DPOStats, TrunkCache, dpo_loss, label_uniforms, pseudo_label
 from llm.dual import dual_step as projected_dual_step
 from llm.implicit_rewards import ImplicitReward
 from llm.methods import method
-from llm.models import apply_lora, trainable_parameters
+from llm.models import apply_lora, chat_prompt, trainable_parameters
 from llm.paired_statistics import improvement
+from llm.preference_pairs import load_preference_pairs
 from llm.reference_phase import CHUNK_PROMPTS, ReferenceData, response_logprobs, score_samples
 from llm.run_files import DIGEST_SUFFIX, RunFileError, read_json, read_with_digest, write_atomic, write_with_digest
 from llm.run_schema import EVAL_SCORES_FILE, RunSummary, eval_scores_csv
@@ -58,6 +59,7 @@ __all__ = [
     "STATE_FILE",
     "CAIDTrainer",
     "EpochStats",
+    "LabelledPairs",
     "Learner",
     "RunSetup",
     "SavedState",
@@ -65,6 +67,7 @@ __all__ = [
     "build_learner",
     "dpo_epoch",
     "grouped_batches",
+    "load_labelled_pairs",
     "load_state",
     "lr_scheduler",
     "pairs_loss",
@@ -554,8 +557,10 @@ class CAIDTrainer:
             pairs = np.array(drawn)
         ref, plugin, utilities = setup.ref, setup.plugin, setup.scorers[1:]
         if spec.pre_aligned:
+            # A preference file is read and checked before anything is written.
+            labelled = load_labelled_pairs(config, setup) if config.pecaid.preferences else None
             record()  # the pre-aligned models are saved into the run directory
-            implicit = _pre_align(config, ranks, setup, pairs, out, progress)
+            implicit = _pre_align(config, ranks, setup, pairs, out, progress, labelled)
             ref = dataclasses.replace(ref, train_scores=_implicit_scores(ranks, implicit, setup.train.prompts, ref, k))
             if plugin is not None:
                 scores = _implicit_scores(ranks, implicit, setup.train.prompts, plugin, config.caid.plugin_samples)
@@ -837,34 +842,95 @@ def _reference_epoch(
     )  # fmt: skip
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class LabelledPairs:
+    """Labelled preference pairs from a file (``pecaid.preferences``), ready for DPO.
+
+    Attributes:
+        responses: ``y_0, y_1`` of pair i at ``2i, 2i + 1``, tokenised as the run feeds its model.
+        prefer_1: Per scorer (reward first), ``(n,)`` True where ``y_1`` is preferred.
+        ref_logprobs: ``(2n,)`` log pi_ref of each response.
+    """
+
+    responses: list[Sample]
+    prefer_1: tuple[np.ndarray, ...]
+    ref_logprobs: np.ndarray
+
+    def oriented(self, s: int) -> np.ndarray:
+        """``(n, 2)`` chosen, rejected indices into :attr:`responses` under scorer ``s``'s labels."""
+        first = 2 * np.arange(len(self.prefer_1[s]))
+        win = self.prefer_1[s].astype(int)
+        return np.stack([first + win, first + 1 - win], axis=1)
+
+
+def load_labelled_pairs(config: RunConfig, setup: RunSetup) -> LabelledPairs:
+    """``pecaid.preferences`` read and validated (:func:`llm.preference_pairs.load_preference_pairs`), tokenised.
+
+    Raises:
+        ValueError: For a bad file (named, with the row and field), or objectives that are not one per scorer.
+    """
+    data = load_preference_pairs(config.pecaid.preferences, config.pecaid.objectives or None)
+    if len(data.objectives) != len(setup.scorers):
+        raise ValueError(
+            f"pecaid.objectives: {data.source} gives {list(data.objectives)}; name one objective per scorer "
+            f"({len(setup.scorers)}: the reward, then each utility), e.g. objectives = ['better', 'safer']"
+        )
+    tokenizer, eos = setup.tokenizer, setup.tokenizer.eos_token_id
+    responses = []
+    for i, pair in enumerate(data.pairs):
+        prompt = chat_prompt(tokenizer, pair.prompt, config.model.use_chat_template)
+        prompt_ids = tuple(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        for text in pair.responses:  # as sampled responses end: with the end-of-sequence token
+            ids = (*tokenizer(text, add_special_tokens=False)["input_ids"], eos)
+            responses.append(Sample(i, prompt_ids, ids, text))
+    ref_logprobs = response_logprobs(
+        setup.reference, responses, tokenizer.pad_token_id, config.generation.batch_size, "preference log-probs"
+    )
+    return LabelledPairs(responses, tuple(data.prefer_1(o) for o in data.objectives), ref_logprobs)
+
+
 def _pre_align(
-    config: RunConfig, ranks: Ranks, setup: RunSetup, pairs: np.ndarray, out: Path, progress: bool
+    config: RunConfig, ranks: Ranks, setup: RunSetup, pairs: np.ndarray, out: Path, progress: bool,
+    labelled: LabelledPairs | None = None,
 ) -> list[ImplicitReward]:
     """PeCAID's pre-alignment (Algorithm 3, lines 3-4): pi_r and each pi_g_i by DPO from pi_ref on preferences.
 
-    The scorers play the annotators: one Bradley-Terry label per pair and objective, drawn once. Each
-    trained model is saved as ``pre_aligned_<i>.safetensors``; a resumed run loads it instead of training.
+    On ``labelled`` pairs (a preference file) each model trains on its objective's labels; without them the
+    scorers play the annotators of pi_ref's pairs: one Bradley-Terry label per pair and objective, drawn once.
+    Each trained model is saved as ``pre_aligned_<i>.safetensors``; a resumed run loads it instead of training.
     """
     names = [config.scorers.reward, *config.scorers.utilities]
     ref, pad = setup.ref, setup.tokenizer.pad_token_id
-    trunk = _shared_trunk(config, ranks, ref, setup.reference, pad)
+    trunk = None if labelled is not None else _shared_trunk(config, ranks, ref, setup.reference, pad)
     rewards = []
     for s, name in enumerate(names):
-        steps = config.pecaid.epochs * _steps_per_epoch(config, pairs)
-        learner = build_learner(config, ranks, setup.reference, steps)
+        if labelled is None:
+            steps_per_epoch = _steps_per_epoch(config, pairs)
+        else:
+            steps_per_epoch = math.ceil(len(labelled.prefer_1[s]) / config.training.batch_size)
+        learner = build_learner(config, ranks, setup.reference, config.pecaid.epochs * steps_per_epoch)
         path = out / f"pre_aligned_{s}.safetensors"
         if path.is_file():
             load_weights(learner.trainer, _load_weights(path, f"delete {path} to train it again"))
         else:
             rng = np.random.default_rng([config.seed, s])  # its own stream: skipping it on resume changes nothing
-            scores = ref.train_scores[s]
-            prefer_1 = pseudo_labels(scores[pairs[:, 0], pairs[:, 1]], scores[pairs[:, 0], pairs[:, 2]], rng)
+            if labelled is None:
+                scores = ref.train_scores[s]
+                prefer_1 = pseudo_labels(scores[pairs[:, 0], pairs[:, 1]], scores[pairs[:, 0], pairs[:, 2]], rng)
             epochs = range(config.pecaid.epochs)
             for _ in tqdm(epochs, desc=f"pre-align {name}", disable=not (progress and ranks.is_main)):
-                _reference_epoch(
-                    config, learner, ref, _oriented(pairs, prefer_1, config.generation.samples_per_prompt),
-                    _batches(config, pairs, rng), pad_id=pad, ranks=ranks, trunk=trunk, progress=progress,
-                )  # fmt: skip
+                if labelled is None:
+                    _reference_epoch(
+                        config, learner, ref, _oriented(pairs, prefer_1, config.generation.samples_per_prompt),
+                        _batches(config, pairs, rng), pad_id=pad, ranks=ranks, trunk=trunk, progress=progress,
+                    )  # fmt: skip
+                else:
+                    oriented = labelled.oriented(s)
+                    dpo_epoch(
+                        learner.trainer, learner.optimizer, labelled.responses, oriented, labelled.ref_logprobs,
+                        config.caid.beta, shuffled_batches(len(oriented), config.training.batch_size, rng), pad,
+                        scheduler=learner.scheduler, ranks=ranks, progress=progress,
+                    )  # fmt: skip
             weights, _ = training_state(learner.trainer, learner.optimizer, learner.names)
             if ranks.is_main:
                 _save_weights(path, weights)

@@ -76,6 +76,9 @@ def test_verdicts_are_the_pre_registered_tests_on_the_per_prompt_errors(finished
     assert over["estimate"] == pytest.approx(
         one_sided(_errors_by_hand(out, design, "one_shot_b0.75", "-toxicity"), "above", study.MARGIN).estimate, abs=1e-5
     )
+    points = pd.read_csv(out / study.POINTS_FILE)
+    b = points[points["method"] == "caid"].groupby("fractions")["b_1"].first()
+    np.testing.assert_allclose(table["halfwidth_per_spacing"], 1.96 * table["se"] / (b["0.75"] - b["0.25"]), rtol=1e-4)
     both = table[table["claim"].str.startswith("both constraints met (constraint 2)")].iloc[0]
     errors = _errors_by_hand(out, design, "caid_b0.5_0.5", "relevance", two=True)
     assert both["estimate"] == pytest.approx(non_inferiority(errors, study.MARGIN).estimate, abs=1e-5)

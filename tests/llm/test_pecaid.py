@@ -82,3 +82,34 @@ def test_resumed_run_keeps_the_pre_aligned_models(finished, cache, tmp_path, mon
     assert len(calls) == 1  # only CAID epoch 2: nothing pre-aligned again
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
     assert resumed["improvements"] == summary["improvements"]
+
+
+PKU_FILE = "tests/llm/data/preference_pairs_pku.jsonl"
+
+
+def test_pre_alignment_trains_on_the_files_labels(cache, tmp_path, monkeypatch):
+    """pecaid.preferences: pi_r trains on better_response_id, pi_g on safer_response_id, read here with json."""
+    rows = [json.loads(line) for line in open(PKU_FILE, encoding="utf-8") if line.strip()]
+    config = dataclasses.replace(_config(cache), pecaid=PeCAIDConfig(epochs=1, preferences=PKU_FILE,
+                                                                     objectives=["better", "safer"]))
+    seen = []
+    real = trainer.dpo_epoch
+
+    def spy(model, optimizer, responses, pairs, *args, **kwargs):
+        seen.append([(responses[c].text, responses[r].text) for c, r in pairs])
+        return real(model, optimizer, responses, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "dpo_epoch", spy)
+    summary = pipeline.run(config, tmp_path / "run", progress=False)
+    for objective, chosen_rejected in zip(("better", "safer"), seen[:2], strict=True):
+        expected = [(r[f"response_{r[f'{objective}_response_id']}"], r[f"response_{1 - r[f'{objective}_response_id']}"])
+                    for r in rows]  # fmt: skip
+        assert sorted(chosen_rejected) == sorted(expected)
+    assert (tmp_path / "run" / "pre_aligned_1.safetensors").is_file() and summary["method"] == "pecaid"
+
+
+def test_preference_objectives_must_be_one_per_scorer(cache, tmp_path):
+    config = dataclasses.replace(_config(cache), pecaid=PeCAIDConfig(preferences=PKU_FILE, objectives=["better"]))
+    with pytest.raises(ValueError, match=r"pecaid\.objectives: .* name one objective per scorer \(2"):
+        pipeline.run(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written

@@ -270,3 +270,30 @@ def test_standardised_run_is_in_sigma_units_with_thresholds_as_plugin_fractions(
     standardised = g_raw / np.reshape(scales, (-1, 1, 1))
     expected = solve_dual(ConstrainedProblem.plug_in(standardised, [0.5 * headroom], TINY.caid.beta)).lam
     np.testing.assert_allclose(summary["lambda_one_shot"], expected, rtol=1e-8)
+
+
+def test_another_scorer_set_rescores_the_cached_samples(finished, cache, monkeypatch):
+    """Same samples, other scorers: the cached samples and log-probs are reused and scored anew, not resampled."""
+    from llm.scorers import Simplicity
+
+    base = pipeline.reference_phase(_config(cache)).ref
+    monkeypatch.setattr(reference, "sample_responses", lambda *a, **k: pytest.fail("resampled the same samples"))
+    scorers = ScorerConfig(reward="simplicity", utilities=["sentiment", "-toxicity"], thresholds=[0.0, 0.0])
+    other = pipeline.reference_phase(_config(cache, scorers=scorers)).ref
+    assert other.key != base.key and [s.text for s in other.train] == [s.text for s in base.train]
+    np.testing.assert_array_equal(other.train_logprobs, base.train_logprobs)
+    expected = Simplicity()([], [s.text for s in other.test])
+    np.testing.assert_allclose(other.test_scores[0].ravel(), expected)
+    np.testing.assert_array_equal(other.train_scores[2], base.train_scores[1])  # -toxicity, as before
+    assert reference.ReferenceData.from_file(cache / "reference" / f"{other.key}.npz", other.key) is not None
+
+
+def test_a_damaged_samples_index_means_sampling_again(finished, cache, monkeypatch):
+    indexes = list((cache / "reference").glob("samples-*.json"))
+    assert indexes
+    for index in indexes:
+        index.write_text('{"key": "../../etc/passwd"}')  # only a content key may name a cache file
+    scorers = ScorerConfig(reward="relevance", utilities=["-toxicity"], thresholds=[0.0])
+    calls = count_calls(monkeypatch, reference, "sample_responses")
+    pipeline.reference_phase(_config(cache, scorers=scorers))
+    assert calls
