@@ -1,7 +1,7 @@
 """The powered multi-token study: the paper's Fig. 1 / Fig. 2 claims on SmolLM2, each decided at 95%.
 
 SmolLM2-135M-Instruct in completion mode continues review openings (``configs/reviews_study.toml``): reward
-r = simplicity, constrained utility g_1 = positivity (VADER), and for the two-constraint runs g_2 = relevance.
+r = positivity (VADER), constrained utility g_1 = simplicity, and for the two-constraint runs g_2 = relevance.
 Every score is in sigma units (``scorers.standardize``) and every threshold is a fraction of the plug-in
 maximum (``scorers.threshold_units = 'plugin_fraction'``). All seeds share one split and one reference pool
 (``data.seed``); a seed changes the training randomness only (labels' stream, batch order, dual-step and
@@ -66,7 +66,7 @@ class StudyDesign:
     """What the study runs.
 
     Attributes:
-        config: The run configuration (single constraint, g_1 = positivity).
+        config: The run configuration (single constraint, g_1 = simplicity).
         seeds: Training seeds; every seed runs CAID and one-shot at every fraction.
         fractions: Thresholds b_1 as fractions of g_1's plug-in maximum.
         second_utility: g_2 of the two-constraint runs.

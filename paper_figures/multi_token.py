@@ -3,8 +3,8 @@
 Reads ``RESULTS/multi_token/points.csv`` (one row per run) and draws ``multi_token``, three panels in sigma
 units (dots: seeds; line: their mean):
 
-(a) analogue of Fig. 1(a): achieved improvement of g_1 (positivity) against b, CAID and one-shot, diagonal;
-(b) analogue of Fig. 1(b): reward (simplicity) improvement against g_1 improvement, with DPO_h and DPO_g;
+(a) analogue of Fig. 1(a): achieved improvement of g_1 (simplicity) against b, CAID and one-shot, diagonal;
+(b) analogue of Fig. 1(b): reward (positivity) improvement against g_1 improvement (with DPO_h and DPO_g when run);
 (c) analogue of Fig. 2: each constraint's achieved improvement against its b for two-constraint CAID.
 
 Usage::
@@ -75,9 +75,9 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
                        ms=3, ls="-" if len(means) > 1 else "")
         top = float(single["b_1"].max()) * 1.2
         ax[0].plot([0, top], [0, top], "k:", lw=0.8)
-        ax[0].set(xlabel="b (σ of positivity)", ylabel="achieved positivity gain (σ)", title="(a) tracking b")
+        ax[0].set(xlabel="b (σ of g₁ = simplicity)", ylabel="achieved simplicity gain (σ)", title="(a) tracking b")
         ax[1].axhline(0, color="k", lw=0.5)
-        ax[1].set(xlabel="positivity gain (σ)", ylabel="simplicity gain (σ)", title="(b) trade-off")
+        ax[1].set(xlabel="simplicity gain (σ)", ylabel="reward (positivity) gain (σ)", title="(b) trade-off")
         caid = REGISTRY["caid"]
         for i, fill in ((1, caid.color), (2, "none")):
             if f"b_{i}" in double:

@@ -399,7 +399,7 @@ def _sections(results_dir: Path) -> list[tuple[str, Callable[[], str]]]:
 
     def study() -> str:
         note = (
-            "SmolLM2 continuing review openings (`configs/reviews_study.toml`): r = simplicity, g₁ = positivity, "
+            "SmolLM2 continuing review openings (`configs/reviews_study.toml`): r = positivity, g₁ = simplicity, "
             "g₂ = relevance, scores in within-prompt SDs (σ) of the reference pool, b as fractions of the plug-in "
             "maximum M; one policy sample per held-out prompt against the shared reference pool; intervals over "
             "seeds × held-out prompts (`analysis.multi_token_study`, `analysis.decisions`).\n\n"

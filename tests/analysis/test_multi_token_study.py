@@ -15,10 +15,12 @@ from paper_figures.report import claims
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-# The study's own configuration, shrunk to the tiny random Llama (its text has no sentiment: g_1 = safety).
+# The study's own configuration, shrunk to the tiny random Llama (its text has no sentiment: r = simplicity,
+# g_1 = safety).
 TINY_OVERRIDES = (
     'model.name="tiny"', "model.top_k_layers=1", "data.limit=10", "data.test_fraction=0.5",
-    'scorers.utilities=["-toxicity"]', "generation.max_new_tokens=4", "generation.samples_per_prompt=3",
+    'scorers.reward="simplicity"', 'scorers.utilities=["-toxicity"]', "generation.max_new_tokens=4",
+    "generation.samples_per_prompt=3",
     "caid.iterations=2", "caid.dual_prompts=2", "evaluation.reference_samples=2", "training.learning_rate=1e-3",
 )  # fmt: skip
 
@@ -108,4 +110,4 @@ def test_design_configurations_share_the_reference_seed():
     design = dataclasses.replace(study.SCALES["quick"], overrides=())
     one, two = design.run_config(2), design.run_config(1, two_constraints=True)
     assert one.seed == 2 and one.data_seed == two.data_seed == 0
-    assert two.scorers.utilities == ["sentiment", "relevance"] and two.scorers.thresholds == [0.5, 0.5]
+    assert two.scorers.utilities == ["simplicity", "relevance"] and two.scorers.thresholds == [0.5, 0.5]
