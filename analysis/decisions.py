@@ -12,8 +12,12 @@ The statistics of the decisive studies (Sec. 5 claims tested on exact or sampled
 Values are ``(n_units,)`` or ``(n_seeds, n_units)`` arrays (units are prompts, paired across arms). The
 interval is a percentile bootstrap that resamples seeds and units independently (a crossed two-way
 bootstrap), so it covers training randomness as well as prompt heterogeneity. A claim is "replicated" when
-the interval excludes its negation, "refuted" when it excludes the claim, and otherwise "undecided", always
-reported with the power the test had (normal approximation with the bootstrap SE) at the stated effect.
+the interval excludes its negation; "refuted" when it excludes the claim, or, for a directional claim
+(one-sided, paired differences), when it excludes an effect of the stated size in the claim's direction (the
+effect the power refers to: a well-powered test of an absent effect is a decided negative); and otherwise
+"undecided", always reported with the power the test had (normal approximation with the bootstrap SE) at the
+stated effect. Directional tests are two one-sided tests at ``level`` each: their interval is two-sided
+at ``2 level - 1``.
 """
 
 from __future__ import annotations
@@ -100,23 +104,29 @@ def _check(level: float, n_boot: int) -> None:
 
 
 def _directional(test: str, estimate: float, boot: np.ndarray, level: float, effect: float,
-                 direction: Literal["below", "above"], threshold: float = 0.0) -> Decision:
-    """Claim: mean < threshold ("below") or mean > threshold ("above"), at one-sided ``level``."""
+                 direction: Literal["below", "above"], threshold: float = 0.0,
+                 refute_at: float | None = None) -> Decision:
+    """Claim: mean < threshold ("below") or mean > threshold ("above"), two one-sided tests at ``level`` each.
+
+    Replicated when the bound on the claim's side excludes ``threshold``; refuted when the bound on the other
+    side excludes ``refute_at``, by default the stated effect (``threshold`` moved by ``|effect|`` in the claim's
+    direction): the data then rule out an effect as large as the one the power refers to. The interval is
+    the two-sided ``2 level - 1`` one whose ends are the two bounds.
+    """
     boot = boot[np.isfinite(boot)]  # a statistic undefined on some resamples (e.g. outside a curve's range)
     if boot.size < 100 or not np.isfinite(estimate):
-        return Decision(test, estimate, np.nan, np.nan, level, "undecided", 0.0, effect, np.nan)
+        return Decision(test, estimate, np.nan, np.nan, 2 * level - 1, "undecided", 0.0, effect, np.nan)
     se = float(boot.std(ddof=1))
     z = norm.ppf(level)
+    low, high = float(np.quantile(boot, 1 - level)), float(np.quantile(boot, level))
+    sign = -1.0 if direction == "below" else 1.0
+    refute_at = threshold + sign * abs(effect) if refute_at is None else refute_at
     if direction == "below":
-        high, low = float(np.quantile(boot, level)), float(np.quantile(boot, 1 - level))
-        verdict: Verdict = "replicated" if high < threshold else "refuted" if low > threshold else "undecided"
-        interval = (-np.inf, high)
+        verdict: Verdict = "replicated" if high < threshold else "refuted" if low > refute_at else "undecided"
     else:
-        low, high = float(np.quantile(boot, 1 - level)), float(np.quantile(boot, level))
-        verdict = "replicated" if low > threshold else "refuted" if high < threshold else "undecided"
-        interval = (low, np.inf)
+        verdict = "replicated" if low > threshold else "refuted" if high < refute_at else "undecided"
     power = float(norm.cdf(abs(effect) / se - z)) if se > 0 else 1.0
-    return Decision(test, estimate, *interval, level, verdict, power, effect, se)
+    return Decision(test, estimate, low, high, 2 * level - 1, verdict, power, effect, se)
 
 
 def equivalence(values: np.ndarray, margin: float, *, level: float = 0.95, n_boot: int = 2000,
@@ -159,7 +169,7 @@ def non_inferiority(values: np.ndarray, margin: float, *, level: float = 0.95, n
     _check(level, n_boot)
     a = _as_matrix(values, "values")
     return _directional("non-inferiority", float(a.mean()), _bootstrap([a], np.mean, n_boot, seed), level, margin,
-                        "above", -margin)
+                        "above", -margin, refute_at=-margin)
 
 
 def paired_abs_difference(errors_a: np.ndarray, errors_b: np.ndarray, effect: float, *, level: float = 0.95,

@@ -30,6 +30,18 @@ def test_clear_cases():
     assert ratio.estimate == pytest.approx((noise.mean() + 3) / (noise.mean() + 1) - 1)
 
 
+def test_a_well_powered_absent_effect_is_refuted_and_a_small_real_one_replicated():
+    """Directional claims: the interval excluding the stated effect is a decided negative; excluding 0, a positive."""
+    noise = np.random.default_rng(3).normal(0, 1, (3, 2000))
+    a, b = noise[:, :1000], noise[:, 1000:]  # independent arms: the difference's SE is ~0.026
+    null = paired_difference(a, b, 0.2, n_boot=300)
+    assert null.verdict == "refuted" and 0 < null.high < 0.2 and null.power > 0.99
+    small = paired_difference(a + 0.1, b, 0.2, n_boot=300)  # real, but below the stated effect
+    assert small.verdict == "replicated" and small.low > 0 and small.high < 0.2
+    assert one_sided(noise, "below", -0.2, n_boot=300).verdict == "refuted"  # short by far less than 0.2
+    assert non_inferiority(noise - 0.1, 0.25, n_boot=300).verdict == "replicated"  # below 0, above -margin
+
+
 def test_undecided_states_low_power():
     values = np.random.default_rng(1).normal(0, 1, 8)
     d = equivalence(values, 0.25, n_boot=300)
