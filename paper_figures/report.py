@@ -333,7 +333,7 @@ def claims(results_dir: Path | str, scale: str = "full") -> list[Claim]:
         ("lagrangian_gap", "real-model gap (safety sweep)",
          lambda: [lagrangian_gap_claim(real_lagrangian_gap.load_gaps(results_dir))]),
     ]  # fmt: skip
-    sweeps_absent = not any((results_dir / d).is_dir() for d in (SINGLE_SUBDIR, TWO_SUBDIR))
+    sweeps_absent = _safety_sweeps_absent(results_dir)
     builders = [
         ("exact_solver", "solver benchmark", lambda: [solver_claim(_read_benchmark(results_dir))]),
         ("gap_bounds", "parametrization-gap laboratory", lambda: [gap_bounds_claim(_read_laboratory(results_dir))]),
@@ -371,7 +371,11 @@ def _sweep_table(results_dir: Path, subdir: Path) -> str:
     return table
 
 
-def _sections(results_dir: Path) -> list[tuple[str, Callable[[], str]]]:
+def _safety_sweeps_absent(results_dir: Path) -> bool:
+    return not any((results_dir / d).is_dir() for d in (SINGLE_SUBDIR, TWO_SUBDIR))
+
+
+def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callable[[], str]]]:
     gap_columns = ["run", "method", "lambda", "dual_value", "lagrangian", "gap", "gap_ci_low", "gap_ci_high", "kl"]
     dual_columns = ["n_prompts", "k", "n_replicates", "n_infeasible", "lambda_1_mean", "lambda_1_sd", "dual_value_mean"]
 
@@ -406,12 +410,15 @@ def _sections(results_dir: Path) -> list[tuple[str, Callable[[], str]]]:
         )
         return note + _md(multi_token.load_verdicts(results_dir))
 
+    safety = [
+        ("Single-constraint safety sweep (Fig. 1): improvement over π_ref, 95% t-CI",
+         lambda: _sweep_table(results_dir, SINGLE_SUBDIR)),
+        ("Two-constraint safety sweep (Fig. 2)", lambda: _sweep_table(results_dir, TWO_SUBDIR)),
+        ("Real-model Lagrangian gap D̂(λ) − L̂(π_θ, λ) on held-out prompts (safety sweep), 95% t-CI", gaps),
+    ]  # fmt: skip
     return [
         ("Powered multi-token study (Fig. 1 / Fig. 2 claims): pre-registered verdicts", study),
-        ("Single-constraint sweep (Fig. 1): improvement over π_ref, 95% t-CI",
-         lambda: _sweep_table(results_dir, SINGLE_SUBDIR)),
-        ("Two-constraint sweep (Fig. 2)", lambda: _sweep_table(results_dir, TWO_SUBDIR)),
-        ("Real-model Lagrangian gap D̂(λ) − L̂(π_θ, λ) on held-out prompts, 95% t-CI", gaps),
+        *([] if scale == "quick" and _safety_sweeps_absent(results_dir) else safety),
         ("Plug-in dual vs sample size (Fig. 3)", convergence),
         ("Parametrization-gap laboratory: scaling with ν", laboratory),
         ("Exact real-model laboratory: pre-registered verdicts", one_token),
@@ -439,7 +446,7 @@ def write_report(results_dir: Path | str, figures: Sequence[Path], scale: str, t
         _md(pd.DataFrame([dataclasses.asdict(c) for c in claims(results_dir, scale)])),
         "",
     ]
-    for title, build in _sections(results_dir):
+    for title, build in _sections(results_dir, scale):
         try:
             body = build()
         except _MISSING as err:

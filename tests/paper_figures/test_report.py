@@ -218,3 +218,4 @@ def test_quick_scale_produces_the_powered_study_and_not_the_safety_sweeps(tmp_pa
     assert not [f for f in ran if f.startswith("llm_sweep/")]
     text = (results / report.REPORT_FILE).read_text()
     assert "| safety_sweeps | paper-analogue safety sweeps (Fig. 1-2, safety = -toxicity) | not run |" in text
+    assert "## Single-constraint safety sweep" not in text and "## Two-constraint safety sweep" not in text
