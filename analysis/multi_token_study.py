@@ -88,7 +88,7 @@ class StudyDesign:
 
     def run_config(self, seed: int, two_constraints: bool = False) -> RunConfig:
         """The configuration of ``seed``'s runs (one split and reference pool for all seeds: ``data.seed = 0``)."""
-        extra = [f"seed={seed}", "data.seed=0"]  # one split and reference pool for every seed
+        extra = [f"seed={seed}", "data.seed=0"]
         if two_constraints:
             base = load_config(self.config, self.overrides)
             utilities = [*base.scorers.utilities, self.second_utility]
@@ -266,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         for seed in design.seeds:  # every configuration is checked before anything runs
-            design.run_config(seed), design.run_config(seed, two_constraints=True)
+            design.run_config(seed)
+            design.run_config(seed, two_constraints=True)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
