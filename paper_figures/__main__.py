@@ -163,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = producer_registry()
     if args.figure == "all" and args.scale == "quick":
         # A safety-sweep figure is drawn when its sweep folder exists (if unfinished, the figure says what is missing).
-        present = {n for n in full_scale_only() if (args.results / registry[n].results_file).parent.is_dir()}
-        names = [n for n in names if n not in full_scale_only() or n in present]
+        absent = {n for n in full_scale_only() if not (args.results / registry[n].results_file).parent.is_dir()}
+        names = [n for n in names if n not in absent]
     # Each producer once, in figure order.
     steps = [] if args.no_produce else list(dict.fromkeys(registry[n] for n in names if n in registry))
     ok = True
