@@ -97,13 +97,15 @@ def lagrangian_gap(
         raise ValueError(f"lam: expected {m} multipliers (one per utility), got shape {lam.shape}")
     thresholds = np.asarray(summary.thresholds, dtype=np.float64)
 
+    # The prompts whose samples have log-ratios (all, unless the run set evaluation.log_ratio_prompts).
+    measured = np.isfinite(scores.policy_log_ratio).all(axis=1)
     weights = np.concatenate([[1.0], lam])
-    s_ref = np.tensordot(weights, scores.reference, axes=1)  # (n_prompts, k) r + lambda^T g under pi_ref
-    s_pi = np.tensordot(weights, scores.policy, axes=1)
-    offset = scores.reference[1:].mean(axis=2).T @ lam + lam @ thresholds  # lambda^T (E_ref[g | x] + b)
+    s_ref = np.tensordot(weights, scores.reference[:, measured], axes=1)  # (n_prompts, k) r + lambda^T g, pi_ref
+    s_pi = np.tensordot(weights, scores.policy[:, measured], axes=1)
+    offset = scores.reference[1:, measured].mean(axis=2).T @ lam + lam @ thresholds  # lambda^T (E_ref[g | x] + b)
     k = s_ref.shape[1]
     dual_x = beta * (logsumexp(s_ref / beta, axis=1) - np.log(k)) - offset
-    lagrangian_x = (s_pi - beta * scores.policy_log_ratio).mean(axis=1) - offset
+    lagrangian_x = (s_pi - beta * scores.policy_log_ratio[measured]).mean(axis=1) - offset
 
     gap = paired_improvement(dual_x, lagrangian_x, confidence=confidence, n_boot=n_boot, rng=seed)
     row: dict[str, Any] = {
@@ -120,7 +122,7 @@ def lagrangian_gap(
         row.update({name: side.mean, f"{name}_ci_low": side.ci_low, f"{name}_ci_high": side.ci_high})
     row.update(
         gap=gap.mean, gap_ci_low=gap.ci_low, gap_ci_high=gap.ci_high, gap_boot_low=gap.boot_low,
-        gap_boot_high=gap.boot_high, kl=float(scores.policy_log_ratio.mean()),
+        gap_boot_high=gap.boot_high, kl=float(scores.policy_log_ratio[measured].mean()),
         gap_relative=gap.mean / abs(row["dual_value"]) if row["dual_value"] else np.nan,
     )  # fmt: skip
     return row

@@ -310,9 +310,18 @@ class EvaluationConfig:
     reference_samples: int = help_field(
         2, "pi_ref responses per held-out prompt (the reference pool every method of a sweep shares)"
     )
+    log_ratio_prompts: int = help_field(
+        0, "held-out prompts (the first n) whose policy samples also get log pi/pi_ref, for the KL and the "
+        "Lagrangian-gap estimates (two forward passes each, as costly as sampling); 0: all"
+    )
 
     def __post_init__(self) -> None:
         _require(self.policy_samples >= 1, "evaluation.policy_samples", f"must be >= 1, got {self.policy_samples}")
+        _require(
+            self.log_ratio_prompts >= 0,
+            "evaluation.log_ratio_prompts",
+            f"must be >= 0 (0: every held-out prompt), got {self.log_ratio_prompts}",
+        )
         _require(
             self.reference_samples >= 1,
             "evaluation.reference_samples",

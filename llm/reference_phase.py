@@ -230,8 +230,12 @@ def build_reference(
         )
         samples = [dataclasses.replace(s, prompt_index=s.prompt_index + start) for s in samples]
         scores = score_samples(scorers, prompts, samples, n)
-        logprobs = response_logprobs(model, samples, pad, generation.batch_size, progress=ranks.is_main)
-        logprobs = logprobs.reshape(-1, n)
+        # Only the training samples need log pi_ref (DPO's reference terms); the held-out ones are only scored.
+        if name == "test":
+            logprobs = np.zeros((len(model_inputs), n))
+        else:
+            logprobs = response_logprobs(model, samples, pad, generation.batch_size, progress=ranks.is_main)
+            logprobs = logprobs.reshape(-1, n)
         chunk = ReferenceData(f"{key}/{name}", samples, scores, logprobs, [], np.zeros((len(scorers), 0, 2)))
         write_atomic(path, chunk.to_bytes())
         return chunk

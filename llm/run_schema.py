@@ -213,8 +213,8 @@ class EvalScores:
         prompt_index: ``(n_prompts,)`` the held-out prompt indices, ascending.
         policy: ``(n_scorers, n_prompts, samples)`` the aligned policy's scores.
         reference: ``(n_scorers, n_prompts, samples')`` pi_ref's scores on the same prompts.
-        policy_log_ratio: ``(n_prompts, samples)`` log pi(y|x) - log pi_ref(y|x) of the policy's samples, or
-            None for a file without the ``log_ratio`` column.
+        policy_log_ratio: ``(n_prompts, samples)`` log pi(y|x) - log pi_ref(y|x) of the policy's samples (NaN
+            for the prompts beyond ``evaluation.log_ratio_prompts``), or None for a file without the column.
     """
 
     scorers: tuple[str, ...]
@@ -231,8 +231,13 @@ class EvalScores:
         return self.policy[i], self.reference[i]
 
 
-def _model_block(frame: pd.DataFrame, model: str, scorers: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(prompt_index, (n_scorers, n_prompts, samples))`` of one model's rows, checked to be rectangular."""
+def _model_block(
+    frame: pd.DataFrame, model: str, scorers: list[str], path: Path, whole_prompts_missing: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(prompt_index, (n_scorers, n_prompts, samples))`` of one model's rows, checked to be rectangular.
+
+    With ``whole_prompts_missing``, a prompt's values may all be NaN (not measured), never some of them.
+    """
     rows = frame[frame["model"] == model].sort_values(["prompt_index", "sample"], kind="stable")
     if rows.empty:
         raise RunFileError(f"{path}: no rows with model == {model!r} (truncated, or not an eval_scores.csv); {_RERUN}")
@@ -241,7 +246,9 @@ def _model_block(frame: pd.DataFrame, model: str, scorers: list[str], path: Path
         raise RunFileError(f"{path}: the {model} rows have different numbers of samples per prompt; {_RERUN}")
     samples = int(counts.iloc[0])
     values = rows[scorers].to_numpy(dtype=np.float64).T.reshape(len(scorers), len(counts), samples)
-    if not np.all(np.isfinite(values)):
+    measured = np.isfinite(values).all(axis=2) if whole_prompts_missing else np.isfinite(values)
+    missing = np.isnan(values).all(axis=2) if whole_prompts_missing else np.zeros_like(measured)
+    if not np.all(measured | missing) or (whole_prompts_missing and not measured.any()):
         raise RunFileError(f"{path}: the {model} rows hold missing or non-finite scores (truncated?); {_RERUN}")
     return counts.index.to_numpy(), values
 
@@ -271,7 +278,7 @@ def load_eval_scores(run_dir: str | os.PathLike[str]) -> EvalScores:
         policy_prompts, policy = _model_block(frame, "policy", scorers, path)
         reference_prompts, reference = _model_block(frame, "reference", scorers, path)
         has_ratio = _LOG_RATIO in frame.columns
-        log_ratio = _model_block(frame, "policy", [_LOG_RATIO], path)[1][0] if has_ratio else None
+        log_ratio = _model_block(frame, "policy", [_LOG_RATIO], path, True)[1][0] if has_ratio else None
     except (TypeError, ValueError) as err:
         if isinstance(err, RunFileError):
             raise

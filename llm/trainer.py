@@ -99,6 +99,8 @@ class RunSetup:
             with ``scorers.threshold_units = 'plugin_fraction'``), in the units of the scores.
         standardization: With ``scorers.standardize``, the sigma_w scales every score was divided by (the
             scorers, ``ref`` and ``plugin`` are then in sigma units); None: raw units.
+        samples_key: The key of pi_ref's weights and samples without the scorers: runs that share it share the
+            frozen-trunk cache (e.g. a second constraint rescoring the same samples); empty: ``ref.key``.
     """
 
     scorers: list[Scorer]
@@ -112,6 +114,7 @@ class RunSetup:
     plugin: ReferenceData | None = None
     thresholds: tuple[float, ...] = ()
     standardization: Standardization | None = None
+    samples_key: str = ""
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.scorers) - 1:
@@ -324,18 +327,17 @@ def build_learner(config: RunConfig, ranks: Ranks, reference: torch.nn.Module, t
 _TRUNKS: dict[tuple[str, int], TrunkCache] = {}
 
 
-def _shared_trunk(
-    config: RunConfig, ranks: Ranks, ref: ReferenceData, reference: torch.nn.Module, pad: int
-) -> TrunkCache | None:
-    """The frozen-trunk cache of this reference phase, shared by every method run in this process (or None).
+def _shared_trunk(config: RunConfig, ranks: Ranks, setup: RunSetup, pad: int) -> TrunkCache | None:
+    """The frozen-trunk cache of these reference samples, shared by every run in this process (or None).
 
-    Keyed by the reference phase's content key (model weights, dtype, samples) and the trunk depth; only the
-    latest is kept. Under ``torchrun`` the steps must run through the DDP/FSDP module: no cache.
+    Keyed by the samples' content key (model weights, dtype, samples; not the scorers, so the runs of a
+    sweep over scorer sets share it) and the trunk depth; only the latest is kept. Under ``torchrun`` the
+    steps must run through the DDP/FSDP module: no cache.
     """
     if not config.training.cache_trunk or ranks.world_size > 1:
         return None
-    frozen = len(reference.model.layers) - config.model.top_k_layers
-    key = (ref.key, frozen)
+    frozen = len(setup.reference.model.layers) - config.model.top_k_layers
+    key = (setup.samples_key or setup.ref.key, frozen)
     if key not in _TRUNKS:
         _TRUNKS.clear()
         _TRUNKS[key] = TrunkCache(frozen, pad, config.generation.batch_size)
@@ -519,7 +521,7 @@ class CAIDTrainer:
         self.iteration, self.metrics = 0, []
         self.pad = setup.tokenizer.pad_token_id
         self.learner = build_learner(config, ranks, setup.reference, config.caid.iterations * self.steps_per_epoch)
-        self.trunk = _shared_trunk(config, ranks, ref, setup.reference, self.pad)
+        self.trunk = _shared_trunk(config, ranks, setup, self.pad)
 
     @classmethod
     def build(
@@ -587,7 +589,8 @@ class CAIDTrainer:
         return self.rng
 
     def policy_samples(
-        self, prompts: Sequence[str], inputs: Sequence[str], scorers: Sequence[Scorer], n: int, seed: int, desc: str
+        self, prompts: Sequence[str], inputs: Sequence[str], scorers: Sequence[Scorer], n: int, seed: int, desc: str,
+        log_ratio_prompts: int | None = None,
     ) -> tuple[list[Sample], np.ndarray, np.ndarray]:
         """``n`` samples per prompt from the policy, their scores and their log-ratios ``log pi / pi_ref``.
 
@@ -601,50 +604,61 @@ class CAIDTrainer:
             n: Samples per prompt.
             seed: Seed of the first generation batch (batch ``u`` uses ``seed + u``).
             desc: Progress-bar label.
+            log_ratio_prompts: Only the samples of the first this many prompts get their log-ratio (two forward
+                passes, as costly as sampling them); None: all.
 
         Returns:
-            ``(samples, scores (len(scorers), P, n), log_ratio (P, n))``.
+            ``(samples, scores (len(scorers), P, n), log_ratio (P, n))``, the log-ratio NaN where not computed.
         """
         generation, policy, reference = self.config.generation, self.learner.model, self.setup.reference
-        tokenizer = self.setup.tokenizer
+        tokenizer, pad = self.setup.tokenizer, self.pad
         per_batch = max(1, generation.batch_size // n)
         starts = range(0, len(inputs), per_batch)
+        limit = len(inputs) if log_ratio_prompts is None else log_ratio_prompts
+        implicit = [s.model for s in scorers if isinstance(s, ImplicitReward)]
+
+        def logprobs(model: torch.nn.Module, batch: list[Sample], rows: np.ndarray) -> np.ndarray:
+            out = np.full(len(batch), np.nan)
+            if rows.any():
+                chosen = [batch[i] for i in np.flatnonzero(rows)]
+                out[rows] = response_logprobs(model, chosen, pad, generation.batch_size, progress=False)
+            return out
 
         def unit(u: int) -> tuple[list[Sample], np.ndarray, np.ndarray]:
             first = starts[u]
             batch = sample_responses(
                 policy, tokenizer, inputs[first : first + per_batch], n, generation, seed + u, progress=False
             )
-            logp = response_logprobs(policy, batch, self.pad, generation.batch_size, progress=False)
             batch = [dataclasses.replace(s, prompt_index=s.prompt_index + first) for s in batch]
-            ref_logp = response_logprobs(reference, batch, self.pad, generation.batch_size, progress=False)
-            return batch, score_samples(scorers, prompts, batch, n, ref_logp), logp - ref_logp
+            measured = np.array([s.prompt_index < limit for s in batch])
+            # Implicit rewards score every sample with its log pi_ref; the log-ratios need only the measured ones.
+            ref_logp = logprobs(reference, batch, np.ones(len(batch), bool) if implicit else measured)
+            log_ratio = logprobs(policy, batch, measured) - ref_logp
+            return batch, score_samples(scorers, prompts, batch, n, ref_logp if implicit else None), log_ratio
 
-        implicit = [s.model for s in scorers if isinstance(s, ImplicitReward)]
         with full_parameters(policy, *implicit):  # every rank gathers FSDP's shards once, then samples on its own
             parts = self.ranks.map(len(starts), unit, desc=desc, progress=self.progress)
         samples = [s for part in parts for s in part[0]]
         scores = np.concatenate([p[1] for p in parts], axis=1)
         return samples, scores, np.concatenate([p[2] for p in parts]).reshape(-1, n)
 
-    def dual_step(self) -> tuple[list[float], float]:
+    def dual_step(self) -> list[float]:
         """On-policy dual step: sample n prompts x k responses, measure u = E[g - E_ref g] - b, project lambda.
 
         Returns:
-            The measured slack u and the Monte-Carlo KL(pi_theta || pi_ref) of the same samples (their mean
-            log-ratio).
+            The measured slack u. (No log-probabilities: the KL is estimated at the evaluation.)
         """
         caid, train = self.config.caid, self.setup.train
         rng = self._stream(_DUAL_STREAM, self.iteration + 1)
         chosen = rng.choice(len(train), size=min(caid.dual_prompts, len(train)), replace=False)
-        _, g, log_ratio = self.policy_samples(
+        _, g, _ = self.policy_samples(
             [train.prompts[i] for i in chosen], [self.setup.train_inputs[i] for i in chosen], self.utilities,
-            caid.dual_samples, int(rng.integers(2**31)), "on-policy samples",
+            caid.dual_samples, int(rng.integers(2**31)), "on-policy samples", log_ratio_prompts=0,
         )  # fmt: skip
         ref_means = self.ref.train_scores[1:].mean(axis=2)  # (m, N): E_ref[g_i | x] from the K reference samples
         slack = (g - ref_means[:, chosen, None]).mean(axis=(1, 2)) - np.asarray(self.setup.thresholds)
         self.lam = projected_dual_step(self.lam, slack, caid.dual_step_size)
-        return [float(v) for v in slack], float(log_ratio.mean())
+        return [float(v) for v in slack]
 
     def _composites(self) -> tuple[np.ndarray, np.ndarray]:
         """``r_lambda`` of the first and of the second response of each pair at the current lambda."""
@@ -689,7 +703,7 @@ class CAIDTrainer:
         t = self.iteration + 1
         row: dict[str, Any] = {"iteration": t}
         if self.spec.dual_steps and t > 1:
-            row["slack"], row["kl_estimate"] = self.dual_step()
+            row["slack"] = self.dual_step()
         stats = self.dpo_epoch(self.labels(t), t)
         row.update(
             lam=[float(v) for v in self.lam],
@@ -746,10 +760,11 @@ class CAIDTrainer:
         config, setup, ref, metrics = self.config, self.setup, self.ref, self.metrics
         samples, scores, log_ratio = self.policy_samples(
             setup.test.prompts, setup.test_inputs, setup.scorers, config.evaluation.policy_samples, config.seed + 2,
-            "eval",
+            "eval", config.evaluation.log_ratio_prompts or None,
         )  # fmt: skip
         names = [config.scorers.reward, *config.scorers.utilities]
-        # log pi/pi_ref of each sample (exactly 0 for pi_ref's own): the KL and Lagrangian estimates need it.
+        # log pi/pi_ref of each sample (exactly 0 for pi_ref's own; NaN beyond evaluation.log_ratio_prompts): the
+        # KL and Lagrangian estimates need it.
         eval_csv = eval_scores_csv(names, {
             "policy": (scores, log_ratio, [x.text for x in samples]),
             "reference": (ref.test_scores, np.zeros(ref.test_scores.shape[1:]), [x.text for x in ref.test]),
@@ -786,7 +801,7 @@ class CAIDTrainer:
             constraints_satisfied=tuple(
                 bool(improvements[n]["mean"] >= b) for n, b in zip(names[1:], thresholds, strict=True)
             ),
-            kl_estimate=float(log_ratio.mean()),
+            kl_estimate=float(np.nanmean(log_ratio)),  # over the prompts measured (evaluation.log_ratio_prompts)
             last_iteration=metrics[-1]["iteration"],
             best_iteration=metrics[best]["iteration"],
             measured_slack_by_iteration={
@@ -901,7 +916,7 @@ def _pre_align(
     """
     names = [config.scorers.reward, *config.scorers.utilities]
     ref, pad = setup.ref, setup.tokenizer.pad_token_id
-    trunk = None if labelled is not None else _shared_trunk(config, ranks, ref, setup.reference, pad)
+    trunk = None if labelled is not None else _shared_trunk(config, ranks, setup, pad)
     rewards = []
     for s, name in enumerate(names):
         if labelled is None:

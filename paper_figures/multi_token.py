@@ -49,8 +49,9 @@ def load_points(results_dir: Path | str) -> pd.DataFrame:
 def load_verdicts(results_dir: Path | str) -> pd.DataFrame:
     """The study's pre-registered verdicts (``verdicts.csv``), validated, for the report."""
     frame = read_results_csv(Path(results_dir) / RESULTS_FILE, fix=_FIX, columns=("claim", "verdict"),
-                             numeric=("estimate", "power", "halfwidth_per_spacing"), optional=("low", "high"))
-    columns = ["claim", "setting", "method", "test", "estimate", "low", "high", "level", "verdict", "power"]
+                             numeric=("estimate", "power", "effect", "halfwidth_per_spacing"),
+                             optional=("low", "high"))  # fmt: skip
+    columns = ["claim", "setting", "method", "test", "estimate", "low", "high", "level", "verdict", "power", "effect"]
     return frame[[*columns, "halfwidth_per_spacing"]]
 
 

@@ -312,7 +312,8 @@ def study_claims(verdicts: pd.DataFrame) -> list[Claim]:
         interval = f"[{row.low:+.3f}, {row.high:+.3f}]".replace("inf", "∞")
         rows.append(Claim(
             "multi_token", f"{row.claim} ({row.setting}; {row.method})", row.verdict,
-            f"{row.test}: {row.estimate:+.3f} σ, {row.level:.0%} interval {interval}, power {row.power:.2f}, "
+            f"{row.test}: {row.estimate:+.3f} σ, {row.level:.0%} interval {interval}, "
+            f"power {row.power:.2f} at {row.effect:+.3g} σ, "
             f"half-width/spacing {row.halfwidth_per_spacing:.2f}",
         ))  # fmt: skip
     return rows

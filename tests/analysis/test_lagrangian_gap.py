@@ -21,8 +21,9 @@ N, K, DRAWS, BETA = 6, 4, 3000, 0.5
 SCORERS = ("reward", "safety", "fun")
 
 
-def write_run(run_dir, scores, policy, lam, thresholds, rng, method="caid", log_ratio=True):
-    """A finished run: pi_ref's K samples per prompt, DRAWS samples per prompt from ``policy`` (N, K)."""
+def write_run(run_dir, scores, policy, lam, thresholds, rng, method="caid", log_ratio=True, measured=N):
+    """A finished run: pi_ref's K samples per prompt, DRAWS samples per prompt from ``policy`` (N, K); the
+    log-ratios of the first ``measured`` prompts (NaN beyond: ``evaluation.log_ratio_prompts``)."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"config": {"method": method, "caid": {"beta": BETA}}}))
     RunSummary(
@@ -38,7 +39,7 @@ def write_run(run_dir, scores, policy, lam, thresholds, rng, method="caid", log_
         for i in range(N):
             drawn = rng.choice(K, size=DRAWS, p=policy[i])
             for j, y in enumerate(drawn):
-                ratio = [f"{np.log(policy[i, y] * K):.17g}"] if log_ratio else []
+                ratio = [f"{np.log(policy[i, y] * K) if i < measured else np.nan:.17g}"] if log_ratio else []
                 writer.writerow(["policy", i, j, *(f"{v:.17g}" for v in scores[:, i, y]), *ratio, f"y{y}"])
             for y in range(K):
                 zero = ["0"] if log_ratio else []
@@ -81,6 +82,22 @@ def test_tilted_policy_closes_the_gap(problem, tmp_path):
     assert row["gap_ci_low"] <= 0 <= row["gap_ci_high"]
     assert abs(row["gap"]) < 0.02
     assert row["kl"] == pytest.approx(float(np.mean(np.sum(policy * np.log(policy * K), axis=1))), abs=0.02)
+
+
+def test_prompts_without_log_ratios_drop_out_of_both_sides(problem, tmp_path):
+    """A run that measured the log-ratios of its first 3 held-out prompts only: D_hat and L_hat over those 3,
+    against theory on the plug-in problem of the same 3 prompts."""
+    scores, thresholds, _ = problem
+    rng = np.random.default_rng(4)
+    lam = np.array([0.7, 0.3])
+    policy = rng.dirichlet(np.ones(K), size=N)
+    write_run(tmp_path / "run", scores, policy, lam, thresholds, rng, measured=3)
+    row = lagrangian_gap(tmp_path / "run")
+    first = ConstrainedProblem.plug_in(scores[:, :3], thresholds, BETA)
+    assert row["n_prompts"] == 3
+    assert row["dual_value"] == pytest.approx(dual_value(first, lam), abs=1e-10)
+    assert row["lagrangian"] == pytest.approx(lagrangian(first, policy[:3], lam), abs=0.05)
+    assert np.isfinite(row["kl"])
 
 
 def test_table_skips_baselines_and_old_runs_fail_clearly(problem, tmp_path):

@@ -30,7 +30,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     cache = tmp_path_factory.mktemp("cache")
     design = study.StudyDesign(
-        seeds=(0, 1), pairs=((0.5, 0.5),), baselines=("dpo_utility",),
+        seeds=(0, 1), fractions=(0.25, 0.75), pairs=((0.5, 0.5),), baselines=("dpo_utility",),
         overrides=(*TINY_OVERRIDES, f'model.cache_dir="{cache}"'),
     )  # fmt: skip
     out = root / multi_token.RESULTS_SUBDIR
@@ -110,4 +110,4 @@ def test_design_configurations_share_the_reference_seed():
     design = dataclasses.replace(study.SCALES["quick"], overrides=())
     one, two = design.run_config(2), design.run_config(1, two_constraints=True)
     assert one.seed == 2 and one.data_seed == two.data_seed == 0
-    assert two.scorers.utilities == ["simplicity", "relevance"] and two.scorers.thresholds == [0.5, 0.5]
+    assert two.scorers.utilities == ["simplicity", "relevance"] and two.scorers.thresholds == [0.25, 0.5]

@@ -73,7 +73,7 @@ def _same_run(a, b):
     rows_b = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines()]
     for row_a, row_b in zip(rows_a, rows_b, strict=True):
         assert row_a.keys() == row_b.keys()
-        for key in ("dpo_loss", "dpo_accuracy", "dpo_margin", "kl_estimate"):
+        for key in ("dpo_loss", "dpo_accuracy", "dpo_margin"):
             assert row_a.get(key) == pytest.approx(row_b.get(key), abs=1e-5), key
     sum_a, sum_b = (json.loads((d / "summary.json").read_text()) for d in (a, b))
     for name, value in sum_a["improvements"].items():

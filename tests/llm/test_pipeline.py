@@ -194,8 +194,8 @@ def test_the_logged_slack_is_recomputed_from_the_on_policy_samples(tmp_path, cac
     recorded = []
     original = trainer.CAIDTrainer.policy_samples
 
-    def recording(self, prompts, inputs, scorers, n, seed, desc):
-        result = original(self, prompts, inputs, scorers, n, seed, desc)
+    def recording(self, prompts, inputs, scorers, n, seed, desc, log_ratio_prompts=None):
+        result = original(self, prompts, inputs, scorers, n, seed, desc, log_ratio_prompts)
         if desc == "on-policy samples":
             recorded.append((list(prompts), result[0], n))
         return result

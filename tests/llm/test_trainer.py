@@ -17,6 +17,8 @@ from llm.config import ConfigError, EvaluationConfig, ModelConfig, RunConfig, Tr
 from llm.distributed import Ranks
 from llm.dpo import TrunkCache, dpo_loss, label_uniforms, sequence_logprobs
 from llm.models import trainable_parameters
+from llm.run_files import RunFileError
+from llm.run_schema import load_eval_scores
 from llm.sampling import Sample
 from tests.llm.test_pipeline import TINY
 
@@ -213,6 +215,47 @@ def test_evaluation_sizes_are_settings(cache, tmp_path):
     means = frame.groupby(["model", "prompt_index"])["sentiment"].mean()
     expected = (means["policy"] - means["reference"]).mean()
     assert summary["improvements"]["sentiment"]["mean"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_log_ratios_of_the_first_held_out_prompts_only(cache, tmp_path):
+    """evaluation.log_ratio_prompts = 1: the first held-out prompt keeps the log-ratios of the same run measuring
+    all (same samples), the other is NaN, the KL is the first prompt's mean; a half-measured prompt is refused."""
+    base = dataclasses.replace(
+        _config(cache), method="one_shot", caid=dataclasses.replace(TINY.caid, iterations=1),
+        evaluation=EvaluationConfig(policy_samples=2, reference_samples=2),
+    )  # fmt: skip
+    runs = {}
+    for n in (0, 1):
+        config = dataclasses.replace(base, evaluation=dataclasses.replace(base.evaluation, log_ratio_prompts=n))
+        summary = pipeline.run(config, tmp_path / f"n{n}", progress=False)
+        runs[n] = summary, load_eval_scores(tmp_path / f"n{n}")
+    full, part = runs[0][1].policy_log_ratio, runs[1][1].policy_log_ratio
+    assert full.shape == (2, 2) and np.isfinite(full).all() and np.abs(full).max() > 0
+    np.testing.assert_allclose(part[0], full[0], rtol=1e-5, atol=1e-6)
+    assert np.isnan(part[1]).all()
+    np.testing.assert_array_equal(runs[1][1].policy, runs[0][1].policy)
+    assert runs[1][0]["kl_estimate"] == pytest.approx(full[0].mean(), rel=1e-4, abs=1e-6)
+    frame = pd.read_csv(tmp_path / "n1" / "eval_scores.csv")
+    first = (frame["model"] == "policy") & (frame["prompt_index"] == 0) & (frame["sample"] == 0)
+    frame.loc[first, "log_ratio"] = np.nan
+    frame.to_csv(tmp_path / "n1" / "eval_scores.csv", index=False)
+    with pytest.raises(RunFileError, match="non-finite"):
+        load_eval_scores(tmp_path / "n1")
+
+
+def test_runs_over_other_scorers_of_the_same_samples_share_the_trunk_cache(cache):
+    """The trunk's hidden states depend on pi_ref's weights and samples, not on the scorers (a second constraint)."""
+    base = _config(cache, all_pairs=True)
+    base = dataclasses.replace(base, model=dataclasses.replace(base.model, train="top_layers", top_k_layers=1))
+    base = dataclasses.replace(base, training=dataclasses.replace(base.training, cache_trunk=True))
+    two = dataclasses.replace(base, scorers=dataclasses.replace(
+        base.scorers, utilities=["-toxicity", "simplicity"], thresholds=[0.0, 0.0]))
+    setups = [pipeline.reference_phase(c) for c in (base, two)]
+    assert setups[0].ref.key != setups[1].ref.key and setups[0].samples_key == setups[1].samples_key
+    trunks = [trainer._shared_trunk(c, Ranks(), s, 0) for c, s in zip((base, two), setups, strict=True)]
+    assert trunks[0] is trunks[1]
+    other = dataclasses.replace(base, generation=dataclasses.replace(base.generation, max_new_tokens=3))
+    assert trainer._shared_trunk(other, Ranks(), pipeline.reference_phase(other), 0) is not trunks[0]
 
 
 def test_trunk_cache_and_grouped_pairs_in_a_run_match_the_full_forward(cache, tmp_path):
