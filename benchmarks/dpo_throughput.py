@@ -3,7 +3,7 @@
 Usage (TRL is not a project dependency: ``make bench-dpo`` builds ``.venv-bench`` with it and runs this)::
 
     python -m benchmarks.dpo_throughput --out DIR [--model tiny] [--pairs 32] [--batch-size 4] [--repeats 3]
-        [--train top_layers --top-k-layers 2]
+        [--train top_layers --top-k-layers 2] [--responses 6 --epochs 4]
 
 Both sides train the same weights of the same model (float32; every parameter, or with ``--train top_layers``
 the top ``--top-k-layers`` decoder layers and the final norm) on the same preference pairs, in the same order,
@@ -14,14 +14,19 @@ with the same batch size, DPO beta, AdamW learning rate and weight decay, and no
   then each step is one policy forward/backward over the chosen and rejected sequences concatenated and one
   ``torch.optim.AdamW`` step;
 - **ours_trunk** (``--train top_layers`` only): the same epoch with the frozen trunk's hidden states cached
-  (:class:`llm.dpo.TrunkCache`, ``training.cache_trunk``), filled on first use inside the epoch;
+  (:class:`llm.dpo.TrunkCache`, ``training.cache_trunk``), filled on first use inside the first epoch;
 - **trl**: ``trl.DPOTrainer`` with a separate reference model, which it runs at every step;
 - **trl_precompute**: the same with ``precompute_ref_log_probs=True`` (TRL's version of the cached reference).
 
-The pairs: ``--pairs`` templated ``benign`` prompts (``llm.data.prompt_set``) in SmolLM2's chat format
-(``llm.models.chat_prompt``; prompts over ``--prompt-tokens`` tokens are skipped), each with two responses
-sampled from the model (``llm.sampling.sample_responses``, temperature 1, top-p 0.9, at most
-``--response-tokens`` - 1 new tokens). The first response is "chosen" (the labels do not matter for speed).
+The pairs: templated ``benign`` prompts (``llm.data.prompt_set``) in SmolLM2's chat format
+(``llm.models.chat_prompt``; prompts over ``--prompt-tokens`` tokens are skipped), each with ``--responses`` K
+responses sampled from the model (``llm.sampling.sample_responses``, temperature 1, top-p 0.9, at most
+``--response-tokens`` - 1 new tokens) and all K(K-1)/2 pairs of them, a prompt's pairs one after another
+(``--pairs`` in all; K = 2, the default, is one pair per prompt). The first response of a pair is "chosen"
+(the labels do not matter for speed). With K > 2 a response is shared by K - 1 pairs: ours runs each distinct
+response of a step once (grouped all-pairs, ``training.all_pairs``), TRL each pair's two sequences, as it does.
+``--epochs`` E passes over the same pairs in the same order (one optimiser): ours reuses the cached reference
+log-probs and, on the cached trunk, the hidden states in every epoch, as a CAID run does over its T epochs.
 TRL receives the pairs as text (prompt, chosen, rejected) and tokenizes them itself: it appends the EOS text to
 each response, tokenizes prompt and prompt + response without adding special tokens (SmolLM2's tokenizer adds
 none) and starts the response where the two token lists diverge. Our side tokenizes the same way, and the run
@@ -36,9 +41,9 @@ least ``MIN_LOSS_GAP`` away from ln 2, and TRL's precomputed reference log-probs
 the results are written and the exit status is 1.
 
 **Timing.** ``--repeats`` rounds, each running the implementations in a rotated order on fresh copies of
-the models, in one process. ``setup_s`` is what precedes the epoch (ours: the reference pass; TRL: building
-the trainer, which tokenizes and, with precompute, runs the reference pass); ``epoch_s`` is one epoch (ours: the
-loop, optimiser creation included; TRL: ``trainer.train()``). The headline is pairs / ``epoch_s``, the median
+the models, in one process. ``setup_s`` is what precedes the epochs (ours: the reference pass; TRL: building
+the trainer, which tokenizes and, with precompute, runs the reference pass); ``train_s`` is the E epochs (ours:
+the loops, optimiser creation included; TRL: ``trainer.train()``). The headline is E x pairs / ``train_s``, the median
 over rounds, and the ratio ours/TRL of those medians (also given for the best round of each, the one least
 slowed by other processes): in CAID the reference pass is paid once and reused by every epoch. Each run
 records the 1-minute load average before it: on a shared 2-core machine another process's load can slow
@@ -62,6 +67,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -151,8 +157,10 @@ def build_pairs(
     prompt_tokens: int,
     response_tokens: int,
     seed: int,
+    responses: int = 2,
 ) -> list[Pair]:
-    """Sampled pairs on ``benign`` prompts, in a seeded random order (the epoch's batch order on both sides).
+    """All pairs of ``responses`` sampled responses per ``benign`` prompt, the prompts in a seeded random order
+    and each prompt's pairs together (the epoch's batch order on both sides).
 
     A response is sampled with at most ``response_tokens - 1`` new tokens; when its text re-tokenizes (with
     EOS) longer than ``response_tokens`` (rare for a trained model, common for the random tiny one), its last
@@ -161,33 +169,40 @@ def build_pairs(
     Args:
         model: The model that samples the responses.
         tokenizer: Its tokenizer.
-        n_pairs: Number of pairs.
+        n_pairs: Number of pairs: a multiple of ``responses`` (``responses`` - 1) / 2.
         prompt_tokens: Longest prompt kept, in tokens (chat template included).
         response_tokens: Longest response, in tokens (EOS included).
         seed: Seed of the prompt choice, the sampling and the order.
+        responses: Responses sampled per prompt.
 
     Raises:
-        ValueError: If fewer than ``n_pairs`` prompts fit ``prompt_tokens``.
+        ValueError: If ``n_pairs`` is not a multiple of the pairs per prompt, or too few prompts fit
+            ``prompt_tokens``.
     """
+    per_prompt = math.comb(responses, 2)
+    if n_pairs % per_prompt:
+        raise ValueError(f"--pairs {n_pairs}: must be a multiple of {per_prompt}, the pairs of {responses} responses")
+    n_prompts = n_pairs // per_prompt
     inputs = [chat_prompt(tokenizer, p) for p in prompt_set("benign", None, seed).prompts]
     inputs = [p for p in inputs if len(tokenizer(p, add_special_tokens=False)["input_ids"]) <= prompt_tokens]
-    if len(inputs) < n_pairs:
+    if len(inputs) < n_prompts:
         raise ValueError(f"only {len(inputs)} benign prompts fit --prompt-tokens {prompt_tokens}; raise it")
-    inputs = inputs[:n_pairs]
-    generation = GenerationConfig(max_new_tokens=response_tokens - 1, samples_per_prompt=2, batch_size=16)
-    samples = sample_responses(model, tokenizer, inputs, 2, generation, seed, desc="sampling pairs")
+    inputs = inputs[:n_prompts]
+    generation = GenerationConfig(max_new_tokens=response_tokens - 1, samples_per_prompt=responses, batch_size=16)
+    samples = sample_responses(model, tokenizer, inputs, responses, generation, seed, desc="sampling pairs")
 
     def fitted(prompt: str, text: str) -> str:
         while text and len(tokenize_pair(tokenizer, prompt, text, text).chosen_ids) > response_tokens:
             text = text[:-1]
         return text
 
-    pairs = [
-        tokenize_pair(tokenizer, p, fitted(p, samples[2 * i].text), fitted(p, samples[2 * i + 1].text))
-        for i, p in enumerate(inputs)
+    texts = [[fitted(p, samples[responses * i + j].text) for j in range(responses)] for i, p in enumerate(inputs)]
+    grouped = [
+        [tokenize_pair(tokenizer, p, t[a], t[b]) for a, b in itertools.combinations(range(responses), 2)]
+        for p, t in zip(inputs, texts, strict=True)
     ]
-    order = np.random.default_rng(seed).permutation(n_pairs)
-    return [pairs[i] for i in order]
+    order = np.random.default_rng(seed).permutation(n_prompts)
+    return [pair for i in order for pair in grouped[i]]
 
 
 def perturbed_copy(model: PreTrainedModel, scale: float, seed: int) -> PreTrainedModel:
@@ -218,15 +233,22 @@ def reference_logprobs(reference: PreTrainedModel, pairs: Sequence[Pair], pad_id
     return np.concatenate(out)
 
 
-def as_responses(pairs: Sequence[Pair]) -> tuple[list[Sample], np.ndarray]:
-    """The pairs as :func:`llm.trainer.dpo_epoch` takes them: responses (chosen, rejected of each pair in turn)
-    and ``(n, 2)`` indices into them; ``ref_logps.ravel()`` is then their reference log-probs."""
-    responses = [
-        Sample(i, p.prompt_ids, ids, text)
-        for i, p in enumerate(pairs)
-        for ids, text in ((p.chosen_ids, p.chosen), (p.rejected_ids, p.rejected))
-    ]
-    return responses, np.arange(2 * len(pairs)).reshape(-1, 2)
+def as_responses(pairs: Sequence[Pair], ref_logps: np.ndarray) -> tuple[list[Sample], np.ndarray, np.ndarray]:
+    """The pairs as :func:`llm.trainer.dpo_epoch` takes them: each distinct (prompt, response) once, the
+    ``(n, 2)`` indices of each pair's chosen and rejected response into them, and their reference log-probs
+    (from the pairs' ``(n, 2)`` ``ref_logps``)."""
+    responses: list[Sample] = []
+    where: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    index = np.empty((len(pairs), 2), dtype=np.int64)
+    logps = []
+    for i, p in enumerate(pairs):
+        for j, (ids, text) in enumerate(((p.chosen_ids, p.chosen), (p.rejected_ids, p.rejected))):
+            if (p.prompt_ids, ids) not in where:
+                where[p.prompt_ids, ids] = len(responses)
+                responses.append(Sample(i, p.prompt_ids, ids, text))
+                logps.append(ref_logps[i, j])
+            index[i, j] = where[p.prompt_ids, ids]
+    return responses, index, np.array(logps)
 
 
 def first_batch_ours(
@@ -234,9 +256,9 @@ def first_batch_ours(
 ) -> tuple[float, np.ndarray]:
     """Our DPO loss on ``pairs`` (one batch) without a step (:func:`llm.trainer.pairs_loss`, the epoch's own
     loss), and the ``(n, 2)`` policy log-probs."""
-    responses, index = as_responses(pairs)
+    responses, index, ref = as_responses(pairs, ref_logps[: len(pairs)])
     with torch.no_grad():
-        loss, _ = pairs_loss(policy, responses, index, ref_logps[: len(pairs)].ravel(), beta, pad_id)
+        loss, _ = pairs_loss(policy, responses, index, ref, beta, pad_id)
         logp = sequence_logprobs(
             policy, [p.prompt_ids for p in pairs] * 2, [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs],
             pad_id,
@@ -244,7 +266,7 @@ def first_batch_ours(
     return float(loss), logp.double().numpy().reshape(2, -1).T
 
 
-def ours_epoch(
+def ours_epochs(
     policy: PreTrainedModel,
     pairs: Sequence[Pair],
     ref_logps: np.ndarray,
@@ -252,20 +274,24 @@ def ours_epoch(
     args: argparse.Namespace,
     trunk: TrunkCache | None = None,
 ) -> EpochStats:
-    """One epoch of :func:`llm.trainer.dpo_epoch` over ``pairs`` in order, training the weights ``args`` names.
+    """``args.epochs`` epochs of :func:`llm.trainer.dpo_epoch` over ``pairs`` in order (one optimiser), training
+    the weights ``args`` names; the last epoch's statistics.
 
     Args:
         policy: The model to train.
         pairs: The pairs, in batch order.
         ref_logps: ``(n, 2)`` cached reference log-probs of the chosen and rejected responses.
         pad_id: The padding token id.
-        args: ``batch_size``, ``beta``, ``learning_rate``, ``train``, ``top_k_layers``.
+        args: ``batch_size``, ``beta``, ``learning_rate``, ``train``, ``top_k_layers``, ``epochs``.
         trunk: The frozen-trunk cache (``--train top_layers``), or None for the full forward.
     """
     optimizer = torch.optim.AdamW(trainable_parameters(policy, args.train, args.top_k_layers), lr=args.learning_rate)
-    responses, index = as_responses(pairs)
-    batches = [index[start : start + args.batch_size, 0] // 2 for start in range(0, len(pairs), args.batch_size)]
-    return dpo_epoch(policy, optimizer, responses, index, ref_logps.ravel(), args.beta, batches, pad_id, trunk=trunk)
+    responses, index, ref = as_responses(pairs, ref_logps)
+    steps = range(0, len(pairs), args.batch_size)
+    batches = [np.arange(start, min(start + args.batch_size, len(pairs))) for start in steps]
+    for _ in range(args.epochs):
+        stats = dpo_epoch(policy, optimizer, responses, index, ref, args.beta, batches, pad_id, trunk=trunk)
+    return stats
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -282,7 +308,7 @@ def trl_trainer(
     output_dir: str,
     precompute: bool,
 ) -> DPOTrainer:
-    """A ``DPOTrainer`` configured to do what :func:`ours_epoch` does (see the module docstring).
+    """A ``DPOTrainer`` configured to do what :func:`ours_epochs` does (see the module docstring).
 
     TRL patches the forward of both models (its fused LM head), so pass copies that nothing else uses. The
     policy's ``requires_grad`` flags choose the trained weights (the Trainer's optimiser takes only those).
@@ -290,7 +316,7 @@ def trl_trainer(
     trainable_parameters(policy, args.train, args.top_k_layers)
     config = DPOConfig(
         output_dir=output_dir, beta=args.beta, learning_rate=args.learning_rate, weight_decay=0.01,
-        per_device_train_batch_size=args.batch_size, num_train_epochs=1,
+        per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
         max_length=args.prompt_tokens + args.response_tokens,
         precompute_ref_log_probs=precompute, precompute_ref_batch_size=args.batch_size,
         train_sampling_strategy="sequential", lr_scheduler_type="constant", optim="adamw_torch", max_grad_norm=0.0,
@@ -384,7 +410,7 @@ def timed_run(
     ref_logps: np.ndarray,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """Time one implementation's setup and epoch on fresh copies of the models."""
+    """Time one implementation's setup and epochs on fresh copies of the models."""
     policy, reference = copy.deepcopy(policy), copy.deepcopy(reference)
     row: dict[str, Any] = {"implementation": name, "load_1min": os.getloadavg()[0]}
     if name in ("ours", TRUNK):
@@ -394,8 +420,8 @@ def timed_run(
         frozen = len(policy.model.layers) - args.top_k_layers
         trunk = TrunkCache(frozen, tokenizer.pad_token_id, args.batch_size) if name == TRUNK else None
         start = time.perf_counter()
-        stats = ours_epoch(policy, pairs, cached, tokenizer.pad_token_id, args, trunk)
-        row["epoch_s"] = time.perf_counter() - start
+        stats = ours_epochs(policy, pairs, cached, tokenizer.pad_token_id, args, trunk)
+        row["train_s"] = time.perf_counter() - start
         row["mean_loss"] = stats.dpo_loss
         row["ref_logp_max_abs_diff"] = float(np.max(np.abs(cached - ref_logps)))  # the pass is deterministic
     else:
@@ -409,10 +435,10 @@ def timed_run(
                 row["ref_logp_max_abs_diff"] = float(np.max(np.abs(precomputed - ref_logps)))
             start = time.perf_counter()
             output = trainer.train()
-            row["epoch_s"] = time.perf_counter() - start
+            row["train_s"] = time.perf_counter() - start
             row["mean_loss"] = float(output.training_loss)
-    row["pairs_per_s"] = len(pairs) / row["epoch_s"]
-    row["pairs_per_s_with_setup"] = len(pairs) / (row["setup_s"] + row["epoch_s"])
+    row["pairs_per_s"] = args.epochs * len(pairs) / row["train_s"]
+    row["pairs_per_s_with_setup"] = args.epochs * len(pairs) / (row["setup_s"] + row["train_s"])
     return row
 
 
@@ -433,7 +459,7 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         mine = [r for r in runs if r["implementation"] == name]
         summary[name] = {
             key: statistics.median(r[key] for r in mine)
-            for key in ("pairs_per_s", "pairs_per_s_with_setup", "epoch_s", "setup_s")
+            for key in ("pairs_per_s", "pairs_per_s_with_setup", "train_s", "setup_s")
         }
         summary[name]["pairs_per_s_best"] = max(r["pairs_per_s"] for r in mine)
         summary[name]["pairs_per_s_all"] = [r["pairs_per_s"] for r in mine]
@@ -461,7 +487,8 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"Machine: {record['machine']}; torch threads {record['torch_threads']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in record["versions"].items())
         + ".",
-        f"Model {cfg['model']} ({training}, float32); {cfg['pairs']} pairs, batch {cfg['batch_size']}, "
+        f"Model {cfg['model']} ({training}, float32); {cfg['pairs']} pairs (all pairs of {cfg['responses']} "
+        f"responses per prompt) x {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
         f"prompts <= {cfg['prompt_tokens']} tokens (longest {record['longest_prompt']}), responses <= "
         f"{cfg['response_tokens']} tokens (longest {record['longest_response']}), beta {cfg['beta']}, "
         f"lr {cfg['learning_rate']}; median of {cfg['repeats']} rounds; wall time {record['wall_s']:.0f} s.",
@@ -481,7 +508,7 @@ def to_markdown(record: dict[str, Any]) -> str:
         lines += [
             "",
             "| implementation | pairs/s (median) | ours / this | pairs/s (best) | ours / this (best) | each round "
-            "| load avg before each | epoch s | setup s | pairs/s incl. setup |",
+            "| load avg before each | train s | setup s | pairs/s incl. setup |",
             "|---|---:|---:|---:|---:|---|---|---:|---:|---:|",
         ]
         for name in implementations(cfg["train"]):
@@ -494,7 +521,7 @@ def to_markdown(record: dict[str, Any]) -> str:
             load = ", ".join(f"{v:.1f}" for v in s["load_1min_all"])
             lines.append(
                 f"| {name} | {s['pairs_per_s']:.3g} | {ratio} | {s['pairs_per_s_best']:.3g} | {best} | {each} | {load} "
-                f"| {s['epoch_s']:.1f} | {s['setup_s']:.1f} | {s['pairs_per_s_with_setup']:.3g} |"
+                f"| {s['train_s']:.1f} | {s['setup_s']:.1f} | {s['pairs_per_s_with_setup']:.3g} |"
             )
     if TRUNK in summary:
         lines.append(
@@ -508,11 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns 1 when the agreement check fails (the results are still written)."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.dpo_throughput",
-        description="Time one DPO epoch of this toolkit's loop against TRL's DPOTrainer, after checking they agree.",
+        description="Time DPO epochs of this toolkit's loop against TRL's DPOTrainer, after checking they agree.",
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for the JSON and markdown report")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"{DEFAULT_MODEL!r} (default) or 'tiny'")
-    parser.add_argument("--pairs", type=int, default=16, help="preference pairs in the epoch")
+    parser.add_argument("--pairs", type=int, default=16, help="preference pairs in an epoch")
+    parser.add_argument("--responses", type=int, default=2, help="responses per prompt; all their pairs are used")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs over the same pairs")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
     parser.add_argument("--prompt-tokens", type=int, default=48, help="longest prompt, chat template included")
     parser.add_argument("--response-tokens", type=int, default=32, help="longest response, EOS included")
@@ -541,8 +570,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="cache root of the converted default model (default: inside this venv; see the module docstring)",
     )
     args = parser.parse_args(argv)
-    if min(args.pairs, args.batch_size, args.repeats, args.prompt_tokens) < 1 or args.response_tokens < 2:
-        parser.error("--pairs, --batch-size, --repeats and --prompt-tokens must be >= 1, --response-tokens >= 2")
+    if min(args.pairs, args.batch_size, args.repeats, args.prompt_tokens, args.epochs) < 1:
+        parser.error("--pairs, --batch-size, --repeats, --prompt-tokens and --epochs must be >= 1")
+    if min(args.response_tokens, args.responses) < 2:
+        parser.error("--response-tokens and --responses must be >= 2")
+    if args.pairs % math.comb(args.responses, 2):
+        parser.error(f"--pairs: must be a multiple of {math.comb(args.responses, 2)}, the pairs of --responses")
 
     if args.ref_noise is None:
         args.ref_noise = 0.3 if args.model == "tiny" else 0.05
@@ -557,7 +590,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy = tiny_model(tokenizer, seed=args.seed)
     else:
         policy, tokenizer = load_model(args.model, cache_dir=args.cache_dir)
-    pairs = build_pairs(policy, tokenizer, args.pairs, args.prompt_tokens, args.response_tokens, args.seed)
+    pairs = build_pairs(
+        policy, tokenizer, args.pairs, args.prompt_tokens, args.response_tokens, args.seed, args.responses
+    )
     reference = perturbed_copy(policy, args.ref_noise, args.seed)
     ref_logps = reference_logprobs(reference, pairs, tokenizer.pad_token_id, args.batch_size)
 

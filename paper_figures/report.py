@@ -310,10 +310,12 @@ def study_claims(verdicts: pd.DataFrame) -> list[Claim]:
     rows = []
     for row in verdicts.itertuples(index=False):
         interval = f"[{row.low:+.3f}, {row.high:+.3f}]".replace("inf", "∞")
+        # A margin test's power is at a true error of 0; a directional test's at its stated effect.
+        margin = row.test in ("equivalence (TOST)", "non-inferiority")
+        power = f"power {row.power:.2f} " + (f"(margin {row.effect:.3g} σ)" if margin else f"at {row.effect:+.3g} σ")
         rows.append(Claim(
             "multi_token", f"{row.claim} ({row.setting}; {row.method})", row.verdict,
-            f"{row.test}: {row.estimate:+.3f} σ, {row.level:.0%} interval {interval}, "
-            f"power {row.power:.2f} at {row.effect:+.3g} σ, "
+            f"{row.test}: {row.estimate:+.3f} σ, {row.level:.0%} interval {interval}, {power}, "
             f"half-width/spacing {row.halfwidth_per_spacing:.2f}",
         ))  # fmt: skip
     return rows
