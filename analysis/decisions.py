@@ -29,10 +29,15 @@ from typing import Literal
 import numpy as np
 from scipy.stats import norm
 
-__all__ = ["Decision", "Verdict", "equivalence", "non_inferiority", "one_sided", "paired_abs_difference",
-           "paired_difference", "paired_statistic"]
+__all__ = ["MARGIN_TESTS", "Decision", "Verdict", "equivalence", "non_inferiority", "one_sided",
+           "paired_abs_difference", "paired_difference", "paired_statistic"]
 
 Verdict = Literal["replicated", "refuted", "undecided"]
+
+EQUIVALENCE = "equivalence (TOST)"
+NON_INFERIORITY = "non-inferiority"
+MARGIN_TESTS = (EQUIVALENCE, NON_INFERIORITY)
+"""The tests (``Decision.test``) whose ``effect`` is a margin and whose power is at a true value of 0."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +156,7 @@ def equivalence(values: np.ndarray, margin: float, *, level: float = 0.95, n_boo
         verdict = "undecided"
     z = norm.ppf(level)
     power = float(max(0.0, 2 * norm.cdf(margin / se - z) - 1)) if se > 0 else 1.0
-    return Decision("equivalence (TOST)", float(a.mean()), low, high, 2 * level - 1, verdict, power, margin, se)
+    return Decision(EQUIVALENCE, float(a.mean()), low, high, 2 * level - 1, verdict, power, margin, se)
 
 
 def one_sided(values: np.ndarray, direction: Literal["below", "above"], effect: float, *, level: float = 0.95,
@@ -168,7 +173,7 @@ def non_inferiority(values: np.ndarray, margin: float, *, level: float = 0.95, n
     """The mean exceeds ``-margin``; power at a true mean of 0."""
     _check(level, n_boot)
     a = _as_matrix(values, "values")
-    return _directional("non-inferiority", float(a.mean()), _bootstrap([a], np.mean, n_boot, seed), level, margin,
+    return _directional(NON_INFERIORITY, float(a.mean()), _bootstrap([a], np.mean, n_boot, seed), level, margin,
                         "above", -margin, refute_at=-margin)
 
 

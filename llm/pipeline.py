@@ -152,8 +152,8 @@ def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
         ref, plugin = (None if data is None else _rescaled(data, standardization) for data in (ref, plugin))
     thresholds = resolved_thresholds(config, (plugin or ref).train_scores[1:])
     return RunSetup(
-        scorers, train, test, reference, tokenizer, train_inputs, test_inputs, ref, plugin, thresholds, standardization,
-        samples_key,
+        scorers, train, test, reference, tokenizer, train_inputs, test_inputs, ref, samples_key, plugin, thresholds,
+        standardization,
     )
 
 

@@ -219,8 +219,15 @@ def build_reference(
     parts_dir = cache_file.with_name(f"{cache_file.stem}.parts")
     pad = tokenizer.pad_token_id
 
-    def part(name: str, prompts: Sequence[str], model_inputs: Sequence[str], start: int, n: int, part_seed: int):
-        """One chunk of prompts, reused from ``parts_dir`` when an earlier (killed) run finished it."""
+    def part(
+        name: str, prompts: Sequence[str], model_inputs: Sequence[str], start: int, n: int, part_seed: int,
+        with_logprobs: bool = True,
+    ):
+        """One chunk of prompts, reused from ``parts_dir`` when an earlier (killed) run finished it.
+
+        Only the training chunks need log pi_ref (DPO's reference terms): the held-out one is only scored, and
+        its log-probs are left at 0.
+        """
         path = parts_dir / f"{name}.npz"
         found = ReferenceData.from_file(path, f"{key}/{name}")
         if found is not None:
@@ -230,10 +237,8 @@ def build_reference(
         )
         samples = [dataclasses.replace(s, prompt_index=s.prompt_index + start) for s in samples]
         scores = score_samples(scorers, prompts, samples, n)
-        # Only the training samples need log pi_ref (DPO's reference terms); the held-out ones are only scored.
-        if name == "test":
-            logprobs = np.zeros((len(model_inputs), n))
-        else:
+        logprobs = np.zeros((len(model_inputs), n))
+        if with_logprobs:
             logprobs = response_logprobs(model, samples, pad, generation.batch_size, progress=ranks.is_main)
             logprobs = logprobs.reshape(-1, n)
         chunk = ReferenceData(f"{key}/{name}", samples, scores, logprobs, [], np.zeros((len(scorers), 0, 2)))
@@ -244,7 +249,7 @@ def build_reference(
 
     def unit(c: int) -> ReferenceData:
         if c == len(starts):
-            return part("test", test_prompts, test_inputs, 0, eval_samples, seed + 1)
+            return part("test", test_prompts, test_inputs, 0, eval_samples, seed + 1, with_logprobs=False)
         start = starts[c]
         inputs = train_inputs[start : start + CHUNK_PROMPTS]
         return part(f"train{c}", train_prompts, inputs, start, k, seed + 7919 * (c + 1))

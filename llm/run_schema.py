@@ -246,9 +246,12 @@ def _model_block(
         raise RunFileError(f"{path}: the {model} rows have different numbers of samples per prompt; {_RERUN}")
     samples = int(counts.iloc[0])
     values = rows[scorers].to_numpy(dtype=np.float64).T.reshape(len(scorers), len(counts), samples)
-    measured = np.isfinite(values).all(axis=2) if whole_prompts_missing else np.isfinite(values)
-    missing = np.isnan(values).all(axis=2) if whole_prompts_missing else np.zeros_like(measured)
-    if not np.all(measured | missing) or (whole_prompts_missing and not measured.any()):
+    if whole_prompts_missing:  # every prompt measured whole or not at all (NaN), and at least one measured
+        measured = np.isfinite(values).all(axis=2)
+        valid = np.all(measured | np.isnan(values).all(axis=2)) and measured.any()
+    else:
+        valid = np.all(np.isfinite(values))
+    if not valid:
         raise RunFileError(f"{path}: the {model} rows hold missing or non-finite scores (truncated?); {_RERUN}")
     return counts.index.to_numpy(), values
 

@@ -93,14 +93,14 @@ class RunSetup:
         reference: The frozen pi_ref; ``tokenizer`` its tokenizer.
         train_inputs: The model inputs of the training prompts (chat template applied); ``test_inputs`` likewise.
         ref: The (cached) reference phase: pi_ref's samples, scores and log-probabilities.
+        samples_key: The key of pi_ref's weights and samples without the scorers: runs that share it share the
+            frozen-trunk cache (e.g. a second constraint rescoring the same samples).
         plugin: With ``caid.plugin_samples > 0``, the (cached) pool of the one-shot plug-in problem:
             ``plugin_prompts`` training prompts x ``plugin_samples`` pi_ref responses; None: the pairs' samples.
         thresholds: The b_i the run uses (``scorers.thresholds`` resolved: fractions of the plug-in maximum
             with ``scorers.threshold_units = 'plugin_fraction'``), in the units of the scores.
         standardization: With ``scorers.standardize``, the sigma_w scales every score was divided by (the
             scorers, ``ref`` and ``plugin`` are then in sigma units); None: raw units.
-        samples_key: The key of pi_ref's weights and samples without the scorers: runs that share it share the
-            frozen-trunk cache (e.g. a second constraint rescoring the same samples); empty: ``ref.key``.
     """
 
     scorers: list[Scorer]
@@ -111,10 +111,10 @@ class RunSetup:
     train_inputs: list[str]
     test_inputs: list[str]
     ref: ReferenceData
+    samples_key: str
     plugin: ReferenceData | None = None
     thresholds: tuple[float, ...] = ()
     standardization: Standardization | None = None
-    samples_key: str = ""
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.scorers) - 1:
@@ -337,7 +337,7 @@ def _shared_trunk(config: RunConfig, ranks: Ranks, setup: RunSetup, pad: int) ->
     if not config.training.cache_trunk or ranks.world_size > 1:
         return None
     frozen = len(setup.reference.model.layers) - config.model.top_k_layers
-    key = (setup.samples_key or setup.ref.key, frozen)
+    key = (setup.samples_key, frozen)
     if key not in _TRUNKS:
         _TRUNKS.clear()
         _TRUNKS[key] = TrunkCache(frozen, pad, config.generation.batch_size)

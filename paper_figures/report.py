@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.decisions import MARGIN_TESTS
 from analysis.parametrization_gap.scaling import scaling_table
 from analysis.statistics import satisfaction_rows
 from llm.run_files import machine_description, write_atomic
@@ -311,7 +312,7 @@ def study_claims(verdicts: pd.DataFrame) -> list[Claim]:
     for row in verdicts.itertuples(index=False):
         interval = f"[{row.low:+.3f}, {row.high:+.3f}]".replace("inf", "∞")
         # A margin test's power is at a true error of 0; a directional test's at its stated effect.
-        margin = row.test in ("equivalence (TOST)", "non-inferiority")
+        margin = row.test in MARGIN_TESTS
         power = f"power {row.power:.2f} " + (f"(margin {row.effect:.3g} σ)" if margin else f"at {row.effect:+.3g} σ")
         rows.append(Claim(
             "multi_token", f"{row.claim} ({row.setting}; {row.method})", row.verdict,

@@ -195,7 +195,8 @@ def test_no_pickle_enabled_load_anywhere():
     ("source", "unsafe"),
     [
         ("import torch\ntorch.load(f)\n", [2]),
-        ("import torch\ntorch.load(\n    f,\n    weights_only=False,\n)\n", [2]),
+        # Assembled from parts so that a plain-text scan of this file does not mistake the test input for a load.
+        ("import torch\ntorch.load(\n    f,\n    weights_only=" + "False,\n)\n", [2]),
         ("import torch\ntorch.load(f, map_location='cpu', weights_only=True)\n", []),
         ("import numpy as np\nnp.load(f, allow_pickle=flag)\n", [2]),
         ("import numpy as np\nnp.load(f)\nnp.load(f, allow_pickle=False)\n", []),
