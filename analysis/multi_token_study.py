@@ -108,9 +108,12 @@ class StudyDesign:
 
 
 SCALES = {
-    # The configuration's sizes (64 train, 192 held-out prompts), 3 seeds, no baselines: what fits 45 minutes.
+    # The configuration's sizes (64 train, 320 held-out prompts), 3 seeds, no baselines: what fits 45 minutes.
     # Fractions: the policy class reaches about 0.6-0.7 sigma of simplicity in T = 4 epochs (CAID at 0.75 M =
     # 0.86 sigma: 0.62-0.69 sigma), so b_1 <= 0.5 M; 0.1 M keeps the spacing at 0.4 M.
+    # Held-out prompts: in the 192-prompt run every arm's (seed x prompt) variance was seed 0-0.006, prompt
+    # 0.23-0.29 (mostly the 4-sample pool's 1/4) and residual 0.80-1.17 sigma^2; the crossed bootstrap then gives
+    # 1.96 SE / spacing 0.30-0.34 at 192 prompts and 0.24-0.28 expected at 320 (benchmarks/study_precision.py).
     "quick": StudyDesign(),
     "full": StudyDesign(
         seeds=(0, 1, 2, 3, 4), fractions=(0.1, 0.3, 0.5), pairs=((0.1, 0.5), (0.25, 0.5), (0.4, 0.5)),

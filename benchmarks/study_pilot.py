@@ -221,7 +221,8 @@ def minimum_detectable(n: int, variance: float) -> float:
 def _generation(top_p: float, batch: int, tokens: int):
     from llm.config import GenerationConfig
 
-    return GenerationConfig(max_new_tokens=tokens, temperature=1.0, top_p=top_p, batch_size=batch)
+    # top-k 50: what transformers applied silently when the pilot was recorded (configs/reviews_study.toml keeps it)
+    return GenerationConfig(max_new_tokens=tokens, temperature=1.0, top_p=top_p, top_k=50, batch_size=batch)
 
 
 def measure_throughput(

@@ -202,6 +202,9 @@ class GenerationConfig:
     max_new_tokens: int = help_field(32, "tokens per sampled response")
     temperature: float = help_field(1.0, "sampling temperature (> 0)")
     top_p: float = help_field(0.9, "nucleus sampling mass in (0, 1]")
+    top_k: int = help_field(
+        0, "keep only the k most likely tokens at each step (0: all; transformers otherwise applies 50 silently)"
+    )
     samples_per_prompt: int = help_field(
         4, "K: reference responses per training prompt (>= 2, pairs are drawn from them)"
     )
@@ -211,6 +214,10 @@ class GenerationConfig:
         _require(self.max_new_tokens >= 1, "generation.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _require(self.temperature > 0, "generation.temperature", f"must be > 0, got {self.temperature}")
         _require(0 < self.top_p <= 1, "generation.top_p", f"must be in (0, 1], got {self.top_p}")
+        _require(
+            isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
+            "generation.top_k", f"must be an integer >= 0 (0: no top-k truncation), got {self.top_k!r}",
+        )  # fmt: skip
         _require(self.samples_per_prompt >= 2, "generation.samples_per_prompt", "must be >= 2 to form pairs")
         _require(self.batch_size >= 1, "generation.batch_size", f"must be >= 1, got {self.batch_size}")
 

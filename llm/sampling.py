@@ -13,6 +13,15 @@ from llm.config import GenerationConfig
 
 __all__ = ["Sample", "sample_responses"]
 
+# transformers fills every generation setting left unset from the model's generation_config.json, then from its own
+# defaults (top-k 50 among them). These neutral values keep the samples on softmax(logits / T), truncated only by
+# the configured top-k and top-p.
+NEUTRAL_SAMPLING = {
+    "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0,  # (it overrides min_length)
+    "suppress_tokens": [], "begin_suppress_tokens": [],
+}  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
@@ -44,6 +53,10 @@ def sample_responses(
 ) -> list[Sample]:
     """Draw ``n_per_prompt`` responses for every prompt (already chat-formatted text).
 
+    Each token is drawn from softmax(logits / temperature), truncated to the ``top_k`` most likely tokens (0: no
+    truncation) and then to the ``top_p`` nucleus. The sampling settings a model's own generation config may carry
+    (top-k, min-p, typical-p, repetition penalties, minimum lengths, suppressed tokens) are neutralised.
+
     Returns:
         ``len(prompts) * n_per_prompt`` samples, grouped by prompt in input order.
     """
@@ -65,6 +78,8 @@ def sample_responses(
             do_sample=True,
             temperature=generation.temperature,
             top_p=generation.top_p,
+            top_k=generation.top_k,
+            **NEUTRAL_SAMPLING,
             max_new_tokens=generation.max_new_tokens,
             num_return_sequences=n_per_prompt,
             pad_token_id=tokenizer.pad_token_id,

@@ -617,11 +617,19 @@ class CAIDTrainer:
         limit = len(inputs) if log_ratio_prompts is None else log_ratio_prompts
         implicit = [s.model for s in scorers if isinstance(s, ImplicitReward)]
 
-        def logprobs(model: torch.nn.Module, batch: list[Sample], rows: np.ndarray) -> np.ndarray:
+        def logprobs(
+            model: torch.nn.Module, batch: list[Sample], rows: np.ndarray, trunk: TrunkCache | None
+        ) -> np.ndarray:
             out = np.full(len(batch), np.nan)
             if rows.any():
                 chosen = [batch[i] for i in np.flatnonzero(rows)]
-                out[rows] = response_logprobs(model, chosen, pad, generation.batch_size, progress=False)
+                if trunk is None:
+                    out[rows] = response_logprobs(model, chosen, pad, generation.batch_size, progress=False)
+                else:
+                    with torch.no_grad():
+                        logp = trunk.sequence_logprobs(model, [s.prompt_ids for s in chosen],
+                                                       [s.response_ids for s in chosen])
+                    out[rows] = logp.double().cpu().numpy()
             return out
 
         def unit(u: int) -> tuple[list[Sample], np.ndarray, np.ndarray]:
@@ -631,9 +639,12 @@ class CAIDTrainer:
             )
             batch = [dataclasses.replace(s, prompt_index=s.prompt_index + first) for s in batch]
             measured = np.array([s.prompt_index < limit for s in batch])
+            # A top-layers policy shares pi_ref's frozen trunk: one trunk pass per sequence serves both models'
+            # log-probs (a cache of this batch only, so nothing accumulates across evaluations).
+            trunk = None if self.trunk is None else TrunkCache(self.trunk.frozen_layers, pad, generation.batch_size)
             # Implicit rewards score every sample with its log pi_ref; the log-ratios need only the measured ones.
-            ref_logp = logprobs(reference, batch, np.ones(len(batch), bool) if implicit else measured)
-            log_ratio = logprobs(policy, batch, measured) - ref_logp
+            ref_logp = logprobs(reference, batch, np.ones(len(batch), bool) if implicit else measured, trunk)
+            log_ratio = logprobs(policy, batch, measured, trunk) - ref_logp
             return batch, score_samples(scorers, prompts, batch, n, ref_logp if implicit else None), log_ratio
 
         with full_parameters(policy, *implicit):  # every rank gathers FSDP's shards once, then samples on its own

@@ -54,7 +54,8 @@ def producer_args(results_dir: Path, scale: str = "full") -> list[str]:
 
     Args:
         results_dir: The results directory (the CSV goes to ``results_dir/benchmarks``).
-        scale: ``quick`` (N up to 1e6, about a minute) or ``full`` (N up to 1e7, a few minutes).
+        scale: ``quick`` (N up to 1e6, cvxpy up to 1e4, about 10 s) or ``full`` (N up to 1e7, cvxpy up to 1e5, a few
+            minutes).
 
     Returns:
         The arguments after the interpreter: ``-m benchmarks.solver_benchmark --out ...``.

@@ -34,7 +34,7 @@ test_fraction = 0.2
 [scorers]
 reward = "sentiment"
 utilities = ["-toxicity"]
-thresholds = [0.01]
+thresholds = [0.1]
 [generation]
 max_new_tokens = 5
 samples_per_prompt = 3

@@ -259,20 +259,24 @@ def test_runs_over_other_scorers_of_the_same_samples_share_the_trunk_cache(cache
 
 
 def test_trunk_cache_and_grouped_pairs_in_a_run_match_the_full_forward(cache, tmp_path):
-    """A top-layer run with the trunk cached logs the losses of the same run without it, to 1e-5."""
+    """A top-layer run with the trunk cached logs the losses and the held-out log-ratios of the same run without
+    it, to 1e-5; the evaluation's trunk pass does not grow the shared cache."""
     base = _config(cache, all_pairs=True)
     base = dataclasses.replace(base, model=dataclasses.replace(base.model, train="top_layers", top_k_layers=1))
-    metrics = []
+    metrics, log_ratios = [], []
     for name, on in (("plain", False), ("cached", True)):
         config = dataclasses.replace(base, training=dataclasses.replace(base.training, cache_trunk=on))
         trainer._TRUNKS.clear()
         pipeline.run(config, tmp_path / name, progress=False)
         metrics.append(pd.read_json(tmp_path / name / "metrics.jsonl", lines=True))
+        log_ratios.append(load_eval_scores(tmp_path / name).policy_log_ratio)
         # The cached run filled the trunk with every reference sample (the pairs use them all); the plain none.
         filled = sum(len(t) for t in trainer._TRUNKS.values())
         assert filled == (len(pipeline.reference_phase(config).ref.train) if on else 0)
     for column in ("dpo_loss", "dpo_margin"):
         np.testing.assert_allclose(metrics[1][column], metrics[0][column], rtol=0, atol=1e-5)
+    assert np.isfinite(log_ratios[0]).all() and np.abs(log_ratios[0]).max() > 1e-3
+    np.testing.assert_allclose(log_ratios[1], log_ratios[0], rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.stack(metrics[1]["lam"]), np.stack(metrics[0]["lam"]), atol=1e-6)
 
 
