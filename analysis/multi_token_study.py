@@ -54,7 +54,8 @@ from llm.run_files import write_atomic
 from llm.run_schema import RunSummary, load_eval_scores
 from llm.sweep import SweepRun, run_sweep, sweep_runs
 
-__all__ = ["MARGIN", "SCALES", "StudyDesign", "points", "run_study", "verdicts", "write_results"]
+__all__ = ["MARGIN", "SCALES", "Arm", "StudyDesign", "arm_dirs", "load_arm", "points", "run_study", "verdicts",
+           "write_results"]
 
 MARGIN = 0.25
 """The pre-registered margin, in within-prompt SDs (sigma) of the utility."""
@@ -182,7 +183,8 @@ def load_arm(runs: Sequence[Path]) -> Arm:
     return Arm(tuple(thresholds), tuple(np.array(e) for e in np.moveaxis(np.array(errors), 1, 0)), np.array(reward))
 
 
-def _runs(out: Path, design: StudyDesign, name: str, two: bool = False) -> list[Path]:
+def arm_dirs(out: Path, design: StudyDesign, name: str, two: bool = False) -> list[Path]:
+    """One arm's run directories, in seed order (``two``: the two-constraint runs)."""
     folder = _two_dir if two else _single_dir
     return [folder(out, s) / name for s in design.seeds]
 
@@ -220,7 +222,7 @@ def verdicts(out: Path, design: StudyDesign) -> pd.DataFrame:
     arms = {}
     for f in design.fractions:
         for m in ("caid", "one_shot"):
-            arms[m, f] = load_arm(_runs(out, design, SweepRun(m, (f,)).name))
+            arms[m, f] = load_arm(arm_dirs(out, design, SweepRun(m, (f,)).name))
     for f in design.fractions:
         caid, one_shot = arms["caid", f], arms["one_shot", f]
         setting = f"b = {f:g} M = {caid.thresholds[0]:.3f} sigma"
@@ -237,7 +239,7 @@ def verdicts(out: Path, design: StudyDesign) -> pd.DataFrame:
                          one_sided(arm.errors[0], side, effect)))
     for pair in design.pairs:
         item = SweepRun("caid", pair)
-        arm = load_arm(_runs(out, design, item.name, two=True))
+        arm = load_arm(arm_dirs(out, design, item.name, two=True))
         setting = "b = (" + ", ".join(f"{f:g} M = {b:.3f}" for f, b in zip(pair, arm.thresholds, strict=True)) + ")"
         for i, errors in enumerate(arm.errors, 1):
             rows.append(_row(f"both constraints met (constraint {i})", setting, "caid",

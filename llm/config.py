@@ -250,7 +250,8 @@ class TrainingConfig:
     cache_trunk: bool = help_field(
         False,
         "with model.train = 'top_layers' on one process: compute the hidden states below the trained layers "
-        "once per sequence and reuse them in every epoch (same loss and gradients, far fewer FLOPs)",
+        "once per sequence and reuse them in every epoch (same loss and gradients, far fewer FLOPs); the evaluation's "
+        "log-ratios then take one trunk pass for both models",
     )
     labels: Labels = help_field(
         "sampled",
