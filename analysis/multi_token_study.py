@@ -115,6 +115,8 @@ SCALES = {
     # Held-out prompts: in the 192-prompt run every arm's (seed x prompt) variance was seed 0-0.006, prompt
     # 0.23-0.29 (mostly the 4-sample pool's 1/4) and residual 0.80-1.17 sigma^2; the crossed bootstrap then gives
     # 1.96 SE / spacing 0.30-0.34 at 192 prompts and 0.24-0.28 expected at 320 (benchmarks/study_precision.py).
+    # The 320-prompt run measured 0.15-0.32: its two rows above 0.3 had seed variances 0.010-0.013 sigma^2, which
+    # 3 seeds cannot average down (5 would: 0.27-0.28 expected, about 25 minutes more).
     "quick": StudyDesign(),
     "full": StudyDesign(
         seeds=(0, 1, 2, 3, 4), fractions=(0.1, 0.3, 0.5), pairs=((0.1, 0.5), (0.25, 0.5), (0.4, 0.5)),

