@@ -4,28 +4,31 @@ Usage::
 
     python -m benchmarks.eval_log_ratios [--samples 64] [--rounds 3] [--top-k-layers 2]
 
-SmolLM2 samples ``--samples`` held-out review continuations (24 tokens, top-k 50, top-p 1.0, as the study's
-evaluation does); then, in alternating rounds, their log-ratio is timed as the pipeline computed it before
-(:func:`llm.reference_phase.response_logprobs` of both models) and as it does now with ``training.cache_trunk``
-(one :class:`llm.dpo.TrunkCache` of the batch serving both models). The policy is pi_ref itself, which changes
-no FLOP. Prints the seconds of each round and their ratio.
+SmolLM2 samples ``--samples`` held-out review continuations with the study's generation settings
+(``configs/reviews_study.toml``); then, in alternating rounds, their log-ratio is timed as the pipeline computed
+it before (:func:`llm.reference_phase.response_logprobs` of both models) and as it does now with
+``training.cache_trunk`` (one :class:`llm.dpo.TrunkCache` of the batch serving both models). The policy is pi_ref
+itself, which changes no FLOP. Prints the seconds of each round and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 
 import torch
 
-from llm.config import GenerationConfig
+from llm.config import load_config
 from llm.dpo import TrunkCache
 from llm.models import load_model
 from llm.reference_phase import response_logprobs
 from llm.reviews import review_prompts
 from llm.sampling import sample_responses
+
+STUDY_CONFIG = "configs/reviews_study.toml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top-k-layers", type=int, default=2, help="trained top layers (the study's 2)")
     args = parser.parse_args(argv)
     model, tokenizer = load_model()
-    generation = GenerationConfig(max_new_tokens=24, top_p=1.0, top_k=50, batch_size=args.samples)
+    generation = dataclasses.replace(load_config(STUDY_CONFIG).generation, batch_size=args.samples)
     samples = sample_responses(model, tokenizer, list(review_prompts(args.samples).prompts), 1, generation, seed=0,
                                progress=False)  # fmt: skip
     pad, frozen = tokenizer.pad_token_id, len(model.model.layers) - args.top_k_layers

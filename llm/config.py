@@ -320,7 +320,8 @@ class EvaluationConfig:
     )
     log_ratio_prompts: int = help_field(
         0, "held-out prompts (the first n) whose policy samples also get log pi/pi_ref, for the KL and the "
-        "Lagrangian-gap estimates (two forward passes each, as costly as sampling); 0: all"
+        "Lagrangian-gap estimates (two forward passes each, as costly as sampling, or one trunk pass with "
+        "training.cache_trunk); 0: all"
     )
 
     def __post_init__(self) -> None:

@@ -14,8 +14,9 @@ from llm.config import GenerationConfig
 __all__ = ["Sample", "sample_responses"]
 
 # transformers fills every generation setting left unset from the model's generation_config.json, then from its own
-# defaults (top-k 50 among them). These neutral values keep the samples on softmax(logits / T), truncated only by
-# the configured top-k and top-p.
+# defaults (top-k 50 among them; the others below default to neutral). Where the model's config sets one of these,
+# its neutral value is passed instead, so the samples stay on softmax(logits / T) truncated only by the configured
+# top-k and top-p; settings the model leaves unset add no logits processor.
 NEUTRAL_SAMPLING = {
     "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "repetition_penalty": 1.0,
     "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0,  # (it overrides min_length)
@@ -63,6 +64,8 @@ def sample_responses(
     if n_per_prompt < 1:
         raise ValueError(f"n_per_prompt: must be >= 1, got {n_per_prompt}")
     torch.manual_seed(seed)
+    own = getattr(model, "generation_config", None)
+    overrides = {k: v for k, v in NEUTRAL_SAMPLING.items() if getattr(own, k, None) not in (None, v)}
     eos = tokenizer.eos_token_id
     per_batch = max(1, generation.batch_size // n_per_prompt)
     device = next(model.parameters()).device
@@ -79,7 +82,7 @@ def sample_responses(
             temperature=generation.temperature,
             top_p=generation.top_p,
             top_k=generation.top_k,
-            **NEUTRAL_SAMPLING,
+            **overrides,
             max_new_tokens=generation.max_new_tokens,
             num_return_sequences=n_per_prompt,
             pad_token_id=tokenizer.pad_token_id,

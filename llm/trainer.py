@@ -605,7 +605,7 @@ class CAIDTrainer:
             seed: Seed of the first generation batch (batch ``u`` uses ``seed + u``).
             desc: Progress-bar label.
             log_ratio_prompts: Only the samples of the first this many prompts get their log-ratio (two forward
-                passes, as costly as sampling them); None: all.
+                passes, or one shared trunk pass with ``training.cache_trunk``); None: all.
 
         Returns:
             ``(samples, scores (len(scorers), P, n), log_ratio (P, n))``, the log-ratio NaN where not computed.
