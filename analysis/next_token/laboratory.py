@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -38,7 +39,7 @@ from analysis.next_token.world import (
 from llm.run_files import write_atomic
 from theory import bounds, certify, solve_dual
 
-__all__ = ["FULL", "QUICK", "LabConfig", "Setting", "run", "settings_of"]
+__all__ = ["FULL", "QUICK", "Lab", "LabConfig", "Setting", "prepare", "run", "settings_of", "train_runs"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +115,59 @@ def _load_done(folder: Path, run_id: str) -> dict | None:
     return row if ok and isinstance(row, dict) and row.get("run_id") == run_id else None
 
 
-def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, tokenizer: object | None = None,
-        cache_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
-    """Run (or resume) the laboratory into ``out`` and return the per-run table.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Lab:
+    """What every run of the laboratory (and of the nu dial) shares.
+
+    Attributes:
+        config: Sizes and sweeps.
+        out: Output folder.
+        model: The reference LM.
+        world: Prompts, pi_ref and score tables.
+        settings: The threshold settings.
+        optima: Setting name -> (exact held-out optimum, exact lambda* of the train prompts).
+        seconds_world: Time to build or read the world.
+    """
+
+    config: LabConfig
+    out: Path
+    model: torch.nn.Module
+    world: World
+    settings: list[Setting]
+    optima: dict[str, tuple[bounds.ExactOptimum, np.ndarray]]
+    seconds_world: float
+
+    @functools.cached_property
+    def ref_train(self) -> np.ndarray:
+        """``(X_train, V)`` float64 log pi_ref of the train prompts, rows renormalised."""
+        return normalised(self.world.ref_train)
+
+    @functools.cached_property
+    def ref_eval(self) -> np.ndarray:
+        """``(X_eval, V)`` float64 log pi_ref of the held-out prompts, rows renormalised."""
+        return normalised(self.world.ref_eval)
+
+    def training_data(self, setting: Setting, seed: int, k: int | None = None) -> TrainingData:
+        """DPO's data for ``setting``: ``k`` (default ``config.k``) reference tokens per train prompt at ``seed``."""
+        world, ref_train = self.world, self.ref_train
+        tokens = sample_tokens(world, self.config.k if k is None else k, seed)
+        tables = world.scores[np.array(setting.utilities)]
+        return TrainingData(
+            world.trunk_train, tokens, world.scores[[0, *setting.utilities]][:, tokens],
+            np.take_along_axis(ref_train, tokens, axis=1), tables, tables @ np.exp(ref_train).T,
+        )  # fmt: skip
+
+    def plug_in_lam(self, setting: Setting, seed: int) -> np.ndarray:
+        """The K-sample plug-in lambda of ``setting`` at ``seed`` (Sec. 2.2; one-shot's and CAID's start)."""
+        tokens = sample_tokens(self.world, self.config.k, seed)
+        prob = plug_in_problem(self.world, tokens, setting.utilities, np.array(setting.thresholds),
+                               self.config.training.beta)
+        return solve_dual(prob, return_policy=False).lam
+
+
+def prepare(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, tokenizer: object | None = None,
+            cache_dir: Path | None = None, progress: bool = True) -> Lab:
+    """Build (or read) the world, solve every setting's exact problem, write ``optima.csv`` and ``instance.npz``.
 
     Args:
         config: Sizes and sweeps.
@@ -165,9 +216,23 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
         if s.utilities == (1, 2) and not (out / "instance.npz").exists():
             optimum_rows[-1]["instance_bytes"] = save_instance(prob, out / "instance.npz")
     pd.DataFrame(optimum_rows).to_csv(out / "optima.csv", index=False)
+    return Lab(config, out, model, world, settings, optima, t_world)
 
-    train_trunk, eval_trunk = world.trunk_train, world.trunk_eval
-    ref_train = normalised(world.ref_train)
+
+def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, tokenizer: object | None = None,
+        cache_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run (or resume) the laboratory into ``out`` and return the per-run table (arguments: :func:`prepare`)."""
+    start = time.perf_counter()
+    lab = prepare(config, out, model=model, tokenizer=tokenizer, cache_dir=cache_dir, progress=progress)
+    return train_runs(lab, progress=progress, start=start)
+
+
+def train_runs(lab: Lab, *, progress: bool = True, start: float | None = None) -> pd.DataFrame:
+    """Train and evaluate every (method, setting, seed) run not finished yet; write ``runs.csv``, ``world.json``."""
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter() if start is None else start
+    config, out, world, settings, optima = lab.config, lab.out, lab.world, lab.settings, lab.optima
     jobs = [(seed, s, meth) for seed in config.seeds for s in settings for meth in _methods(s)]
     jobs += [(seed, settings[0], meth) for seed in config.seeds for meth in (Method.DPO_H, Method.DPO_G)]
     rows = []
@@ -178,20 +243,14 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
             rows.append(done)
             continue
         t0 = time.perf_counter()
-        tokens = sample_tokens(world, config.k, seed)
-        utilities = np.array(s.utilities)
-        tables = world.scores[utilities]
-        data = TrainingData(
-            train_trunk, tokens, world.scores[[0, *s.utilities]][:, tokens],
-            np.take_along_axis(ref_train, tokens, axis=1), tables, tables @ np.exp(ref_train).T,
-        )  # fmt: skip
+        data = lab.training_data(s, seed)
         thresholds = np.array(s.thresholds)
-        plug_lam = solve_dual(plug_in_problem(world, tokens, s.utilities, thresholds, beta), return_policy=False).lam
+        plug_lam = lab.plug_in_lam(s, seed)
         opt, lam_train = optima[s.name]
         lam0 = lam_train if method is Method.ONE_SHOT_EXACT else plug_lam
-        policy = LastBlockPolicy(model)
+        policy = LastBlockPolicy(lab.model)
         result = train_method(policy, data, method, lam0, thresholds, config.training, seed)
-        ev = evaluate(opt, policy.distribution(eval_trunk), result.lam,
+        ev = evaluate(opt, policy.distribution(world.trunk_eval), result.lam,
                       eta=config.training.eta if method.is_caid else 0.0, second_moment=result.second_moment)
         row = {
             "run_id": run_id, "method": method.value, "setting": s.name, "seed": seed,
@@ -211,7 +270,7 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
         "scale": dict(zip(SCORE_NAMES, world.scale.tolist(), strict=True)),
         "rho_reward_g1": world.correlation(0, 1), "rho_reward_g2": world.correlation(0, 2),
         "rho_g1_g2": world.correlation(1, 2), "n_train": config.n_train, "n_eval": config.n_eval,
-        "vocab": world.vocab_size, "seconds_world": t_world, "seconds_total": time.perf_counter() - start,
+        "vocab": world.vocab_size, "seconds_world": lab.seconds_world, "seconds_total": time.perf_counter() - start,
     }  # fmt: skip
     write_atomic(out / "world.json", json.dumps(summary, indent=1))
     return table

@@ -1,0 +1,375 @@
+"""The rungs of policy accuracy of the nu dial, and how each method's policy is obtained on a rung.
+
+A rung fixes how a policy responds to multipliers lambda:
+
+* ``exact``: the tilt pi*(lambda) itself (eq. (3); nu = 0). CAID on this rung is exact dual ascent on tilts,
+  ``lambda(t + 1) = [lambda(t) - eta eps(pi*(lambda(t)))]_+`` (Algorithm 1 with an exact Lagrangian
+  maximiser and exact or sampled slacks), whose fixed point is the lambda* of the problem the dual steps see
+  (the train prompts).
+* ``lagrangian``: the best member of a policy class at lambda (:func:`analysis.next_token.classes.fit_lagrangian`,
+  the exact Lagrangian of the train prompts maximised to convergence): nu of the class itself.
+* ``dpo``: DPO on pseudo-labels in a class at a budget (K reference tokens per prompt, T epochs), with
+  :func:`analysis.next_token.methods.train_method` (the laboratory's methods): nu of DPO.
+
+Methods on every rung: one-shot at the plug-in lambda (``one_shot_plugin``) and at the train prompts' exact
+lambda* (``one_shot_exact``), CAID with exact and with sampled dual steps (warm start at the plug-in
+lambda, eta = beta, T iterations), and the negative controls pi_ref (``reference``, no training) and
+DPO_h (``dpo_h``, lambda = 0). On the exact and lagrangian rungs also ``one_shot_oracle``: one-shot at the
+held-out problem's own lambda*, the policy pi*_p(lambda*) of Theorem 4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from analysis.next_token.classes import PolicyClass, class_trunk, fit_lagrangian, make_policy
+from analysis.next_token.evaluation import TableProblem, table_means
+from analysis.next_token.laboratory import Lab, Setting
+from analysis.next_token.methods import Method, train_method
+from analysis.next_token.problem import exact_problem
+from llm.dual import dual_step
+from theory import ConstrainedProblem, tilted_policy
+from theory.dual import dual_hessian, evaluate_dual
+
+__all__ = [
+    "ORACLE", "REFERENCE", "Fitting", "Outcome", "Rung", "RungLab", "StepSize", "dual_ascent", "inverse_cdf_sample",
+]
+
+REFERENCE = "reference"
+"""The method name of the untrained control pi_ref."""
+ORACLE = "one_shot_oracle"
+"""One-shot at the held-out problem's lambda* (the hypothesis of Theorem 4)."""
+
+
+class StepSize(str, enum.Enum):
+    """CAID's dual step size eta on a rung.
+
+    ``laboratory``: the laboratory's eta = beta (suits DPO, whose response to lambda is attenuated);
+    ``curvature``: eta = 1 / (largest eigenvalue of hess D at the train prompts' lambda*), the step of dual
+    descent that converges on the exact tilt (with eta = beta it oscillates: the tilt's g_1 moves by about
+    6.5 sigma per unit of lambda here, so eta hess D > 2).
+    """
+
+    LABORATORY = "laboratory"
+    CURVATURE = "curvature"
+
+
+class Fitting(str, enum.Enum):
+    """How a rung's policy is obtained from lambda (module docstring)."""
+
+    EXACT = "exact"
+    LAGRANGIAN = "lagrangian"
+    DPO = "dpo"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    """One rung of policy accuracy.
+
+    Attributes:
+        name: Folder and label (e.g. ``exact_tilt``, ``top_bias_2048``, ``dpo_logit_bias_k8_t4``).
+        fit: How the policy is obtained.
+        policy_class: The class (``None`` for the exact tilt).
+        top_n: Tokens of the ``top_bias`` class.
+        k: DPO's reference tokens per train prompt.
+        epochs: DPO's epochs (one-shot) = CAID's iterations, one epoch each (dpo rungs).
+        lr: DPO's Adam learning rate (the bias classes move in logit units, the MLP in weight units).
+        iterations: CAID's iterations T on the exact and lagrangian rungs.
+        from_laboratory: The rung whose runs the laboratory itself trains (read from its ``runs/``).
+        step_size: CAID's eta (default: ``curvature`` on the exact and lagrangian rungs, ``laboratory`` on dpo).
+    """
+
+    name: str
+    fit: Fitting
+    policy_class: PolicyClass | None = None
+    top_n: int | None = None
+    k: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    iterations: int = 4
+    from_laboratory: bool = False
+    step_size: StepSize | None = None
+
+    def __post_init__(self) -> None:
+        """Check that the fields the fit needs are set."""
+        if self.fit is not Fitting.EXACT and self.policy_class is None:
+            raise ValueError(f"rung {self.name}: policy_class is required for a {self.fit.value} rung")
+        if self.fit is Fitting.DPO and None in (self.k, self.epochs, self.lr):
+            raise ValueError(f"rung {self.name}: a dpo rung needs k, epochs and lr")
+        if self.policy_class is PolicyClass.TOP_BIAS and self.top_n is None:
+            raise ValueError(f"rung {self.name}: the top_bias class needs top_n")
+
+    @property
+    def base(self) -> tuple:
+        """What the non-CAID runs depend on: rungs equal here share them (they differ in CAID's T only)."""
+        return self.fit, self.policy_class, self.top_n, self.k, self.epochs, self.lr, self.from_laboratory
+
+    @property
+    def step(self) -> StepSize:
+        """CAID's step-size rule on this rung."""
+        if self.step_size is not None:
+            return self.step_size
+        return StepSize.LABORATORY if self.fit is Fitting.DPO else StepSize.CURVATURE
+
+    @property
+    def budget(self) -> str:
+        """The rung's budget in words: exact, converged fits, or DPO's K and T."""
+        if self.fit is Fitting.DPO:
+            return f"K={self.k},T={self.epochs}"
+        return "exact" if self.fit is Fitting.EXACT else "converged"
+
+    @property
+    def caid_iterations(self) -> int:
+        """T of CAID on this rung."""
+        return self.epochs if self.fit is Fitting.DPO else self.iterations
+
+    @property
+    def class_name(self) -> str:
+        """The class's name in tables (``tilt`` for the exact rung)."""
+        if self.policy_class is None:
+            return "tilt"
+        if self.policy_class is PolicyClass.TOP_BIAS:
+            return f"{self.policy_class.value}_{self.top_n}"
+        return self.policy_class.value
+
+    def methods(self, setting: Setting) -> list[str]:
+        """The methods run on this rung for ``setting`` (module docstring)."""
+        methods = [Method.ONE_SHOT_PLUGIN.value, Method.ONE_SHOT_EXACT.value, Method.CAID_EXACT.value,
+                   Method.CAID_SAMPLED.value, Method.DPO_H.value, REFERENCE]
+        return methods if self.fit is Fitting.DPO else [*methods, ORACLE]
+
+    def seed_free(self, method: str) -> bool:
+        """Whether ``method``'s policy on this rung does not depend on the seed (computed once for all seeds)."""
+        if method == REFERENCE:
+            return True
+        return self.fit is not Fitting.DPO and method in (Method.ONE_SHOT_EXACT.value, ORACLE, Method.DPO_H.value)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Outcome:
+    """A method's policy on one rung.
+
+    Attributes:
+        held_out: ``(X_eval, V)`` the policy on the held-out prompts.
+        lam: The multipliers it was obtained at (``None`` for pi_ref).
+        trajectory: ``(T + 1, m)`` lambda(0..T) (CAID), or the constant lambda repeated.
+        second_moment: Mean squared dual subgradient S^2 (0 without dual steps).
+        fit_iterations: Total L-BFGS iterations (lagrangian rungs; 0 elsewhere).
+        converged: Whether every fit met its tolerance (True off the lagrangian rungs).
+    """
+
+    held_out: np.ndarray
+    lam: np.ndarray | None
+    trajectory: np.ndarray
+    second_moment: float
+    fit_iterations: int = 0
+    converged: bool = True
+
+
+def inverse_cdf_sample(pi: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``(X, n)`` tokens drawn from each row of ``pi`` by inverse-CDF sampling."""
+    cdf = np.cumsum(pi, axis=1)
+    u = rng.random((len(pi), n)) * cdf[:, -1:]
+    return np.stack([np.searchsorted(cdf[i], u[i], side="right") for i in range(len(pi))]).clip(0, pi.shape[1] - 1)
+
+
+def dual_ascent(respond: Callable[[np.ndarray], object], lam0: np.ndarray, slack: Callable[[object], np.ndarray],
+                iterations: int, eta: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """CAID with a given response: T rounds of (the policy at lambda(t), a dual step on its slack) (Algorithm 1).
+
+    Args:
+        respond: lambda -> the policy obtained at lambda (whatever ``slack`` reads).
+        lam0: lambda(0).
+        slack: The train-prompt constraint slack of a policy (exact or sampled).
+        iterations: T.
+        eta: Dual step size.
+
+    Returns:
+        ``(the lambda the last policy was obtained at, lambda(0..T), mean squared slack S^2)``.
+    """
+    lam = np.asarray(lam0, float)
+    trajectory, squares, trained = [lam], [], lam
+    for _ in range(iterations):
+        trained = lam
+        u = slack(respond(lam))
+        squares.append(float(u @ u))
+        lam = dual_step(lam, u, eta)
+        trajectory.append(lam)
+    return trained, np.array(trajectory), float(np.mean(squares)) if squares else 0.0
+
+
+class _Tilt:
+    """The exact tilt pi*(lambda) on the train and held-out prompts (``theory.dual``)."""
+
+    def __init__(self, train: ConstrainedProblem, held_out: ConstrainedProblem, lam: np.ndarray) -> None:
+        self.train, self.held, self.lam = train, held_out, lam
+
+    def train_gain(self) -> np.ndarray:
+        """``(m,)`` E_x [E_pi g_i - E_ref g_i] on the train prompts: grad D(lambda) of the zero-threshold problem."""
+        return evaluate_dual(self.train, self.lam, order=1).gradient
+
+    def train_rows(self, rows: np.ndarray) -> np.ndarray:
+        """pi*(lambda) on some train prompts."""
+        return tilted_policy(self.train, self.lam)[rows]
+
+    def held_out(self) -> np.ndarray:
+        """pi*(lambda) on the held-out prompts."""
+        return tilted_policy(self.held, self.lam)
+
+
+class _Member:
+    """A member of a policy class on the cached trunks."""
+
+    def __init__(self, policy: torch.nn.Module, trunks: tuple, tables: np.ndarray, ref_means: np.ndarray) -> None:
+        """``ref_means``: ``(m,)`` E_x E_ref g_i on the train prompts."""
+        self.policy, self.trunks, self.tables, self.ref_means = policy, trunks, tables, ref_means
+
+    def train_gain(self) -> np.ndarray:
+        """``(m,)`` E_x [E_pi g_i - E_ref g_i] on the train prompts."""
+        return table_means(self.policy.distribution(self.trunks[0]), self.tables).mean(axis=0) - self.ref_means
+
+    def train_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The policy on some train prompts."""
+        return self.policy.distribution(self.trunks[0].rows(rows))
+
+    def held_out(self) -> np.ndarray:
+        """The policy on the held-out prompts."""
+        return self.policy.distribution(self.trunks[1])
+
+
+class RungLab:
+    """The laboratory seen by the dial: its world and optima, with the arrays every rung reuses cached."""
+
+    def __init__(self, lab: Lab, fit_tol: float = 1e-8) -> None:
+        """Wrap ``lab``; ``fit_tol`` is the gradient tolerance of the lagrangian fits."""
+        self.lab, self.fit_tol = lab, fit_tol
+        self.beta = lab.config.training.beta
+        self._plug_in: dict[tuple[str, int], np.ndarray] = {}
+        self._held_out: dict[str, TableProblem] = {}
+
+    @functools.cached_property
+    def trunks(self) -> tuple:
+        """``(train, held-out)`` :class:`~analysis.next_token.classes.ClassTrunk` of the world."""
+        world = self.lab.world
+        return class_trunk(world.trunk_train, self.lab.ref_train), class_trunk(world.trunk_eval, self.lab.ref_eval)
+
+    @functools.cached_property
+    def p_ref_train(self) -> np.ndarray:
+        """``(X_train, V)`` pi_ref on the train prompts."""
+        return np.exp(self.lab.ref_train)
+
+    @functools.cache  # noqa: B019 - one RungLab per dial run; the problems are reused by every run
+    def problems(self, utilities: tuple[int, ...]) -> tuple[ConstrainedProblem, ConstrainedProblem]:
+        """``(train, held-out)`` problems with these utilities and zero thresholds (for tilts and gains)."""
+        zeros = np.zeros(len(utilities))
+        return (exact_problem(self.lab.world, utilities, zeros, self.beta, train=True),
+                exact_problem(self.lab.world, utilities, zeros, self.beta))
+
+    def held_out(self, setting: Setting) -> TableProblem:
+        """The setting's held-out problem with its reference moments (for ``evaluation.measure``)."""
+        if setting.name not in self._held_out:
+            tables = self.lab.world.scores[[0, *setting.utilities]]
+            self._held_out[setting.name] = TableProblem.of(self.lab.optima[setting.name][0], tables)
+        return self._held_out[setting.name]
+
+    def eta(self, rung: Rung, setting: Setting) -> float:
+        """CAID's dual step size on ``rung`` for ``setting`` (:class:`StepSize`)."""
+        if rung.step is StepSize.LABORATORY:
+            return self.lab.config.training.eta
+        return 1.0 / float(np.linalg.eigvalsh(self._train_hessian(setting.name, setting.utilities))[-1])
+
+    @functools.cache  # noqa: B019 - see problems
+    def _train_hessian(self, name: str, utilities: tuple[int, ...]) -> np.ndarray:
+        return dual_hessian(self.problems(utilities)[0], self.lab.optima[name][1])
+
+    def slack(self, setting: Setting, sampled: bool, seed: int) -> Callable[[object], np.ndarray]:
+        """The train-prompt slack E_x E_pi h_i of a policy: exact, or from sampled tokens (as the laboratory)."""
+        tables = self.lab.world.scores[np.array(setting.utilities)]
+        thresholds, training = np.array(setting.thresholds), self.lab.config.training
+        rng = np.random.default_rng([seed, 17])
+        n_rows = min(training.dual_prompts, self.lab.config.n_train)
+
+        def exact(policy: _Tilt | _Member) -> np.ndarray:
+            return policy.train_gain() - thresholds
+
+        def sampled_slack(policy: _Tilt | _Member) -> np.ndarray:
+            rows = rng.choice(self.lab.config.n_train, size=n_rows, replace=False)
+            tokens = inverse_cdf_sample(policy.train_rows(rows), training.dual_samples, rng)
+            ref_means = table_means(self.p_ref_train[rows], tables).T  # (m, rows)
+            return (tables[:, tokens].mean(axis=2) - ref_means).mean(axis=1) - thresholds
+
+        return sampled_slack if sampled else exact
+
+    def start(self, setting: Setting, method: str, seed: int) -> np.ndarray:
+        """The method's lambda (one-shot) or lambda(0) (CAID)."""
+        opt, lam_train = self.lab.optima[setting.name]
+        if method == Method.DPO_H.value:
+            return np.zeros(len(setting.utilities))
+        if method == Method.ONE_SHOT_EXACT.value:
+            return lam_train
+        if method == ORACLE:
+            return opt.solution.lam
+        if (setting.name, seed) not in self._plug_in:
+            self._plug_in[setting.name, seed] = self.lab.plug_in_lam(setting, seed)
+        return self._plug_in[setting.name, seed]
+
+    def obtain(self, rung: Rung, setting: Setting, method: str, seed: int) -> Outcome:
+        """The policy of ``method`` at ``seed`` for ``setting`` on ``rung`` (module docstring)."""
+        m = len(setting.utilities)
+        if method == REFERENCE:
+            return Outcome(np.exp(self.lab.ref_eval), None, np.zeros((1, m)), 0.0)
+        lam0 = self.start(setting, method, seed)
+        if rung.fit is Fitting.DPO:
+            return self._dpo(rung, setting, method, lam0, seed)
+        fits: list = []
+        if rung.fit is Fitting.EXACT:
+            train, held_out = self.problems(setting.utilities)
+
+            def respond(lam: np.ndarray) -> _Tilt:
+                return _Tilt(train, held_out, lam)
+        else:
+            respond = self._class_responder(rung, setting, fits)
+        if method in (Method.CAID_EXACT.value, Method.CAID_SAMPLED.value):
+            slack = self.slack(setting, method == Method.CAID_SAMPLED.value, seed)
+            last: list = []
+
+            def tracked(lam: np.ndarray) -> object:
+                last[:] = [respond(lam)]
+                return last[0]
+
+            lam, trajectory, s2 = dual_ascent(tracked, lam0, slack, rung.iterations, self.eta(rung, setting))
+            policy = last[0]
+        else:
+            policy, lam, trajectory, s2 = respond(lam0), lam0, np.array([lam0, lam0]), 0.0
+        return Outcome(policy.held_out(), lam, trajectory, s2, sum(f.iterations for f in fits),
+                       all(f.converged for f in fits))
+
+    def _class_responder(self, rung: Rung, setting: Setting, fits: list) -> Callable[[np.ndarray], _Member]:
+        world, lab = self.lab.world, self.lab
+        policy = make_policy(rung.policy_class, lab.model, lab.ref_train, rung.top_n)
+        tables = world.scores[np.array(setting.utilities)]
+        member = _Member(policy, self.trunks, tables, table_means(self.p_ref_train, tables).mean(axis=0))
+
+        def respond(lam: np.ndarray) -> _Member:
+            composite = world.scores[0] + lam @ tables
+            fits.append(fit_lagrangian(policy, self.trunks[0], composite, lab.ref_train, self.beta, tol=self.fit_tol))
+            return member
+
+        return respond
+
+    def _dpo(self, rung: Rung, setting: Setting, method: str, lam0: np.ndarray, seed: int) -> Outcome:
+        lab = self.lab
+        train_trunk, eval_trunk = self.trunks
+        data = dataclasses.replace(lab.training_data(setting, seed, rung.k), trunk=train_trunk)
+        settings = dataclasses.replace(lab.config.training, epochs=rung.epochs, lr=rung.lr,
+                                       eta=self.eta(rung, setting))
+        policy = make_policy(rung.policy_class, lab.model, lab.ref_train, rung.top_n)
+        torch.set_grad_enabled(True)
+        result = train_method(policy, data, Method(method), lam0, np.array(setting.thresholds), settings, seed)
+        return Outcome(policy.distribution(eval_trunk), result.lam, result.trajectory, result.second_moment)
