@@ -15,13 +15,12 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from llm.methods import REGISTRY
-from paper_figures.cli import figure_main
+from paper_figures.cli import figure_command
 from paper_figures.results_files import read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
@@ -95,9 +94,7 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
         return save_figure(fig, out_dir, NAME)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

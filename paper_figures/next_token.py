@@ -18,14 +18,14 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis.next_token.arms import Arm
-from paper_figures.cli import figure_main
+from llm.methods import COMPARED
+from paper_figures.cli import figure_command
 from paper_figures.results_files import read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
@@ -82,7 +82,7 @@ def draw_run(run_dir: Path, out_dir: Path | str) -> list[Path]:
                 continue
             agg = rows.groupby("b_1").agg(g=("improvement_1", "mean"), sd=("improvement_1", "std"),
                                           r=("reward_improvement", "mean"))
-            if method.startswith(("caid", "one_shot")):
+            if Arm(method).method.key in COMPARED:
                 ax[0].errorbar(agg.index, agg["g"], agg["sd"], color=color, marker=marker, ms=3, label=label)
             ax[1].plot(agg["g"], agg["r"], color=color, marker=marker, ms=3, ls="-" if len(agg) > 1 else "")
         lim = [0, float(single["b_1"].max()) * 1.1]
@@ -120,9 +120,7 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
     return draw_run(Path(results_dir) / RESULTS_SUBDIR, out_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":
