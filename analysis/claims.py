@@ -13,7 +13,8 @@ with their own method names, so the two tables test the same claims with the sam
   rows, where a sound test must not say "replicated";
 * **one-shot short / over**: one-shot's mean error below 0 at the smallest b and above 0 at the largest, and the
   slope of its error vs b above 0;
-* **closer**: CAID's mean error smaller in absolute value than one-shot's (:class:`analysis.decisions.Closer`);
+* **closer**: CAID's mean error smaller in absolute value than one-shot's (:class:`analysis.decisions.Closer`),
+  where b >= 2 MARGIN (power at one-shot MARGIN from b);
 * **trade-off**: CAID's reward along its achieved-g curve minus one-shot's, averaged over the curves' common
   range of achieved g (power at the exact tilt's reward cost of the constraint, where the caller has one); the
   reward difference at equal b is descriptive;
@@ -248,9 +249,14 @@ def single_constraint_rows(arms: Mapping[tuple[str, float], Arm], fractions: Seq
     for f in fractions:
         b = float(arms[caid[0], f].b[0])
         for other in one_shot:
-            rows.append(ClaimRow(CLOSER, names[f], f"{caid[0]} vs {other}", Closer.of(
-                "advantage |e_one-shot| - |e_CAID| (IUT on e_A - e_B, e_A + e_B)", arms[caid[0], f].errors(),
-                arms[other, f].errors(), clusters, margin(b), reversed_text=f"reversed: {other} is closer to b")))
+            name = "advantage |e_one-shot| - |e_CAID| (IUT on e_A - e_B, e_A + e_B)"
+            if b < 2 * MARGIN:
+                test: Row = NotTestable(name, f"b = {b:.3f} < 2 x the margin {MARGIN:g}: a miss smaller than the "
+                                              "tracking margin is not one a test of tracking could tell")
+            else:
+                test = Closer.of(name, arms[caid[0], f].errors(), arms[other, f].errors(), clusters, MARGIN,
+                                 reversed_text=f"reversed: {other} is closer to b")
+            rows.append(ClaimRow(CLOSER, names[f], f"{caid[0]} vs {other}", test))
     n = len(fractions)
     arrays = [x for m in (caid[0], one_shot[0]) for x in
               ([arms[m, f].improvements[0] for f in fractions] + [arms[m, f].reward for f in fractions])]  # fmt: skip

@@ -62,8 +62,8 @@ VIOLATIONS_FILE = "violations.csv"
 VERDICTS_FILE = "verdicts.csv"
 CAID, ONE_SHOT = "caid", "one_shot"
 RELEVANCE_OUT_OF_REACH = (
-    "relevance is out of the top-2-layer policy's reach: CAID missed it by 0.617 sigma in the pilot and by 0.614 "
-    "sigma in the 320-prompt run (benchmarks/README.md, Secs. 7-8); the next-token laboratory tests Fig. 2"
+    "relevance is out of the top-2-layer policy's reach: CAID missed it by far more than the margin in the pilot and "
+    "in the 320-prompt run (docs/reproduction.md); the next-token laboratory tests Fig. 2"
 )
 
 
