@@ -48,6 +48,7 @@ from analysis.claims import (
 from analysis.decisions import NotTestable
 from llm.config import ConfigError, RunConfig, load_config
 from llm.data import PromptSet, prompt_set, split
+from llm.methods import METHODS
 from llm.reviews import REVIEW_SUBJECTS, review_grid
 from llm.run_files import write_atomic
 from llm.run_schema import RunSummary, load_eval_scores
@@ -314,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     design = SCALES[args.scale]
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out: {args.out} is a file; give a folder", file=sys.stderr)
+        return 2
+    unknown = sorted({item.method for item in design.single_runs()} - set(METHODS))
+    if unknown:
+        print(f"error: the design's methods {unknown} are not in the methods registry (llm.methods: "
+              f"{', '.join(METHODS)})", file=sys.stderr)
         return 2
     try:
         for seed in design.seeds:  # every configuration is checked before anything runs

@@ -144,3 +144,11 @@ def test_design_configurations_give_each_seed_its_pool():
     assert not quick.pairs and quick.controls == ("reference", "dpo_h")
     config = quick.run_config(0)
     assert len(study.held_out_prompts(config)) == 192
+
+
+def test_a_method_the_registry_does_not_know_stops_before_anything_runs(tmp_path, monkeypatch, capsys):
+    design = dataclasses.replace(study.SCALES["quick"], controls=("no_such_method",))
+    monkeypatch.setitem(study.SCALES, "quick", design)
+    assert study.main(["--out", str(tmp_path / "out")]) == 2
+    assert "['no_such_method'] are not in the methods registry" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
