@@ -47,7 +47,7 @@ from analysis.decisions import (
 
 __all__ = [
     "BOTH_MET", "CLOSER", "CONTROLS", "MARGIN", "ONE_SHOT_SLOPE", "OVER", "REWARD_AT_B", "SHORT", "SLOPE_RANGE",
-    "TRACKS", "TRACKS_SLOPE", "TRADE_OFF", "Arm", "ClaimRow", "claims_table", "curve_gap", "margin",
+    "TRACKS", "TRACKS_SLOPE", "TRADE_OFF", "ArmData", "ClaimRow", "claims_table", "curve_gap", "margin",
     "single_constraint_rows", "tilt_reward_cost", "two_constraint_rows", "violation_rows",
 ]  # fmt: skip
 
@@ -75,7 +75,7 @@ def margin(b: float) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class Arm:
+class ArmData:
     """One method at one threshold setting over the seeds, in sigma units.
 
     Attributes:
@@ -92,14 +92,14 @@ class Arm:
     def __post_init__(self) -> None:
         m, r, u = np.shape(self.improvements)
         if np.shape(self.thresholds) != (r, m) or np.shape(self.reward) != (r, u):
-            raise ValueError(f"Arm: thresholds {np.shape(self.thresholds)}, improvements {(m, r, u)} and reward "
+            raise ValueError(f"ArmData: thresholds {np.shape(self.thresholds)}, improvements {(m, r, u)} and reward "
                              f"{np.shape(self.reward)} disagree (want (R, m), (m, R, U), (R, U))")
 
     def errors(self, i: int = 0) -> np.ndarray:
         """``(R, U)`` e_i = improvement_i - b_i of each seed."""
         return self.improvements[i] - self.thresholds[:, i, None]
 
-    def at(self, thresholds: np.ndarray) -> Arm:
+    def at(self, thresholds: np.ndarray) -> ArmData:
         """The same policy judged against other thresholds (a threshold-free control at each setting)."""
         return dataclasses.replace(self, thresholds=np.asarray(thresholds, dtype=np.float64))
 
@@ -128,7 +128,7 @@ def _tracking(method: str, errors: np.ndarray, b: float, clusters: np.ndarray | 
                        above_text=f"{method} overshoots b by more than {MARGIN:g}")  # fmt: skip
 
 
-def _slope_values(arms: Sequence[Arm], offset: float) -> np.ndarray:
+def _slope_values(arms: Sequence[ArmData], offset: float) -> np.ndarray:
     """``(R, U)`` per-unit least-squares slope of improvement vs b over the arms (each seed's own b), minus offset."""
     b = np.stack([a.thresholds[:, 0] for a in arms], axis=1)  # (R, k)
     centred = b - b.mean(axis=1, keepdims=True)
@@ -193,15 +193,15 @@ def tilt_reward_cost(reward: np.ndarray, utility: np.ndarray, b: float, beta: fl
     return r0 - deltas(high)[0]
 
 
-def single_constraint_rows(arms: Mapping[tuple[str, float], Arm], fractions: Sequence[float],
+def single_constraint_rows(arms: Mapping[tuple[str, float], ArmData], fractions: Sequence[float],
                            clusters: np.ndarray | None, *, caid: Sequence[str], one_shot: Sequence[str],
                            controls: Sequence[str] = CONTROLS, tilt_cost: float | None = None,
                            setting: dict[float, str] | None = None, undefined_draws: int = 2000) -> list[ClaimRow]:
     """The Fig. 1 claims of a single-constraint sweep as table rows (see the module docstring).
 
     Args:
-        arms: ``(method, fraction) -> Arm`` for every CAID, one-shot and control method at every fraction (a
-            control's arm judged against that fraction's thresholds, :meth:`Arm.at`).
+        arms: ``(method, fraction) -> ArmData`` for every CAID, one-shot and control method at every fraction (a
+            control's arm judged against that fraction's thresholds, :meth:`ArmData.at`).
         fractions: The thresholds as fractions of the plug-in maximum, ascending.
         clusters: ``(U,)`` prompt-template labels of the units (None: every prompt its own cluster).
         caid: CAID variants (tracking rows; the first is compared with one-shot).
@@ -275,7 +275,7 @@ def single_constraint_rows(arms: Mapping[tuple[str, float], Arm], fractions: Seq
     return rows
 
 
-def two_constraint_rows(arm: Arm, setting: str, method: str, clusters: np.ndarray | None) -> list[ClaimRow]:
+def two_constraint_rows(arm: ArmData, setting: str, method: str, clusters: np.ndarray | None) -> list[ClaimRow]:
     """Fig. 2: non-inferiority ``mean e_i > -m(b_i)`` for each constraint (refuted: missed by more than m)."""
     rows = []
     for i, b in enumerate(arm.b):
@@ -293,11 +293,11 @@ def claims_table(rows: Sequence[ClaimRow], *, seed: int = 0) -> pd.DataFrame:
                          for r, d in zip(rows, decisions, strict=True)])  # fmt: skip
 
 
-def violation_rows(arms: Mapping[tuple[str, str], Arm]) -> pd.DataFrame:
+def violation_rows(arms: Mapping[tuple[str, str], ArmData]) -> pd.DataFrame:
     """What a mean hides: per arm and constraint, the per-prompt improvements' miss share and 10% / 90% quantiles.
 
     Args:
-        arms: ``(method, setting) -> Arm``.
+        arms: ``(method, setting) -> ArmData``.
 
     Returns:
         Columns ``method, setting, constraint, b, mean, share_missing_b`` (units whose own improvement is below

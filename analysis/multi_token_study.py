@@ -37,7 +37,7 @@ import pandas as pd
 
 from analysis.claims import (
     BOTH_MET,
-    Arm,
+    ArmData,
     ClaimRow,
     claims_table,
     single_constraint_rows,
@@ -201,8 +201,8 @@ def arm_dirs(out: Path, design: StudyDesign, name: str, two: bool = False) -> li
     return [folder(out, s) / name for s in design.seeds]
 
 
-def load_arms(out: Path, design: StudyDesign) -> tuple[dict[tuple[str, float], Arm], np.ndarray, np.ndarray]:
-    """``((method, fraction) -> Arm, cluster labels, reference pools)`` of the single-constraint runs.
+def load_arms(out: Path, design: StudyDesign) -> tuple[dict[tuple[str, float], ArmData], np.ndarray, np.ndarray]:
+    """``((method, fraction) -> ArmData, cluster labels, reference pools)`` of the single-constraint runs.
 
     A control's arm at a fraction is its one run judged against that fraction's b of the same seed. The pools are
     ``(2, prompts, samples)`` reward and g_1 scores of every seed's held-out reference pool, stacked.
@@ -218,7 +218,7 @@ def load_arms(out: Path, design: StudyDesign) -> tuple[dict[tuple[str, float], A
     arms = {}
     for (method, f), seeds in runs.items():
         gains = np.stack([r.gains for r in seeds], axis=1)  # (scorers, R, U)
-        arms[method, f] = Arm(np.stack([r.thresholds for r in seeds]), gains[1:], gains[0])
+        arms[method, f] = ArmData(np.stack([r.thresholds for r in seeds]), gains[1:], gains[0])
     first = design.fractions[0]
     for method in (*design.controls, *design.baselines):
         for f in design.fractions:
@@ -251,11 +251,11 @@ def points(out: Path, design: StudyDesign) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _setting(f: float, arm: Arm) -> str:
+def _setting(f: float, arm: ArmData) -> str:
     return f"b = {f:g} M = {arm.b[0]:.3f} sigma"
 
 
-def _rows(out: Path, design: StudyDesign) -> tuple[list[ClaimRow], dict[tuple[str, str], Arm]]:
+def _rows(out: Path, design: StudyDesign) -> tuple[list[ClaimRow], dict[tuple[str, str], ArmData]]:
     """The claim rows and the arms (for the violation table), from the finished runs."""
     arms, labels, pools = load_arms(out, design)
     names = {f: _setting(f, arms[CAID, f]) for f in design.fractions}
@@ -272,7 +272,7 @@ def _rows(out: Path, design: StudyDesign) -> tuple[list[ClaimRow], dict[tuple[st
         runs = [load_run(path, design.run_config(s, True), units)
                 for s, path in zip(design.seeds, arm_dirs(out, design, item.name, two=True), strict=True)]
         gains = np.stack([r.gains for r in runs], axis=1)
-        arm = Arm(np.stack([r.thresholds for r in runs]), gains[1:], gains[0])
+        arm = ArmData(np.stack([r.thresholds for r in runs]), gains[1:], gains[0])
         setting = "b = (" + ", ".join(f"{f:g} M = {b:.3f}" for f, b in zip(pair, arm.b, strict=True)) + ")"
         two = two_constraint_rows(arm, setting, CAID, two_labels)
         if not design.testable_second:

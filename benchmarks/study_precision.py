@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.claims import CONTROLS, OVER, SHORT, TRACKS, Arm, margin, single_constraint_rows
+from analysis.claims import CONTROLS, OVER, SHORT, TRACKS, ArmData, margin, single_constraint_rows
 from analysis.crossed_anova import estimate
 from analysis.decisions import ALPHA, Descriptive, NotTestable, holm
 
@@ -104,8 +104,8 @@ def _shared(rng: np.random.Generator, variance: float, rho: float, common: np.nd
 
 
 def simulate_arms(model: StudyModel, design: Design, truth: dict[str, dict[float, float]], rewards: dict[str, dict],
-                  rng: np.random.Generator) -> tuple[dict[tuple[str, float], Arm], np.ndarray]:
-    """One simulated study: ``((method, fraction) -> Arm, opener labels)``.
+                  rng: np.random.Generator) -> tuple[dict[tuple[str, float], ArmData], np.ndarray]:
+    """One simulated study: ``((method, fraction) -> ArmData, opener labels)``.
 
     Args:
         model: The components.
@@ -143,7 +143,7 @@ def simulate_arms(model: StudyModel, design: Design, truth: dict[str, dict[float
                 imp = values("g", by_fraction[0.0], trained=method != "reference")
             else:
                 imp = values("g", by_fraction[f]) + b[:, None]
-            arms[method, f] = Arm(b[:, None], imp[None], values("r", rewards[method][f], method != "reference"))
+            arms[method, f] = ArmData(b[:, None], imp[None], values("r", rewards[method][f], method != "reference"))
         if method in design.controls:  # one policy for every fraction
             first = arms[method, design.fractions[0]]
             for f in design.fractions:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.next_token.arms import Arm
 from paper_figures.cli import figure_main
 from paper_figures.multi_token import TABLE_COLUMNS
 from paper_figures.results_files import read_results_csv
@@ -34,14 +35,7 @@ RESULTS_SUBDIR = Path("next_token")
 RESULTS_FILE = RESULTS_SUBDIR / "verdicts.csv"
 VIOLATIONS_FILE = RESULTS_SUBDIR / "violations.csv"
 _FIX = "rerun `python -m analysis.next_token --quick --out <results>/next_token` (it resumes)"
-STYLES = {
-    "caid_exact": ("tab:red", "o", "CAID, exact dual steps"),
-    "caid_sampled": ("tab:orange", "v", "CAID, sampled dual steps"),
-    "one_shot_plugin": ("tab:blue", "s", "one-shot, plug-in λ"),
-    "one_shot_exact": ("tab:cyan", "D", "one-shot, exact λ*"),
-    "dpo_h": ("tab:gray", "^", "DPO_h (reward only)"),
-    "dpo_g": ("tab:green", "P", "DPO_g (g₁ only)"),
-}
+STYLES = {arm.value: arm.style for arm in Arm}
 
 
 def producer_args(results_dir: Path, scale: str = "full") -> list[str]:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis.claims import (
     CONTROLS,
-    Arm,
+    ArmData,
     ClaimRow,
     claims_table,
     single_constraint_rows,
@@ -73,14 +73,14 @@ def load_errors(out: Path, table: pd.DataFrame, method: str, setting: str, quant
     return np.array(out_rows)
 
 
-def _arm(out: Path, table: pd.DataFrame, method: str, setting: str) -> Arm:
+def _arm(out: Path, table: pd.DataFrame, method: str, setting: str) -> ArmData:
     rows, arrays = _arrays(out, table, method, setting)
     if not arrays:
         raise ValueError(f"{out}/runs.csv: no {method} run at {setting}; rerun the laboratory")
     m = arrays[0]["improvements"].shape[0]
     thresholds = rows[[f"b_{i + 1}" for i in range(m)]].to_numpy(dtype=float)
     improvements = np.stack([a["improvements"] for a in arrays], axis=1)
-    return Arm(thresholds, improvements, np.stack([a["reward"] for a in arrays]))
+    return ArmData(thresholds, improvements, np.stack([a["reward"] for a in arrays]))
 
 
 def _clusters(out: Path, n_prompts: int) -> np.ndarray | None:
@@ -96,8 +96,8 @@ def _clusters(out: Path, n_prompts: int) -> np.ndarray | None:
     return labels if len(labels) == n_prompts else None
 
 
-def load_arms(out: Path) -> tuple[dict[tuple[str, float], Arm], list[float], list[str], np.ndarray | None]:
-    """``((method, fraction) -> Arm, fractions, two-constraint settings, clusters)`` from ``out/runs.csv``."""
+def load_arms(out: Path) -> tuple[dict[tuple[str, float], ArmData], list[float], list[str], np.ndarray | None]:
+    """``((method, fraction) -> ArmData, fractions, two-constraint settings, clusters)`` from ``out/runs.csv``."""
     out = Path(out)
     table = pd.read_csv(out / "runs.csv")
     single = sorted(table.loc[table["setting"].str.count("@") == 1, "setting"].unique(),
@@ -110,7 +110,7 @@ def load_arms(out: Path) -> tuple[dict[tuple[str, float], Arm], list[float], lis
         if len(runs):
             base = _arm(out, table, control, str(runs["setting"].iloc[0]))
         elif control == "reference":  # pi_ref's exact improvement is 0 on every prompt
-            base = Arm(first.thresholds, np.zeros_like(first.improvements), np.zeros_like(first.reward))
+            base = ArmData(first.thresholds, np.zeros_like(first.improvements), np.zeros_like(first.reward))
         else:
             continue
         for f in fractions:
@@ -121,7 +121,7 @@ def load_arms(out: Path) -> tuple[dict[tuple[str, float], Arm], list[float], lis
     return arms, fractions, double, _clusters(out, first.improvements.shape[2])
 
 
-def _rows(out: Path) -> tuple[list[ClaimRow], dict[tuple[str, str], Arm]]:
+def _rows(out: Path) -> tuple[list[ClaimRow], dict[tuple[str, str], ArmData]]:
     arms, fractions, double, clusters = load_arms(out)
     controls = tuple(c for c in CONTROLS if (c, fractions[0]) in arms)
     names = {f: f"g1@{f:g}" for f in fractions}

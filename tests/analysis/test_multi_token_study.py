@@ -12,7 +12,6 @@ from analysis import multi_token_study as study
 from analysis.claims import TRACKS
 from analysis.crossed_anova import estimate
 from analysis.decisions import Verdict
-from llm.methods import REGISTRY
 from llm.reviews import review_grid
 from paper_figures import multi_token
 from paper_figures.report import claims
@@ -27,9 +26,7 @@ TINY_OVERRIDES = (
     "generation.samples_per_prompt=3",
     "caid.iterations=2", "caid.dual_prompts=2", "evaluation.reference_samples=2", "training.learning_rate=1e-3",
 )  # fmt: skip
-# The negative controls under the methods registry's names (issue 22 renames dpo_reward to dpo_h and adds
-# reference); until that lands, DPO_h under its current name.
-CONTROLS = ("reference", "dpo_h") if {"reference", "dpo_h"} <= set(REGISTRY) else ("dpo_reward",)
+CONTROLS = ("reference", "dpo_h")
 
 
 @pytest.fixture(scope="module")
