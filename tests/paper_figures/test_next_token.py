@@ -19,7 +19,7 @@ from tests.tiny_llama import tiny_llama
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     config = LabConfig(n_train=6, n_eval=5, k=3, fractions=(0.3, 0.6), pairs=((0.3, 0.3),), seeds=(0,),
-                       training=TrainingSettings(epochs=2, batch_prompts=3, dual_prompts=3, dual_samples=2))
+                       training=TrainingSettings(iterations=2, batch_prompts=3, dual_prompts=3, dual_samples=2))
     laboratory.run(config, root / next_token.RESULTS_SUBDIR, model=tiny_llama(vocab_size=len(WORDS), seed=3),
                    tokenizer=FakeTokenizer(), cache_dir=root / "cache", progress=False)
     write_verdicts(root / next_token.RESULTS_SUBDIR)

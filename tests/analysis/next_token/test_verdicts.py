@@ -17,7 +17,7 @@ from analysis.next_token.methods import TrainingSettings
 from analysis.next_token.verdicts import VIOLATIONS_FILE, load_arms, load_errors, write_verdicts
 
 CONFIG = LabConfig(n_train=8, n_eval=16, k=4, fractions=(0.3, 0.5, 0.7), pairs=((0.3, 0.3),), seeds=(0, 1),
-                   training=TrainingSettings(epochs=2, passes=1, batch_prompts=4, dual_prompts=4, dual_samples=2))
+                   training=TrainingSettings(iterations=2, passes=1, batch_prompts=4, dual_prompts=4, dual_samples=2))
 
 
 @pytest.fixture(scope="module")
