@@ -251,8 +251,8 @@ def single_constraint_rows(arms: Mapping[tuple[str, float], ArmData], fractions:
         for other in one_shot:
             name = "advantage |e_one-shot| - |e_CAID| (IUT on e_A - e_B, e_A + e_B)"
             if b < 2 * MARGIN:
-                test: Row = NotTestable(name, f"b = {b:.3f} < 2 x the margin {MARGIN:g}: a miss smaller than the "
-                                              "tracking margin is not one a test of tracking could tell")
+                test: Row = NotTestable(name, f"b = {b:.3f} < 2 x the margin {MARGIN:g}: one-shot's stated miss there "
+                                              "(b / 2) is smaller than the tracking margin")
             else:
                 test = Closer.of(name, arms[caid[0], f].errors(), arms[other, f].errors(), clusters, MARGIN,
                                  reversed_text=f"reversed: {other} is closer to b")
