@@ -26,12 +26,15 @@ import pandas as pd
 from analysis.next_token.arms import Arm
 from llm.methods import COMPARED
 from paper_figures.cli import figure_command
+from paper_figures.multi_token import TABLE_COLUMNS
 from paper_figures.results_files import read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
 NAME = "next_token"
 RESULTS_SUBDIR = Path("next_token")
 RESULTS_FILE = RESULTS_SUBDIR / "verdicts.csv"
+VIOLATIONS_FILE = RESULTS_SUBDIR / "violations.csv"
+_FIX = "rerun `python -m analysis.next_token --quick --out <results>/next_token` (it resumes)"
 STYLES = {arm.value: arm.style for arm in Arm}
 
 
@@ -56,16 +59,22 @@ def load_runs(run_dir: Path) -> pd.DataFrame:
 
 
 def load_verdicts(results_dir: Path) -> pd.DataFrame:
-    """The laboratory's pre-registered verdicts (``verdicts.csv``), validated, rounded for the report.
+    """The laboratory's claims table (``verdicts.csv``), validated, for the report.
 
     Raises:
         FileNotFoundError: The file is missing.
         paper_figures.results_files.ResultsFileError: The file is unusable (the message names it and the fix).
     """
-    fix = "rerun `python -m analysis.next_token --quick --out <results>/next_token` (it resumes)"
-    frame = read_results_csv(Path(results_dir) / RESULTS_FILE, fix=fix, columns=("claim", "verdict"),
-                             numeric=("estimate", "power"), optional=("low", "high"))
-    return frame[["claim", "setting", "method", "test", "estimate", "low", "high", "level", "verdict", "power"]]
+    frame = read_results_csv(Path(results_dir) / RESULTS_FILE, fix=_FIX, columns=("claim", "verdict", "reason"),
+                             numeric=("estimate",), optional=("low", "high", "size", "power", "coverage", "df", "se",
+                                                              "effect"))  # fmt: skip
+    return frame[list(TABLE_COLUMNS)].assign(reason=frame["reason"].fillna(""))
+
+
+def load_violations(results_dir: Path) -> pd.DataFrame:
+    """``violations.csv``: per method, setting and constraint the share of prompts missing b and the quantiles."""
+    return read_results_csv(Path(results_dir) / VIOLATIONS_FILE, fix=_FIX, columns=("method", "setting"),
+                            numeric=("b", "mean", "share_missing_b", "q10", "q90"))  # fmt: skip
 
 
 def draw_run(run_dir: Path, out_dir: Path | str) -> list[Path]:

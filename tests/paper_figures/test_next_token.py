@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from analysis.decisions import Verdict
 from analysis.next_token import laboratory
 from analysis.next_token.laboratory import LabConfig
 from analysis.next_token.methods import TrainingSettings
@@ -29,7 +30,8 @@ def test_figure_and_verdicts(results, tmp_path):
     paths = next_token.make_figure(results, tmp_path)
     assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size > 0 for p in paths)
     table = next_token.load_verdicts(results)
-    assert set(table["verdict"]) <= {"replicated", "refuted", "undecided"}
+    assert set(table["verdict"]) <= {v.value for v in Verdict}
+    assert {"size", "power", "coverage", "reason"} <= set(table.columns)
 
 
 def test_truncated_verdicts_name_the_file(results, tmp_path):
