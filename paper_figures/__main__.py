@@ -30,6 +30,7 @@ from paper_figures import (
     fig3_dual_convergence,
     multi_token,
     next_token,
+    next_token_dial,
     parametrization_gap,
     producers,
     real_lagrangian_gap,
@@ -60,6 +61,7 @@ def figure_registry() -> dict[str, FigureFn]:
     modules = (
         theory_solver_benchmark, parametrization_gap, multi_token, fig1a_expected_vs_actual, fig1b_tradeoff,
         fig1c_histograms, real_lagrangian_gap, fig2_two_constraints, fig3_dual_convergence, next_token,
+        next_token_dial,
     )  # fmt: skip
     return {module.NAME: module.make_figure for module in modules}
 
@@ -79,6 +81,7 @@ def producer_registry() -> dict[str, Producer]:
         fig2_two_constraints.NAME: Producer(p.TWO_SWEEP_FILE, p.two_constraint_sweep_args),
         fig3_dual_convergence.NAME: Producer(fig3_dual_convergence.RESULTS_FILE, p.dual_convergence_args),
         next_token.NAME: Producer(next_token.RESULTS_FILE, next_token.producer_args),
+        next_token_dial.NAME: Producer(next_token_dial.RESULTS_FILE, next_token_dial.producer_args),
     }
 
 

@@ -107,6 +107,7 @@ class LogitBiasPolicy(_Distribution, torch.nn.Module):
         self.vocab_size = vocab_size
         self.register_buffer("index", torch.as_tensor(index))
         self.bias = torch.nn.Parameter(torch.zeros(index.size, dtype=torch.float64))
+        self.fitted_composite: np.ndarray | None = None  # r_lambda of the last exact-Lagrangian fit (warm starts)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         """The trained parameters."""
@@ -119,6 +120,23 @@ class LogitBiasPolicy(_Distribution, torch.nn.Module):
     def logits(self, trunk: Trunk) -> torch.Tensor:
         """``(X, V)`` log pi_ref + b."""
         return _ref_logp(trunk) + self.shift()
+
+    @torch.no_grad()
+    def expectations(self, p_ref: np.ndarray, tables: np.ndarray, ref_means: np.ndarray) -> np.ndarray:
+        """``(X, k)`` E_{pi_b(.|x)} of each row of a ``(k, V)`` table, in O(X n k) (only the n biased tokens).
+
+        Args:
+            p_ref: ``(X, V)`` pi_ref.
+            tables: ``(k, V)`` the tables.
+            ref_means: ``(X, k)`` their expectations under pi_ref.
+        """
+        index, b = self.index.numpy(), self.bias.detach().numpy()
+        top = max(float(b.max()), 0.0)  # scale by e^-top against overflow; cancels in the ratio
+        ref_in, on = p_ref[:, index], tables[:, index]
+        weighted = ref_in * np.exp(b - top)
+        outside = np.exp(-top) * (ref_means - ref_in @ on.T)
+        mass = np.exp(-top) * np.maximum(1.0 - ref_in.sum(axis=1), 0.0) + weighted.sum(axis=1)
+        return (outside + weighted @ on.T) / mass[:, None]
 
 
 class EmbeddingBiasPolicy(_Distribution, torch.nn.Module):
@@ -225,14 +243,15 @@ class Fit:
 
 
 def fit_lagrangian(policy: torch.nn.Module, trunk: Trunk, composite: np.ndarray, ref_logp: np.ndarray, beta: float,
-                   *, tol: float = 1e-7, max_iter: int = 1000) -> Fit:
+                   *, tol: float = 1e-7, max_iter: int = 1000, p_ref: np.ndarray | None = None) -> Fit:
     """Maximise the exact Lagrangian over the class, in place, from the policy's current parameters.
 
     L-BFGS (``scipy.optimize``, float64) to a gradient tolerance. The bias classes start from their projection
     of the tilt (the tilt's logit shift on their tokens: the optimum itself for ``logit_bias``), are
     preconditioned by ``1 / sqrt(mean_x pi(v|x))`` there (the inverse square root of their Hessian's
-    diagonal) and use :func:`bias_lagrangian`, which costs O(X n) per evaluation; the other classes
-    back-propagate :func:`logit_gradient` through the class.
+    diagonal) and use :class:`BiasLagrangian`, which costs O(X n) per evaluation; a refit at a new lambda starts
+    from the last fit moved by the change of the tilt's shift. The other classes back-propagate
+    :func:`logit_gradient` through the class from their current parameters.
 
     Args:
         policy: A member of a class (warm start: its current parameters).
@@ -242,12 +261,17 @@ def fit_lagrangian(policy: torch.nn.Module, trunk: Trunk, composite: np.ndarray,
         beta: KL strength.
         tol: Tolerance on the largest absolute (scaled) gradient coordinate.
         max_iter: Most L-BFGS iterations.
+        p_ref: ``exp(ref_logp)`` when the caller has it (saves a pass).
     """
     from scipy.optimize import minimize
 
     if isinstance(policy, LogitBiasPolicy):
-        objective = BiasLagrangian(policy.index.numpy(), composite, ref_logp, beta)
+        objective = BiasLagrangian(policy.index.numpy(), composite, ref_logp, beta, p_ref)
         theta0, scale = objective.start()
+        if policy.fitted_composite is not None:  # warm start: the last fit, moved by the change of the tilt's shift
+            shift = (np.asarray(composite) - policy.fitted_composite)[policy.index.numpy()] / beta
+            theta0 = policy.bias.detach().numpy() + shift
+        policy.fitted_composite = np.asarray(composite, float)
         fun = objective.value_and_grad
     else:
         fun, theta0, scale = _autograd_objective(policy, trunk, composite, ref_logp, beta), None, None
@@ -298,15 +322,17 @@ class BiasLagrangian:
     only through their reference mass and their mass-weighted r_lambda per prompt, computed once.
     """
 
-    def __init__(self, tokens: np.ndarray, composite: np.ndarray, ref_logp: np.ndarray, beta: float) -> None:
-        """Precompute pi_ref on S and the off-S sums (one pass over the ``(X, V)`` reference)."""
+    def __init__(self, tokens: np.ndarray, composite: np.ndarray, ref_logp: np.ndarray, beta: float,
+                 p_ref: np.ndarray | None = None) -> None:
+        """Precompute pi_ref on S and the off-S sums (one pass over the ``(X, V)`` reference ``p_ref``)."""
         self.beta = beta
         self.tokens = np.asarray(tokens)
-        self.c = np.asarray(composite, float)[self.tokens]
-        p_ref = np.exp(ref_logp)
+        composite = np.asarray(composite, float)
+        self.c = composite[self.tokens]
+        p_ref = np.exp(ref_logp) if p_ref is None else p_ref
         self.ref_in = p_ref[:, self.tokens]
         self.out_mass = np.maximum(1.0 - self.ref_in.sum(axis=1), 0.0)
-        self.out_c = p_ref @ np.asarray(composite, float) - self.ref_in @ self.c
+        self.out_c = np.einsum("xv,v->x", p_ref, composite) - self.ref_in @ self.c
 
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         """``(b0, scale)``: the tilt's shift on S, and 1 / sqrt(mean_x pi_b0(v|x)) there."""

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from analysis.next_token.evaluation import evaluate
-from analysis.next_token.methods import Method, TrainingData, TrainingSettings, train_method
+from analysis.next_token.methods import Arm, TrainingData, TrainingSettings, train_method
 from analysis.next_token.policy import LastBlockPolicy
 from analysis.next_token.problem import exact_problem, plug_in_problem, sample_tokens, save_instance
 from analysis.next_token.world import (
@@ -96,9 +96,9 @@ def settings_of(config: LabConfig, world: World) -> list[Setting]:
     return out
 
 
-def _methods(setting: Setting) -> list[Method]:
-    base = [Method.ONE_SHOT_PLUGIN, Method.ONE_SHOT_EXACT, Method.CAID_EXACT]
-    return [*base, Method.CAID_SAMPLED] if len(setting.utilities) == 1 else base
+def _arms(setting: Setting) -> list[Arm]:
+    base = [Arm.ONE_SHOT_PLUGIN, Arm.ONE_SHOT_EXACT, Arm.CAID_EXACT]
+    return [*base, Arm.CAID_SAMPLED] if len(setting.utilities) == 1 else base
 
 
 def _load_done(folder: Path, run_id: str) -> dict | None:
@@ -147,14 +147,23 @@ class Lab:
         """``(X_eval, V)`` float64 log pi_ref of the held-out prompts, rows renormalised."""
         return normalised(self.world.ref_eval)
 
-    def training_data(self, setting: Setting, seed: int, k: int | None = None) -> TrainingData:
-        """DPO's data for ``setting``: ``k`` (default ``config.k``) reference tokens per train prompt at ``seed``."""
+    @functools.cached_property
+    def p_train(self) -> np.ndarray:
+        """``(X_train, V)`` pi_ref on the train prompts."""
+        return np.exp(self.ref_train)
+
+    def training_data(self, setting: Setting, seed: int, k: int | None = None,
+                      tokens: np.ndarray | None = None) -> TrainingData:
+        """DPO's data for ``setting``: ``k`` (default ``config.k``) reference tokens per train prompt at ``seed``.
+
+        ``tokens``: that sample (:func:`~analysis.next_token.problem.sample_tokens`) when the caller has it.
+        """
         world, ref_train = self.world, self.ref_train
-        tokens = sample_tokens(world, self.config.k if k is None else k, seed)
+        tokens = sample_tokens(world, self.config.k if k is None else k, seed) if tokens is None else tokens
         tables = world.scores[np.array(setting.utilities)]
         return TrainingData(
             world.trunk_train, tokens, world.scores[[0, *setting.utilities]][:, tokens],
-            np.take_along_axis(ref_train, tokens, axis=1), tables, tables @ np.exp(ref_train).T,
+            np.take_along_axis(ref_train, tokens, axis=1), tables, tables @ self.p_train.T,
         )  # fmt: skip
 
     def plug_in_lam(self, setting: Setting, seed: int) -> np.ndarray:
@@ -233,11 +242,11 @@ def train_runs(lab: Lab, *, progress: bool = True, start: float | None = None) -
 
     start = time.perf_counter() if start is None else start
     config, out, world, settings, optima = lab.config, lab.out, lab.world, lab.settings, lab.optima
-    jobs = [(seed, s, meth) for seed in config.seeds for s in settings for meth in _methods(s)]
-    jobs += [(seed, settings[0], meth) for seed in config.seeds for meth in (Method.DPO_H, Method.DPO_G)]
+    jobs = [(seed, s, arm) for seed in config.seeds for s in settings for arm in _arms(s)]
+    jobs += [(seed, settings[0], arm) for seed in config.seeds for arm in (Arm.DPO_H, Arm.DPO_G)]
     rows = []
-    for seed, s, method in tqdm(jobs, desc="runs", disable=not progress):
-        run_id = f"{method.value}-{s.name}-seed{seed}"
+    for seed, s, arm in tqdm(jobs, desc="runs", disable=not progress):
+        run_id = f"{arm.value}-{s.name}-seed{seed}"
         done = _load_done(out / "runs", run_id)
         if done is not None:
             rows.append(done)
@@ -247,13 +256,13 @@ def train_runs(lab: Lab, *, progress: bool = True, start: float | None = None) -
         thresholds = np.array(s.thresholds)
         plug_lam = lab.plug_in_lam(s, seed)
         opt, lam_train = optima[s.name]
-        lam0 = lam_train if method is Method.ONE_SHOT_EXACT else plug_lam
+        lam0 = lam_train if arm is Arm.ONE_SHOT_EXACT else plug_lam
         policy = LastBlockPolicy(lab.model)
-        result = train_method(policy, data, method, lam0, thresholds, config.training, seed)
+        result = train_method(policy, data, arm, lam0, thresholds, config.training, seed)
         ev = evaluate(opt, policy.distribution(world.trunk_eval), result.lam,
-                      eta=config.training.eta if method.is_caid else 0.0, second_moment=result.second_moment)
+                      eta=config.training.dual_step_size if arm.is_caid else 0.0, second_moment=result.second_moment)
         row = {
-            "run_id": run_id, "method": method.value, "setting": s.name, "seed": seed,
+            "run_id": run_id, "method": arm.value, "setting": s.name, "seed": seed,
             **{f"b_{i + 1}": b for i, b in enumerate(thresholds)},
             **{f"fraction_{i + 1}": f for i, f in enumerate(s.fractions)},
             **{f"plugin_lam_{i + 1}": v for i, v in enumerate(plug_lam)},

@@ -14,7 +14,8 @@ decades on the real model (:mod:`analysis.next_token.rungs`) and record, for eve
   ``theory.bounds``, evaluated per rung and setting at ``nu_bar``, the largest nu = max(nu_1, nu_KL) over
   that rung's method runs in that setting (Assumption 3 then holds with nu_bar for every run it covers),
   and only where Assumption 4 (the M nu_bar-tightened problem is feasible) and Assumption 5 (mu*_D > 0)
-  hold. A bound is non-vacuous when it is below the same quantity measured for pi_ref.
+  hold, for CAID with the scalar dual step of Algorithm 1 (a preconditioned step, :class:`StepSize`, is not
+  covered). A bound is non-vacuous when it is below the same quantity measured for pi_ref.
 
 Outputs in the laboratory's folder: ``nu_dial/<rung>/runs/<run>.json|.npz`` (one finished run, written
 atomically, so a killed dial resumes), ``nu_dial/<rung>/runs.csv`` (the laboratory's run-table format, so
@@ -33,11 +34,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.next_token.arms import Arm
 from analysis.next_token.classes import PolicyClass
+from analysis.next_token.dial_verdicts import DIAL_DIR, RUNS_FILE, rung_verdicts
 from analysis.next_token.evaluation import Measurement, measure, tilt_quantities
 from analysis.next_token.laboratory import Lab, Setting, _load_done
-from analysis.next_token.methods import Method
-from analysis.next_token.rungs import ORACLE, REFERENCE, Fitting, Outcome, Rung, RungLab
+from analysis.next_token.rungs import CAID, ORACLE, REFERENCE, Fitting, Outcome, Rung, RungLab
 from analysis.next_token.world import atomic_savez
 from analysis.tilt_attenuation import attenuation
 from llm.run_files import write_atomic
@@ -46,9 +48,6 @@ from theory.problem import InfeasibleProblemError
 
 __all__ = ["FULL_DIAL", "QUICK_DIAL", "RUNS_FILE", "DialConfig", "run_dial", "theorem_columns"]
 
-RUNS_FILE = "nu_dial_runs.csv"
-DIAL_DIR = "nu_dial"
-CAID = (Method.CAID_EXACT.value, Method.CAID_SAMPLED.value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +60,7 @@ class DialConfig:
     """
 
     rungs: tuple[Rung, ...]
-    fit_tol: float = 1e-8
+    fit_tol: float = 1e-5
 
     def __post_init__(self) -> None:
         """Rung names are folder names: unique."""
@@ -74,10 +73,10 @@ _TOP = PolicyClass.TOP_BIAS
 _RUNGS = (
     Rung("exact_tilt", Fitting.EXACT),
     Rung("exact_tilt_T16", Fitting.EXACT, iterations=16),
-    *(Rung(f"top_bias_{n}", Fitting.LAGRANGIAN, _TOP, top_n=n) for n in (16384, 6144, 4096, 2048, 1024)),
-    Rung("top_bias_16384_T16", Fitting.LAGRANGIAN, _TOP, top_n=16384, iterations=16),
-    Rung("dpo_logit_bias_k32_t16", Fitting.DPO, PolicyClass.LOGIT_BIAS, k=32, epochs=16, lr=0.1),
-    Rung("dpo_logit_bias_k8_t16", Fitting.DPO, PolicyClass.LOGIT_BIAS, k=8, epochs=16, lr=0.1),
+    *(Rung(f"top_bias_{n}", Fitting.LAGRANGIAN, _TOP, top_n=n) for n in (10240, 7936, 4096, 2048, 1024)),
+    Rung("top_bias_10240_T16", Fitting.LAGRANGIAN, _TOP, top_n=10240, iterations=16),
+    Rung("dpo_logit_bias_k32_t8", Fitting.DPO, PolicyClass.LOGIT_BIAS, k=32, epochs=8, lr=0.1),
+    Rung("dpo_logit_bias_k32_t4", Fitting.DPO, PolicyClass.LOGIT_BIAS, k=32, epochs=4, lr=0.1),
     Rung("dpo_logit_bias_k8_t4", Fitting.DPO, PolicyClass.LOGIT_BIAS, k=8, epochs=4, lr=0.1),
     Rung("dpo_last_mlp_k8_t4", Fitting.DPO, PolicyClass.LAST_MLP, k=8, epochs=4, lr=6e-4, from_laboratory=True),
 )
@@ -161,7 +160,8 @@ def _rung_runs(rlab: RungLab, rung: Rung, folder: Path, progress: bool) -> list[
             if key is not None:
                 shared[key] = outcome, ms
         row = _row(lab, rung, s, method, seed, outcome, ms, time.perf_counter() - t0)
-        row["eta"] = rlab.eta(rung, s) if method in CAID else 0.0
+        eta = np.atleast_2d(rlab.eta(rung, s)) if method in CAID else np.zeros((1, 1))
+        row["eta"], row["preconditioned"] = float(np.linalg.eigvalsh(eta)[-1]), len(eta) > 1
         _save(folder, row, ms, outcome.trajectory)
         rows.append(row)
     return rows
@@ -184,14 +184,14 @@ def _laboratory_runs(rlab: RungLab, rung: Rung, folder: Path) -> list[dict]:
             rows.append(_row(lab, rung, s, REFERENCE, seed, Outcome(np.exp(lab.ref_eval), None,
                                                                     np.zeros((1, len(s.utilities))), 0.0),
                              reference, 0.0))
-            rows[-1]["eta"] = 0.0
+            rows[-1]["eta"], rows[-1]["preconditioned"] = 0.0, False
             _save(folder, rows[-1], reference, np.zeros((1, len(s.utilities))))
         methods = [m for m in rung.methods(s) if m != REFERENCE]
         for method in methods:
             for seed in lab.config.seeds:
                 source = f"{method}-{s.name}-seed{seed}"
                 done = _load_done(lab.out / "runs", source)
-                if method == Method.DPO_H.value and len(s.utilities) == 1 and dpo_h[seed] is not None:
+                if method == Arm.DPO_H.value and len(s.utilities) == 1 and dpo_h[seed] is not None:
                     source, done = dpo_h[seed]["run_id"], dpo_h[seed]
                 if done is None:
                     continue
@@ -220,7 +220,8 @@ def _laboratory_row(rlab: RungLab, rung: Rung, s: Setting, method: str, seed: in
           "nu_kl_max": float(done["nu_kl"])}
     outcome = Outcome(np.empty(0), lam, trajectory, _second_moment(lab, method, trajectory))
     row = _row(lab, rung, s, method, seed, outcome, ms, float(done["seconds"]), nu)
-    row["eta"] = lab.config.training.eta if method in CAID else 0.0
+    row["eta"] = lab.config.training.dual_step_size if method in CAID else 0.0
+    row["preconditioned"] = False
     return row
 
 
@@ -231,7 +232,7 @@ def _second_moment(lab: Lab, method: str, trajectory: np.ndarray) -> float:
     """
     if method not in CAID or len(trajectory) < 2:
         return 0.0
-    steps = np.diff(trajectory, axis=0) / lab.config.training.eta
+    steps = np.diff(trajectory, axis=0) / lab.config.training.dual_step_size
     return float(np.mean((steps**2).sum(axis=1)))
 
 
@@ -262,7 +263,7 @@ def theorem_columns(lab: Lab, table: pd.DataFrame) -> pd.DataFrame:
     out["u_nonvacuous"], out["r_nonvacuous"] = False, False
     for s in lab.settings:
         rows = out["setting"] == s.name
-        methods = out["method"].isin([*CAID, Method.ONE_SHOT_PLUGIN.value, Method.ONE_SHOT_EXACT.value, ORACLE])
+        methods = out["method"].isin([*CAID, Arm.ONE_SHOT_PLUGIN.value, Arm.ONE_SHOT_EXACT.value, ORACLE])
         covered = rows & methods
         if not covered.any():
             continue
@@ -284,6 +285,9 @@ def theorem_columns(lab: Lab, table: pd.DataFrame) -> pd.DataFrame:
         beta = lab.config.training.beta
         for index in out.index[rows & out["method"].isin([*CAID, ORACLE])]:
             run = out.loc[index]
+            if bool(run["preconditioned"]):
+                out.loc[index, "hypotheses"] += "; the dual step is preconditioned (not Algorithm 1's scalar eta)"
+                continue
             lam = np.array([run[f"lam_{i + 1}"] for i in range(len(s.utilities))], float)
             if run["method"] == ORACLE:
                 u, r = bounds.theorem4_one_shot(opt.M, beta, nu_bar, lam, opt.L_D)
@@ -307,29 +311,72 @@ def _share(source: Path, target: Path, rung: Rung) -> None:
         write_atomic(target / path.name, json.dumps({**done, "rung": rung.name}, default=float))
 
 
-def run_dial(lab: Lab, dial: DialConfig = QUICK_DIAL, *, progress: bool = True) -> pd.DataFrame:
+def _run_rung(rlab: RungLab, rung: Rung, base: Path | None, progress: bool) -> pd.DataFrame:
+    """Run (or resume) one rung into ``nu_dial/<rung>/`` and return its table with the theorem columns."""
+    lab = rlab.lab
+    folder = lab.out / DIAL_DIR / rung.name
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    if (lab.out / "world.json").is_file():  # the claims read their clusters from it, as the laboratory's do
+        shutil.copyfile(lab.out / "world.json", folder / "world.json")
+    if base is not None:
+        _share(base, folder / "runs", rung)
+    if rung.from_laboratory:
+        rows = _laboratory_runs(rlab, rung, folder / "runs")
+    else:
+        rows = _rung_runs(rlab, rung, folder / "runs", progress)
+    table = theorem_columns(lab, pd.DataFrame(rows))
+    write_atomic(folder / "runs.csv", table.to_csv(index=False))
+    rung_verdicts(folder, rung, table)
+    return table
+
+
+_WORKER: dict[str, object] = {}
+
+
+def _worker(task: tuple[int, str | None]) -> pd.DataFrame:
+    """A forked worker: one rung of the dial the parent left in ``_WORKER``."""
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; a forked process must not enter the parent's thread pool
+    index, base = task
+    rlab, dial = _WORKER["rlab"], _WORKER["dial"]
+    return _run_rung(rlab, dial.rungs[index], None if base is None else Path(base), False)
+
+
+def run_dial(lab: Lab, dial: DialConfig = QUICK_DIAL, *, progress: bool = True, workers: int = 2) -> pd.DataFrame:
     """Run (or resume) every rung of ``dial`` in ``lab.out`` and write ``nu_dial_runs.csv``; returns that table.
 
-    The ``from_laboratory`` rung reads the laboratory's runs, so :func:`analysis.next_token.laboratory.train_runs`
-    must have finished first.
+    Rungs run in ``workers`` forked processes (the dial's work is single-threaded numpy; 1 runs in-process), the
+    rungs that share another's non-CAID runs (:attr:`Rung.base`) after it. The ``from_laboratory`` rung reads the
+    laboratory's runs, so :func:`analysis.next_token.laboratory.train_runs` must have finished first.
     """
+    import multiprocessing
+
     from tqdm.auto import tqdm
 
     rlab = RungLab(lab, dial.fit_tol)
-    tables, bases = [], {}
-    for rung in tqdm(dial.rungs, desc="nu dial", disable=not progress):
-        folder = lab.out / DIAL_DIR / rung.name
-        (folder / "runs").mkdir(parents=True, exist_ok=True)
-        if rung.base in bases:
-            _share(bases[rung.base], folder / "runs", rung)
-        bases.setdefault(rung.base, folder / "runs")
-        if rung.from_laboratory:
-            rows = _laboratory_runs(rlab, rung, folder / "runs")
+    rlab.warm()
+    firsts: dict[tuple, int] = {}
+    for i, rung in enumerate(dial.rungs):
+        firsts.setdefault(rung.base, i)
+    base_dir = {i: lab.out / DIAL_DIR / dial.rungs[i].name / "runs" for i in firsts.values()}
+    phases = [[(i, None) for i in firsts.values()],
+              [(i, str(base_dir[firsts[r.base]])) for i, r in enumerate(dial.rungs) if firsts[r.base] != i]]
+    tables: dict[int, pd.DataFrame] = {}
+    bar = tqdm(total=len(dial.rungs), desc="nu dial", disable=not progress)
+    for phase in phases:
+        if workers > 1 and len(phase) > 1:
+            _WORKER.update(rlab=rlab, dial=dial)
+            with multiprocessing.get_context("fork").Pool(min(workers, len(phase))) as pool:
+                for (i, _), table in zip(phase, pool.imap(_worker, phase), strict=True):
+                    tables[i] = table
+                    bar.update()
+            _WORKER.clear()
         else:
-            rows = _rung_runs(rlab, rung, folder / "runs", progress)
-        table = theorem_columns(lab, pd.DataFrame(rows))
-        write_atomic(folder / "runs.csv", table.to_csv(index=False))
-        tables.append(table)
-    out = pd.concat(tables, ignore_index=True)
+            for i, base in phase:
+                tables[i] = _run_rung(rlab, dial.rungs[i], None if base is None else Path(base), progress)
+                bar.update()
+    bar.close()
+    out = pd.concat([tables[i] for i in range(len(dial.rungs))], ignore_index=True)
     write_atomic(lab.out / RUNS_FILE, out.to_csv(index=False))
     return out

@@ -28,32 +28,33 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from analysis.next_token.classes import PolicyClass, class_trunk, fit_lagrangian, make_policy
+from analysis.next_token.arms import Arm
+from analysis.next_token.classes import LogitBiasPolicy, PolicyClass, class_trunk, fit_lagrangian, make_policy
 from analysis.next_token.evaluation import TableProblem, table_means
 from analysis.next_token.laboratory import Lab, Setting
-from analysis.next_token.methods import Method, train_method
-from analysis.next_token.problem import exact_problem
-from llm.dual import dual_step
+from analysis.next_token.methods import train_method
+from analysis.next_token.problem import exact_problem, sample_tokens
+from llm.caid import Multipliers, inverse_cdf, run_caid
 from theory import ConstrainedProblem, tilted_policy
 from theory.dual import dual_hessian, evaluate_dual
 
-__all__ = [
-    "ORACLE", "REFERENCE", "Fitting", "Outcome", "Rung", "RungLab", "StepSize", "dual_ascent", "inverse_cdf_sample",
-]
+__all__ = ["CAID", "ORACLE", "REFERENCE", "Fitting", "Outcome", "Rung", "RungLab", "StepSize", "run_rung_caid"]
 
 REFERENCE = "reference"
 """The method name of the untrained control pi_ref."""
 ORACLE = "one_shot_oracle"
 """One-shot at the held-out problem's lambda* (the hypothesis of Theorem 4)."""
+CAID = (Arm.CAID_EXACT.value, Arm.CAID_SAMPLED.value)
 
 
 class StepSize(str, enum.Enum):
     """CAID's dual step size eta on a rung.
 
     ``laboratory``: the laboratory's eta = beta (suits DPO, whose response to lambda is attenuated);
-    ``curvature``: eta = 1 / (largest eigenvalue of hess D at the train prompts' lambda*), the step of dual
-    descent that converges on the exact tilt (with eta = beta it oscillates: the tilt's g_1 moves by about
-    6.5 sigma per unit of lambda here, so eta hess D > 2).
+    ``curvature``: eta = 1 / hess D(lambda*) of the train prompts (one constraint), or the preconditioner
+    hess D(lambda*)^-1 (two: ``llm.caid.Multipliers`` takes a matrix), the step under which dual descent on the
+    exact tilt converges (with eta = beta it oscillates: here the tilt's g_1 moves by about 6.5 sigma per unit
+    of lambda, so eta hess D > 2; a scalar step for two constraints converges slowly along g_2).
     """
 
     LABORATORY = "laboratory"
@@ -140,15 +141,15 @@ class Rung:
 
     def methods(self, setting: Setting) -> list[str]:
         """The methods run on this rung for ``setting`` (module docstring)."""
-        methods = [Method.ONE_SHOT_PLUGIN.value, Method.ONE_SHOT_EXACT.value, Method.CAID_EXACT.value,
-                   Method.CAID_SAMPLED.value, Method.DPO_H.value, REFERENCE]
+        methods = [Arm.ONE_SHOT_PLUGIN.value, Arm.ONE_SHOT_EXACT.value, Arm.CAID_EXACT.value,
+                   Arm.CAID_SAMPLED.value, Arm.DPO_H.value, REFERENCE]
         return methods if self.fit is Fitting.DPO else [*methods, ORACLE]
 
     def seed_free(self, method: str) -> bool:
         """Whether ``method``'s policy on this rung does not depend on the seed (computed once for all seeds)."""
         if method == REFERENCE:
             return True
-        return self.fit is not Fitting.DPO and method in (Method.ONE_SHOT_EXACT.value, ORACLE, Method.DPO_H.value)
+        return self.fit is not Fitting.DPO and method in (Arm.ONE_SHOT_EXACT.value, ORACLE, Arm.DPO_H.value)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -172,16 +173,31 @@ class Outcome:
     converged: bool = True
 
 
-def inverse_cdf_sample(pi: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``(X, n)`` tokens drawn from each row of ``pi`` by inverse-CDF sampling."""
-    cdf = np.cumsum(pi, axis=1)
-    u = rng.random((len(pi), n)) * cdf[:, -1:]
-    return np.stack([np.searchsorted(cdf[i], u[i], side="right") for i in range(len(pi))]).clip(0, pi.shape[1] - 1)
+class _Learner:
+    """A rung's side of the CAID loop (:class:`llm.caid.PrimalDual`).
+
+    The primal step obtains the policy at lambda (the tilt, or the class's best member); the slack is measured
+    exactly or from sampled tokens.
+    """
+
+    def __init__(self, respond: Callable[[np.ndarray], object], slack: Callable[[object], np.ndarray]) -> None:
+        self.respond, self.measure, self.policy = respond, slack, None
+
+    def fit(self, lam: np.ndarray, iteration: int) -> None:
+        """Obtain the policy at ``lam``."""
+        self.policy = self.respond(lam)
+
+    def slack(self, iteration: int) -> np.ndarray:
+        """The current policy's train-prompt slack."""
+        return self.measure(self.policy)
 
 
-def dual_ascent(respond: Callable[[np.ndarray], object], lam0: np.ndarray, slack: Callable[[object], np.ndarray],
-                iterations: int, eta: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """CAID with a given response: T rounds of (the policy at lambda(t), a dual step on its slack) (Algorithm 1).
+def run_rung_caid(respond: Callable[[np.ndarray], object], lam0: np.ndarray, slack: Callable[[object], np.ndarray],
+                  iterations: int, eta: float) -> tuple[object, np.ndarray, np.ndarray, float]:
+    """CAID on a rung with :func:`llm.caid.run_caid`, as the laboratory's arms run it (Algorithm 2).
+
+    T primal steps at lambda(0..T-1) with a dual step before each but the first, then the final policy's slack
+    steps lambda once more (lambda(T) and S^2 enter Theorem 6).
 
     Args:
         respond: lambda -> the policy obtained at lambda (whatever ``slack`` reads).
@@ -191,17 +207,14 @@ def dual_ascent(respond: Callable[[np.ndarray], object], lam0: np.ndarray, slack
         eta: Dual step size.
 
     Returns:
-        ``(the lambda the last policy was obtained at, lambda(0..T), mean squared slack S^2)``.
+        ``(the last policy, the lambda it was obtained at, lambda(0..T), mean squared slack S^2)``.
     """
-    lam = np.asarray(lam0, float)
-    trajectory, squares, trained = [lam], [], lam
-    for _ in range(iterations):
-        trained = lam
-        u = slack(respond(lam))
-        squares.append(float(u @ u))
-        lam = dual_step(lam, u, eta)
-        trajectory.append(lam)
-    return trained, np.array(trajectory), float(np.mean(squares)) if squares else 0.0
+    learner = _Learner(respond, slack)
+    multipliers = Multipliers(lam0, eta)
+    done = run_caid(learner, multipliers, iterations)
+    multipliers.step(learner.slack(iterations + 1))
+    second_moment = float(np.mean([u @ u for u in multipliers.slacks]))
+    return learner.policy, done[-1].lam, np.array(multipliers.trajectory), second_moment
 
 
 class _Tilt:
@@ -226,13 +239,18 @@ class _Tilt:
 class _Member:
     """A member of a policy class on the cached trunks."""
 
-    def __init__(self, policy: torch.nn.Module, trunks: tuple, tables: np.ndarray, ref_means: np.ndarray) -> None:
-        """``ref_means``: ``(m,)`` E_x E_ref g_i on the train prompts."""
-        self.policy, self.trunks, self.tables, self.ref_means = policy, trunks, tables, ref_means
+    def __init__(self, policy: torch.nn.Module, trunks: tuple, tables: np.ndarray, p_ref: np.ndarray,
+                 ref_means: np.ndarray) -> None:
+        """``p_ref``: pi_ref on the train prompts; ``ref_means``: ``(X_train, m)`` E_ref g_i there."""
+        self.policy, self.trunks, self.tables, self.p_ref, self.ref_means = policy, trunks, tables, p_ref, ref_means
 
     def train_gain(self) -> np.ndarray:
         """``(m,)`` E_x [E_pi g_i - E_ref g_i] on the train prompts."""
-        return table_means(self.policy.distribution(self.trunks[0]), self.tables).mean(axis=0) - self.ref_means
+        if isinstance(self.policy, LogitBiasPolicy):
+            means = self.policy.expectations(self.p_ref, self.tables, self.ref_means)
+        else:
+            means = table_means(self.policy.distribution(self.trunks[0]), self.tables)
+        return (means - self.ref_means).mean(axis=0)
 
     def train_rows(self, rows: np.ndarray) -> np.ndarray:
         """The policy on some train prompts."""
@@ -252,6 +270,15 @@ class RungLab:
         self.beta = lab.config.training.beta
         self._plug_in: dict[tuple[str, int], np.ndarray] = {}
         self._held_out: dict[str, TableProblem] = {}
+        self._tokens: dict[tuple[int, int], np.ndarray] = {}
+
+    def warm(self) -> None:
+        """Compute what every rung reuses (before worker processes fork, so that they share it)."""
+        _ = self.trunks, self.p_ref_train
+        for s in self.lab.settings:
+            self.held_out(s), self.problems(s.utilities), self._train_hessian(s.name, s.utilities)
+            for seed in self.lab.config.seeds:
+                self.start(s, Arm.ONE_SHOT_PLUGIN.value, seed)
 
     @functools.cached_property
     def trunks(self) -> tuple:
@@ -262,7 +289,7 @@ class RungLab:
     @functools.cached_property
     def p_ref_train(self) -> np.ndarray:
         """``(X_train, V)`` pi_ref on the train prompts."""
-        return np.exp(self.lab.ref_train)
+        return self.lab.p_train
 
     @functools.cache  # noqa: B019 - one RungLab per dial run; the problems are reused by every run
     def problems(self, utilities: tuple[int, ...]) -> tuple[ConstrainedProblem, ConstrainedProblem]:
@@ -278,11 +305,12 @@ class RungLab:
             self._held_out[setting.name] = TableProblem.of(self.lab.optima[setting.name][0], tables)
         return self._held_out[setting.name]
 
-    def eta(self, rung: Rung, setting: Setting) -> float:
-        """CAID's dual step size on ``rung`` for ``setting`` (:class:`StepSize`)."""
+    def eta(self, rung: Rung, setting: Setting) -> float | np.ndarray:
+        """CAID's dual step size on ``rung`` for ``setting`` (:class:`StepSize`): a number, or an (m, m) matrix."""
         if rung.step is StepSize.LABORATORY:
-            return self.lab.config.training.eta
-        return 1.0 / float(np.linalg.eigvalsh(self._train_hessian(setting.name, setting.utilities))[-1])
+            return self.lab.config.training.dual_step_size
+        hessian = self._train_hessian(setting.name, setting.utilities)
+        return 1.0 / float(hessian[0, 0]) if len(hessian) == 1 else np.linalg.inv(hessian)
 
     @functools.cache  # noqa: B019 - see problems
     def _train_hessian(self, name: str, utilities: tuple[int, ...]) -> np.ndarray:
@@ -300,7 +328,7 @@ class RungLab:
 
         def sampled_slack(policy: _Tilt | _Member) -> np.ndarray:
             rows = rng.choice(self.lab.config.n_train, size=n_rows, replace=False)
-            tokens = inverse_cdf_sample(policy.train_rows(rows), training.dual_samples, rng)
+            tokens = inverse_cdf(policy.train_rows(rows), rng.random((n_rows, training.dual_samples)))
             ref_means = table_means(self.p_ref_train[rows], tables).T  # (m, rows)
             return (tables[:, tokens].mean(axis=2) - ref_means).mean(axis=1) - thresholds
 
@@ -309,9 +337,9 @@ class RungLab:
     def start(self, setting: Setting, method: str, seed: int) -> np.ndarray:
         """The method's lambda (one-shot) or lambda(0) (CAID)."""
         opt, lam_train = self.lab.optima[setting.name]
-        if method == Method.DPO_H.value:
+        if method == Arm.DPO_H.value:
             return np.zeros(len(setting.utilities))
-        if method == Method.ONE_SHOT_EXACT.value:
+        if method == Arm.ONE_SHOT_EXACT.value:
             return lam_train
         if method == ORACLE:
             return opt.solution.lam
@@ -335,16 +363,9 @@ class RungLab:
                 return _Tilt(train, held_out, lam)
         else:
             respond = self._class_responder(rung, setting, fits)
-        if method in (Method.CAID_EXACT.value, Method.CAID_SAMPLED.value):
-            slack = self.slack(setting, method == Method.CAID_SAMPLED.value, seed)
-            last: list = []
-
-            def tracked(lam: np.ndarray) -> object:
-                last[:] = [respond(lam)]
-                return last[0]
-
-            lam, trajectory, s2 = dual_ascent(tracked, lam0, slack, rung.iterations, self.eta(rung, setting))
-            policy = last[0]
+        if method in CAID:
+            slack = self.slack(setting, method == Arm.CAID_SAMPLED.value, seed)
+            policy, lam, trajectory, s2 = run_rung_caid(respond, lam0, slack, rung.iterations, self.eta(rung, setting))
         else:
             policy, lam, trajectory, s2 = respond(lam0), lam0, np.array([lam0, lam0]), 0.0
         return Outcome(policy.held_out(), lam, trajectory, s2, sum(f.iterations for f in fits),
@@ -354,11 +375,12 @@ class RungLab:
         world, lab = self.lab.world, self.lab
         policy = make_policy(rung.policy_class, lab.model, lab.ref_train, rung.top_n)
         tables = world.scores[np.array(setting.utilities)]
-        member = _Member(policy, self.trunks, tables, table_means(self.p_ref_train, tables).mean(axis=0))
+        member = _Member(policy, self.trunks, tables, self.p_ref_train, table_means(self.p_ref_train, tables))
 
         def respond(lam: np.ndarray) -> _Member:
             composite = world.scores[0] + lam @ tables
-            fits.append(fit_lagrangian(policy, self.trunks[0], composite, lab.ref_train, self.beta, tol=self.fit_tol))
+            fits.append(fit_lagrangian(policy, self.trunks[0], composite, lab.ref_train, self.beta, tol=self.fit_tol,
+                                       p_ref=self.p_ref_train))
             return member
 
         return respond
@@ -366,10 +388,13 @@ class RungLab:
     def _dpo(self, rung: Rung, setting: Setting, method: str, lam0: np.ndarray, seed: int) -> Outcome:
         lab = self.lab
         train_trunk, eval_trunk = self.trunks
-        data = dataclasses.replace(lab.training_data(setting, seed, rung.k), trunk=train_trunk)
-        settings = dataclasses.replace(lab.config.training, epochs=rung.epochs, lr=rung.lr,
-                                       eta=self.eta(rung, setting))
+        if (rung.k, seed) not in self._tokens:
+            self._tokens[rung.k, seed] = sample_tokens(lab.world, rung.k, seed)
+        data = dataclasses.replace(lab.training_data(setting, seed, rung.k, self._tokens[rung.k, seed]),
+                                   trunk=train_trunk)
+        settings = dataclasses.replace(lab.config.training, iterations=rung.epochs, lr=rung.lr,
+                                       dual_step_size=self.eta(rung, setting))
         policy = make_policy(rung.policy_class, lab.model, lab.ref_train, rung.top_n)
         torch.set_grad_enabled(True)
-        result = train_method(policy, data, Method(method), lam0, np.array(setting.thresholds), settings, seed)
+        result = train_method(policy, data, Arm(method), lam0, np.array(setting.thresholds), settings, seed)
         return Outcome(policy.distribution(eval_trunk), result.lam, result.trajectory, result.second_moment)

@@ -117,3 +117,14 @@ def test_mlp_fit_raises_the_lagrangian(world, tiny):
     end = _theory_lagrangian(world, policy.logits(trunk).detach().double().numpy()) + constant
     assert fit.lagrangian == pytest.approx(end, abs=1e-5)
     assert end > start + 1e-3
+
+
+def test_bias_expectations_match_the_full_softmax(world):
+    ref = normalised(world.ref_train)
+    p_ref = np.exp(ref)
+    policy = LogitBiasPolicy(ref.shape[1], top_tokens(ref, 12))
+    with torch.no_grad():
+        policy.bias.copy_(torch.as_tensor(np.random.default_rng(2).normal(size=12) * 3))
+    tables = world.scores[[1, 2]]
+    full = policy.distribution(class_trunk(world.trunk_train, ref)) @ tables.T
+    assert np.allclose(policy.expectations(p_ref, tables, p_ref @ tables.T), full, atol=1e-10)

@@ -1,0 +1,144 @@
+"""The nu dial on the tiny world: the exact-tilt rung against theory, the decomposition, the files, resuming."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.next_token import laboratory
+from analysis.next_token.classes import PolicyClass
+from analysis.next_token.dial_verdicts import COLUMNS, flip_table, write_dial_verdicts
+from analysis.next_token.evaluation import TableProblem, evaluate, measure
+from analysis.next_token.laboratory import LabConfig
+from analysis.next_token.methods import TrainingSettings
+from analysis.next_token.nu_dial import RUNS_FILE, DialConfig, run_dial
+from analysis.next_token.problem import exact_problem
+from analysis.next_token.rungs import ORACLE, Fitting, Rung, RungLab
+from tests.interrupts import count_calls, killed_on_call
+from theory import solve_dual, tilted_policy
+
+CONFIG = LabConfig(n_train=8, n_eval=6, k=4, fractions=(0.3, 0.7), pairs=((0.3, 0.3),), seeds=(0, 1),
+                   training=TrainingSettings(iterations=2, passes=1, batch_prompts=4, dual_prompts=4, dual_samples=2))
+DIAL = DialConfig((
+    Rung("exact_tilt", Fitting.EXACT),
+    Rung("exact_tilt_T16", Fitting.EXACT, iterations=16),
+    Rung("top_bias_10", Fitting.LAGRANGIAN, PolicyClass.TOP_BIAS, top_n=10),
+    Rung("dpo_logit_bias", Fitting.DPO, PolicyClass.LOGIT_BIAS, k=4, epochs=2, lr=0.1),
+    Rung("dpo_last_mlp", Fitting.DPO, PolicyClass.LAST_MLP, k=4, epochs=2, lr=6e-4, from_laboratory=True),
+))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab(tiny, tmp_path_factory):
+    model, tok = tiny
+    root = tmp_path_factory.mktemp("dial")
+    lab = laboratory.prepare(CONFIG, root / "out", model=model, tokenizer=tok, cache_dir=root / "cache", progress=False)
+    laboratory.train_runs(lab, progress=False)
+    return lab
+
+
+@pytest.fixture(scope="module")
+def dial_table(lab):
+    return run_dial(lab, DIAL, progress=False, workers=1)
+
+
+def test_exact_rung_tilt_at_held_out_lambda_star_meets_b(lab):
+    rlab = RungLab(lab)
+    for s in lab.settings:
+        outcome = rlab.obtain(DIAL.rungs[0], s, ORACLE, seed=0)
+        prob = exact_problem(lab.world, s.utilities, np.array(s.thresholds), 1.0)
+        sol = solve_dual(prob)
+        improvements = ((outcome.held_out - np.exp(prob.ref_logprobs)) * prob.utilities).sum(axis=2).mean(axis=1)
+        active = sol.lam > 1e-8
+        assert np.all(np.abs(improvements - np.array(s.thresholds))[active] <= 1e-6)
+        assert np.all(improvements[~active] >= np.array(s.thresholds)[~active] - 1e-6)
+        assert np.abs(outcome.held_out - sol.policy).sum(axis=1).max() < 1e-8
+
+
+def test_exact_rung_caid_reaches_the_train_lambda_star(lab):
+    rlab = RungLab(lab)
+    for s in lab.settings:
+        train = exact_problem(lab.world, s.utilities, np.array(s.thresholds), 1.0, train=True)
+        lam_star = solve_dual(train).lam  # independent of the laboratory's optima
+        outcome = rlab.obtain(DIAL.rungs[1], s, "caid_exact", seed=0)
+        assert np.abs(outcome.trajectory[-1] - lam_star).max() <= 1e-3
+
+
+def test_decomposition_sums_to_the_error(lab, dial_table):
+    with_lambda = dial_table[dial_table["lam_1"].notna()]
+    assert len(with_lambda) > 50
+    for _, row in with_lambda.iterrows():
+        s = next(x for x in lab.settings if x.name == row["setting"])
+        with np.load(lab.out / "nu_dial" / row["rung"] / "runs" / f"{row['run_id']}.npz") as data:
+            achieved = data["improvements"].mean(axis=1)
+        lam = np.array([row[f"lam_{i + 1}"] for i in range(len(s.utilities))])
+        prob = exact_problem(lab.world, s.utilities, np.array(s.thresholds), 1.0)
+        tilt = ((tilted_policy(prob, lam) - np.exp(prob.ref_logprobs)) * prob.utilities).sum(axis=2).mean(axis=1)
+        for i, suffix in enumerate(["", "_2"][: len(s.utilities)]):
+            e = achieved[i] - s.thresholds[i]
+            assert row[f"lam_error{suffix}"] + row[f"policy_error{suffix}"] == pytest.approx(e, abs=1e-12)
+            assert row[f"lam_error{suffix}"] == pytest.approx(tilt[i] - s.thresholds[i], abs=1e-9)
+    exact = with_lambda[with_lambda["fit"] == "exact"]
+    assert np.abs(exact["policy_error"]).max() < 1e-9 and exact["nu_1_max"].max() < 1e-9
+
+
+def test_dial_files_and_verdicts(lab, dial_table):
+    runs = pd.read_csv(lab.out / RUNS_FILE)
+    need = ["rung", "policy_class", "fit", "budget", "method", "setting", "seed", "nu_1_mean", "nu_1_max",
+            "nu_kl_max", "attenuation", "lam_error", "policy_error", "b_1", "achieved_1", "reward", "kl"]
+    assert set(need) <= set(runs.columns) and len(runs) == len(dial_table)
+    assert set(runs["rung"]) == {r.name for r in DIAL.rungs}
+    frame = write_dial_verdicts(lab.out, DIAL)
+    assert list(frame.columns[: len(COLUMNS)]) == COLUMNS
+    assert set(frame["verdict"]) <= {"replicated", "refuted", "undecided", "not testable", "descriptive"}
+    lam_rows = frame[frame["claim"] == "CAID's lambda reaches the train lambda*"]
+    assert list(lam_rows["rung"]) == ["exact_tilt", "exact_tilt_T16"]
+    assert lam_rows["verdict"].iloc[1] == "replicated"
+    assert len(flip_table(frame)) > 0
+
+
+def test_dial_resumes_after_kill(lab, tmp_path, monkeypatch):
+    rungs = DialConfig(DIAL.rungs[:1])
+    target = dataclasses.replace(lab, out=tmp_path)
+    (tmp_path / "runs").mkdir()
+    with killed_on_call(RungLab, "obtain", 7):
+        run_dial(target, rungs, progress=False, workers=1)
+    calls = count_calls(monkeypatch, RungLab, "obtain")
+    table = run_dial(target, rungs, progress=False, workers=1)
+    first = len(list((tmp_path / "nu_dial" / "exact_tilt" / "runs").glob("*.json")))
+    assert first == len(table)
+    assert 0 < len(calls) < len(table)  # finished runs (and seed-free policies) are not obtained again
+    row = json.loads(next((tmp_path / "nu_dial" / "exact_tilt" / "runs").glob("*.json")).read_text())
+    assert row["rung"] == "exact_tilt"
+
+
+def test_measure_matches_evaluate(lab):
+    s = lab.settings[-1]
+    opt = lab.optima[s.name][0]
+    lam = np.array([0.4, 0.2])
+    policy = 0.5 * tilted_policy(opt.prob, lam) + 0.5 * np.exp(opt.prob.ref_logprobs)
+    ms = measure(TableProblem.of(opt, lab.world.scores[[0, *s.utilities]]), policy, lam)
+    ev = evaluate(opt, policy, lam)
+    assert np.allclose(ms.improvements, ev.improvements, atol=1e-12)
+    assert np.allclose(ms.kl, ev.kl, atol=1e-12)
+    for name, key in (("u_opt", "u_opt"), ("r_opt", "r_opt"), ("lagrangian", "lagrangian"),
+                      ("dual_value", "dual_value"), ("l1_to_pi_star", "l1_to_pi_star")):
+        assert getattr(ms, name) == pytest.approx(ev.row[key], abs=1e-10)
+    assert ms.l1.max() == pytest.approx(ev.row["nu_1"], abs=1e-12)
+    assert ms.kl_gap.max() == pytest.approx(ev.row["nu_kl"], abs=1e-12)
+
+
+def test_dial_figure_draws(lab, dial_table, tmp_path):
+    from paper_figures import next_token_dial
+
+    write_dial_verdicts(lab.out, DIAL)
+    results = tmp_path / "results"
+    (results / "next_token").mkdir(parents=True)
+    for name in ("nu_dial_runs.csv", "nu_dial_verdicts.csv"):
+        (results / "next_token" / name).write_text((lab.out / name).read_text())
+    paths = next_token_dial.make_figure(results, tmp_path / "figures")
+    assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size > 0 for p in paths)
