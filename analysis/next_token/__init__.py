@@ -11,5 +11,9 @@ vocabulary. Modules, named after the mathematics:
   steps), DPO_h, DPO_g, on the toolkit's one CAID loop (``llm.caid``) with ``llm.dpo``;
 * :mod:`analysis.next_token.evaluation`: exact quantities of a policy next to the bounds of Sec. 4;
 * :mod:`analysis.next_token.laboratory`: configuration and the resumable runner;
-* :mod:`analysis.next_token.verdicts`: the claims table (:mod:`analysis.claims`, :mod:`analysis.decisions`).
+* :mod:`analysis.next_token.verdicts`: the claims table (:mod:`analysis.claims`, :mod:`analysis.decisions`);
+* the nu dial, every method on rungs of policy accuracy: :mod:`analysis.next_token.classes` (policy classes
+  and their best member at lambda on the exact Lagrangian), :mod:`analysis.next_token.rungs` (how a method's
+  policy is obtained on a rung), :mod:`analysis.next_token.nu_dial` (the resumable runner, nu, the error
+  decomposition, the theorems per rung), :mod:`analysis.next_token.dial_verdicts` (the claims per rung).
 """

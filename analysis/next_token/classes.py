@@ -7,8 +7,6 @@ which logit shifts they can make:
 * ``logit_bias`` (V parameters): ``log pi_ref(.|x) + b``; represents every tilt (``b = s(lambda)``).
 * ``top_bias`` (n parameters): the same bias restricted to the n tokens of largest mean reference mass
   on the train prompts; every other token keeps its reference logit.
-* ``embedding_bias`` (d parameters): ``log pi_ref(.|x) + E u`` with E the frozen tied head (V x d): the
-  shifts in the span of the output embeddings.
 * ``last_mlp``: the last decoder block's MLP with its norms
   (:class:`analysis.next_token.policy.LastBlockPolicy`, the class DPO trains in the laboratory).
 
@@ -33,15 +31,16 @@ import torch
 from analysis.next_token.policy import LastBlockPolicy, Trunk
 
 __all__ = [
+    "BiasLagrangian",
     "ClassTrunk",
-    "EmbeddingBiasPolicy",
     "Fit",
     "LogitBiasPolicy",
     "PolicyClass",
     "class_trunk",
     "fit_lagrangian",
-    "lagrangian_value",
+    "logit_gradient",
     "make_policy",
+    "top_tokens",
 ]
 
 
@@ -50,7 +49,6 @@ class PolicyClass(str, enum.Enum):
 
     LOGIT_BIAS = "logit_bias"
     TOP_BIAS = "top_bias"
-    EMBEDDING_BIAS = "embedding_bias"
     LAST_MLP = "last_mlp"
 
 
@@ -139,24 +137,6 @@ class LogitBiasPolicy(_Distribution, torch.nn.Module):
         return (outside + weighted @ on.T) / mass[:, None]
 
 
-class EmbeddingBiasPolicy(_Distribution, torch.nn.Module):
-    """pi_theta(.|x) = softmax(log pi_ref(.|x) + E u), u in R^d, E the frozen tied output embedding."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        """A zero u (so pi_theta = pi_ref); E is shared with ``model``, not copied."""
-        super().__init__()
-        self.head_weight = model.get_output_embeddings().weight.detach().float()
-        self.u = torch.nn.Parameter(torch.zeros(self.head_weight.shape[1], dtype=torch.float32))
-
-    def trainable(self) -> list[torch.nn.Parameter]:
-        """The trained parameters."""
-        return [self.u]
-
-    def logits(self, trunk: Trunk) -> torch.Tensor:
-        """``(X, V)`` log pi_ref + E u."""
-        return _ref_logp(trunk) + (self.head_weight @ self.u).double()
-
-
 def _ref_logp(trunk: Trunk) -> torch.Tensor:
     if not isinstance(trunk, ClassTrunk):
         raise TypeError("trunk: the bias classes need a ClassTrunk (class_trunk(trunk, ref_logp))")
@@ -188,24 +168,7 @@ def make_policy(kind: PolicyClass, model: torch.nn.Module, ref_logp_train: np.nd
         if top_n is None:
             raise ValueError("top_n: the top_bias class needs its number of tokens")
         return LogitBiasPolicy(vocab, top_tokens(ref_logp_train, top_n))
-    if kind is PolicyClass.EMBEDDING_BIAS:
-        return EmbeddingBiasPolicy(model)
     return LastBlockPolicy(model)
-
-
-def lagrangian_value(policy: torch.nn.Module, trunk: Trunk, composite: torch.Tensor, ref_logp: torch.Tensor,
-                     beta: float) -> torch.Tensor:
-    """L(theta, lambda) of the module docstring (a differentiable scalar, float64; autograd reference).
-
-    Args:
-        policy: A member of a class.
-        trunk: The prompts' trunk.
-        composite: ``(V,)`` r + lambda^T g (token tables).
-        ref_logp: ``(X, V)`` log pi_ref of the same prompts.
-        beta: KL strength.
-    """
-    logp = policy.log_probs(trunk).double()
-    return (logp.exp() * (composite - beta * (logp - ref_logp))).sum(dim=1).mean()
 
 
 def logit_gradient(logits: torch.Tensor, composite: torch.Tensor, ref_logp: torch.Tensor,
