@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks.dpo_engineering --out DIR [--model tiny] [--prompts 8] [--k 4] [--top-k-layers 2]
 
-``--prompts`` review openings (``llm.data.prompt_set("reviews")``, completion mode), ``--k`` responses each
+``--prompts`` review openings (``llm.prompts.prompt_set("reviews")``, completion mode), ``--k`` responses each
 sampled from the model (temperature 1, top-p 1.0, at most ``--response-tokens`` new tokens), and all
 ``k(k-1)/2`` pairs of each prompt, trained top ``--top-k-layers`` layers (``model.train = "top_layers"``),
 float32, through :func:`llm.trainer.dpo_epoch` (the pipeline's own epoch) with ``--batch-size`` pairs per step:
@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from llm.config import GenerationConfig
-from llm.data import prompt_set
 from llm.dpo import TrunkCache
 from llm.models import DEFAULT_MODEL, load_model, load_tokenizer, tiny_model, trainable_parameters
+from llm.prompts import prompt_set
 from llm.reference_phase import response_logprobs
 from llm.run_files import machine_description, package_versions, write_atomic
 from llm.sampling import Sample, sample_responses

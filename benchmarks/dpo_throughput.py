@@ -18,7 +18,7 @@ with the same batch size, DPO beta, AdamW learning rate and weight decay, and no
 - **trl**: ``trl.DPOTrainer`` with a separate reference model, which it runs at every step;
 - **trl_precompute**: the same with ``precompute_ref_log_probs=True`` (TRL's version of the cached reference).
 
-The pairs: templated ``benign`` prompts (``llm.data.prompt_set``) in SmolLM2's chat format
+The pairs: templated ``benign`` prompts (``llm.prompts.prompt_set``) in SmolLM2's chat format
 (``llm.models.chat_prompt``; prompts over ``--prompt-tokens`` tokens are skipped), each with ``--responses`` K
 responses sampled from the model (``llm.sampling.sample_responses``, temperature 1, top-p 0.9, at most
 ``--response-tokens`` - 1 new tokens) and all K(K-1)/2 pairs of them, a prompt's pairs one after another
@@ -87,9 +87,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallba
 from trl import DPOConfig, DPOTrainer
 
 from llm.config import GenerationConfig
-from llm.data import prompt_set
 from llm.dpo import TrunkCache, sequence_logprobs
 from llm.models import DEFAULT_MODEL, chat_prompt, load_model, load_tokenizer, tiny_model, trainable_parameters
+from llm.prompts import prompt_set
 from llm.run_files import machine_description, package_versions, write_atomic
 from llm.sampling import Sample, sample_responses
 from llm.trainer import EpochStats, dpo_epoch, pairs_loss

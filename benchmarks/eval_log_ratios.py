@@ -24,8 +24,8 @@ import torch
 from llm.config import load_config
 from llm.dpo import TrunkCache
 from llm.models import load_model
+from llm.prompts import review_prompts
 from llm.reference_phase import response_logprobs
-from llm.reviews import review_prompts
 from llm.sampling import sample_responses
 
 STUDY_CONFIG = "configs/reviews_study.toml"

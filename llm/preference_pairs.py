@@ -45,7 +45,7 @@ from typing import Literal
 
 import numpy as np
 
-from llm.data import read_records
+from llm.prompts.files import read_records
 
 __all__ = ["PreferenceData", "PreferencePair", "Schema", "load_preference_pairs"]
 
