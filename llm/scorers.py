@@ -1,7 +1,9 @@
-"""Offline reward and utility scorers: one float per (prompt, response) pair.
+"""Reward and utility scorers: one float per (prompt, response) pair.
 
-A scorer is any object with a ``name`` and ``__call__(prompts, responses) -> array`` (:class:`Scorer`).
-The built-ins need no network and no training:
+A scorer is any object with a ``name`` and ``__call__(prompts, responses) -> array`` (:class:`Scorer`); a
+caller's plain callable joins the run under the name the configuration gives it (:class:`PythonScorer`,
+``llm.run(..., scorers={"mine": fn})`` with ``scorers.reward = "mine"``). The built-ins need no network and no
+training:
 
 * :class:`Sentiment`: VADER compound score of the response, in [-1, 1] (``vaderSentiment``).
 * :class:`Toxicity`: offensive-language probability of the response, in [0, 1] (``alt-profanity-check``; it
@@ -15,15 +17,18 @@ units), a pure rescaling that leaves the constrained problem unchanged (see ther
 largest threshold a K-sample plug-in problem can meet (thresholds are set as fractions of it).
 
 :class:`Signed` (or :func:`negated`) flips a scorer's sign, so a cost can serve as a utility to maximise
-(``safety = -toxicity``); :func:`build_scorer` parses specs such as ``"-toxicity"``, and ``"hf:<model>"`` for a
-Hugging Face reward model or a safe-rlhf score model (:mod:`llm.reward_models`). Always call scorers through
-:func:`score`, which checks the output (float64, one finite value per pair) at the boundary.
+(``safety = -toxicity``); :func:`build_scorer` parses specs such as ``"-toxicity"``, ``"hf:<model>"`` for a
+Hugging Face reward model or a safe-rlhf score model (:mod:`llm.reward_models`), and the names of the caller's
+scorers. Always call scorers through :func:`score`, which checks the output (float64, one finite value per pair)
+at the boundary.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
+import inspect
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -210,36 +215,99 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
 HF_PREFIX = "hf:"
 """Spec prefix of a Hugging Face reward model: ``"hf:<folder or cached hub id>"`` (:mod:`llm.reward_models`)."""
 
+ScoreFunction = Callable[[Sequence[str], Sequence[str]], object]
+"""A caller's scorer: ``(prompts, responses) -> one number per pair`` (an array, a list, a tensor on the CPU)."""
+
+
+def callable_fingerprint(fn: object) -> str:
+    """A SHA-256 that identifies what a caller's scorer computes, for the reference-phase cache key.
+
+    ``fn.fingerprint`` (a string, or a method returning one) when the object has one: set it on a scorer whose
+    scores depend on state its code does not show (a loaded model, a table in a closure). Otherwise the
+    digest of its qualified name and source code (the compiled code and constants where the source is not
+    available, e.g. a function defined in ``exec``) and, for a callable object, its attributes' ``repr``: the
+    same code gives the same key; a ``repr`` that shows a memory address gives a new key in every process
+    (the cache is then rebuilt, never reused wrongly).
+    """
+    explicit = getattr(fn, "fingerprint", None)
+    if explicit is not None:
+        value = explicit() if callable(explicit) else explicit
+        return hashlib.sha256(f"fingerprint\x00{value}".encode()).hexdigest()
+    function = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn)
+    digest = hashlib.sha256(f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}".encode())
+    try:
+        digest.update(inspect.getsource(function).encode())
+    except (OSError, TypeError):  # no source file: the compiled code identifies it
+        code = getattr(getattr(function, "__func__", function), "__code__", None)
+        if code is not None:
+            digest.update(code.co_code + repr((code.co_consts, code.co_names)).encode())
+    closure = getattr(getattr(function, "__func__", function), "__closure__", None) or ()
+    digest.update(repr([cell.cell_contents for cell in closure]).encode())
+    if function is type(fn):
+        digest.update(repr(sorted(vars(fn).items()) if hasattr(fn, "__dict__") else ()).encode())
+    return digest.hexdigest()
+
+
+class PythonScorer:
+    """A caller's callable under a configuration name: ``llm.run(..., scorers={name: fn})``.
+
+    Attributes:
+        name: The name the configuration uses (``scorers.reward``, ``scorers.utilities``).
+        function: The callable ``(prompts, responses) -> one number per pair``.
+        fingerprint: :func:`callable_fingerprint` of the callable, taken when wrapped.
+    """
+
+    def __init__(self, name: str, function: ScoreFunction) -> None:
+        """Wrap ``function`` under ``name`` (checked by :func:`check_scorer_names`)."""
+        if not callable(function):
+            raise TypeError(f"scorers[{name!r}]: {type(function).__name__} is not callable; pass a function "
+                            "(prompts, responses) -> one number per pair")  # fmt: skip
+        self.name = name
+        self.function = function
+        self.fingerprint = callable_fingerprint(function)
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Return the callable's scores as an array (a CPU tensor or list converts; :func:`score` checks them)."""
+        out = self.function(list(prompts), list(responses))
+        detach = getattr(out, "detach", None)  # a torch tensor
+        return np.asarray(detach().cpu().numpy() if callable(detach) else out)
+
+
+def check_scorer_names(scorers: Mapping[str, object]) -> None:
+    """Refuse names a spec could not reach or would read otherwise (a built-in, ``hf:``, a sign or a factor).
+
+    Raises:
+        ValueError: Naming the offending key and the rule.
+        TypeError: For a value that is not callable, or keys that are not strings.
+    """
+    for name, function in scorers.items():
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise TypeError(f"scorers: names must be non-empty strings without outer spaces, got {name!r}")
+        if name.lower() in SCORERS or name.lower().startswith(HF_PREFIX):
+            raise ValueError(f"scorers[{name!r}]: the name of a built-in scorer or an hf: spec; rename yours")
+        if name[0] in "+-" or _FACTOR.match(name):
+            raise ValueError(f"scorers[{name!r}]: a leading sign or '<number>*' would be read as a factor; rename it")
+        if not callable(function):
+            raise TypeError(f"scorers[{name!r}]: {type(function).__name__} is not callable")
+
 
 # An optional leading factor of a scorer spec: "10*relevance", "-2.5 * toxicity", "1e1*hf:...".
 _FACTOR = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\*\s*(.+)$")
 
 
-def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Scorer:
-    """Build a scorer from a spec: a built-in name or ``hf:<model>``, optionally negated or scaled.
-
-    The scale matters to CAID although it leaves the constrained problem unchanged: the pseudo-labels are
-    Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0))) on the raw scores (Algorithm 2), so scores whose
-    differences are small (e.g. probabilities) give nearly fair coins. Multiplying every score, beta and b
-    by c (and the dual step size by 1/c) keeps lambda* and the optimal policy and makes the labels
-    informative.
+def parse_scorer_spec(spec: str, names: Sequence[str] = ()) -> tuple[float, str]:
+    """The factor and the body of a spec, checked without loading anything (:func:`build_scorer`).
 
     Args:
-        spec: ``"sentiment"``, ``"toxicity"``, ``"relevance"``, ``"simplicity"`` (case-insensitive), or
-            ``"hf:PATH_OR_HUB_ID"`` for a reward model (:class:`llm.reward_models.RewardModelScorer`; the path keeps
-            its case). A leading ``-`` negates: ``"-toxicity"`` is safety, and the paper's safety utility is
-            ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (Sec. 4.1.1). A leading ``<number>*`` scales:
-            ``"10*relevance"``, ``"-10*toxicity"`` (ten times safety).
-        device: Where a reward model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); the built-ins
-            ignore it.
-        dtype: A reward model's weight dtype (``"float32"``, ``"bfloat16"``); the built-ins ignore it.
+        spec: A scorer spec.
+        names: The caller's scorer names the spec may use.
 
     Returns:
-        The scorer (a :class:`Signed` one when negated or scaled).
+        ``(factor, body)``: ``-1`` for a leading ``-``, the ``<number>*`` prefix times that sign; ``body`` the
+        built-in name (lower case), ``hf:<model>``, or one of ``names``.
 
     Raises:
-        ValueError: Unknown name (the message lists the valid ones) or an ``hf:`` spec without a model.
-        llm.models.ModelLoadError: The reward model cannot be found or is not one (a ``ValueError``).
+        ValueError: For an unknown name (the message lists the valid ones) or an ``hf:`` spec without a model.
     """
     text = spec.strip() if isinstance(spec, str) else ""
     factor = 1.0
@@ -248,21 +316,69 @@ def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> S
         factor, text = float(scaled.group(1)), scaled.group(2).strip()  # Signed rejects 0 and inf
     negate = text.startswith("-")
     body = text[1:].strip() if negate else text.removeprefix("+").strip()
+    factor = -factor if negate else factor
     if body[: len(HF_PREFIX)].lower() == HF_PREFIX:
         location = body[len(HF_PREFIX) :].strip()
         if not location:
             raise ValueError(f"scorer {spec!r} names no model; use 'hf:<folder or cached hub id>'")
+        return factor, HF_PREFIX + location
+    if body.lower() in SCORERS:
+        return factor, body.lower()
+    if body in names:
+        return factor, body
+    yours = f", your scorers {', '.join(map(repr, names))}" if names else ""
+    raise ValueError(
+        f"unknown scorer {spec!r}; valid: {', '.join(SCORERS)}{yours}, or 'hf:<folder or hub id>' (prefix '-' to "
+        f"negate, e.g. '-toxicity', or '<number>*' to scale, e.g. '-10*toxicity'); a Python scorer is passed as "
+        f"llm.run(..., scorers={{'name': function}})"
+    )
+
+
+def build_scorer(
+    spec: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    offline: bool = False,
+    custom: Mapping[str, ScoreFunction] | None = None,
+) -> Scorer:
+    """Build a scorer from a spec: a built-in name, ``hf:<model>`` or a caller's scorer, optionally negated or scaled.
+
+    The scale matters to CAID although it leaves the constrained problem unchanged: the pseudo-labels are
+    Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0))) on the raw scores (Algorithm 2), so scores whose
+    differences are small (e.g. probabilities) give nearly fair coins. Multiplying every score, beta and b
+    by c (and the dual step size by 1/c) keeps lambda* and the optimal policy and makes the labels
+    informative.
+
+    Args:
+        spec: ``"sentiment"``, ``"toxicity"``, ``"relevance"``, ``"simplicity"`` (case-insensitive),
+            ``"hf:PATH_OR_HUB_ID"`` for a reward model (:class:`llm.reward_models.RewardModelScorer`; the path keeps
+            its case), or a key of ``custom``. A leading ``-`` negates: ``"-toxicity"`` is safety, and the paper's
+            safety utility is ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (Sec. 4.1.1). A leading ``<number>*``
+            scales: ``"10*relevance"``, ``"-10*toxicity"`` (ten times safety).
+        device: Where a reward model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); the others ignore it.
+        dtype: A reward model's weight dtype (``"float32"``, ``"bfloat16"``); the others ignore it.
+        offline: Read a reward model's hub id from the local Hugging Face cache only.
+        custom: The caller's scorers by name (:func:`check_scorer_names`), each wrapped in a :class:`PythonScorer`.
+
+    Returns:
+        The scorer (a :class:`Signed` one when negated or scaled).
+
+    Raises:
+        ValueError: Unknown name (the message lists the valid ones) or an ``hf:`` spec without a model.
+        llm.models.ModelLoadError: The reward model cannot be found or is not one (a ``ValueError``).
+    """
+    custom = custom or {}
+    check_scorer_names(custom)
+    factor, body = parse_scorer_spec(spec, tuple(custom))
+    if body.startswith(HF_PREFIX):
         from llm.reward_models import RewardModelScorer  # imports torch and transformers only when needed
 
-        scorer: Scorer = RewardModelScorer(location, device=device, dtype=dtype)
-    elif body.lower() in SCORERS:
-        scorer = SCORERS[body.lower()]()
+        scorer: Scorer = RewardModelScorer(body[len(HF_PREFIX) :], device=device, dtype=dtype, offline=offline)
+    elif body in SCORERS:
+        scorer = SCORERS[body]()
     else:
-        raise ValueError(
-            f"unknown scorer {spec!r}; valid: {', '.join(SCORERS)} or 'hf:<folder or cached hub id>' "
-            f"(prefix '-' to negate, e.g. '-toxicity', or '<number>*' to scale, e.g. '-10*toxicity')"
-        )
-    factor = -factor if negate else factor
+        scorer = PythonScorer(body, custom[body])
     return scorer if factor == 1 else Signed(scorer, factor)
 
 

@@ -133,7 +133,7 @@ def test_offline_an_unknown_model_fails_at_once_without_the_network():
         "socket.getaddrinfo = socket.create_connection = socket.socket.connect = refuse\n"
         "start = time.time()\n"
         "from llm.models import ModelLoadError, load_model\n"
-        "try:\n    load_model('no-such-org/no-such-model')\n"
+        "try:\n    load_model('no-such-org/no-such-model', offline=True)\n"
         "except ModelLoadError as err:\n    print('refused', 'offline' in str(err), round(time.time() - start, 1))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
