@@ -279,7 +279,8 @@ def _resolve(name: str | Path, cache_dir: Path | str | None) -> tuple[str, bool]
     return str(name), False
 
 
-def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, label: str) -> PreTrainedTokenizerBase:
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, label: str) -> PreTrainedTokenizerBase:
+    """Set ``tokenizer`` up for the toolkit: left padding, and the eos token as pad token when it has none."""
     tokenizer.padding_side = "left"  # batched generation continues every prompt from its last token
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -295,7 +296,7 @@ def _load_tokenizer_from(source: str, label: str, *, local: bool, offline: bool 
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline or local)
     except Exception as exc:
         raise ModelLoadError(_load_failure(label, source, local, "tokenizer", exc, offline)) from exc
-    return _prepare_tokenizer(tokenizer, label)
+    return prepare_tokenizer(tokenizer, label)
 
 
 def _load_failure(label: str, source: str, local: bool, what: str, exc: Exception, offline: bool = True) -> str:
@@ -341,7 +342,7 @@ def load_tokenizer(
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
         except Exception as exc:
             raise ModelLoadError(_load_failure(DEFAULT_MODEL, str(gguf), True, "tokenizer", exc)) from exc
-        return _prepare_tokenizer(tokenizer, DEFAULT_MODEL)
+        return prepare_tokenizer(tokenizer, DEFAULT_MODEL)
     source, local = _resolve(name, cache_dir)
     return _load_tokenizer_from(source, str(name), local=local, offline=offline)
 
