@@ -34,6 +34,8 @@ import torch
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+    from llm.config import ModelConfig
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -395,6 +397,23 @@ def load_model(
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def base_model(config: ModelConfig, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model ``config.name`` names, in ``config.dtype``, with its tokenizer: what pi_ref and the policy start from.
+
+    ``"tiny"`` is :func:`tiny_model` on SmolLM2's tokenizer, initialised with ``seed`` (a run's ``data_seed``);
+    any other name is :func:`load_model`'s, offline when ``config.offline``.
+
+    Raises:
+        ModelLoadError: The model cannot be found or loaded (the message says how to fix it).
+    """
+    cache = config.cache_dir or None
+    dtype = DTYPES[config.dtype]
+    if config.name == "tiny":
+        tokenizer = load_tokenizer(DEFAULT_MODEL, cache_dir=cache)
+        return tiny_model(tokenizer, seed=seed).to(dtype), tokenizer
+    return load_model(config.name, cache_dir=cache, dtype=dtype, offline=config.offline)
 
 
 # --------------------------------------------------------------------------------------------------------------
