@@ -9,8 +9,9 @@ DPO epochs with on-policy dual steps, evaluation), :mod:`llm.reference_phase` (t
 :mod:`llm.dual` (the dual step), :mod:`llm.paired_statistics` (improvements with CIs),
 :mod:`llm.run_files` (the run directory: atomic writes, lock, validated reads), :mod:`llm.run_schema`
 (``summary.json`` and ``eval_scores.csv``), :mod:`llm.prompts` (prompt sources by spec, and prompts given as
-objects), :mod:`llm.preference_pairs` (labelled preference sets), :mod:`llm.policy_export` (``llm.export``: the trained policy as a
-``save_pretrained`` or PEFT folder), :mod:`llm.sweep`, :mod:`llm.distributed`.
+objects), :mod:`llm.run_inputs` (objects given to :func:`run`), :mod:`llm.preference_pairs` (labelled preference
+sets), :mod:`llm.policy_export` (``llm.export``: the trained policy as a ``save_pretrained`` or PEFT folder),
+:mod:`llm.sweep`, :mod:`llm.distributed`.
 
 The names below are re-exported lazily: ``import llm`` imports neither torch nor transformers, and changes no
 environment variable. The toolkit reads the hub offline only where asked (``model.offline``, ``--offline``),
