@@ -1,0 +1,148 @@
+"""CAID inside the Hugging Face stack: a model object, a datasets.Dataset and a Python scorer in, a policy out.
+
+The exported folder is checked against the trained policy itself (captured from the trainer at evaluation),
+not against anything the export computes: reloaded with transformers or peft, it gives the same log-probs.
+"""
+
+import dataclasses
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+datasets = pytest.importorskip("datasets")
+
+import llm  # noqa: E402
+import llm.pipeline as pipeline  # noqa: E402
+import llm.trainer as trainer  # noqa: E402
+from llm.config import (  # noqa: E402
+    CAIDConfig,
+    DataConfig,
+    GenerationConfig,
+    ModelConfig,
+    RunConfig,
+    ScorerConfig,
+    TrainingConfig,
+)
+from llm.dpo import sequence_logprobs  # noqa: E402
+from llm.models import tiny_model  # noqa: E402
+
+PROMPTS = [
+    "Name a fruit.", "Say something kind.", "Describe the sea.", "Count to three.",
+    "Give a colour.", "Name a city.", "Tell a joke.", "Describe a cat.",
+]  # fmt: skip
+
+
+def length(prompts, responses):
+    """The reward: response length in characters, over ten."""
+    return [len(r) / 10 for r in responses]
+
+
+def vowels(prompts, responses):
+    """The utility: share of vowels among the response's letters."""
+    return [sum(c in "aeiou" for c in r.lower()) / max(1, sum(c.isalpha() for c in r)) for r in responses]
+
+
+def _config(tmp_path, train="full", **changes):
+    return RunConfig(
+        method="caid", seed=0,
+        model=ModelConfig(name="tiny", train=train, lora_rank=2, cache_dir=str(tmp_path / "cache")),
+        data=DataConfig(limit=0, test_fraction=0.25),
+        scorers=ScorerConfig(reward="length", utilities=["vowels"], thresholds=[0.0]),
+        generation=GenerationConfig(max_new_tokens=4, samples_per_prompt=2, batch_size=8),
+        training=TrainingConfig(learning_rate=1e-2, batch_size=2),
+        caid=CAIDConfig(beta=0.1, iterations=2, dual_step_size=1.0, dual_prompts=2, dual_samples=1),
+        **changes,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """The policy object the trainer evaluates (the run's last iterate)."""
+    policies = []
+    evaluate = trainer.CAIDTrainer.evaluate
+
+    def capture(self, out):
+        policies.append(self.learner.model)
+        return evaluate(self, out)
+
+    monkeypatch.setattr(trainer.CAIDTrainer, "evaluate", capture)
+    return policies
+
+
+def _logprobs(model, tokenizer):
+    """log pi(y|x) of a few fixed (prompt, response) token sequences."""
+    pairs = [("Name a fruit.", " An apple."), ("Tell a joke.", " No."), ("Describe the sea.", " Blue and wide.")]
+    prompts = [tokenizer(p)["input_ids"] for p, _ in pairs]
+    responses = [tokenizer(r, add_special_tokens=False)["input_ids"] for _, r in pairs]
+    with torch.no_grad():
+        return sequence_logprobs(model.eval(), prompts, responses, tokenizer.pad_token_id).double()
+
+
+def test_model_object_dataset_and_python_scorer_in_exported_policy_out(tmp_path, tokenizer, trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = tiny_model(tokenizer, seed=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prompts = datasets.Dataset.from_dict({"prompt": PROMPTS})
+    run_dir = tmp_path / "run"
+    summary = llm.run(
+        _config(tmp_path), str(run_dir), model=model, tokenizer=tokenizer, prompts=prompts,
+        scorers={"length": length, "vowels": vowels}, progress=False,
+    )  # fmt: skip
+    assert set(summary["improvements"]) == {"length", "vowels"} and summary["n_test_prompts"] == 2
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the object is left as it was
+    record = json.loads((run_dir / "config.json").read_text())
+    assert record["config"]["inputs"]["scorers"].keys() == {"length", "vowels"}
+
+    with pytest.raises(ValueError, match="pass the same model and tokenizer"):
+        llm.export(run_dir, tmp_path / "policy")
+    target = llm.export(str(run_dir), tmp_path / "policy", model=model, tokenizer=tokenizer)
+    reloaded = AutoModelForCausalLM.from_pretrained(target)
+    reloaded_tokenizer = AutoTokenizer.from_pretrained(target)
+    expected = _logprobs(trained[-1], tokenizer)
+    assert not torch.allclose(expected, _logprobs(model, tokenizer), atol=1e-3)  # training moved the policy
+    torch.testing.assert_close(_logprobs(reloaded, reloaded_tokenizer), expected, rtol=0, atol=1e-5)
+    exported = json.loads((target / "caid.json").read_text())
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert exported["lambda"] == metrics[-1]["lam"] and exported["beta"] == 0.1
+    assert exported["thresholds"] == summary["thresholds"] and exported["iteration"] == 2
+    assert exported["format"] == "save_pretrained" and exported["provenance"]["checkpoint"]["file"]
+    with pytest.raises(ValueError, match="exists"):
+        llm.export(run_dir, target, model=model, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="not the model the run started from"):
+        llm.export(run_dir, tmp_path / "other", model=tiny_model(tokenizer, seed=4), tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="weights were not kept"):
+        llm.export(run_dir, tmp_path / "first", iteration=1, model=model, tokenizer=tokenizer)
+
+
+def test_lora_policy_exports_as_a_peft_adapter_folder(tmp_path, tokenizer, trained):
+    from peft import PeftModel
+
+    run_dir = tmp_path / "lora"
+    pipeline.run(_config(tmp_path, train="lora"), run_dir, prompts=PROMPTS,
+                 scorers={"length": length, "vowels": vowels}, progress=False)  # fmt: skip
+    target = llm.export(run_dir, tmp_path / "adapter")
+    assert (target / "adapter_config.json").is_file() and (target / "adapter_model.safetensors").is_file()
+    base = tiny_model(tokenizer, seed=0)  # the run's base: model.name = "tiny" at data seed 0
+    reloaded = PeftModel.from_pretrained(base, target)
+    torch.testing.assert_close(_logprobs(reloaded, tokenizer), _logprobs(trained[-1], tokenizer), rtol=0, atol=1e-5)
+    assert json.loads((target / "caid.json").read_text())["format"] == "peft_adapter"
+
+
+def test_bad_specs_and_objects_are_refused_before_any_model_loads(tmp_path, monkeypatch):
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model or scorer loaded before the input was checked")
+
+    monkeypatch.setattr(pipeline, "base_model", loaded)
+    monkeypatch.setattr(pipeline, "build_scorer", loaded)
+    with pytest.raises(ValueError, match="unknown scorer 'length'"):
+        pipeline.run(_config(tmp_path), tmp_path / "a", prompts=PROMPTS, progress=False)
+    missing = dataclasses.replace(_config(tmp_path).data, prompts=[f"hf:{tmp_path / 'no-such-dataset'}"])
+    with pytest.raises(ValueError, match="no-such-dataset"):
+        pipeline.run(dataclasses.replace(_config(tmp_path), data=missing), tmp_path / "b",
+                     scorers={"length": length, "vowels": vowels}, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"prompts: row 0 \(0-based\): missing field 'prompt'"):
+        pipeline.run(_config(tmp_path), tmp_path / "c", prompts=[{"text": "x"}],
+                     scorers={"length": length, "vowels": vowels}, progress=False)  # fmt: skip
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
