@@ -34,3 +34,28 @@ def test_every_exported_name_is_the_function_or_class_even_after_every_submodule
             __import__(f"llm.{module.name}")
     for name in llm.__all__:
         assert not isinstance(getattr(llm, name), types.ModuleType), name
+
+
+def test_command_line_flags_reach_the_run_and_the_sweep(tmp_path, monkeypatch, capsys):
+    import llm.pipeline
+    import llm.sweep
+    from llm.__main__ import main
+
+    calls = []
+    summary = {"improvements": {}}
+    monkeypatch.setattr(llm.pipeline, "run", lambda config, out, **kw: calls.append((config, kw)) or summary)
+    monkeypatch.setattr(llm.sweep, "run_sweep", lambda config, runs, out, **kw: calls.append((config, kw)) or [])
+    smoke = str(ROOT / "configs" / "smoke.toml")
+    assert main(["run", "--config", smoke, "--out", str(tmp_path / "r"), "--no-progress", "--offline"]) == 0
+    assert main(["sweep", "--config", smoke, "--out", str(tmp_path / "s"), "--thresholds", "0.1", "--no-progress"]) == 0
+    assert main(["run", "--config", smoke, "--out", str(tmp_path / "r")]) == 0
+    (run_config, run_kw), (sweep_config, sweep_kw), (default_config, default_kw) = calls
+    assert run_config.model.offline and run_kw["progress"] is False and sweep_kw["progress"] is False
+    assert not sweep_config.model.offline and not default_config.model.offline and default_kw["progress"] is True
+
+
+def test_export_command_refuses_a_missing_run_with_exit_2(tmp_path, capsys):
+    from llm.__main__ import main
+
+    assert main(["export", str(tmp_path / "no-run"), str(tmp_path / "policy")]) == 2
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "policy").exists()
