@@ -305,8 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)
     if config is None:
         return 2
-    from llm.pipeline import reference_phase  # torch and transformers only once the configuration is valid
-    setup = reference_phase(config)  # scores in sigma units and thresholds resolved, as a run would use them
+    from llm.pipeline import run_setup  # torch and transformers only once the configuration is valid
+    setup = run_setup(config)  # scores in sigma units and thresholds resolved, as a run would use them
     ref = setup.ref
     n_total, k_total = ref.train_scores.shape[1:]
     n_grid, k_grid = args.n_prompts or default_grid(n_total), args.k or default_grid(k_total)

@@ -120,7 +120,7 @@ SCALES = {
     "quick": StudyDesign(),
     "full": StudyDesign(
         seeds=(0, 1, 2, 3, 4), fractions=(0.1, 0.3, 0.5), pairs=((0.1, 0.5), (0.25, 0.5), (0.4, 0.5)),
-        baselines=("dpo_reward", "dpo_utility"), baseline_seeds=(0, 1, 2),
+        baselines=("dpo_h", "dpo_g"), baseline_seeds=(0, 1, 2),
         overrides=("data.limit=384", "data.test_fraction=0.5", "caid.dual_prompts=96"),
     ),
 }

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from llm.config import load_config, to_dict
     from llm.distributed import init_ranks
     from llm.pipeline import VERSIONS as RUN_VERSIONS
-    from llm.pipeline import reference_phase
+    from llm.pipeline import run_setup
     from llm.policy_export import export
     from llm.run_files import machine_description, package_versions, write_atomic, write_run_record
     from llm.trainer import CAIDTrainer
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ranks = init_ranks(config.model.device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    setup = phase("reference phase", lambda: reference_phase(config, ranks))
+    setup = phase("reference phase", lambda: run_setup(config, ranks))
     record = lambda: write_run_record(run_dir, to_dict(config), RUN_VERSIONS)  # noqa: E731
     trainer = phase("set-up (pairs, one-shot dual)", lambda: CAIDTrainer.build(config, setup, ranks, run_dir, record,
                                                                                   progress=False))  # fmt: skip

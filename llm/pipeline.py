@@ -7,7 +7,7 @@ Methods (:mod:`llm.methods`; Algorithm 2 with the schedule of Sec. 4.1.1 and App
   current policy; every iteration is one DPO epoch on the reference pairs relabelled by
   ``Bernoulli(sigma(Delta(r + lambda^T g)))``;
 * ``one_shot`` (MoCAN): lambda fixed at the one-shot solution, T epochs;
-* ``dpo_reward`` / ``dpo_utility``: pseudo-labels from the reward alone / the first utility alone;
+* ``dpo_h`` / ``dpo_g``: pseudo-labels from the reward alone / the first utility alone;
 * ``pecaid`` (Algorithm 3): as ``caid``, with the scores replaced by the implicit rewards of
   models DPO-trained from pi_ref on the scorers' simulated Bradley-Terry preferences
   (:mod:`llm.implicit_rewards`), saved as ``pre_aligned_<i>.safetensors``.
@@ -40,12 +40,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from llm.checkpoints import STATE_FILE, load_state
 from llm.config import RunConfig, to_dict
 from llm.distributed import Ranks, init_ranks
+from llm.learner import TrunkCaches
 from llm.models import DTYPES, base_model, chat_prompt, default_cache_root, folder_fingerprint, model_fingerprint
 from llm.preference_pairs import load_preference_pairs
 from llm.prompts import PromptSet, content_key, prompt_set, split
-from llm.reference_phase import EVAL_SAMPLES, ReferenceData, build_reference, reference_key
+from llm.reference_phase import EVAL_SAMPLES, ReferenceData, RunSetup, build_reference, reference_key
 from llm.run_files import RunExistsError, RunFileError, check_existing_run, read_json, run_lock, write_run_record
 from llm.run_inputs import RunInputs
 from llm.run_schema import SUMMARY_FILE, RunSummary
@@ -58,9 +60,9 @@ from llm.scorers import (
     scorer_name,
     standardize,
 )
-from llm.trainer import STATE_FILE, CAIDTrainer, RunSetup, load_state
+from llm.trainer import CAIDTrainer
 
-__all__ = ["STATE_FILE", "RunExistsError", "RunSetup", "reference_phase", "resolved_thresholds", "run"]
+__all__ = ["STATE_FILE", "RunExistsError", "RunSetup", "execute", "resolved_thresholds", "run", "run_setup"]
 
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
 
@@ -97,7 +99,7 @@ def _scorer_fingerprint(scorer: Any) -> dict[str, object] | None:
     return folder_fingerprint(folder) if folder is not None else None
 
 
-def reference_phase(config: RunConfig, ranks: Ranks | None = None, inputs: RunInputs | None = None) -> RunSetup:
+def run_setup(config: RunConfig, ranks: Ranks | None = None, inputs: RunInputs | None = None) -> RunSetup:
     """Load the prompts, scorers and pi_ref, and load or build the cached reference phase (no training).
 
     Every method and threshold of ``config`` shares it (the cache key ignores both), so a sweep computes it
@@ -240,12 +242,31 @@ def run(
     if inputs.preferences is not None:
         raise ValueError("preferences=: not yet wired into PeCAID's pre-alignment; save them to a file and set "
                          "pecaid.preferences")  # fmt: skip
-    out = Path(out)
+    return execute(config, Path(out), resume, progress, TrunkCaches(), inputs)
+
+
+def execute(
+    config: RunConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    trunks: TrunkCaches,
+    inputs: RunInputs | None = None,
+) -> dict[str, Any]:
+    """:func:`run`, with frozen-trunk caches shared with the caller's other runs (a sweep's, a study's).
+
+    Raises:
+        RunExistsError: If ``out`` holds a run with another configuration, or any run and ``resume`` is off.
+        theory.InfeasibleProblemError: If the thresholds are unreachable on the reference samples (before
+            any training).
+        ValueError: For bad prompt sets, scorers or models (each names what to fix).
+    """
+    inputs = inputs or RunInputs()
     ranks = init_ranks(config.model.device)
     with contextlib.ExitStack() as stack:
         # One writer per run directory: rank 0 holds the lock (the other ranks write nothing).
         ranks.on_main(lambda: stack.enter_context(run_lock(out)))
-        return _run_locked(config, out, ranks, resume, progress, inputs)
+        return _run_locked(config, out, ranks, resume, progress, trunks, inputs)
 
 
 def _finished_summary(out: Path) -> dict[str, Any] | None:
@@ -266,7 +287,13 @@ def _run_record(config: RunConfig, inputs: RunInputs) -> dict[str, Any]:
 
 
 def _run_locked(
-    config: RunConfig, out: Path, ranks: Ranks, resume: bool, progress: bool, inputs: RunInputs
+    config: RunConfig,
+    out: Path,
+    ranks: Ranks,
+    resume: bool,
+    progress: bool,
+    trunks: TrunkCaches,
+    inputs: RunInputs,
 ) -> dict[str, Any]:
     """Resume (or start), run the remaining iterations, checkpointing each, then evaluate and write the summary."""
     hint = None if resume else "pass --resume to continue it, or use a fresh one"
@@ -282,10 +309,11 @@ def _run_locked(
     def record() -> None:
         ranks.on_main(lambda: write_run_record(out, recorded, VERSIONS))
 
-    trainer = CAIDTrainer.build(config, reference_phase(config, ranks, inputs), ranks, out, record, progress)
+    trainer = CAIDTrainer.build(config, run_setup(config, ranks, inputs), ranks, out, record, progress, trunks)
     if saved is not None:
         trainer.load(saved, out)
-    remaining = range(trainer.iteration + 1, iterations + 1)
+    # pi_ref itself (method 'reference', a negative control) is evaluated as it is: no iteration.
+    remaining = range(trainer.iteration + 1, iterations + 1) if trainer.spec.trains else range(0)
     for _ in tqdm(remaining, desc=config.method, unit="iter", disable=not (progress and ranks.is_main)):
         trainer.iterate()
         trainer.save(out)

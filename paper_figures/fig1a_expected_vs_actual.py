@@ -8,7 +8,7 @@ threshold)::
     RESULTS/llm_sweep/single/<run>/dual_trajectory.csv
     RESULTS/llm_sweep/single/<run>/config.json
 
-with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_reward`` (DPO_h) and ``dpo_utility`` (DPO_s); the
+with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_h`` (DPO_h) and ``dpo_g`` (DPO_s); the
 formats are those of :mod:`analysis.statistics`. Improvements and their 95% CIs are recomputed from
 ``eval_scores.csv`` with :func:`analysis.statistics.collect_runs` (paired over held-out prompts,
 Student-t intervals).
@@ -49,9 +49,6 @@ RESULTS_SUBDIR = Path("llm_sweep") / "single"
 # The methods compared along the thresholds in Fig. 1(a)/(b)/(c), in drawing order: the paper's multi-shot
 # and one-shot (the registry's threshold-dependent methods on the scores themselves; PeCAID was not run).
 SWEEP_METHODS = tuple(k for k, m in REGISTRY.items() if not m.baseline and not m.pre_aligned)
-METHOD_LABELS = {k: m.label for k, m in REGISTRY.items()}
-METHOD_COLORS = {k: m.color for k, m in REGISTRY.items()}
-METHOD_MARKERS = {k: m.marker for k, m in REGISTRY.items()}
 
 
 def producer_hint(subdir: Path) -> str:
@@ -123,9 +120,10 @@ def draw_expected_vs_actual(ax: Axes, rows: pd.DataFrame, methods: Sequence[str]
     offsets = (np.arange(len(present)) - (len(present) - 1) / 2) * 0.012 * (span or 1.0)
     for method, offset in zip(present, offsets, strict=True):
         part = rows[rows["method"] == method].sort_values("threshold", kind="stable")
+        spec = REGISTRY[method]
         ax.errorbar(
-            part["threshold"] + offset, part["mean"], yerr=ci_errors(part), color=METHOD_COLORS.get(method, "k"),
-            marker=METHOD_MARKERS.get(method, "D"), capsize=2.5, label=METHOD_LABELS.get(method, method),
+            part["threshold"] + offset, part["mean"], yerr=ci_errors(part), color=spec.color, marker=spec.marker,
+            capsize=2.5, label=spec.label,
         )  # fmt: skip
     draw_identity(ax, rows["threshold"].to_numpy(dtype=float))
     scorer = str(rows["scorer"].iloc[0])

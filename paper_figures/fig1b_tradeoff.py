@@ -9,7 +9,7 @@ Draws ``fig1b_tradeoff``: x = actual improvement of the first utility (safety), 
 reward (helpfulness), both with 95% CI error bars; the runs of multi-shot (CAID) and one-shot connected in
 threshold order and labelled with b, their empirical Pareto fronts
 (:func:`analysis.pareto.pareto_front`) drawn as wide translucent lines, and the single points DPO_h
-(``dpo_reward``) and DPO_s (``dpo_utility``) where present (paper Sec. 4.2, Fig. 1(b)).
+(``dpo_h``) and DPO_s (``dpo_g``) where present (paper Sec. 4.2, Fig. 1(b)).
 
 Usage::
 
@@ -28,12 +28,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.pareto import pareto_front
-from llm.methods import DPO_BASELINES
+from llm.methods import DPO_BASELINES, REGISTRY
 from paper_figures.cli import figure_main
 from paper_figures.fig1a_expected_vs_actual import (
-    METHOD_COLORS,
-    METHOD_LABELS,
-    METHOD_MARKERS,
     RESULTS_SUBDIR,
     SWEEP_METHODS,
     ci_errors,
@@ -77,12 +74,12 @@ def draw_tradeoff(ax: Axes, points: pd.DataFrame) -> None:
         part = points[points["method"] == method]
         if part.empty:
             continue
-        color = METHOD_COLORS[method]
+        color = REGISTRY[method].color
         sweep = method in SWEEP_METHODS
         ax.errorbar(
             part["utility_mean"], part["reward_mean"], xerr=_errors(part, "utility"), yerr=_errors(part, "reward"),
-            color=color, marker=METHOD_MARKERS[method], markersize=4.5 if sweep else 6, capsize=2,
-            linestyle="-" if sweep else "none", linewidth=1.0, label=METHOD_LABELS[method], zorder=3,
+            color=color, marker=REGISTRY[method].marker, markersize=4.5 if sweep else 6, capsize=2,
+            linestyle="-" if sweep else "none", linewidth=1.0, label=REGISTRY[method].label, zorder=3,
         )  # fmt: skip
         if not sweep:
             continue
@@ -94,7 +91,7 @@ def draw_tradeoff(ax: Axes, points: pd.DataFrame) -> None:
         front = pareto_front(part[["utility_mean", "reward_mean"]])
         ax.plot(
             front["utility_mean"], front["reward_mean"], color=color, linewidth=6, alpha=0.25,
-            solid_capstyle="round", label=f"{METHOD_LABELS[method]} Pareto front", zorder=2,
+            solid_capstyle="round", label=f"{REGISTRY[method].label} Pareto front", zorder=2,
         )  # fmt: skip
 
 

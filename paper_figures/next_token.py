@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.next_token.arms import Arm
 from paper_figures.cli import figure_main
 from paper_figures.results_files import read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
@@ -31,14 +32,7 @@ from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figu
 NAME = "next_token"
 RESULTS_SUBDIR = Path("next_token")
 RESULTS_FILE = RESULTS_SUBDIR / "verdicts.csv"
-STYLES = {
-    "caid_exact": ("tab:red", "o", "CAID, exact dual steps"),
-    "caid_sampled": ("tab:orange", "v", "CAID, sampled dual steps"),
-    "one_shot_plugin": ("tab:blue", "s", "one-shot, plug-in λ"),
-    "one_shot_exact": ("tab:cyan", "D", "one-shot, exact λ*"),
-    "dpo_h": ("tab:gray", "^", "DPO_h (reward only)"),
-    "dpo_g": ("tab:green", "P", "DPO_g (g₁ only)"),
-}
+STYLES = {arm.value: arm.style for arm in Arm}
 
 
 def producer_args(results_dir: Path, scale: str = "full") -> list[str]:

@@ -79,7 +79,7 @@ SCALES = {
         overrides=("data.limit=100", "data.test_fraction=0.5"),
         thresholds=("0.1", "0.2", "0.3", "0.5", "0.8"),
         pairs=("0.1,0.2", "0.2,0.3", "0.3,0.5", "0.4,0.2"),
-        two_methods=("caid", "one_shot", "dpo_reward"),
+        two_methods=("caid", "one_shot", "dpo_h"),
         dual_config=SINGLE_CONFIG,
         dual_overrides=("data.limit=100", "data.test_fraction=0.5", "generation.samples_per_prompt=8"),
         replicates=50,

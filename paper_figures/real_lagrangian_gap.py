@@ -27,11 +27,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.lagrangian_gap import lagrangian_gap_table
+from llm.methods import REGISTRY
 from paper_figures.cli import figure_main
 from paper_figures.fig1a_expected_vs_actual import (
-    METHOD_COLORS,
-    METHOD_LABELS,
-    METHOD_MARKERS,
     RESULTS_SUBDIR,
     SWEEP_METHODS,
     ci_errors,
@@ -68,7 +66,7 @@ def draw(results_dir: Path | str) -> Figure:
         for method in methods:
             rows = gaps[gaps["method"] == method].sort_values("threshold")
             x = rows["threshold"] + offsets[method]
-            color, marker, label = METHOD_COLORS[method], METHOD_MARKERS[method], METHOD_LABELS[method]
+            color, marker, label = REGISTRY[method].color, REGISTRY[method].marker, REGISTRY[method].label
             err = {q: ci_errors(rows, q, f"{q}_ci_low", f"{q}_ci_high") for q in ("dual_value", "lagrangian", "gap")}
             values.errorbar(
                 x, rows["dual_value"], yerr=err["dual_value"], color=color, marker=marker,

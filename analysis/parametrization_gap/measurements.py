@@ -309,7 +309,7 @@ def measure_policy_class(
     # Practical CAID from the one-shot warm start (its DPO policy starts at pi_ref; D_p(lambda(t)) is tracked
     # by a copy of the one-shot maximiser); its exact maximisers join the pool.
     practical = practical_caid(
-        make_policy(), prob, sol.lam, eta, settings.practical_epochs - 1, settings.dual_samples, settings.dpo_pairs,
+        make_policy(), prob, sol.lam, eta, settings.practical_epochs, settings.dual_samples, settings.dpo_pairs,
         rng, settings.max_iter, on_step, dpo_iter=settings.dpo_iter, tracker=copy.deepcopy(one_shot_policy),
     )  # fmt: skip
     pool.add(*practical.maximizers)

@@ -30,7 +30,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     cache = tmp_path_factory.mktemp("cache")
     design = study.StudyDesign(
-        seeds=(0, 1), fractions=(0.25, 0.75), pairs=((0.5, 0.5),), baselines=("dpo_utility",),
+        seeds=(0, 1), fractions=(0.25, 0.75), pairs=((0.5, 0.5),), baselines=("dpo_g",),
         overrides=(*TINY_OVERRIDES, f'model.cache_dir="{cache}"'),
     )  # fmt: skip
     out = root / multi_token.RESULTS_SUBDIR
@@ -56,7 +56,7 @@ def test_every_run_is_in_sigma_units_with_one_split_and_pool_for_all_seeds(finis
     _, out, design = finished
     points = pd.read_csv(out / study.POINTS_FILE)
     assert len(points) == 2 * 4 + 1 + 2  # seeds x (caid, one_shot) x fractions, one baseline, two-constraint CAID
-    single = points[(points["constraints"] == 1) & (points["method"] != "dpo_utility")]
+    single = points[(points["constraints"] == 1) & (points["method"] != "dpo_g")]
     # b is a fraction of one plug-in maximum: equal across seeds, and in the ratio of the fractions
     by_fraction = single.groupby("fractions")["b_1"].agg(["min", "max"])
     np.testing.assert_allclose(by_fraction["min"], by_fraction["max"])

@@ -118,7 +118,7 @@ def test_reference_phase_is_cached_and_corrupt_entries_rebuilt(finished, tmp_pat
     pipeline.run(_config(cache, method="one_shot"), tmp_path / "one_shot", progress=False)
     monkeypatch.undo()
     entries[0].write_bytes(b"not an npz")
-    pipeline.run(_config(cache, method="dpo_reward"), tmp_path / "dpo", progress=False)
+    pipeline.run(_config(cache, method="dpo_h"), tmp_path / "dpo", progress=False)
     assert reference.ReferenceData.from_file(entries[0], entries[0].stem) is not None
 
 
@@ -176,7 +176,7 @@ def test_eval_scores_carry_the_log_ratios_behind_the_kl(finished):
 
 def test_reference_phase_alone_is_the_runs_reference_phase(finished, cache):
     _, summary = finished
-    ref = pipeline.reference_phase(_config(cache)).ref
+    ref = pipeline.run_setup(_config(cache)).ref
     assert ref.key == summary["reference_key"]
     prob = ref.problem(TINY.scorers.thresholds, TINY.caid.beta)
     assert np.allclose(solve_dual(prob, return_policy=False).lam, summary["lambda_one_shot"])
@@ -209,7 +209,7 @@ def test_the_logged_slack_is_recomputed_from_the_on_policy_samples(tmp_path, cac
     prompts, samples, n = recorded[0]
     utility = build_scorer(config.scorers.utilities[0])
     on_policy = score(utility, [prompts[s.prompt_index] for s in samples], [s.text for s in samples])
-    setup = pipeline.reference_phase(config)
+    setup = pipeline.run_setup(config)
     k = config.generation.samples_per_prompt
     ref_texts = [s.text for s in setup.ref.train]
     ref_prompts = [setup.train.prompts[s.prompt_index] for s in setup.ref.train]
@@ -226,7 +226,7 @@ def test_the_one_shot_problem_has_its_own_pool_apart_from_the_pairs(tmp_path, ca
 
     caid = dataclasses.replace(TINY.caid, plugin_samples=3, plugin_prompts=2, iterations=1)
     config = _config(cache, method="one_shot", caid=caid)
-    setup = pipeline.reference_phase(config)  # thresholds are not part of the reference phase
+    setup = pipeline.run_setup(config)  # thresholds are not part of the reference phase
     assert setup.plugin.train_scores.shape == (2, 2, 3) and setup.ref.train_scores.shape[2] == 2
     assert [s.prompt_index for s in setup.plugin.train] == [0, 0, 0, 1, 1, 1]
     g = setup.plugin.train_scores[1]
@@ -246,7 +246,7 @@ def test_standardised_run_is_in_sigma_units_with_thresholds_as_plugin_fractions(
     from theory import ConstrainedProblem
 
     raw_scorers = ScorerConfig(reward="simplicity", utilities=["-toxicity"], thresholds=[0.0])
-    raw = pipeline.reference_phase(_config(cache, method="one_shot", scorers=raw_scorers))
+    raw = pipeline.run_setup(_config(cache, method="one_shot", scorers=raw_scorers))
     g_raw = raw.ref.train_scores  # (2, N, K) raw units
     n = g_raw.shape[1]
     # sigma_w by hand: each prompt's unbiased variance, averaged over prompts, square-rooted.
@@ -276,10 +276,10 @@ def test_another_scorer_set_rescores_the_cached_samples(finished, cache, monkeyp
     """Same samples, other scorers: the cached samples and log-probs are reused and scored anew, not resampled."""
     from llm.scorers import Simplicity
 
-    base = pipeline.reference_phase(_config(cache)).ref
+    base = pipeline.run_setup(_config(cache)).ref
     monkeypatch.setattr(reference, "sample_responses", lambda *a, **k: pytest.fail("resampled the same samples"))
     scorers = ScorerConfig(reward="simplicity", utilities=["sentiment", "-toxicity"], thresholds=[0.0, 0.0])
-    other = pipeline.reference_phase(_config(cache, scorers=scorers)).ref
+    other = pipeline.run_setup(_config(cache, scorers=scorers)).ref
     assert other.key != base.key and [s.text for s in other.train] == [s.text for s in base.train]
     np.testing.assert_array_equal(other.train_logprobs, base.train_logprobs)
     expected = Simplicity()([], [s.text for s in other.test])
@@ -295,5 +295,5 @@ def test_a_damaged_samples_index_means_sampling_again(finished, cache, monkeypat
         index.write_text('{"key": "../../etc/passwd"}')  # only a content key may name a cache file
     scorers = ScorerConfig(reward="relevance", utilities=["-toxicity"], thresholds=[0.0])
     calls = count_calls(monkeypatch, reference, "sample_responses")
-    pipeline.reference_phase(_config(cache, scorers=scorers))
+    pipeline.run_setup(_config(cache, scorers=scorers))
     assert calls

@@ -12,7 +12,7 @@ from analysis.next_token.verdicts import write_verdicts
 from tests.interrupts import count_calls, killed_on_call
 
 CONFIG = LabConfig(n_train=8, n_eval=6, k=4, fractions=(0.3, 0.7), pairs=((0.3, 0.3),), seeds=(0, 1),
-                   training=TrainingSettings(epochs=2, passes=1, batch_prompts=4, dual_prompts=4, dual_samples=2))
+                   training=TrainingSettings(iterations=2, passes=1, batch_prompts=4, dual_prompts=4, dual_samples=2))
 
 
 def test_run_resumes_after_kill_and_writes_verdicts(tiny, tmp_path, monkeypatch):
