@@ -123,6 +123,7 @@ class SavedState:
     scheduler: dict[str, Any]
     numpy_rng: dict[str, Any]
     torch_rng: torch.Tensor
+    grad_scaler: dict[str, float] = dataclasses.field(default_factory=dict)  # fp16's loss scale (else empty)
 
 
 def load_state(out: Path, m: int, iterations: int) -> SavedState | None:
@@ -161,8 +162,11 @@ def load_state(out: Path, m: int, iterations: int) -> SavedState | None:
         if not all(isinstance(f, str) and "/" not in f and "\\" not in f for f in files):
             raise ValueError(f"file names {files!r} are not plain names in the run directory")
         plain, scheduler, numpy_rng = record["optimizer"], record["scheduler"], record["numpy_rng"]
-        if not all(isinstance(v, dict) for v in (plain, scheduler, numpy_rng)):
-            raise ValueError("optimizer, scheduler and numpy_rng must be tables")
+        grad_scaler = record.get("grad_scaler", {})
+        if not all(isinstance(v, dict) for v in (plain, scheduler, numpy_rng, grad_scaler)):
+            raise ValueError("optimizer, scheduler, numpy_rng and grad_scaler must be tables")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in grad_scaler.values()):
+            raise ValueError(f"grad_scaler {grad_scaler!r} must hold numbers")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise RunFileError(f"{path}: invalid ({type(err).__name__}: {err}); {fix}") from None
     weights = read_weights(out / files[0], fix)
@@ -171,5 +175,5 @@ def load_state(out: Path, m: int, iterations: int) -> SavedState | None:
         raise RunFileError(f"{out / files[1]}: no torch_rng tensor; {fix}")
     return SavedState(
         iteration, multipliers, metrics, weights, _join_optimizer(tensors, plain), scheduler, numpy_rng,
-        tensors["torch_rng"],
+        tensors["torch_rng"], grad_scaler,
     )

@@ -189,10 +189,10 @@ class DataConfig:
         )
         _require(self.max_length >= 0, "data.max_length", f"must be >= 0 (0: all), got {self.max_length}")
         _require(
-            not (self.max_length and self.max_length <= self.max_prompt_length),
+            not (self.max_length and self.max_length <= max(self.max_prompt_length, 1)),
             "data.max_length",
-            f"must exceed data.max_prompt_length ({self.max_prompt_length}) to leave room for the response, got "
-            f"{self.max_length}",
+            f"must exceed data.max_prompt_length ({self.max_prompt_length}) and 1 to leave room for the response, "
+            f"got {self.max_length}",
         )
         _require(self.limit >= 0, "data.limit", f"must be >= 0 (0 means all), got {self.limit}")
         _require(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
@@ -437,11 +437,6 @@ class PeCAIDConfig:
                 parse_hf_spec(self.preferences)
             except ValueError as err:
                 raise ConfigError(f"pecaid.preferences: {err}") from None
-        _require(
-            bool(self.preferences) or not self.objectives,
-            "pecaid.objectives",
-            "only applies with pecaid.preferences; give the preference file or leave it empty",
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -480,6 +475,12 @@ class RunConfig:
             "training.mixed_precision",
             f"autocasts float32 trained weights: with model.dtype = {self.model.dtype!r} use model.train = 'lora' "
             "(float32 adapters on the frozen base), model.dtype = 'float32', or 'no'",
+        )
+        _require(
+            not (self.training.mixed_precision == "fp16" and self.training.distributed == "fsdp"),
+            "training.mixed_precision",
+            "'fp16' scales the loss with one GradScaler, not a sharded one: with training.distributed = 'fsdp' use "
+            "'bf16'",
         )
         _require(
             not (self.training.cache_trunk and self.model.train != "top_layers"),

@@ -24,9 +24,10 @@ from llm.dpo import TrunkCache, epoch_batches, oriented_pairs, pseudo_labels, sh
 from llm.implicit_rewards import ImplicitReward
 from llm.learner import build_learner
 from llm.models import chat_prompt
-from llm.preference_pairs import load_preference_pairs
+from llm.preference_pairs import PreferenceData, load_preference_pairs
 from llm.reference_phase import CHUNK_PROMPTS, ReferenceData, RunSetup, response_logprobs, score_samples
 from llm.sampling import Sample
+from llm.truncation import truncate
 
 __all__ = ["LabelledPairs", "implicit_scores", "load_labelled_pairs", "pre_align"]
 
@@ -52,13 +53,19 @@ class LabelledPairs:
         return np.stack([first + win, first + 1 - win], axis=1)
 
 
-def load_labelled_pairs(config: RunConfig, setup: RunSetup) -> LabelledPairs:
-    """``pecaid.preferences`` read and validated (:func:`llm.preference_pairs.load_preference_pairs`), tokenised.
+def load_labelled_pairs(config: RunConfig, setup: RunSetup, data: PreferenceData | None = None) -> LabelledPairs:
+    """``pecaid.preferences`` (or ``data``, the pairs given as an object) validated, tokenised and truncated.
+
+    Each pair's prompt and responses are cut by ``data.max_prompt_length`` and ``data.max_length``
+    (:func:`llm.truncation.truncate`) before pi_ref's log-probabilities are computed.
 
     Raises:
         ValueError: For a bad file (named, with the row and field), or objectives that are not one per scorer.
     """
-    data = load_preference_pairs(config.pecaid.preferences, config.pecaid.objectives or None)
+    if data is None:
+        data = load_preference_pairs(
+            config.pecaid.preferences, config.pecaid.objectives or None, offline=config.model.offline
+        )
     if len(data.objectives) != len(setup.scorers):
         raise ValueError(
             f"pecaid.objectives: {data.source} gives {list(data.objectives)}; name one objective per scorer "
@@ -71,7 +78,8 @@ def load_labelled_pairs(config: RunConfig, setup: RunSetup) -> LabelledPairs:
         prompt_ids = tuple(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         for text in pair.responses:  # as sampled responses end: with the end-of-sequence token
             ids = (*tokenizer(text, add_special_tokens=False)["input_ids"], eos)
-            responses.append(Sample(i, prompt_ids, ids, text))
+            cut = truncate(Sample(i, prompt_ids, ids, text), config.data.max_prompt_length, config.data.max_length)
+            responses.append(cut)
     ref_logprobs = response_logprobs(
         setup.ref_model, responses, tokenizer.pad_token_id, config.generation.batch_size, "preference log-probs"
     )
@@ -108,9 +116,11 @@ def pre_align(
     rewards = []
     for s, name in enumerate(names):
         if labelled is None:
-            steps = steps_per_epoch(pairs, training.batch_size, training.all_pairs, k)
+            accumulation = training.gradient_accumulation_steps
+            steps = steps_per_epoch(pairs, training.batch_size, training.all_pairs, k, accumulation)
         else:
-            steps = math.ceil(len(labelled.prefer_1[s]) / training.batch_size)
+            batches = math.ceil(len(labelled.prefer_1[s]) / training.batch_size)
+            steps = math.ceil(batches / training.gradient_accumulation_steps)
         total = config.pecaid.epochs * steps
         learner = build_learner(config.model, training, config.seed, ranks, setup.ref_model, total)
         path = out / f"pre_aligned_{s}.safetensors"

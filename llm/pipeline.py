@@ -29,7 +29,6 @@ samples, labels and batches are those of a single-process run.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import warnings
 from collections.abc import Mapping
@@ -44,12 +43,12 @@ from llm.checkpoints import STATE_FILE, load_state
 from llm.config import RunConfig, to_dict
 from llm.distributed import Ranks, init_ranks
 from llm.learner import TrunkCaches
-from llm.models import DTYPES, base_model, chat_prompt, default_cache_root, folder_fingerprint, model_fingerprint
+from llm.models import base_model, chat_prompt, default_cache_root, folder_fingerprint, model_fingerprint
 from llm.preference_pairs import load_preference_pairs
 from llm.prompts import PromptSet, content_key, prompt_set, split
 from llm.reference_phase import EVAL_SAMPLES, ReferenceData, RunSetup, build_reference, reference_key
 from llm.run_files import RunExistsError, RunFileError, check_existing_run, read_json, run_lock, write_run_record
-from llm.run_inputs import RunInputs
+from llm.run_inputs import RunInputs, reference_from
 from llm.run_schema import SUMMARY_FILE, RunSummary
 from llm.scorers import (
     PythonScorer,
@@ -78,13 +77,14 @@ def _prompts(config: RunConfig, given: PromptSet | None) -> tuple[PromptSet, Pro
     return split(merged, config.data.test_fraction, config.data_seed)
 
 
-def _models(config: RunConfig, device: torch.device, inputs: RunInputs) -> tuple[torch.nn.Module, Any]:
+def _models(config: RunConfig, device: torch.device, inputs: RunInputs | None = None) -> tuple[torch.nn.Module, Any]:
     """(frozen reference, tokenizer) on ``device`` in the configured dtype: ``model.name``'s, or the caller's copied."""
-    if inputs.model is None:
+    if inputs is None or inputs.model is None:
         model, tokenizer = base_model(config.model, config.data_seed)
     else:
-        model, tokenizer = copy.deepcopy(inputs.model).to(DTYPES[config.model.dtype]), inputs.tokenizer
+        model, tokenizer = reference_from(inputs.model, config.model), inputs.tokenizer
     return model.to(device).eval().requires_grad_(False), tokenizer
+
 
 
 _PLUGIN_SEED = 104729  # offsets the plug-in pool's sampling seed from the pairs' (an arbitrary prime)
@@ -239,9 +239,6 @@ def run(
     inputs = RunInputs.of(
         config, model=model, tokenizer=tokenizer, prompts=prompts, preferences=preferences, scorers=scorers
     )
-    if inputs.preferences is not None:
-        raise ValueError("preferences=: not yet wired into PeCAID's pre-alignment; save them to a file and set "
-                         "pecaid.preferences")  # fmt: skip
     return execute(config, Path(out), resume, progress, TrunkCaches(), inputs)
 
 
@@ -309,7 +306,8 @@ def _run_locked(
     def record() -> None:
         ranks.on_main(lambda: write_run_record(out, recorded, VERSIONS))
 
-    trainer = CAIDTrainer.build(config, run_setup(config, ranks, inputs), ranks, out, record, progress, trunks)
+    setup = run_setup(config, ranks, inputs)
+    trainer = CAIDTrainer.build(config, setup, ranks, out, record, progress, trunks, inputs.preferences)
     if saved is not None:
         trainer.load(saved, out)
     # pi_ref itself (method 'reference', a negative control) is evaluated as it is: no iteration.

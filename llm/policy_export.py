@@ -106,7 +106,7 @@ def export(
         base, tokenizer = base_model(model_config, config.data_seed)
     lora = config.model.train == "lora"
     policy = base
-    if lora:
+    if lora and not hasattr(base, "peft_config"):  # a PeftModel the run was given brings its own adapters
         model_config = config.model
         policy = apply_lora(
             base, model_config.lora_rank, model_config.lora_alpha, seed=config.seed,
@@ -207,8 +207,8 @@ def _with_offline(config: RunConfig) -> Any:
 
 def _given_model(model: Any, tokenizer: Any, inputs: dict[str, Any], config: RunConfig) -> tuple[Any, Any]:
     """A copy of the caller's model (checked against the run record) in the run's dtype, and its tokenizer."""
-    from llm.models import DTYPES, prepare_tokenizer
-    from llm.run_inputs import module_fingerprint
+    from llm.models import prepare_tokenizer
+    from llm.run_inputs import module_fingerprint, reference_from
 
     if model is None or tokenizer is None:
         raise ValueError(
@@ -217,5 +217,4 @@ def _given_model(model: Any, tokenizer: Any, inputs: dict[str, Any], config: Run
         )
     if module_fingerprint(model) != inputs["model"]:
         raise ValueError("model=: not the model the run started from (its weights or configuration differ)")
-    base = copy.deepcopy(model).to(DTYPES[config.model.dtype])
-    return base, prepare_tokenizer(copy.deepcopy(tokenizer), type(model).__name__)
+    return reference_from(model, config.model), prepare_tokenizer(copy.deepcopy(tokenizer), type(model).__name__)

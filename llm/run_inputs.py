@@ -6,9 +6,9 @@ model, tokenizer, dataset or scorer builds a new cache entry, and ``resume`` ref
 objects.
 
 * ``model``: a ``transformers`` causal LM (``PreTrainedModel``) or a ``peft`` ``PeftModel``; the run's pi_ref is
-  a frozen copy of it (the object itself is not changed) and the policy starts from it. Weights are identified
-  by every tensor's name, shape, dtype and its first and last MiB (as :func:`llm.models.folder_fingerprint` reads
-  files), plus the model's class and configuration.
+  a frozen copy of it (:func:`reference_from`; the object itself is not changed) and the policy starts from it.
+  Weights are identified by every tensor's name, shape, dtype and its first and last MiB (as
+  :func:`llm.models.folder_fingerprint` reads files), plus the model's class and configuration.
 * ``tokenizer``: the model's tokenizer (required with ``model``); the run uses a copy (left padding, a pad token).
 * ``prompts``: a ``datasets.Dataset``, a pandas DataFrame, a list of strings or a
   :class:`~llm.prompts.PromptSet`, in place of ``data.prompts`` (``data.limit`` still applies).
@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from llm.config import RunConfig
+from llm.config import ModelConfig, RunConfig
 from llm.preference_pairs import PreferenceData, preferences_from_object
 from llm.prompts import PromptSet, content_key, prompts_from_object
 from llm.scorers import ScoreFunction, callable_fingerprint, check_scorer_names, parse_scorer_spec
@@ -35,7 +35,7 @@ from llm.scorers import ScoreFunction, callable_fingerprint, check_scorer_names,
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["RunInputs", "module_fingerprint", "tokenizer_fingerprint"]
+__all__ = ["RunInputs", "module_fingerprint", "reference_from", "tokenizer_fingerprint"]
 
 _ENDS_BYTES = 1 << 20  # as llm.models.folder_fingerprint reads a file's ends
 
@@ -135,6 +135,9 @@ class RunInputs:
             prompt_set = prompts_from_object(prompts, "prompts")
             if config.data.limit and config.data.limit < len(prompt_set):
                 prompt_set = prompt_set.select(range(config.data.limit))
+        if config.pecaid.objectives and not config.pecaid.preferences and preferences is None:
+            raise ValueError("pecaid.objectives: only applies with labelled pairs; give pecaid.preferences (a file "
+                             "or hf: spec) or llm.run(preferences=...), or leave it empty")  # fmt: skip
         pairs = None
         if preferences is not None:
             if config.method != "pecaid":
@@ -157,6 +160,20 @@ class RunInputs:
             "preferences": None if self.preferences is None else _preferences_key(self.preferences),
             "scorers": {name: callable_fingerprint(fn) for name, fn in sorted(self.scorers.items())},
         }
+
+
+def reference_from(model: torch.nn.Module, model_config: ModelConfig) -> torch.nn.Module:
+    """pi_ref from a caller's model: a copy in ``model.dtype``.
+
+    A ``PeftModel`` keeps its adapters with ``train = "lora"`` (they go on training) and has them merged into its
+    weights for full or top-layer training; either way pi_ref computes what the caller's model computes.
+    """
+    from llm.models import DTYPES
+
+    reference = copy.deepcopy(model)
+    if hasattr(reference, "peft_config") and model_config.train != "lora":
+        reference = reference.merge_and_unload()
+    return reference.to(DTYPES[model_config.dtype])
 
 
 def _preferences_key(data: PreferenceData) -> str:

@@ -34,11 +34,13 @@ from llm.implicit_rewards import ImplicitReward
 from llm.learner import TrunkCaches, build_learner
 from llm.methods import method
 from llm.pecaid import implicit_scores, load_labelled_pairs, pre_align
+from llm.preference_pairs import PreferenceData
 from llm.reference_phase import ReferenceData, RunSetup, response_logprobs, score_samples
 from llm.run_files import RunFileError, write_atomic
 from llm.run_schema import EVAL_SCORES_FILE, RunSummary, eval_scores_csv
 from llm.sampling import Sample, sample_responses
 from llm.scorers import Scorer
+from llm.truncation import truncated_reference
 from theory.dual import dual_value
 from theory.dual_solver import solve_dual
 from theory.problem import ConstrainedProblem
@@ -105,6 +107,7 @@ class CAIDTrainer:
         record: Callable[[], None] = lambda: None,
         progress: bool = True,
         trunks: TrunkCaches | None = None,
+        preferences: PreferenceData | None = None,
     ) -> CAIDTrainer:
         """The trainer at iteration 0: pairs drawn, PeCAID's models pre-aligned, the one-shot dual solved.
 
@@ -117,6 +120,8 @@ class CAIDTrainer:
                 else after the one-shot dual is solved (so infeasible thresholds leave no run record).
             progress: Whether to show progress bars.
             trunks: The frozen-trunk caches this run may share with others of the process (None: its own).
+            preferences: PeCAID's labelled pairs given as an object (``llm.run(preferences=...)``), in place of
+                ``pecaid.preferences``.
 
         Raises:
             theory.InfeasibleProblemError: If the thresholds are unreachable on the plug-in pool (before any
@@ -137,9 +142,16 @@ class CAIDTrainer:
             config.training.cache_trunk, ranks,
         )  # fmt: skip
         ref, plugin, utilities = setup.ref, setup.plugin, setup.scorers[1:]
+        # data.max_prompt_length / max_length: the pairs DPO forwards, and pi_ref's log-probabilities of them.
+        data, pad = config.data, setup.tokenizer.pad_token_id
+        ref = truncated_reference(
+            ref, setup.ref_model, pad, config.generation.batch_size, data.max_prompt_length, data.max_length
+        )
+        setup = dataclasses.replace(setup, ref=ref)
         if spec.pre_aligned:
             # A preference file is read and checked before anything is written.
-            labelled = load_labelled_pairs(config, setup) if config.pecaid.preferences else None
+            given = config.pecaid.preferences or preferences is not None
+            labelled = load_labelled_pairs(config, setup, preferences) if given else None
             record()  # the pre-aligned models are saved into the run directory
             # Labelled pairs are the file's own responses, not the reference samples the trunk cache holds.
             pre_trunk = None if labelled is not None else trunk
@@ -162,7 +174,7 @@ class CAIDTrainer:
     def steps_per_epoch(self) -> int:
         """Optimiser steps per DPO epoch."""
         training, k = self.config.training, self.config.generation.samples_per_prompt
-        return epoch_steps(self.pairs, training.batch_size, training.all_pairs, k)
+        return epoch_steps(self.pairs, training.batch_size, training.all_pairs, k, training.gradient_accumulation_steps)
 
     @property
     def lam(self) -> np.ndarray:
@@ -258,6 +270,8 @@ class CAIDTrainer:
             "iteration": self.iteration, "multipliers": self.multipliers.state_dict(), "metrics": self.metrics,
             "scheduler": learner.scheduler.state_dict(), "numpy_rng": self.rng.bit_generator.state,
         }  # fmt: skip
+        if learner.precision.scaler is not None:  # fp16's loss scale (other runs' state files are unchanged)
+            state["grad_scaler"] = learner.precision.state_dict()
         if self.ranks.is_main:
             save_checkpoint(out, self.iteration, weights, optimizer_state, state)
             write_jsonl(out / "metrics.jsonl", self.metrics)
@@ -272,6 +286,7 @@ class CAIDTrainer:
         try:
             load_training_state(learner.module, learner.optimizer, saved.weights, saved.optimizer)
             learner.scheduler.load_state_dict(saved.scheduler)
+            learner.precision.load_state_dict(saved.grad_scaler)
             self.rng.bit_generator.state = saved.numpy_rng
             torch.set_rng_state(saved.torch_rng)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:  # shapes or names of another model

@@ -146,3 +146,46 @@ def test_bad_specs_and_objects_are_refused_before_any_model_loads(tmp_path, monk
         pipeline.run(_config(tmp_path), tmp_path / "c", prompts=[{"text": "x"}],
                      scorers={"length": length, "vowels": vowels}, progress=False)  # fmt: skip
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+def test_a_peft_model_keeps_training_its_own_adapters(tmp_path, tokenizer, trained):
+    from peft import PeftModel
+
+    from llm.models import apply_lora
+
+    given = apply_lora(tiny_model(tokenizer, seed=5), rank=2, seed=1)
+    with torch.no_grad():  # adapters that already change the model, as a fine-tuned one's would
+        for name, parameter in given.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
+    run_dir = tmp_path / "peft"
+    llm.run(_config(tmp_path, train="lora"), run_dir, model=given, tokenizer=tokenizer, prompts=PROMPTS,
+            scorers={"length": length, "vowels": vowels}, progress=False)  # fmt: skip
+    target = llm.export(run_dir, tmp_path / "adapter", model=given, tokenizer=tokenizer)
+    reloaded = PeftModel.from_pretrained(tiny_model(tokenizer, seed=5), target)
+    expected = _logprobs(trained[-1], tokenizer)
+    torch.testing.assert_close(_logprobs(reloaded, tokenizer), expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(expected, _logprobs(given, tokenizer), atol=1e-3)
+
+
+def test_preferences_as_a_data_frame_train_as_the_file_does(tmp_path):
+    import pandas as pd
+
+    from llm.config import PeCAIDConfig
+
+    pku = "tests/llm/data/preference_pairs_pku.jsonl"
+    rows = pd.read_json(pku, lines=True)
+    base = dataclasses.replace(
+        _config(tmp_path), method="pecaid", caid=dataclasses.replace(_config(tmp_path).caid, iterations=1),
+        scorers=ScorerConfig(reward="length", utilities=["vowels"], thresholds=[0.0]),
+    )  # fmt: skip
+    mine = {"length": length, "vowels": vowels}
+    objectives = PeCAIDConfig(epochs=1, objectives=["better", "safer"])
+    pipeline.run(dataclasses.replace(base, pecaid=objectives), tmp_path / "object", preferences=rows,
+                 prompts=PROMPTS, scorers=mine, progress=False)  # fmt: skip
+    from_file = dataclasses.replace(objectives, preferences=pku)
+    pipeline.run(dataclasses.replace(base, pecaid=from_file), tmp_path / "file", prompts=PROMPTS, scorers=mine,
+                 progress=False)  # fmt: skip
+    for s in range(2):
+        name = f"pre_aligned_{s}.safetensors"
+        assert (tmp_path / "object" / name).read_bytes() == (tmp_path / "file" / name).read_bytes()
