@@ -85,7 +85,12 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def save_checkpoint(
-    out: Path, iteration: int, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any], state: dict[str, Any]
+    out: Path,
+    iteration: int,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    state: dict[str, Any],
+    keep_weights: bool = False,
 ) -> None:
     """Write iteration ``t``'s checkpoint and training state, then ``state.json`` naming them, then drop older ones.
 
@@ -95,6 +100,7 @@ def save_checkpoint(
         weights: The trained weights.
         optimizer_state: The optimiser's ``state_dict()``.
         state: The JSON-able rest: ``iteration``, ``multipliers``, ``metrics``, ``scheduler``, ``numpy_rng``.
+        keep_weights: Keep the earlier iterations' ``checkpoint_<t>.safetensors`` (``training.keep_checkpoints``).
     """
     names = {
         "checkpoint": f"checkpoint_{iteration}.safetensors",
@@ -106,7 +112,8 @@ def save_checkpoint(
     record = {"format": _STATE_FORMAT, **state, "optimizer": plain, **names}
     write_atomic(out / STATE_FILE, json.dumps(record) + "\n")
     keep = {*names.values(), *(n + DIGEST_SUFFIX for n in names.values())}
-    for old in [*out.glob("checkpoint_*.safetensors*"), *out.glob("training_state_*.safetensors*")]:
+    earlier = [] if keep_weights else [*out.glob("checkpoint_*.safetensors*")]
+    for old in [*earlier, *out.glob("training_state_*.safetensors*")]:
         if old.name not in keep:
             old.unlink()
 

@@ -316,6 +316,11 @@ class TrainingConfig:
         "the label-averaged loss -[p log sigma(m) + (1 - p) log sigma(-m)], p = sigma(Delta r_lambda), with the same "
         "expected gradient and optimum but finite optimal margins, so DPO cannot fit the noise of drawn labels",
     )
+    keep_checkpoints: bool = help_field(
+        False,
+        "keep every iteration's trained weights (checkpoint_<t>.safetensors), for `llm export --iteration N` and "
+        "`--best`; off: only the last iteration's (and its optimiser state) are kept",
+    )
     common_random_numbers: bool = help_field(
         False,
         "draw labels (one uniform per pair and epoch), batch order and dual-step samples from streams keyed by "

@@ -89,8 +89,8 @@ def export(
     weights_file = run_dir / (state["checkpoint"] if chosen == last else f"checkpoint_{chosen}.safetensors")
     if not weights_file.is_file():
         raise ValueError(
-            f"{run_dir}: iteration {chosen}'s weights were not kept (only the last iteration's are, {last}); export "
-            "the last one"
+            f"{run_dir}: iteration {chosen}'s weights were not kept (only the last iteration's, {last}, are unless "
+            "training.keep_checkpoints = true); export the last one, or rerun with keep_checkpoints"
         )
     data = read_with_digest(weights_file, "the checkpoint is corrupt: rerun the run (--resume keeps the rest)")
     import safetensors.torch

@@ -273,7 +273,7 @@ class CAIDTrainer:
         if learner.precision.scaler is not None:  # fp16's loss scale (other runs' state files are unchanged)
             state["grad_scaler"] = learner.precision.state_dict()
         if self.ranks.is_main:
-            save_checkpoint(out, self.iteration, weights, optimizer_state, state)
+            save_checkpoint(out, self.iteration, weights, optimizer_state, state, self.config.training.keep_checkpoints)
             write_jsonl(out / "metrics.jsonl", self.metrics)
 
     def load(self, saved: SavedState, out: Path) -> None:

@@ -116,18 +116,40 @@ def test_model_object_dataset_and_python_scorer_in_exported_policy_out(tmp_path,
         llm.export(run_dir, tmp_path / "first", iteration=1, model=model, tokenizer=tokenizer)
 
 
-def test_lora_policy_exports_as_a_peft_adapter_folder(tmp_path, tokenizer, trained):
+def test_lora_policy_exports_as_a_peft_adapter_folder_at_any_kept_iteration(tmp_path, tokenizer, monkeypatch):
+    import copy
+
     from peft import PeftModel
 
+    saved = {}
+    save = trainer.CAIDTrainer.save
+
+    def capture(self, out):
+        saved[self.iteration] = copy.deepcopy(self.learner.model)
+        return save(self, out)
+
+    monkeypatch.setattr(trainer.CAIDTrainer, "save", capture)
+    import llm.models
+
+    # The run and each export load SmolLM2's tokenizer for model.name = "tiny": the session's copy, not the GGUF.
+    monkeypatch.setattr(llm.models, "load_tokenizer", lambda *args, **kwargs: copy.deepcopy(tokenizer))
+    config = _config(tmp_path, train="lora")
+    config = dataclasses.replace(config, training=dataclasses.replace(config.training, keep_checkpoints=True))
     run_dir = tmp_path / "lora"
-    pipeline.run(_config(tmp_path, train="lora"), run_dir, prompts=PROMPTS,
-                 scorers={"length": length, "vowels": vowels}, progress=False)  # fmt: skip
-    target = llm.export(run_dir, tmp_path / "adapter")
-    assert (target / "adapter_config.json").is_file() and (target / "adapter_model.safetensors").is_file()
-    base = tiny_model(tokenizer, seed=0)  # the run's base: model.name = "tiny" at data seed 0
-    reloaded = PeftModel.from_pretrained(base, target)
-    torch.testing.assert_close(_logprobs(reloaded, tokenizer), _logprobs(trained[-1], tokenizer), rtol=0, atol=1e-5)
-    assert json.loads((target / "caid.json").read_text())["format"] == "peft_adapter"
+    summary = pipeline.run(config, run_dir, prompts=PROMPTS, scorers={"length": length, "vowels": vowels},
+                           progress=False)  # fmt: skip
+    for iteration in (1, 2):
+        target = llm.export(run_dir, tmp_path / f"adapter_{iteration}", iteration=iteration)
+        assert (target / "adapter_config.json").is_file() and (target / "adapter_model.safetensors").is_file()
+        base = tiny_model(tokenizer, seed=0)  # the run's base: model.name = "tiny" at data seed 0
+        reloaded = PeftModel.from_pretrained(base, target)
+        expected = _logprobs(saved[iteration], tokenizer)
+        torch.testing.assert_close(_logprobs(reloaded, tokenizer), expected, rtol=0, atol=1e-5)
+        exported = json.loads((target / "caid.json").read_text())
+        assert exported["format"] == "peft_adapter" and exported["iteration"] == iteration
+    assert not torch.allclose(_logprobs(saved[1], tokenizer), _logprobs(saved[2], tokenizer), atol=1e-4)
+    best = llm.export(run_dir, tmp_path / "best", best=True)
+    assert json.loads((best / "caid.json").read_text())["iteration"] == summary["best_iteration"]
 
 
 def test_bad_specs_and_objects_are_refused_before_any_model_loads(tmp_path, monkeypatch):
