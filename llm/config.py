@@ -471,11 +471,6 @@ class RunConfig:
         _check_choices(self, "")
         _require(self.seed >= 0, "seed", f"must be >= 0 (numpy and torch seeds are non-negative), got {self.seed}")
         _require(
-            not (self.method == "pecaid" and self.scorers.threshold_units == "plugin_fraction"),
-            "scorers.threshold_units",
-            "PeCAID's thresholds are in implicit-reward units; use 'absolute' with method = 'pecaid'",
-        )
-        _require(
             self.training.mixed_precision == "no" or self.model.dtype == "float32" or self.model.train == "lora",
             "training.mixed_precision",
             f"autocasts float32 trained weights: with model.dtype = {self.model.dtype!r} use model.train = 'lora' "

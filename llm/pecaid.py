@@ -29,7 +29,7 @@ from llm.reference_phase import CHUNK_PROMPTS, ReferenceData, RunSetup, response
 from llm.sampling import Sample
 from llm.truncation import truncate
 
-__all__ = ["LabelledPairs", "implicit_scores", "load_labelled_pairs", "pre_align"]
+__all__ = ["LabelledPairs", "implicit_scores", "load_labelled_pairs", "pre_align", "reference_implicit_scores"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -168,3 +168,17 @@ def implicit_scores(
     with full_parameters(*(r.model for r in rewards)):
         parts = ranks.map(len(starts), unit, desc="implicit rewards")
     return np.concatenate(parts, axis=1)
+
+
+def reference_implicit_scores(config: RunConfig, setup: RunSetup, implicit: Sequence[ImplicitReward]) -> np.ndarray:
+    """``(m, P, n_ref)`` the implicit utilities of pi_ref's held-out samples, what PeCAID's constraints compare with.
+
+    Every rank computes them (one pi_ref pass over the held-out samples, then the implicit models').
+    """
+    with full_parameters(*(reward.model for reward in implicit)):
+        logprobs = response_logprobs(
+            setup.ref_model, setup.ref.test, setup.tokenizer.pad_token_id, config.generation.batch_size,
+            "reference log-probs", progress=False,
+        )  # fmt: skip
+        k = config.evaluation.reference_samples
+        return score_samples(implicit, setup.test.prompts, setup.ref.test, k, logprobs)

@@ -55,7 +55,7 @@ from llm.scorers import (
     ScoreFunction,
     Standardization,
     build_scorer,
-    plugin_maximum,
+    plugin_fraction_thresholds,
     scorer_name,
     standardize,
 )
@@ -196,7 +196,7 @@ def resolved_thresholds(config: RunConfig, utility_pool: np.ndarray) -> tuple[fl
     fractions = config.scorers.thresholds
     if config.scorers.threshold_units == "absolute":
         return tuple(float(b) for b in fractions)
-    return tuple(float(f * plugin_maximum(pool)) for f, pool in zip(fractions, utility_pool, strict=True))
+    return plugin_fraction_thresholds(fractions, utility_pool)
 
 
 def run(

@@ -563,6 +563,16 @@ def plugin_maximum(pool: np.ndarray, k: int | None = None) -> float:
     return float(np.mean(np.sort(pool, axis=1) @ weights - pool.mean(axis=1)))
 
 
+def plugin_fraction_thresholds(fractions: Sequence[float], utility_pool: np.ndarray) -> tuple[float, ...]:
+    """Thresholds ``b_i = fractions[i] x plugin_maximum(utility_pool[i])``, in the pool's units.
+
+    Args:
+        fractions: One fraction in (0, 1) per utility (``scorers.threshold_units = 'plugin_fraction'``).
+        utility_pool: ``(m, N, K)`` utility scores (or PeCAID's implicit rewards) of the one-shot plug-in pool.
+    """
+    return tuple(float(f * plugin_maximum(pool)) for f, pool in zip(fractions, utility_pool, strict=True))
+
+
 def standardize(pool: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, Standardization]:
     """Scores in sigma units: each objective divided by its pooled within-prompt SD sigma_w on the reference pool.
 

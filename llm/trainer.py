@@ -33,13 +33,13 @@ from llm.evaluation import DUAL_TRAJECTORY_FILE, dual_trajectory_csv, summarize
 from llm.implicit_rewards import ImplicitReward
 from llm.learner import TrunkCaches, build_learner
 from llm.methods import method
-from llm.pecaid import implicit_scores, load_labelled_pairs, pre_align
+from llm.pecaid import implicit_scores, load_labelled_pairs, pre_align, reference_implicit_scores
 from llm.preference_pairs import PreferenceData
 from llm.reference_phase import ReferenceData, RunSetup, response_logprobs, score_samples
 from llm.run_files import RunFileError, write_atomic
 from llm.run_schema import EVAL_SCORES_FILE, RunSummary, eval_scores_csv
 from llm.sampling import Sample, sample_responses
-from llm.scorers import Scorer
+from llm.scorers import Scorer, plugin_fraction_thresholds
 from llm.truncation import truncated_reference
 from theory.dual import dual_value
 from theory.dual_solver import solve_dual
@@ -162,6 +162,10 @@ class CAIDTrainer:
                 plugin = dataclasses.replace(plugin, train_scores=scores)
             utilities = implicit[1:]
         pool = plugin if plugin is not None else ref  # the one-shot plug-in problem's samples
+        if spec.pre_aligned and config.scorers.threshold_units == "plugin_fraction":
+            # PeCAID's thresholds are in implicit-reward units: fractions of the implicit utilities' plug-in maximum.
+            thresholds = plugin_fraction_thresholds(config.scorers.thresholds, pool.train_scores[1:])
+            setup = dataclasses.replace(setup, thresholds=thresholds)
         problem = pool.problem(setup.thresholds, config.caid.beta)
         trainer = cls(config, setup, ranks, ref, utilities, pairs, problem, rng, trunk, progress)
         if not spec.pre_aligned:
@@ -371,10 +375,13 @@ class CAIDTrainer:
         ``evaluation.reference_samples``.
         """
         config, setup, ref, metrics = self.config, self.setup, self.ref, self.metrics
+        # PeCAID's constraints are on its implicit utilities: the same samples are scored by them too.
+        implicit = list(self.utilities) if self.spec.pre_aligned else []
         samples, scores, log_ratio = self.policy_samples(
-            setup.test.prompts, setup.test_inputs, setup.scorers, config.evaluation.policy_samples, config.seed + 2,
-            "eval", config.evaluation.log_ratio_prompts or None,
+            setup.test.prompts, setup.test_inputs, [*setup.scorers, *implicit], config.evaluation.policy_samples,
+            config.seed + 2, "eval", config.evaluation.log_ratio_prompts or None,
         )  # fmt: skip
+        scores, policy_implicit = scores[: len(setup.scorers)], scores[len(setup.scorers) :]
         names = [config.scorers.reward, *config.scorers.utilities]
         # log pi/pi_ref of each sample (exactly 0 for pi_ref's own; NaN beyond evaluation.log_ratio_prompts): the
         # KL and Lagrangian estimates need it.
@@ -385,4 +392,7 @@ class CAIDTrainer:
         if self.ranks.is_main:
             write_atomic(out / EVAL_SCORES_FILE, eval_csv)
             write_atomic(out / DUAL_TRAJECTORY_FILE, dual_trajectory_csv(metrics, len(config.scorers.utilities)))
-        return summarize(config, setup, ref, metrics, scores, log_ratio, self.one_shot, self.lam)
+        held_out = None
+        if implicit:
+            held_out = (policy_implicit, reference_implicit_scores(config, setup, implicit))
+        return summarize(config, setup, ref, metrics, scores, log_ratio, self.one_shot, self.lam, held_out)

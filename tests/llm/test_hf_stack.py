@@ -211,3 +211,40 @@ def test_preferences_as_a_data_frame_train_as_the_file_does(tmp_path):
     for s in range(2):
         name = f"pre_aligned_{s}.safetensors"
         assert (tmp_path / "object" / name).read_bytes() == (tmp_path / "file" / name).read_bytes()
+
+
+def test_pecaid_thresholds_constraints_and_best_iterate_are_in_implicit_reward_units(tmp_path, monkeypatch):
+    """Thresholds as fractions of the implicit utility's plug-in maximum, recomputed here from the saved models."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from llm.config import PeCAIDConfig
+    from llm.reference_phase import ReferenceData, response_logprobs
+    from llm.scorers import plugin_maximum
+
+    config = dataclasses.replace(
+        _config(tmp_path), method="pecaid", pecaid=PeCAIDConfig(epochs=1),
+        scorers=ScorerConfig(reward="length", utilities=["vowels"], thresholds=[0.5],
+                             threshold_units="plugin_fraction"),
+    )  # fmt: skip
+    out = tmp_path / "pecaid"
+    summary = pipeline.run(config, out, prompts=PROMPTS, scorers={"length": length, "vowels": vowels},
+                           progress=False)  # fmt: skip
+    reference, tokenizer = pipeline._models(config, torch.device("cpu"))
+    (entry,) = (tmp_path / "cache" / "reference").glob("*.npz")
+    ref = ReferenceData.from_file(entry, entry.stem)
+    pad = tokenizer.pad_token_id
+    utility = copy.deepcopy(reference)
+    utility.load_state_dict(load_file(out / "pre_aligned_1.safetensors"), strict=False)
+    implicit = config.caid.beta * (
+        response_logprobs(utility, ref.train, pad, 8, progress=False)
+        - response_logprobs(reference, ref.train, pad, 8, progress=False)
+    ).reshape(ref.train_logprobs.shape)
+    assert summary["thresholds"][0] == pytest.approx(0.5 * plugin_maximum(implicit), rel=1e-6)
+    assert summary["constraint_units"] == "implicit_reward" and set(summary["implicit_improvements"]) == {"vowels"}
+    b, held_out = summary["thresholds"][0], summary["implicit_improvements"]["vowels"]["mean"]
+    assert summary["constraints_satisfied"] == [held_out >= b]
+    assert summary["measured_slack_by_iteration"]["2"] == [pytest.approx(held_out - b)]  # the last iterate's
+    assert set(summary["improvements"]) == {"length", "vowels"}  # the scorers are still reported
+    assert json.loads((out / "summary.json").read_text())["constraint_units"] == "implicit_reward"
