@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ import torch
 from llm.caid import Multipliers
 from llm.run_files import DIGEST_SUFFIX, RunFileError, read_json, read_with_digest, write_atomic, write_with_digest
 
-__all__ = ["STATE_FILE", "SavedState", "load_state", "read_weights", "restart_hint", "save_checkpoint",
-           "write_jsonl", "write_weights"]
+__all__ = ["STATE_FILE", "SavedState", "check_optimizer", "check_weights", "load_state", "read_weights", "restart_hint",
+           "save_checkpoint", "write_jsonl", "write_weights"]
 
 STATE_FILE = "state.json"
 # Written by earlier versions with pickle; never loaded (a crafted one could run code on --resume).
@@ -55,6 +56,64 @@ def read_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
         return safetensors.torch.load(data)
     except Exception as err:  # a digest-valid file that is no safetensors: written by something else
         raise RunFileError(f"{path}: not a safetensors file ({err}); {fix}") from None
+
+
+def check_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.Size], path: Path, fix: str) -> None:
+    """Refuse saved weights whose names or shapes are not exactly the trained parameters' (a strict load).
+
+    Args:
+        weights: The tensors read from ``path``.
+        expected: Each trained parameter's name and shape.
+        path: The file (named in the error).
+        fix: What to do about it.
+
+    Raises:
+        RunFileError: Naming the missing, unexpected or misshapen tensors.
+    """
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    shapes = sorted(n for n in set(expected) & set(weights) if tuple(weights[n].shape) != tuple(expected[n]))
+    problems = [f"{label} {names[:3]}{' ...' if len(names) > 3 else ''}" for label, names in
+                (("missing", missing), ("unexpected", unexpected), ("other shapes for", shapes)) if names]
+    if problems:
+        raise RunFileError(f"{path}: not this run's trained parameters ({'; '.join(problems)}); {fix}")
+
+
+def check_optimizer(state: dict[str, Any], expected: dict[str, torch.Size], path: Path, fix: str) -> None:
+    """Refuse an optimiser state for other parameters: each entry's moment tensors have its parameter's shape.
+
+    Raises:
+        RunFileError: Naming the first entry that does not fit.
+    """
+    for name, entries in state["state"].items():
+        if name not in expected:
+            raise RunFileError(f"{path}: optimiser state for {name!r}, not a trained parameter of this run; {fix}")
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor) and key != "step" and tuple(value.shape) != tuple(expected[name]):
+                raise RunFileError(f"{path}: optimiser {key} of {name!r} has shape {tuple(value.shape)}, the "
+                                   f"parameter {tuple(expected[name])}; {fix}")
+
+
+def _check_numbers(plain: dict[str, Any], scheduler: dict[str, Any]) -> None:
+    """The optimiser's and schedule's hyper-parameters are finite and in range (a learning rate of -5 is refused)."""
+    groups = plain.get("param_groups")
+    if not (isinstance(groups, list) and groups):
+        raise ValueError("optimizer.param_groups must be a non-empty list")
+    for i, group in enumerate(groups):
+        lr, eps, decay = group.get("lr"), group.get("eps", 1.0), group.get("weight_decay", 0.0)
+        betas = group.get("betas", (0.0, 0.0))
+        numbers = [lr, eps, decay, *betas] if isinstance(betas, list | tuple) else [None]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+            raise ValueError(f"optimizer.param_groups[{i}]: lr, eps, weight_decay and betas must be finite numbers")
+        if lr < 0 or eps <= 0 or decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"optimizer.param_groups[{i}]: lr {lr}, eps {eps}, weight_decay {decay}, betas {betas} "
+                             "out of range (lr >= 0, eps > 0, weight_decay >= 0, 0 <= beta < 1)")
+    for key in ("base_lrs", "_last_lr"):
+        values = scheduler.get(key, [])
+        if not (isinstance(values, list) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                  and math.isfinite(v) and v >= 0 for v in values)):
+            raise ValueError(f"scheduler.{key} must list finite non-negative learning rates, got {values!r}")
+    if type(scheduler.get("last_epoch", 0)) is not int or scheduler.get("last_epoch", 0) < -1:
+        raise ValueError(f"scheduler.last_epoch must be an integer >= -1, got {scheduler.get('last_epoch')!r}")
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -172,6 +231,7 @@ def load_state(out: Path, m: int, iterations: int) -> SavedState | None:
         grad_scaler = record.get("grad_scaler", {})
         if not all(isinstance(v, dict) for v in (plain, scheduler, numpy_rng, grad_scaler)):
             raise ValueError("optimizer, scheduler, numpy_rng and grad_scaler must be tables")
+        _check_numbers(plain, scheduler)
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in grad_scaler.values()):
             raise ValueError(f"grad_scaler {grad_scaler!r} must hold numbers")
     except (KeyError, TypeError, ValueError, AttributeError) as err:

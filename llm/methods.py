@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "COMPARED",
     "CONSTRAINED_METHODS",
     "CONTROLS",
     "DPO_BASELINES",
@@ -113,7 +114,9 @@ CONTROLS: tuple[str, ...] = tuple(k for k, m in REGISTRY.items() if m.baseline)
 CONSTRAINED_METHODS: tuple[str, ...] = tuple(k for k, m in REGISTRY.items() if not m.baseline)
 RENAMED = {"dpo_reward": "dpo_h", "dpo_utility": "dpo_g"}
 """Method names of earlier versions and their names now."""
-SWEEP_DEFAULT_METHODS: tuple[str, ...] = ("caid", "one_shot", "dpo_h", "dpo_g")
+COMPARED: tuple[str, ...] = tuple(k for k, m in REGISTRY.items() if not m.baseline and not m.pre_aligned)
+"""The paper's comparison along the thresholds (Fig. 1, Fig. 2): multi-shot CAID and one-shot, on the scores."""
+SWEEP_DEFAULT_METHODS: tuple[str, ...] = (*COMPARED, *DPO_BASELINES)
 """What ``python -m llm sweep`` runs when ``--methods`` is not given (the comparison of Fig. 1)."""
 
 

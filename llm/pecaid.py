@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from llm.checkpoints import read_weights, write_weights
+from llm.checkpoints import check_weights, read_weights, write_weights
 from llm.config import RunConfig
 from llm.distributed import Ranks, full_parameters, load_weights, training_state
 from llm.dpo import TrunkCache, epoch_batches, oriented_pairs, pseudo_labels, shuffled_batches, steps_per_epoch
@@ -125,7 +125,11 @@ def pre_align(
         learner = build_learner(config.model, training, config.seed, ranks, setup.ref_model, total)
         path = out / f"pre_aligned_{s}.safetensors"
         if path.is_file():
-            load_weights(learner.module, read_weights(path, f"delete {path} to train it again"))
+            fix = f"delete {path} to train it again"
+            weights = read_weights(path, fix)
+            check_weights(weights, {n: p.shape for n, p in learner.model.named_parameters() if n in learner.names},
+                          path, fix)  # fmt: skip
+            load_weights(learner.module, weights)
         else:
             rng = np.random.default_rng([config.seed, s])  # its own stream: skipping it on resume changes nothing
             if labelled is None:

@@ -75,7 +75,7 @@ def run_sweep(
     from llm.pipeline import execute
 
     check_run_dir(out)
-    records, trunks = [], trunks or TrunkCaches()
+    records, trunks = [], trunks if trunks is not None else TrunkCaches()
     for i, item in enumerate(runs, 1):
         if progress:
             print(f"[{i}/{len(runs)}] {item.name}", file=sys.stderr, flush=True)

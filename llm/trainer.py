@@ -24,7 +24,15 @@ import numpy as np
 import torch
 
 from llm.caid import Multipliers, caid_iteration, composite_reward
-from llm.checkpoints import STATE_FILE, SavedState, restart_hint, save_checkpoint, write_jsonl
+from llm.checkpoints import (
+    STATE_FILE,
+    SavedState,
+    check_optimizer,
+    check_weights,
+    restart_hint,
+    save_checkpoint,
+    write_jsonl,
+)
 from llm.config import RunConfig
 from llm.distributed import Ranks, full_parameters, load_training_state, training_state
 from llm.dpo import EpochStats, TrunkCache, all_pairs, epoch_batches, label_uniforms, oriented_pairs, pseudo_labels
@@ -137,7 +145,7 @@ class CAIDTrainer:
             drawn = [(i, *rng.choice(k, 2, replace=False)) for i in range(n_prompts) for _ in range(per_prompt)]
             pairs = np.array(drawn)
         frozen = len(setup.ref_model.model.layers) - config.model.top_k_layers if config.training.cache_trunk else 0
-        trunk = (trunks or TrunkCaches()).get(
+        trunk = (trunks if trunks is not None else TrunkCaches()).get(
             setup.samples_key, frozen, setup.tokenizer.pad_token_id, config.generation.batch_size,
             config.training.cache_trunk, ranks,
         )  # fmt: skip
@@ -287,6 +295,9 @@ class CAIDTrainer:
             RunFileError: If the saved state does not fit this run (another model's shapes or names).
         """
         learner = self.learner
+        trained = {name: p.shape for name, p in learner.model.named_parameters() if name in learner.names}
+        check_weights(saved.weights, trained, out / STATE_FILE, restart_hint(out))
+        check_optimizer(saved.optimizer, trained, out / STATE_FILE, restart_hint(out))
         try:
             load_training_state(learner.module, learner.optimizer, saved.weights, saved.optimizer)
             learner.scheduler.load_state_dict(saved.scheduler)

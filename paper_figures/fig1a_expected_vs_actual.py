@@ -38,17 +38,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.statistics import collect_runs, satisfaction_rows
-from llm.methods import REGISTRY
-from paper_figures.cli import figure_main
+from llm.methods import COMPARED, REGISTRY
+from paper_figures.cli import drawn_figure, figure_command
 from paper_figures.results_files import check_run
-from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "fig1a_expected_vs_actual"
 # The single-constraint sweep folder (one run directory per method and threshold), relative to the results.
 RESULTS_SUBDIR = Path("llm_sweep") / "single"
-# The methods compared along the thresholds in Fig. 1(a)/(b)/(c), in drawing order: the paper's multi-shot
-# and one-shot (the registry's threshold-dependent methods on the scores themselves; PeCAID was not run).
-SWEEP_METHODS = tuple(k for k, m in REGISTRY.items() if not m.baseline and not m.pre_aligned)
+# The methods compared along the thresholds in Fig. 1(a)/(b)/(c), in drawing order (PeCAID was not run).
+SWEEP_METHODS = COMPARED
 
 
 def producer_hint(subdir: Path) -> str:
@@ -152,15 +151,8 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 1(a) (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
-    with paper_style():
-        return save_figure(draw(results_dir), out_dir, NAME)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+make_figure = drawn_figure(NAME, draw)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from matplotlib.figure import Figure
 
 from analysis.pareto import pareto_front
 from llm.methods import DPO_BASELINES, REGISTRY
-from paper_figures.cli import figure_main
+from paper_figures.cli import drawn_figure, figure_command
 from paper_figures.fig1a_expected_vs_actual import (
     RESULTS_SUBDIR,
     SWEEP_METHODS,
@@ -37,7 +36,7 @@ from paper_figures.fig1a_expected_vs_actual import (
     load_sweep,
     prompts_note,
 )
-from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "fig1b_tradeoff"
 # Single-point baselines: trained on the reward alone (DPO_h) or the utility alone (DPO_s).
@@ -120,15 +119,8 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 1(b) (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
-    with paper_style():
-        return save_figure(draw(results_dir), out_dir, NAME)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+make_figure = drawn_figure(NAME, draw)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

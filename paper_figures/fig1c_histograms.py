@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +28,7 @@ from matplotlib.figure import Figure
 
 from analysis.statistics import score_histograms
 from llm.methods import REGISTRY
-from paper_figures.cli import figure_main
+from paper_figures.cli import figure_command
 from paper_figures.fig1a_expected_vs_actual import RESULTS_SUBDIR, SWEEP_METHODS, load_sweep
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
@@ -106,9 +105,7 @@ def make_figure(results_dir: Path | str, out_dir: Path | str, threshold: float |
         return save_figure(draw(results_dir, threshold), out_dir, NAME)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure at the default threshold and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

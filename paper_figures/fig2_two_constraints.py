@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from llm.methods import REGISTRY
-from paper_figures.cli import figure_main
+from paper_figures.cli import drawn_figure, figure_command
 from paper_figures.fig1a_expected_vs_actual import (
     SWEEP_METHODS,
     ci_errors,
@@ -40,7 +39,7 @@ from paper_figures.fig1a_expected_vs_actual import (
     load_sweep,
     prompts_note,
 )
-from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "fig2_two_constraints"
 RESULTS_SUBDIR = Path("llm_sweep") / "two_constraints"
@@ -79,7 +78,7 @@ def draw(results_dir: Path | str) -> Figure:
                 ax.errorbar(
                     row["threshold"] + span * offsets[row["method"]] / 10, row["mean"],
                     yerr=ci_errors(rows.loc[[row.name]]),
-                    color=REGISTRY[row["method"].color], marker=marker[row["thresholds"]], capsize=2,
+                    color=REGISTRY[row["method"]].color, marker=marker[row["thresholds"]], capsize=2,
                     linestyle="none",
                 )  # fmt: skip
             draw_identity(ax, rows["threshold"].to_numpy(dtype=float))
@@ -111,15 +110,8 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 2 (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
-    with paper_style():
-        return save_figure(draw(results_dir), out_dir, NAME)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+make_figure = drawn_figure(NAME, draw)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

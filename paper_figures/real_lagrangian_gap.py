@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +27,14 @@ from matplotlib.figure import Figure
 
 from analysis.lagrangian_gap import lagrangian_gap_table
 from llm.methods import REGISTRY
-from paper_figures.cli import figure_main
+from paper_figures.cli import drawn_figure, figure_command
 from paper_figures.fig1a_expected_vs_actual import (
     RESULTS_SUBDIR,
     SWEEP_METHODS,
     ci_errors,
     sweep_dir,
 )
-from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "real_lagrangian_gap"
 
@@ -91,15 +90,8 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw the real-model Lagrangian gap (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
-    with paper_style():
-        return save_figure(draw(results_dir), out_dir, NAME)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+make_figure = drawn_figure(NAME, draw)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

@@ -11,5 +11,5 @@ vocabulary. Modules, named after the mathematics:
   steps), DPO_h, DPO_g, on the toolkit's one CAID loop (``llm.caid``) with ``llm.dpo``;
 * :mod:`analysis.next_token.evaluation`: exact quantities of a policy next to the bounds of Sec. 4;
 * :mod:`analysis.next_token.laboratory`: configuration and the resumable runner;
-* :mod:`analysis.next_token.verdicts`: the pre-registered verdicts (:mod:`analysis.decisions`).
+* :mod:`analysis.next_token.verdicts`: the claims table (:mod:`analysis.claims`, :mod:`analysis.decisions`).
 """

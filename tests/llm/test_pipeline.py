@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import llm.learner as learner
 import llm.pipeline as pipeline
 import llm.reference_phase as reference
 import llm.trainer as trainer
@@ -17,6 +18,7 @@ from llm.config import (
     ScorerConfig,
     TrainingConfig,
 )
+from llm.run_files import RunFileError
 from tests.interrupts import count_calls, killed_on_call
 from theory import InfeasibleProblemError, solve_dual
 
@@ -81,12 +83,40 @@ def test_caid_starts_at_the_one_shot_dual_and_steps_on_policy(finished):
 def test_killed_run_resumes_to_the_same_result(finished, tmp_path, cache):
     out, summary = finished
     killed = tmp_path / "killed"
-    with killed_on_call(trainer, "dpo_epoch", 2):
+    with killed_on_call(learner, "dpo_epoch", 2):
         pipeline.run(_config(cache), killed, progress=False)
     resumed = pipeline.run(_config(cache), killed, resume=True, progress=False)
     assert (killed / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
     assert resumed["lambda_last"] == summary["lambda_last"]
     assert resumed["improvements"] == summary["improvements"]
+
+
+@pytest.mark.parametrize("part", ["weights", "optimizer"])
+def test_a_swapped_checkpoint_with_a_valid_digest_is_refused(finished, tmp_path, cache, part):
+    """Another tensor dict (or an optimiser moment of another shape) with its digest regenerated: resuming loads
+    nothing of it (the load is strict: the trained parameters' names and shapes exactly)."""
+    import shutil
+
+    import safetensors.torch
+    import torch
+
+    from llm.run_files import write_with_digest
+
+    out = tmp_path / "run"
+    shutil.copytree(finished[0], out)
+    (out / "summary.json").unlink()  # so the resume loads the checkpoint
+    state = json.loads((out / "state.json").read_text())
+    if part == "weights":
+        path = out / state["checkpoint"]
+        tensors = {"not.a.parameter": torch.zeros(3)}
+    else:
+        path = out / state["training_state"]
+        tensors = safetensors.torch.load(path.read_bytes())
+        moment = next(k for k in tensors if k.endswith("/exp_avg"))
+        tensors[moment] = torch.zeros(tensors[moment].numel() + 1)
+    write_with_digest(path, safetensors.torch.save(tensors))
+    with pytest.raises(RunFileError, match=r"not this run's trained parameters|has shape"):
+        pipeline.run(_config(cache), out, resume=True, progress=False)
 
 
 def test_resuming_a_finished_run_recomputes_nothing(finished, cache, monkeypatch):
@@ -104,7 +134,7 @@ def test_existing_run_needs_resume(finished, cache):
 
 
 def test_unreachable_threshold_is_refused_before_training(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr(trainer, "dpo_epoch", lambda *a, **k: pytest.fail("trained despite infeasibility"))
+    monkeypatch.setattr(learner, "dpo_epoch", lambda *a, **k: pytest.fail("trained despite infeasibility"))
     config = _config(cache, scorers=dataclasses.replace(TINY.scorers, thresholds=[5.0]))
     with pytest.raises(InfeasibleProblemError):
         pipeline.run(config, tmp_path / "run", progress=False)
@@ -131,7 +161,7 @@ def test_lora_run_checkpoints_only_the_adapters_and_resumes_from_them(tmp_path, 
     weights = load_file(tmp_path / "lora" / "checkpoint_2.safetensors")
     assert weights and all("lora_" in name for name in weights)
     # Killed in epoch 2, resumed from the saved adapters and optimiser state: the uninterrupted run.
-    with killed_on_call(trainer, "dpo_epoch", 2):
+    with killed_on_call(learner, "dpo_epoch", 2):
         pipeline.run(config, tmp_path / "killed", progress=False)
     resumed = pipeline.run(config, tmp_path / "killed", resume=True, progress=False)
     assert (tmp_path / "killed" / "metrics.jsonl").read_text() == (tmp_path / "lora" / "metrics.jsonl").read_text()

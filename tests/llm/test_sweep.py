@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+import llm.learner as learner
 import llm.trainer as trainer
 from analysis.statistics import constraint_satisfaction
 from llm.sweep import SWEEP_FILE, run_sweep, sweep_runs
@@ -46,7 +47,7 @@ def test_sweep_writes_every_run_and_records_unreachable_thresholds(sweep):
 
 def test_rerunning_a_finished_sweep_recomputes_nothing(sweep, monkeypatch):
     config, runs, out, records = sweep
-    monkeypatch.setattr(trainer, "dpo_epoch", lambda *a, **k: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr(learner, "dpo_epoch", lambda *a, **k: pytest.fail("retrained a finished run"))
     monkeypatch.setattr(trainer.CAIDTrainer, "evaluate", lambda *a, **k: pytest.fail("re-evaluated a finished run"))
     assert run_sweep(config, runs, out, progress=False) == records
 
