@@ -6,7 +6,7 @@ relevance. Every score is in sigma units (``scorers.standardize``) and every thr
 maximum M (``scorers.threshold_units = 'plugin_fraction'``). Each seed has its own split and reference pool
 (``data.seed`` = the seed), so b, M and the plug-in lambda vary with the seed as training does, and the
 per-prompt arrays are ``(seeds, prompts of the review grid)`` with NaN where a prompt is not held out at a seed.
-Prompts share an opener (16 openers x 24 subjects, :mod:`llm.reviews`): the opener is the cluster of
+Prompts share an opener (16 openers x 24 subjects, :mod:`llm.prompts.reviews`): the opener is the cluster of
 :mod:`analysis.crossed_anova`.
 
 Per held-out prompt x (one policy sample, the seed's reference pool mean), in sigma units: e_i(x) = g_i(policy) -
@@ -47,9 +47,9 @@ from analysis.claims import (
 )
 from analysis.decisions import NotTestable
 from llm.config import ConfigError, RunConfig, load_config
-from llm.data import PromptSet, prompt_set, split
 from llm.methods import METHODS
-from llm.reviews import REVIEW_SUBJECTS, review_grid
+from llm.prompts import PromptSet, prompt_set, split
+from llm.prompts.reviews import REVIEW_SUBJECTS, review_grid
 from llm.run_files import write_atomic
 from llm.run_schema import RunSummary, load_eval_scores
 from llm.sweep import SweepRun, run_sweep, sweep_runs

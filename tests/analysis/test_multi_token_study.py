@@ -12,7 +12,7 @@ from analysis import multi_token_study as study
 from analysis.claims import TRACKS
 from analysis.crossed_anova import estimate
 from analysis.decisions import Verdict
-from llm.reviews import review_grid
+from llm.prompts.reviews import review_grid
 from paper_figures import multi_token
 from paper_figures.report import claims
 
