@@ -46,13 +46,12 @@ from llm.learner import TrunkCaches
 from llm.models import base_model, chat_prompt, default_cache_root, folder_fingerprint, model_fingerprint
 from llm.preference_pairs import load_preference_pairs
 from llm.prompts import PromptSet, content_key, prompt_set, split
+from llm.python_scorers import PythonScorer, ScoreFunction
 from llm.reference_phase import EVAL_SAMPLES, ReferenceData, RunSetup, build_reference, reference_key
 from llm.run_files import RunExistsError, RunFileError, check_existing_run, read_json, run_lock, write_run_record
 from llm.run_inputs import RunInputs, reference_from
 from llm.run_schema import SUMMARY_FILE, RunSummary
 from llm.scorers import (
-    PythonScorer,
-    ScoreFunction,
     Standardization,
     build_scorer,
     plugin_fraction_thresholds,

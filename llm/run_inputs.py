@@ -14,8 +14,8 @@ objects.
   :class:`~llm.prompts.PromptSet`, in place of ``data.prompts`` (``data.limit`` still applies).
 * ``preferences``: PeCAID's labelled pairs as a ``datasets.Dataset`` or DataFrame in either layout of
   :mod:`llm.preference_pairs`, in place of ``pecaid.preferences``.
-* ``scorers``: the caller's scorers by name (:class:`llm.scorers.PythonScorer`), named by ``scorers.reward`` and
-  ``scorers.utilities``.
+* ``scorers``: the caller's scorers by name (:class:`llm.python_scorers.PythonScorer`), named by ``scorers.reward``
+  and ``scorers.utilities``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from llm.config import ModelConfig, RunConfig
 from llm.preference_pairs import PreferenceData, preferences_from_object
 from llm.prompts import PromptSet, content_key, prompts_from_object
-from llm.scorers import ScoreFunction, callable_fingerprint, check_scorer_names, parse_scorer_spec
+from llm.python_scorers import PythonScorer, ScoreFunction, python_scorers
+from llm.scorers import parse_scorer_spec
 
 if TYPE_CHECKING:
     import torch
@@ -94,7 +95,7 @@ class RunInputs:
     tokenizer: Any = None
     prompts: PromptSet | None = None
     preferences: PreferenceData | None = None
-    scorers: Mapping[str, ScoreFunction] = dataclasses.field(default_factory=dict)
+    scorers: Mapping[str, PythonScorer] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(
@@ -120,8 +121,7 @@ class RunInputs:
         prepared = None
         if model is not None:
             prepared = _check_model(model, tokenizer)
-        scorers = dict(scorers or {})
-        check_scorer_names(scorers)
+        scorers = python_scorers(scorers or {})
         specs = [config.scorers.reward, *config.scorers.utilities]
         used = {parse_scorer_spec(spec, tuple(scorers))[1] for spec in specs}  # raises for an unknown name
         unused = [name for name in scorers if name not in used]
@@ -158,7 +158,7 @@ class RunInputs:
             "tokenizer": None if self.tokenizer is None else tokenizer_fingerprint(self.tokenizer),
             "prompts": None if self.prompts is None else content_key(self.prompts),
             "preferences": None if self.preferences is None else _preferences_key(self.preferences),
-            "scorers": {name: callable_fingerprint(fn) for name, fn in sorted(self.scorers.items())},
+            "scorers": {name: scorer.fingerprint for name, scorer in sorted(self.scorers.items())},
         }
 
 

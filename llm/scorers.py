@@ -1,9 +1,9 @@
 """Reward and utility scorers: one float per (prompt, response) pair.
 
 A scorer is any object with a ``name`` and ``__call__(prompts, responses) -> array`` (:class:`Scorer`); a
-caller's plain callable joins the run under the name the configuration gives it (:class:`PythonScorer`,
-``llm.run(..., scorers={"mine": fn})`` with ``scorers.reward = "mine"``). The built-ins need no network and no
-training:
+caller's plain callable joins the run under the name the configuration gives it
+(:class:`llm.python_scorers.PythonScorer`, ``llm.run(..., scorers={"mine": fn})`` with
+``scorers.reward = "mine"``). The built-ins need no network and no training:
 
 * :class:`Sentiment`: VADER compound score of the response, in [-1, 1] (``vaderSentiment``).
 * :class:`Toxicity`: offensive-language probability of the response, in [0, 1] (``alt-profanity-check``; it
@@ -26,9 +26,7 @@ at the boundary.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
-import inspect
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -215,82 +213,6 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
 HF_PREFIX = "hf:"
 """Spec prefix of a Hugging Face reward model: ``"hf:<folder or cached hub id>"`` (:mod:`llm.reward_models`)."""
 
-ScoreFunction = Callable[[Sequence[str], Sequence[str]], object]
-"""A caller's scorer: ``(prompts, responses) -> one number per pair`` (an array, a list, a tensor on the CPU)."""
-
-
-def callable_fingerprint(fn: object) -> str:
-    """A SHA-256 that identifies what a caller's scorer computes, for the reference-phase cache key.
-
-    ``fn.fingerprint`` (a string, or a method returning one) when the object has one: set it on a scorer whose
-    scores depend on state its code does not show (a loaded model, a table in a closure). Otherwise the
-    digest of its qualified name and source code (the compiled code and constants where the source is not
-    available, e.g. a function defined in ``exec``) and, for a callable object, its attributes' ``repr``: the
-    same code gives the same key; a ``repr`` that shows a memory address gives a new key in every process
-    (the cache is then rebuilt, never reused wrongly).
-    """
-    explicit = getattr(fn, "fingerprint", None)
-    if explicit is not None:
-        value = explicit() if callable(explicit) else explicit
-        return hashlib.sha256(f"fingerprint\x00{value}".encode()).hexdigest()
-    function = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn)
-    digest = hashlib.sha256(f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}".encode())
-    try:
-        digest.update(inspect.getsource(function).encode())
-    except (OSError, TypeError):  # no source file: the compiled code identifies it
-        code = getattr(getattr(function, "__func__", function), "__code__", None)
-        if code is not None:
-            digest.update(code.co_code + repr((code.co_consts, code.co_names)).encode())
-    closure = getattr(getattr(function, "__func__", function), "__closure__", None) or ()
-    digest.update(repr([cell.cell_contents for cell in closure]).encode())
-    if function is type(fn):
-        digest.update(repr(sorted(vars(fn).items()) if hasattr(fn, "__dict__") else ()).encode())
-    return digest.hexdigest()
-
-
-class PythonScorer:
-    """A caller's callable under a configuration name: ``llm.run(..., scorers={name: fn})``.
-
-    Attributes:
-        name: The name the configuration uses (``scorers.reward``, ``scorers.utilities``).
-        function: The callable ``(prompts, responses) -> one number per pair``.
-        fingerprint: :func:`callable_fingerprint` of the callable, taken when wrapped.
-    """
-
-    def __init__(self, name: str, function: ScoreFunction) -> None:
-        """Wrap ``function`` under ``name`` (checked by :func:`check_scorer_names`)."""
-        if not callable(function):
-            raise TypeError(f"scorers[{name!r}]: {type(function).__name__} is not callable; pass a function "
-                            "(prompts, responses) -> one number per pair")  # fmt: skip
-        self.name = name
-        self.function = function
-        self.fingerprint = callable_fingerprint(function)
-
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """Return the callable's scores as an array (a CPU tensor or list converts; :func:`score` checks them)."""
-        out = self.function(list(prompts), list(responses))
-        detach = getattr(out, "detach", None)  # a torch tensor
-        return np.asarray(detach().cpu().numpy() if callable(detach) else out)
-
-
-def check_scorer_names(scorers: Mapping[str, object]) -> None:
-    """Refuse names a spec could not reach or would read otherwise (a built-in, ``hf:``, a sign or a factor).
-
-    Raises:
-        ValueError: Naming the offending key and the rule.
-        TypeError: For a value that is not callable, or keys that are not strings.
-    """
-    for name, function in scorers.items():
-        if not isinstance(name, str) or not name.strip() or name != name.strip():
-            raise TypeError(f"scorers: names must be non-empty strings without outer spaces, got {name!r}")
-        if name.lower() in SCORERS or name.lower().startswith(HF_PREFIX):
-            raise ValueError(f"scorers[{name!r}]: the name of a built-in scorer or an hf: spec; rename yours")
-        if name[0] in "+-" or _FACTOR.match(name):
-            raise ValueError(f"scorers[{name!r}]: a leading sign or '<number>*' would be read as a factor; rename it")
-        if not callable(function):
-            raise TypeError(f"scorers[{name!r}]: {type(function).__name__} is not callable")
-
-
 # An optional leading factor of a scorer spec: "10*relevance", "-2.5 * toxicity", "1e1*hf:...".
 _FACTOR = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\*\s*(.+)$")
 
@@ -340,7 +262,7 @@ def build_scorer(
     device: str = "cpu",
     dtype: str = "float32",
     offline: bool = False,
-    custom: Mapping[str, ScoreFunction] | None = None,
+    custom: Mapping[str, Scorer] | None = None,
 ) -> Scorer:
     """Build a scorer from a spec: a built-in name, ``hf:<model>`` or a caller's scorer, optionally negated or scaled.
 
@@ -359,7 +281,7 @@ def build_scorer(
         device: Where a reward model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); the others ignore it.
         dtype: A reward model's weight dtype (``"float32"``, ``"bfloat16"``); the others ignore it.
         offline: Read a reward model's hub id from the local Hugging Face cache only.
-        custom: The caller's scorers by name (:func:`check_scorer_names`), each wrapped in a :class:`PythonScorer`.
+        custom: The caller's scorers by name (:func:`llm.python_scorers.python_scorers`).
 
     Returns:
         The scorer (a :class:`Signed` one when negated or scaled).
@@ -369,7 +291,6 @@ def build_scorer(
         llm.models.ModelLoadError: The reward model cannot be found or is not one (a ``ValueError``).
     """
     custom = custom or {}
-    check_scorer_names(custom)
     factor, body = parse_scorer_spec(spec, tuple(custom))
     if body.startswith(HF_PREFIX):
         from llm.reward_models import RewardModelScorer  # imports torch and transformers only when needed
@@ -378,7 +299,7 @@ def build_scorer(
     elif body in SCORERS:
         scorer = SCORERS[body]()
     else:
-        scorer = PythonScorer(body, custom[body])
+        scorer = custom[body]
     return scorer if factor == 1 else Signed(scorer, factor)
 
 

@@ -138,8 +138,6 @@ def test_overrides_replace_fields_with_toml_values(tmp_path):
         ('[scorers]\nthreshold_units = "sigma"', r"scorers\.threshold_units: use 'absolute' or 'plugin_fraction'"),
         ('[scorers]\nthreshold_units = "plugin_fraction"\nthresholds = [1.2]',
          r"scorers\.thresholds: with threshold_units = 'plugin_fraction' give fractions in \(0, 1\)"),
-        ('method = "pecaid"\n[scorers]\nthreshold_units = "plugin_fraction"\nthresholds = [0.5]',
-         r"scorers\.threshold_units: PeCAID's thresholds are in implicit-reward units"),
         ("[data]\nseed = -2", r"data\.seed: must be >= 0, or -1"),
     ],
 )

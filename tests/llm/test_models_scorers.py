@@ -20,7 +20,6 @@ from llm.models import (  # noqa: E402
     trainable_parameters,
 )
 from llm.scorers import (  # noqa: E402
-    PythonScorer,
     Relevance,
     Scorer,
     ScorerError,
@@ -28,7 +27,6 @@ from llm.scorers import (  # noqa: E402
     Signed,
     Toxicity,
     build_scorer,
-    callable_fingerprint,
     negated,
     score,
 )
@@ -317,13 +315,16 @@ def test_signed_negates_exactly_and_build_scorer_parses_specs():
         Signed(tox, 0)
 
 
+from llm.python_scorers import PythonScorer, callable_fingerprint, python_scorers  # noqa: E402
+
+
 def _length(prompts, responses):
     return [float(len(r)) for r in responses]
 
 
 def test_python_scorers_join_by_name_negated_scaled_and_checked():
     prompts, responses = ["q", "q"], ["ab", "abcd"]
-    mine = {"length": _length, "tensor": lambda p, r: torch.tensor([1.0] * len(r))}
+    mine = python_scorers({"length": _length, "tensor": lambda p, r: torch.tensor([1.0] * len(r))})
     built = build_scorer("-2*length", custom=mine)
     assert built.name == "-2*length" and isinstance(built, Scorer)
     np.testing.assert_array_equal(score(built, prompts, responses), [-4.0, -8.0])
@@ -331,12 +332,13 @@ def test_python_scorers_join_by_name_negated_scaled_and_checked():
     with pytest.raises(ValueError, match="your scorers 'length', 'tensor'"):
         build_scorer("lenght", custom=mine)
     with pytest.raises(ValueError, match="built-in scorer"):
-        build_scorer("length", custom={"Toxicity": _length})
-    with pytest.raises(ValueError, match="read as a factor"):
-        build_scorer("length", custom={"-length": _length})
+        python_scorers({"Toxicity": _length})
+    for factor in ("-length", "2*length", "+x"):
+        with pytest.raises(ValueError, match="read as a factor"):
+            python_scorers({factor: _length})
     with pytest.raises(TypeError, match="is not callable"):
-        build_scorer("length", custom={"length": 3})
-    bad = build_scorer("nan", custom={"nan": lambda p, r: [float("nan")] * len(r)})
+        python_scorers({"length": 3})
+    bad = build_scorer("nan", custom=python_scorers({"nan": lambda p, r: [float("nan")] * len(r)}))
     with pytest.raises(ScorerError, match="'nan' returned non-finite"):
         score(bad, prompts, responses)
 
