@@ -111,7 +111,7 @@ class ModelConfig:
     name: str = help_field(
         "smollm2-135m-instruct",
         "'smollm2-135m-instruct' (embedded, offline), 'tiny' (a random tiny Llama on SmolLM2's tokenizer, "
-        "for smoke runs), a local Hugging Face folder, or a cached hub id",
+        "for smoke runs), a local Hugging Face folder, or a hub id (from the local cache only with model.offline)",
     )
     train: Train = help_field(
         "top_layers", "which weights DPO trains: 'full', 'top_layers' (cheaper on CPU) or 'lora' (peft adapters)"
@@ -207,10 +207,11 @@ class ScorerConfig:
 
     reward: str = help_field(
         "relevance",
-        "reward scorer: 'sentiment', 'toxicity', 'relevance', or 'hf:<folder or cached hub id>' (a one-label "
-        "Hugging Face reward model or a safe-rlhf score model, e.g. hf:PKU-Alignment/beaver-7b-v1.0-reward); "
-        "a '-' prefix negates and a '<number>*' prefix scales (e.g. '10*relevance': the pseudo-labels use raw "
-        "score differences, so the scale sets how informative they are)",
+        "reward scorer: 'sentiment', 'toxicity', 'relevance', 'simplicity', 'hf:<folder or hub id>' (a one-label "
+        "Hugging Face reward model or a safe-rlhf score model, e.g. hf:PKU-Alignment/beaver-7b-v1.0-reward), or the "
+        "name of a Python scorer given to llm.run(scorers=...); a '-' prefix negates and a '<number>*' prefix scales "
+        "(e.g. '10*relevance': the pseudo-labels use raw score differences, so the scale sets how informative they "
+        "are)",
     )
     utilities: list[str] = help_field(
         ["-toxicity"],
