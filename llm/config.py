@@ -230,8 +230,22 @@ class ScorerConfig:
         "so thresholds in (0, 1) stay reachable by the plug-in problem",
     )
 
+    @property
+    def none(self) -> bool:
+        """No scorer at all (``reward = ""``, ``utilities = []``): PeCAID from labelled pairs alone."""
+        return not self.reward and not self.utilities
+
+    @property
+    def specs(self) -> tuple[str, ...]:
+        """The scorer specs, reward first (none for PeCAID from labelled pairs alone)."""
+        return () if self.none else (self.reward, *self.utilities)
+
     def __post_init__(self) -> None:
-        _require(len(self.utilities) >= 1, "scorers.utilities", "give at least one constrained utility")
+        _require(
+            self.none or len(self.utilities) >= 1, "scorers.utilities",
+            "give at least one constrained utility (or, for PeCAID from labelled pairs alone, reward = '' and none)",
+        )  # fmt: skip
+        _require(bool(self.reward) or self.none, "scorers.reward", "give the reward scorer (or no scorer at all)")
         _check_choices(self, "scorers.")
         _require(
             self.threshold_units == "absolute" or all(0 < b < 1 for b in self.thresholds),
@@ -239,7 +253,7 @@ class ScorerConfig:
             f"with threshold_units = 'plugin_fraction' give fractions in (0, 1), got {self.thresholds}",
         )
         _require(
-            len(self.thresholds) == len(self.utilities),
+            self.none or len(self.thresholds) == len(self.utilities),
             "scorers.thresholds",
             f"give one threshold per utility ({len(self.utilities)}), got {len(self.thresholds)}",
         )
@@ -468,7 +482,29 @@ class RunConfig:
         """The seed of the prompts, the split and the reference phase: ``data.seed``, or the run's seed."""
         return self.seed if self.data.seed < 0 else self.data.seed
 
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """The objectives' names, reward first: the scorer specs, or without scorers ``pecaid.objectives``."""
+        if self.scorers.none:
+            return tuple(self.pecaid.objectives)
+        return (self.scorers.reward, *self.scorers.utilities)
+
     def __post_init__(self) -> None:
+        if self.scorers.none:  # PeCAID from labelled pairs alone: the objectives name the constraints
+            _require(
+                self.method == "pecaid", "scorers.reward",
+                f"no scorer is only for method = 'pecaid' from labelled pairs; give the scorers of {self.method!r}",
+            )  # fmt: skip
+            _require(
+                len(self.pecaid.objectives) >= 2, "pecaid.objectives",
+                "without scorers, name the labelled pairs' objectives, reward first (e.g. ['better', 'safer'])",
+            )  # fmt: skip
+            _require(
+                len(self.scorers.thresholds) == len(self.pecaid.objectives) - 1, "scorers.thresholds",
+                f"give one threshold per constrained objective ({self.pecaid.objectives[1:]}), got "
+                f"{self.scorers.thresholds}",
+            )  # fmt: skip
+            _require(not self.scorers.standardize, "scorers.standardize", "needs scorers; leave it false without")
         _require(
             self.method not in RENAMED, "method", f"{self.method!r} is now called {RENAMED.get(self.method)!r}"
         )

@@ -44,6 +44,7 @@ def summarize(
     one_shot: np.ndarray,
     lam: np.ndarray,
     implicit: tuple[np.ndarray, np.ndarray] | None = None,
+    held_out_pairs: dict[str, dict[str, float]] | None = None,
 ) -> RunSummary:
     """The run's summary from the trained policy's held-out samples.
 
@@ -63,16 +64,17 @@ def summarize(
         implicit: PeCAID: ``(policy, reference)`` implicit-reward utilities of the held-out samples, ``(m, P, n)``
             and ``(m, P, n_ref)``: the constraints, the last iterate's slack and the best iterate are then in
             implicit-reward units, as the thresholds and the dual steps' slacks are.
+        held_out_pairs: PeCAID without scorers: per objective, the held-out labelled pairs' implicit reward
+            margin and accuracy under the policy.
     """
-    names = [config.scorers.reward, *config.scorers.utilities]
-    improvements = {name: improvement(scores[r], ref.test_scores[r]) for r, name in enumerate(names)}
+    names = list(config.objectives)
+    improvements = {spec: improvement(scores[r], ref.test_scores[r]) for r, spec in enumerate(config.scorers.specs)}
     implicit_improvements = {}
-    constrained = {name: improvements[name] for name in names[1:]}
     if implicit is not None:
         implicit_improvements = {
             name: improvement(policy, reference) for name, policy, reference in zip(names[1:], *implicit, strict=True)
         }
-        constrained = implicit_improvements
+    constrained = implicit_improvements if implicit is not None else {name: improvements[name] for name in names[1:]}
     # How much reward and each utility conflict where the pairs compare them: within a prompt.
     centred = ref.train_scores - ref.train_scores.mean(axis=2, keepdims=True)
     flat = centred.reshape(len(names), -1)
@@ -105,4 +107,5 @@ def summarize(
         score_scales=setup.standardization.scales if setup.standardization else (),
         constraint_units="scores" if implicit is None else "implicit_reward",
         implicit_improvements=implicit_improvements,
+        held_out_pairs=held_out_pairs or {},
     )

@@ -125,7 +125,7 @@ def run_setup(config: RunConfig, ranks: Ranks | None = None, inputs: RunInputs |
             spec, device=str(ranks.device), dtype=config.model.dtype, offline=config.model.offline,
             custom=inputs.scorers,
         )
-        for spec in (config.scorers.reward, *config.scorers.utilities)
+        for spec in config.scorers.specs
     ]  # fmt: skip
     reference, tokenizer = _models(config, ranks.device, inputs)
     use_template = config.model.use_chat_template
@@ -141,7 +141,7 @@ def run_setup(config: RunConfig, ranks: Ranks | None = None, inputs: RunInputs |
         {"object": given["model"], "tokenizer": given["tokenizer"]},
         "model_seed": config.data_seed if config.model.name == "tiny" and given is None else None,
         "dtype": config.model.dtype, "chat": use_template, "train": content_key(train), "test": content_key(test),
-        "scorers": [config.scorers.reward, *config.scorers.utilities],
+        "scorers": list(config.scorers.specs),
         "scorer_weights": [_scorer_fingerprint(s) for s in scorers],
         "generation": dataclasses.asdict(config.generation), "seed": config.data_seed,
     }  # fmt: skip
@@ -172,7 +172,10 @@ def run_setup(config: RunConfig, ranks: Ranks | None = None, inputs: RunInputs |
         _, standardization = standardize(ref.train_scores, [scorer_name(s) for s in scorers])
         scorers = [standardization.scorer(s) for s in scorers]
         ref, plugin = (None if data is None else _rescaled(data, standardization) for data in (ref, plugin))
-    thresholds = resolved_thresholds(config, (plugin or ref).train_scores[1:])
+    # Without scorers (PeCAID from labelled pairs) the trainer resolves fractions on the implicit rewards.
+    thresholds = tuple(config.scorers.thresholds)
+    if not config.scorers.none:
+        thresholds = resolved_thresholds(config, (plugin or ref).train_scores[1:])
     return RunSetup(
         scorers, train, test, reference, tokenizer, train_inputs, test_inputs, ref, samples_key, plugin, thresholds,
         standardization,
@@ -299,7 +302,7 @@ def _run_locked(
     if resume and (summary := _finished_summary(out)) is not None:
         # Written last, and the run record matched this configuration: finished, nothing to load or recompute.
         return summary
-    m, iterations = len(config.scorers.utilities), config.caid.iterations
+    m, iterations = len(config.objectives) - 1, config.caid.iterations
     saved = load_state(out, m, iterations) if resume else None  # a bad state fails before any work
 
     def record() -> None:

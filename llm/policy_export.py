@@ -139,8 +139,7 @@ def export(
         "thresholds": summary.get("thresholds"),
         "configured_thresholds": list(config.scorers.thresholds),
         "threshold_units": config.scorers.threshold_units,
-        "reward": config.scorers.reward,
-        "utilities": list(config.scorers.utilities),
+        "objectives": list(config.objectives),
         "provenance": {
             "run_dir": str(run_dir.resolve()),
             "base_model": "object (llm.run(model=...))" if inputs.get("model") is not None else config.model.name,

@@ -135,6 +135,8 @@ def score_samples(
     ids, given the samples' ``(len(samples),)`` log pi_ref(y|x), which the caller has already computed; any
     other scorer scores the texts.
     """
+    if not scorers:  # PeCAID from labelled pairs alone: its implicit rewards replace the scores later
+        return np.zeros((0, len(samples) // k, k))
     texts = [s.text for s in samples]
     prompt_texts = [prompts[s.prompt_index] for s in samples]
     rows = [
@@ -321,5 +323,5 @@ class RunSetup:
     standardization: Standardization | None = None
 
     def __post_init__(self) -> None:
-        if len(self.thresholds) != len(self.scorers) - 1:
+        if self.scorers and len(self.thresholds) != len(self.scorers) - 1:  # no scorers: PeCAID's objectives
             raise ValueError(f"RunSetup: {len(self.thresholds)} thresholds for {len(self.scorers) - 1} utilities")

@@ -122,7 +122,7 @@ class RunInputs:
         if model is not None:
             prepared = _check_model(model, tokenizer)
         scorers = python_scorers(scorers or {})
-        specs = [config.scorers.reward, *config.scorers.utilities]
+        specs = config.scorers.specs
         used = {parse_scorer_spec(spec, tuple(scorers))[1] for spec in specs}  # raises for an unknown name
         unused = [name for name in scorers if name not in used]
         if unused:
@@ -135,6 +135,9 @@ class RunInputs:
             prompt_set = prompts_from_object(prompts, "prompts")
             if config.data.limit and config.data.limit < len(prompt_set):
                 prompt_set = prompt_set.select(range(config.data.limit))
+        if config.scorers.none and not config.pecaid.preferences and preferences is None:
+            raise ValueError("scorers: without any scorer PeCAID learns from labelled pairs only; give "
+                             "pecaid.preferences (a file or hf: spec) or llm.run(preferences=...)")  # fmt: skip
         if config.pecaid.objectives and not config.pecaid.preferences and preferences is None:
             raise ValueError("pecaid.objectives: only applies with labelled pairs; give pecaid.preferences (a file "
                              "or hf: spec) or llm.run(preferences=...), or leave it empty")  # fmt: skip

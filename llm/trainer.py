@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm import pecaid
 from llm.caid import Multipliers, caid_iteration, composite_reward
 from llm.checkpoints import (
     STATE_FILE,
@@ -41,14 +42,13 @@ from llm.evaluation import DUAL_TRAJECTORY_FILE, dual_trajectory_csv, summarize
 from llm.implicit_rewards import ImplicitReward
 from llm.learner import TrunkCaches, build_learner
 from llm.methods import method
-from llm.pecaid import implicit_scores, load_labelled_pairs, pre_align, reference_implicit_scores
 from llm.preference_pairs import PreferenceData
 from llm.reference_phase import ReferenceData, RunSetup, response_logprobs, score_samples
 from llm.run_files import RunFileError, write_atomic
 from llm.run_schema import EVAL_SCORES_FILE, RunSummary, eval_scores_csv
 from llm.sampling import Sample, sample_responses
-from llm.scorers import Scorer, plugin_fraction_thresholds
-from llm.truncation import truncated_reference
+from llm.scorers import Scorer
+from llm.truncation import truncated_setup
 from theory.dual import dual_value
 from theory.dual_solver import solve_dual
 from theory.problem import ConstrainedProblem
@@ -104,6 +104,7 @@ class CAIDTrainer:
         total_steps = caid.iterations * self.steps_per_epoch
         self.learner = build_learner(config.model, config.training, config.seed, ranks, setup.ref_model, total_steps)
         self.trunk = trunk
+        self.held_out_pairs: pecaid.LabelledPairs | None = None  # PeCAID without scorers: its evaluation pairs
 
     @classmethod
     def build(
@@ -128,8 +129,7 @@ class CAIDTrainer:
                 else after the one-shot dual is solved (so infeasible thresholds leave no run record).
             progress: Whether to show progress bars.
             trunks: The frozen-trunk caches this run may share with others of the process (None: its own).
-            preferences: PeCAID's labelled pairs given as an object (``llm.run(preferences=...)``), in place of
-                ``pecaid.preferences``.
+            preferences: PeCAID's labelled pairs as an object (``llm.run(preferences=...)``), or None.
 
         Raises:
             theory.InfeasibleProblemError: If the thresholds are unreachable on the plug-in pool (before any
@@ -149,33 +149,15 @@ class CAIDTrainer:
             setup.samples_key, frozen, setup.tokenizer.pad_token_id, config.generation.batch_size,
             config.training.cache_trunk, ranks,
         )  # fmt: skip
-        ref, plugin, utilities = setup.ref, setup.plugin, setup.scorers[1:]
-        # data.max_prompt_length / max_length: the pairs DPO forwards, and pi_ref's log-probabilities of them.
-        data, pad = config.data, setup.tokenizer.pad_token_id
-        ref = truncated_reference(
-            ref, setup.ref_model, pad, config.generation.batch_size, data.max_prompt_length, data.max_length
-        )
-        setup = dataclasses.replace(setup, ref=ref)
-        if spec.pre_aligned:
-            # A preference file is read and checked before anything is written.
-            given = config.pecaid.preferences or preferences is not None
-            labelled = load_labelled_pairs(config, setup, preferences) if given else None
-            record()  # the pre-aligned models are saved into the run directory
-            # Labelled pairs are the file's own responses, not the reference samples the trunk cache holds.
-            pre_trunk = None if labelled is not None else trunk
-            implicit = pre_align(config, ranks, setup, pairs, out, pre_trunk, progress, labelled)
-            ref = dataclasses.replace(ref, train_scores=implicit_scores(ranks, implicit, setup.train.prompts, ref, k))
-            if plugin is not None:
-                scores = implicit_scores(ranks, implicit, setup.train.prompts, plugin, config.caid.plugin_samples)
-                plugin = dataclasses.replace(plugin, train_scores=scores)
-            utilities = implicit[1:]
+        setup = truncated_setup(setup, config.data, config.generation.batch_size)  # the pairs DPO forwards
+        ref, plugin, utilities, held_out = setup.ref, setup.plugin, setup.scorers[1:], None
+        if spec.pre_aligned:  # Algorithm 3, lines 3-4: implicit rewards (and thresholds) in place of the scores
+            phase = pecaid.implicit_phase(config, ranks, setup, pairs, out, trunk, progress, record, preferences)
+            setup, ref, plugin, utilities, held_out = phase
         pool = plugin if plugin is not None else ref  # the one-shot plug-in problem's samples
-        if spec.pre_aligned and config.scorers.threshold_units == "plugin_fraction":
-            # PeCAID's thresholds are in implicit-reward units: fractions of the implicit utilities' plug-in maximum.
-            thresholds = plugin_fraction_thresholds(config.scorers.thresholds, pool.train_scores[1:])
-            setup = dataclasses.replace(setup, thresholds=thresholds)
         problem = pool.problem(setup.thresholds, config.caid.beta)
         trainer = cls(config, setup, ranks, ref, utilities, pairs, problem, rng, trunk, progress)
+        trainer.held_out_pairs = held_out
         if not spec.pre_aligned:
             record()
         return trainer
@@ -393,7 +375,7 @@ class CAIDTrainer:
             config.seed + 2, "eval", config.evaluation.log_ratio_prompts or None,
         )  # fmt: skip
         scores, policy_implicit = scores[: len(setup.scorers)], scores[len(setup.scorers) :]
-        names = [config.scorers.reward, *config.scorers.utilities]
+        names = list(config.scorers.specs)
         # log pi/pi_ref of each sample (exactly 0 for pi_ref's own; NaN beyond evaluation.log_ratio_prompts): the
         # KL and Lagrangian estimates need it.
         eval_csv = eval_scores_csv(names, {
@@ -402,8 +384,7 @@ class CAIDTrainer:
         })  # fmt: skip
         if self.ranks.is_main:
             write_atomic(out / EVAL_SCORES_FILE, eval_csv)
-            write_atomic(out / DUAL_TRAJECTORY_FILE, dual_trajectory_csv(metrics, len(config.scorers.utilities)))
-        held_out = None
-        if implicit:
-            held_out = (policy_implicit, reference_implicit_scores(config, setup, implicit))
-        return summarize(config, setup, ref, metrics, scores, log_ratio, self.one_shot, self.lam, held_out)
+            write_atomic(out / DUAL_TRAJECTORY_FILE, dual_trajectory_csv(metrics, len(config.objectives) - 1))
+        held_out, pairs = (None, {}) if not implicit else pecaid.held_out_evaluation(
+            config, setup, implicit, policy_implicit, self.learner.model, self.held_out_pairs)  # fmt: skip
+        return summarize(config, setup, ref, metrics, scores, log_ratio, self.one_shot, self.lam, held_out, pairs)

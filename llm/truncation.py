@@ -15,10 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from llm.reference_phase import ReferenceData, response_logprobs
+from llm.config import DataConfig
+from llm.reference_phase import ReferenceData, RunSetup, response_logprobs
 from llm.sampling import Sample
 
-__all__ = ["truncate", "truncated_reference", "truncated_samples"]
+__all__ = ["truncate", "truncated_reference", "truncated_samples", "truncated_setup"]
 
 
 def truncate(sample: Sample, max_prompt_length: int = 0, max_length: int = 0) -> Sample:
@@ -61,3 +62,11 @@ def truncated_reference(
     chosen = [train[i] for i in np.flatnonzero(changed)]
     logprobs[changed] = response_logprobs(reference, chosen, pad_id, batch_size, "truncated log-probs")
     return dataclasses.replace(ref, train=train, train_logprobs=logprobs.reshape(ref.train_logprobs.shape))
+
+
+def truncated_setup(setup: RunSetup, data: DataConfig, batch_size: int) -> RunSetup:
+    """``setup`` with its reference training samples cut by ``data.max_prompt_length`` and ``data.max_length``."""
+    ref = truncated_reference(
+        setup.ref, setup.ref_model, setup.tokenizer.pad_token_id, batch_size, data.max_prompt_length, data.max_length
+    )
+    return setup if ref is setup.ref else dataclasses.replace(setup, ref=ref)

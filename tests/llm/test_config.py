@@ -61,6 +61,14 @@ dual_step_size = 2
         ('[model]\nlora_target_modules = [" "]', r"model\.lora_target_modules: module names must be non-empty"),
         ('[pecaid]\npreferences = "hf:a:b:c:d"', r"pecaid\.preferences: 'hf:a:b:c:d': empty or extra"),
         ("[model]\noffline = 1", r"model\.offline: expected bool"),
+        ('[scorers]\nreward = ""\nutilities = []\nthresholds = []',
+         r"scorers\.reward: no scorer is only for method = 'pecaid'"),
+        ('method = "pecaid"\n[scorers]\nreward = ""\nutilities = []\nthresholds = [0.1]',
+         r"pecaid\.objectives: without scorers, name the labelled pairs' objectives"),
+        ('method = "pecaid"\n[scorers]\nreward = ""\nutilities = []\nthresholds = []\n'
+         '[pecaid]\nobjectives = ["a", "b"]',
+         r"scorers\.thresholds: give one threshold per constrained objective"),
+        ('[scorers]\nreward = ""', r"scorers\.reward: give the reward scorer"),
     ],
 )
 def test_bad_configurations_name_the_field(tmp_path, text, message):

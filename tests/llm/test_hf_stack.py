@@ -248,3 +248,54 @@ def test_pecaid_thresholds_constraints_and_best_iterate_are_in_implicit_reward_u
     assert summary["measured_slack_by_iteration"]["2"] == [pytest.approx(held_out - b)]  # the last iterate's
     assert set(summary["improvements"]) == {"length", "vowels"}  # the scorers are still reported
     assert json.loads((out / "summary.json").read_text())["constraint_units"] == "implicit_reward"
+
+
+def test_pecaid_from_labelled_pairs_alone_evaluates_on_held_out_pairs(tmp_path):
+    """No scorer configured: the held-out pairs' margins, recomputed here from the saved policy and pi_ref."""
+    import numpy as np
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from llm.config import PeCAIDConfig
+    from llm.models import chat_prompt
+    from llm.prompts import PromptSet, split
+
+    pku = "tests/llm/data/preference_pairs_pku.jsonl"
+    config = dataclasses.replace(
+        _config(tmp_path), method="pecaid", scorers=ScorerConfig(reward="", utilities=[], thresholds=[0.0]),
+        pecaid=PeCAIDConfig(epochs=1, preferences=pku, objectives=["better", "safer"]),
+    )  # fmt: skip
+    out = tmp_path / "pairs"
+    summary = pipeline.run(config, out, prompts=PROMPTS, progress=False)
+    assert summary["improvements"] == {} and summary["constraint_units"] == "implicit_reward"
+    assert set(summary["implicit_improvements"]) == {"safer"} and set(summary["held_out_pairs"]) == {"better", "safer"}
+
+    rows = pd.read_json(pku, lines=True)
+    _, test = split(PromptSet("pairs", tuple(rows["prompt"])), config.data.test_fraction, config.data_seed)
+    held = rows[rows["prompt"].isin(test.prompts)]
+    reference, tokenizer = pipeline._models(config, torch.device("cpu"))
+    policy = copy_of(reference)
+    policy.load_state_dict(load_file(out / "checkpoint_2.safetensors"), strict=False)
+    prompts = [tokenizer(chat_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in held["prompt"]]
+
+    def log_ratio(column):
+        eos = tokenizer.eos_token_id
+        responses = [(*tokenizer(r, add_special_tokens=False)["input_ids"], eos) for r in held[column]]
+        with torch.no_grad():
+            args = (prompts, responses, tokenizer.pad_token_id)
+            return (sequence_logprobs(policy, *args) - sequence_logprobs(reference, *args)).double().numpy()
+
+    delta = config.caid.beta * (log_ratio("response_1") - log_ratio("response_0"))  # y_1 over y_0
+    for objective in ("better", "safer"):
+        margin = np.where(held[f"{objective}_response_id"] == 1, delta, -delta)
+        got = summary["held_out_pairs"][objective]
+        assert got["n_pairs"] == len(held) >= 1
+        # float32 log-probs of ~100 nats, batched otherwise than in the run: agreement to ~1e-5 nats x beta
+        assert got["margin"] == pytest.approx(margin.mean(), abs=1e-5)
+        assert got["accuracy"] == pytest.approx(np.mean(margin > 0))
+
+
+def copy_of(model):
+    import copy
+
+    return copy.deepcopy(model)
