@@ -61,12 +61,13 @@ def summarize(
         lam: The multipliers of the last iteration.
     """
     names = [config.scorers.reward, *config.scorers.utilities]
-    improvements = {name: improvement(scores[r], ref.test_scores[r]) for r, name in enumerate(names)}
+    thresholds = setup.thresholds
+    bounds = (None, *thresholds)  # the reward has no b; each utility's share of prompts missing its b
+    improvements = {name: improvement(scores[r], ref.test_scores[r], bounds[r]) for r, name in enumerate(names)}
     # How much reward and each utility conflict where the pairs compare them: within a prompt.
     centred = ref.train_scores - ref.train_scores.mean(axis=2, keepdims=True)
     flat = centred.reshape(len(names), -1)
     correlation = np.corrcoef(flat)[0, 1:] if flat.std(axis=1).min() > 0 else np.full(len(names) - 1, np.nan)
-    thresholds = setup.thresholds
     iterations = [row["iteration"] for row in metrics] or [0]
     last_slack = [improvements[n]["mean"] - b for n, b in zip(names[1:], thresholds, strict=True)]
     slacks = [row.get("slack") for row in metrics[1:]] + [last_slack]
