@@ -68,18 +68,24 @@ def summarize(
             margin and accuracy under the policy.
     """
     names = list(config.objectives)
-    improvements = {spec: improvement(scores[r], ref.test_scores[r]) for r, spec in enumerate(config.scorers.specs)}
+    thresholds = setup.thresholds
+    # The reward has no b; each utility's share of prompts missing its b, in the units b is in (PeCAID's are the
+    # implicit rewards', not the scorers').
+    bounds = (None, *thresholds) if implicit is None else (None,) * len(config.scorers.specs)
+    improvements = {
+        spec: improvement(scores[r], ref.test_scores[r], bounds[r]) for r, spec in enumerate(config.scorers.specs)
+    }
     implicit_improvements = {}
     if implicit is not None:
         implicit_improvements = {
-            name: improvement(policy, reference) for name, policy, reference in zip(names[1:], *implicit, strict=True)
+            name: improvement(policy, reference, b)
+            for name, policy, reference, b in zip(names[1:], *implicit, thresholds, strict=True)
         }
     constrained = implicit_improvements if implicit is not None else {name: improvements[name] for name in names[1:]}
     # How much reward and each utility conflict where the pairs compare them: within a prompt.
     centred = ref.train_scores - ref.train_scores.mean(axis=2, keepdims=True)
     flat = centred.reshape(len(names), -1)
     correlation = np.corrcoef(flat)[0, 1:] if flat.std(axis=1).min() > 0 else np.full(len(names) - 1, np.nan)
-    thresholds = setup.thresholds
     iterations = [row["iteration"] for row in metrics] or [0]
     last_slack = [constrained[n]["mean"] - b for n, b in zip(names[1:], thresholds, strict=True)]
     slacks = [row.get("slack") for row in metrics[1:]] + [last_slack]
