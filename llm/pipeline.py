@@ -50,6 +50,7 @@ from llm.models import (
     load_model,
     load_tokenizer,
     model_fingerprint,
+    module_fingerprint,
     tiny_model,
 )
 from llm.reference_phase import EVAL_SAMPLES, ReferenceData, build_reference, reference_key
@@ -85,11 +86,11 @@ def _models(config: RunConfig, device: torch.device) -> tuple[torch.nn.Module, A
 _PLUGIN_SEED = 104729  # offsets the plug-in pool's sampling seed from the pairs' (an arbitrary prime)
 
 
-def _scorer_fingerprint(scorer: Any) -> dict[str, object] | None:
+def _scorer_fingerprint(scorer: Any, cache_dir: str | None) -> dict[str, object] | None:
     """The content fingerprint of an ``hf:`` scorer's model folder (None for a built-in scorer)."""
     inner = getattr(scorer, "scorer", scorer)  # a Signed wrapper scales or negates the scorer inside
     folder = getattr(inner, "folder", None)
-    return folder_fingerprint(folder) if folder is not None else None
+    return folder_fingerprint(folder, cache_dir) if folder is not None else None
 
 
 def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
@@ -117,10 +118,12 @@ def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
     parts = {
         # The weights by content and resolved path, not the name typed: replaced weights give a new key.
         "model": model_fingerprint(config.model.name, config.model.cache_dir or None),
+        # A model built in code (no files to hash) by its tensors: a changed tiny_model gives a new key.
+        "weights": module_fingerprint(reference) if config.model.name == "tiny" else None,
         "model_seed": config.data_seed if config.model.name == "tiny" else None,
         "dtype": config.model.dtype, "chat": use_template, "train": content_key(train), "test": content_key(test),
         "scorers": [config.scorers.reward, *config.scorers.utilities],
-        "scorer_weights": [_scorer_fingerprint(s) for s in scorers],
+        "scorer_weights": [_scorer_fingerprint(s, config.model.cache_dir or None) for s in scorers],
         "generation": dataclasses.asdict(config.generation), "seed": config.data_seed,
     }  # fmt: skip
     eval_samples = config.evaluation.reference_samples
