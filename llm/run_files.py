@@ -6,6 +6,7 @@
 * :func:`write_with_digest` / :func:`read_with_digest`: binary files (checkpoints) with a SHA-256 stored beside
   them, verified on every load, so a truncated or zeroed file is detected instead of loaded;
 * :func:`read_json`: a JSON file read back, every failure a :class:`RunFileError` naming the file and the fix;
+* :func:`read_npz`: named arrays of an ``.npz``, their dtypes and declared sizes checked before any is allocated;
 * :func:`write_run_record`: ``config.json`` (configuration, versions, machine) written once; a resumption
   appends to its ``resumptions`` list and never rewrites the original provenance.
 
@@ -23,7 +24,9 @@ import platform
 import socket
 import uuid
 import warnings
-from collections.abc import Iterator
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ __all__ = [
     "machine_description",
     "package_versions",
     "read_json",
+    "read_npz",
     "read_with_digest",
     "run_lock",
     "write_atomic",
@@ -170,6 +174,57 @@ def read_json(path: Path, fix: str) -> Any:
         return json.loads(text)
     except ValueError as err:
         raise RunFileError(f"{path}: corrupt or truncated JSON ({err}); {fix}") from None
+
+
+def read_npz(
+    path: Path, fields: Sequence[str], *, max_bytes: int, fix: str, kinds: str = "iuf"
+) -> dict[str, np.ndarray]:
+    """The arrays ``fields`` of the ``.npz`` at ``path``, each header checked before any array is read.
+
+    Every member's ``.npy`` header is read first: its dtype must be of one of ``kinds`` (numpy kind letters;
+    never objects, so nothing is unpickled), the member must hold as many bytes as its declared shape needs,
+    and the declared shapes together at most ``max_bytes``; only then are the arrays read. A file that is
+    truncated, not a zip, or fails any check raises.
+
+    Raises:
+        RunFileError: Naming the file, the field and ``fix``.
+    """
+    arrays = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): archive.getinfo(name) for name in archive.namelist()}
+            missing = [f for f in fields if f not in members]
+            if missing:
+                raise RunFileError(f"{path}: missing fields {missing} (has {sorted(members)}); {fix}")
+            headers, total = {}, 0
+            for field in fields:
+                with archive.open(members[field]) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
+                        np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(handle)  # reads the header only, no data
+                    offset = handle.tell()
+                if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None:
+                    raise RunFileError(f"{path}: array {field!r} has dtype {dtype}, expected numbers ({kinds}); {fix}")
+                size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if members[field].file_size < offset + size:
+                    raise RunFileError(f"{path}: array {field!r} is shorter than its declared shape {shape}; {fix}")
+                total += size
+                headers[field] = shape
+            if total > max_bytes:
+                declared = ", ".join(f"{f} {shape}" for f, shape in headers.items())
+                raise RunFileError(
+                    f"{path}: its arrays declare {total / 2**20:.0f} MiB ({declared}), more than the "
+                    f"{max_bytes / 2**20:.0f} MiB allowed; {fix}"
+                )
+            for field in fields:
+                with archive.open(members[field]) as handle:
+                    arrays[field] = np.lib.format.read_array(handle, allow_pickle=False)
+    except RunFileError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:  # truncated, not a zip, bad CRC
+        raise RunFileError(f"{path}: not a readable npz file ({type(err).__name__}: {err}); {fix}") from None
+    return arrays
 
 
 def write_with_digest(path: Path, data: bytes) -> str:
