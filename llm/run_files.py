@@ -1,6 +1,8 @@
 """Run-directory plumbing shared by long runs: atomic writes, one writer per directory, validated reads.
 
-* :func:`write_atomic`: a run killed mid-write leaves the old file or the new one, never a truncated one;
+* :func:`write_atomic`: a run killed mid-write leaves the old file or the new one, never a truncated one; a
+  ``.csv`` also gets a record of its rows, header and SHA-256 beside it (:func:`table_record`), so a reader can
+  tell a copy cut at a line boundary or a renamed column from the table written;
 * :func:`run_lock`: an exclusive lock file (owner pid, host, start time) so two processes never write into one
   run directory; a lock whose process is gone (same host) is taken over with a warning;
 * :func:`write_with_digest` / :func:`read_with_digest`: binary files (checkpoints) with a SHA-256 stored beside
@@ -16,8 +18,10 @@ Files read back are untrusted: nothing here unpickles.
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime
 import hashlib
+import io
 import json
 import os
 import platform
@@ -36,6 +40,7 @@ import numpy as np
 __all__ = [
     "DIGEST_SUFFIX",
     "LOCK_FILE",
+    "TABLE_RECORD_SUFFIX",
     "RunExistsError",
     "RunFileError",
     "RunLockedError",
@@ -47,6 +52,7 @@ __all__ = [
     "read_npz",
     "read_with_digest",
     "run_lock",
+    "table_record",
     "write_atomic",
     "write_run_record",
     "write_with_digest",
@@ -55,6 +61,8 @@ __all__ = [
 LOCK_FILE = ".lock"
 """The lock file of a run directory being written (removed when the writer ends)."""
 DIGEST_SUFFIX = ".sha256"
+TABLE_RECORD_SUFFIX = ".rows.json"
+"""``<name>.csv.rows.json``: the row count, header and SHA-256 of a CSV written by :func:`write_atomic`."""
 
 
 class RunExistsError(ValueError):
@@ -253,10 +261,27 @@ def read_with_digest(path: Path, fix: str) -> bytes:
     return data
 
 
+def table_record(data: bytes) -> dict[str, Any]:
+    """What identifies a CSV's content: ``{"rows": data records, "header": [...], "sha256": ...}``.
+
+    Records are counted as the csv module parses them (a quoted field may span lines); blank lines are not
+    records.
+    """
+    text = data.decode("utf-8", errors="replace")
+    records = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    return {
+        "rows": max(len(records) - 1, 0),
+        "header": records[0] if records else [],
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``.
 
-    A run killed mid-write leaves either the old file or the new one, never a truncated file.
+    A run killed mid-write leaves either the old file or the new one, never a truncated file. A ``.csv`` file
+    is followed by ``<name>.csv.rows.json`` (:func:`table_record`), written the same way after it: a reader
+    that finds the two disagree knows the table was cut, edited or not finished being replaced.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not tempfile.mkstemp: its 0600 mode would survive the rename; "x" honours the umask.
@@ -272,6 +297,9 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if path.suffix == ".csv":
+        raw = data if isinstance(data, bytes) else data.encode("utf-8")
+        write_atomic(path.with_name(path.name + TABLE_RECORD_SUFFIX), json.dumps(table_record(raw)) + "\n")
 
 
 def machine_description() -> str:

@@ -35,6 +35,7 @@ from analysis.decisions import (
     paired_difference,
     paired_statistic,
 )
+from llm.run_files import write_atomic
 
 __all__ = ["MARGIN", "load_errors", "verdicts", "write_verdicts"]
 
@@ -137,5 +138,5 @@ def verdicts(out: Path) -> pd.DataFrame:
 def write_verdicts(out: Path) -> pd.DataFrame:
     """Compute the verdicts and write ``verdicts.csv`` into ``out``."""
     frame = verdicts(out)
-    frame.to_csv(Path(out) / "verdicts.csv", index=False)
+    write_atomic(Path(out) / "verdicts.csv", frame.to_csv(index=False))  # with its record of rows (paper_figures)
     return frame
