@@ -4,7 +4,8 @@
   ``.csv`` also gets a record of its rows, header and SHA-256 beside it (:func:`table_record`), so a reader can
   tell a copy cut at a line boundary or a renamed column from the table written;
 * :func:`run_lock`: an exclusive lock file (owner pid, host, start time) so two processes never write into one
-  run directory; a lock whose process is gone (same host) is taken over with a warning;
+  run directory; a lock whose process is gone (same host) is taken over with a warning, by one process only;
+  temporary files of killed writes are removed once the lock is held;
 * :func:`write_with_digest` / :func:`read_with_digest`: binary files (checkpoints) with a SHA-256 stored beside
   them, verified on every load, so a truncated or zeroed file is detected instead of loaded;
 * :func:`read_json`: a JSON file read back, every failure a :class:`RunFileError` naming the file and the fix;
@@ -35,10 +36,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 
 __all__ = [
     "DIGEST_SUFFIX",
+    "GUARD_FILE",
     "LOCK_FILE",
     "TABLE_RECORD_SUFFIX",
     "RunExistsError",
@@ -46,11 +49,13 @@ __all__ = [
     "RunLockedError",
     "check_existing_run",
     "check_run_dir",
+    "holds_foreign_files",
     "machine_description",
     "package_versions",
     "read_json",
     "read_npz",
     "read_with_digest",
+    "remove_stale_temporaries",
     "run_lock",
     "table_record",
     "write_atomic",
@@ -60,6 +65,10 @@ __all__ = [
 
 LOCK_FILE = ".lock"
 """The lock file of a run directory being written (removed when the writer ends)."""
+GUARD_FILE = ".lock.guard"
+"""Held (an OS file lock) while a process takes the run lock; the empty file stays."""
+# Seconds to wait for another process that is taking the run lock (a few file operations).
+_GUARD_TIMEOUT = 60.0
 DIGEST_SUFFIX = ".sha256"
 TABLE_RECORD_SUFFIX = ".rows.json"
 """``<name>.csv.rows.json``: the row count, header and SHA-256 of a CSV written by :func:`write_atomic`."""
@@ -98,14 +107,56 @@ def _read_lock(path: Path) -> dict[str, Any]:
     return holder
 
 
+def _is_run_record(path: Path) -> bool:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("config"), dict)
+
+
+def holds_foreign_files(folder: Path) -> list[str]:
+    """The names of entries in ``folder`` that no run or sweep of this toolkit wrote (empty if it is ours).
+
+    A folder is ours when it is empty or holds only our hidden plumbing (``.lock``, ``.lock.guard``,
+    ``.*.tmp``), when its ``config.json`` is a run record, when it holds a ``sweep.json``, or when a
+    subfolder's ``config.json`` is a run record (a sweep still running).
+    """
+    entries = sorted(folder.iterdir())
+    plumbing = (LOCK_FILE, GUARD_FILE)
+    temporary = [p.name for p in entries if p.name.startswith(".") and p.name.endswith(".tmp")]
+    foreign = [p.name for p in entries if p.name not in (*plumbing, *temporary)]
+    if not foreign:
+        return []
+    ours = (
+        _is_run_record(folder / "config.json")
+        or (folder / "sweep.json").is_file()
+        or any(p.is_dir() and _is_run_record(p / "config.json") for p in entries)
+    )
+    return [] if ours else foreign
+
+
 def check_run_dir(out: Path) -> None:
-    """Create ``out`` (and its parents) or refuse, with a clear error, a path that is a file or not writable.
+    """Create ``out`` (and its parents), or refuse a file, an unwritable path or a folder of other files.
+
+    A run writes ``config.json``, ``summary.json``, ``eval_scores.csv`` and more into ``out``: an existing folder
+    must be empty or a run or sweep of this toolkit (:func:`holds_foreign_files`), so that ``--out ""`` or
+    ``--out .`` (the current directory) cannot overwrite a user's files of those names.
 
     Raises:
-        RunFileError: If ``out`` is a file, or cannot be created or written.
+        RunFileError: If ``out`` is a file, cannot be created or written, or holds files that are not ours.
     """
     if out.exists() and not out.is_dir():
         raise RunFileError(f"out: {out} is a file, not a directory; pass a directory (it is created if missing)")
+    if out.is_dir():
+        foreign = holds_foreign_files(out)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            where = f"{out} ({out.resolve()})" if str(out) in ("", ".") else str(out)
+            raise RunFileError(
+                f"out: {where} already holds files that no run of this toolkit wrote ({shown}); a run would "
+                "overwrite files such as config.json and summary.json there. Pass a new or empty folder"
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -120,7 +171,10 @@ def run_lock(out: Path) -> Iterator[None]:
 
     The lock file (JSON: pid, host, start time) is created atomically (hard link of a finished temporary
     file), so a reader never sees it half-written. A lock left by a process that no longer exists on this
-    host is taken over with a warning; a live holder, or one on another host, is refused.
+    host is taken over with a warning; a live holder, or one on another host, is refused. Taking the lock
+    (and taking over a stale one) happens under an OS file lock on ``out/.lock.guard``, so of several processes
+    that find the same stale lock exactly one takes it over; the others then find a live holder. Once the lock
+    is held, temporary files left in ``out`` by killed writes (:func:`remove_stale_temporaries`) are removed.
 
     Raises:
         RunLockedError: If another process holds the lock (the message names it and the fix).
@@ -132,10 +186,9 @@ def run_lock(out: Path) -> Iterator[None]:
     tmp = out / f".lock.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.write_text(json.dumps(me) + "\n")
     try:
-        for _ in range(2):  # the second try after removing a stale lock
+        with _guard(out):
             try:
                 os.link(tmp, path)
-                break
             except FileExistsError:
                 holder = _read_lock(path)
                 if holder["host"] != me["host"] or _pid_alive(holder["pid"]):
@@ -149,17 +202,50 @@ def run_lock(out: Path) -> Iterator[None]:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-                path.unlink(missing_ok=True)
-        else:
-            raise RunLockedError(f"out: {out}: another process took the lock {path} first; try again")
+                os.replace(tmp, path)  # one atomic step: the lock file never vanishes for another taker
     finally:
         tmp.unlink(missing_ok=True)
+    remove_stale_temporaries(out)
     try:
         yield
     finally:
         with contextlib.suppress(OSError, RunFileError):
-            if _read_lock(path)["pid"] == me["pid"]:
+            if _read_lock(path)["pid"] == me["pid"]:  # a live holder's lock is never replaced by another
                 path.unlink()
+
+
+@contextlib.contextmanager
+def _guard(out: Path) -> Iterator[None]:
+    """An OS file lock on ``out/.lock.guard`` for the few steps of taking the run lock (the file stays)."""
+    guard = filelock.FileLock(out / GUARD_FILE, timeout=_GUARD_TIMEOUT)
+    try:
+        guard.acquire()
+    except filelock.Timeout:
+        raise RunLockedError(
+            f"out: {out}: another process has been taking its lock for {_GUARD_TIMEOUT:g} s ({out / GUARD_FILE}); "
+            "try again"
+        ) from None
+    try:
+        yield
+    finally:
+        guard.release()
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files of writes killed midway in ``folder``; return them.
+
+    They are ``.<name>.<pid>.<hex>.tmp`` (:func:`write_atomic`, :func:`run_lock`); one is stale when process
+    ``<pid>`` no longer runs. A live process's temporary file is left alone.
+    """
+    removed = []
+    for path in folder.glob(".*.tmp"):
+        parts = path.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is not None and not _pid_alive(pid) and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def read_json(path: Path, fix: str) -> Any:
