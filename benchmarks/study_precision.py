@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.multi_token_study import SCALES, SweepRun, arm_dirs, load_arm
+from llm.cli_errors import exit_2_on_user_error
 
 TARGET = 0.3
 
@@ -117,6 +118,7 @@ def chance_all_pass(rows: list[tuple[float, float, float]], seeds: int, prompts:
     return passed / draws
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: the components per row, then a line per design."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.study_precision", description=__doc__.split("\n")[0])

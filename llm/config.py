@@ -481,6 +481,10 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> RunConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config: {path} is not valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config: {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"config: cannot read {path} ({err.strerror})") from None
     for override in overrides:
         _apply_override(data, override)
     return from_dict(RunConfig, data)

@@ -365,7 +365,8 @@ def table_record(data: bytes) -> dict[str, Any]:
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``.
 
-    A run killed mid-write leaves either the old file or the new one, never a truncated file. A ``.csv`` file
+    A run killed mid-write leaves either the old file or the new one, never a truncated file; a failed write (a
+    full disk, no permission) raises the ``OSError`` with ``path`` in its message. A ``.csv`` file
     is followed by ``<name>.csv.rows.json`` (:func:`table_record`), written the same way after it: a reader
     that finds the two disagree knows the table was cut, edited or not finished being replaced.
     """
@@ -380,6 +381,9 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             with open(tmp, "x", encoding="utf-8") as handle:
                 handle.write(data)
         os.replace(tmp, path)
+    except OSError as err:  # a full disk or a file-size limit says "[Errno 28] No space left" without a name
+        tmp.unlink(missing_ok=True)
+        raise type(err)(err.errno, f"{err.strerror} (writing {path})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
