@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llm.config import RunConfig, add_config_arguments, config_from_args, describe_fields
 from llm.methods import METHODS, SWEEP_DEFAULT_METHODS
+from llm.threads import add_threads_argument, set_threads
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for command in (run, sweep):
         add_config_arguments(command)
+        add_threads_argument(command)
     run.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<config name>)")
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --out after its last finished iteration"
@@ -49,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)
     if config is None:
         return 2
+    set_threads(args.threads)  # before torch loads
     try:
         return _sweep(config, args) if args.command == "sweep" else _run(config, args)
     except (ValueError, OSError) as err:  # every input, file and model error names its fix: no traceback
