@@ -43,6 +43,25 @@ def test_a_damaged_entry_reads_as_missing_and_is_rebuilt(tmp_path, damage):
         assert ReferenceData.from_file(path, "k") is None
 
 
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda e: e.train.__setitem__(3, Sample(7, (1, 2), (3, 4), "t")),  # a sample moved to another prompt
+        lambda e: e.test.__setitem__(0, Sample(1, (1,), (5,), "e")),
+        lambda e: e.train.__setitem__(0, Sample(0, (1, -2), (3, 4), "t")),  # a negative token id
+        lambda e: e.train.__setitem__(0, Sample(0, (1, 2), (3, "4"), "t")),  # a token id that is text
+    ],
+    ids=["train-index", "test-index", "negative-token", "text-token"],
+)
+def test_an_entry_whose_indices_or_token_ids_do_not_fit_is_rebuilt(tmp_path, tamper):
+    # Issue 26: prompt indices and token ids in cache entries are checked against their tables.
+    entry = _entry()
+    tamper(entry)
+    path = tmp_path / "k.npz"
+    path.write_bytes(entry.to_bytes())
+    assert ReferenceData.from_file(path, "k") is None
+
+
 def _folder(path, weights: bytes):
     path.mkdir(exist_ok=True)
     (path / "config.json").write_text('{"model_type": "llama"}')
