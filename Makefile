@@ -14,7 +14,7 @@ OUT    ?= results
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test reproduce lint bench bench-dpo clean
+.PHONY: test reproduce docs lint bench bench-dpo clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ bench-dpo: $(BENCH_VENV)/.installed
 
 reproduce: $(STAMP)
 	$(BIN)/python -m paper_figures all --scale $(SCALE) --results $(OUT) --figures figures
+
+# `make docs` after `make reproduce`: the report, its timings and the figures into docs/, then every results
+# block of README.md and docs/*.md rewritten from them (tests/test_docs.py checks they match).
+docs: $(STAMP)
+	cp $(OUT)/REPORT.md $(OUT)/timings.json docs/reproduction/
+	cp figures/*.png docs/figures/
+	$(BIN)/python docs/generate_results.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -3,8 +3,12 @@
 Statistics of LLM runs (pandas DataFrames, for notebooks):
 
 * :mod:`analysis.statistics`: paired improvements with t and bootstrap CIs, constraint verdicts, run tables;
-* :mod:`analysis.decisions`: pre-registered decision statistics (TOST equivalence, one-sided bounds,
-  non-inferiority, paired comparisons), each with its verdict and its power;
+* :mod:`analysis.crossed_anova`: means of (seed x prompt) values with clustered prompts, their variance components
+  and Satterthwaite degrees of freedom;
+* :mod:`analysis.decisions`: the decision rules (TOST equivalence, one-sided t, intersection-union "closer"),
+  Holm's correction over a table, and each verdict's size, power and coverage by simulation; the one verdict
+  vocabulary;
+* :mod:`analysis.claims`: the paper's Fig. 1 / Fig. 2 claims, their margins and the claims table both studies build;
 * :mod:`analysis.pareto`: Pareto fronts of a threshold sweep;
 * :mod:`analysis.dual_trajectory`: lambda(t) against the one-shot and final lambda, oscillation, best iterate;
 * :mod:`analysis.dual_convergence`: the plug-in lambda*, D* vs prompts and responses (Fig. 3);

@@ -11,8 +11,8 @@ model is trained or sampled. The paper reports that 600 prompts x 64 responses m
 (App. C.2, Fig. 3); the one-shot paper found the number of responses matters more (Huang et al. 2024, arXiv 2405.19544).
 
 The bands are percentiles over the B subsamples of the finite pool: they measure how stable lambda* is at
-size (n, k), not the uncertainty of the population lambda*. They shrink to zero at n = N, k = K, where
-every subsample is the whole pool.
+size (n, k), not the uncertainty of the population lambda*. At n = N, k = K every subsample is the whole pool and
+the spread is zero by construction, so the command's default prompt grid stops at N / 2 (halvings of N / 2).
 """
 
 from __future__ import annotations
@@ -297,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_config_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder for the three files")
-    parser.add_argument("--n-prompts", type=int, nargs="+", help="prompt counts (default: halvings of N)")
+    parser.add_argument("--n-prompts", type=int, nargs="+",
+                        help="prompt counts (default: halvings of N / 2: below the pool, where subsamples differ)")
     parser.add_argument("--k", type=int, nargs="+", help="responses per prompt (default: halvings of K, >= 2)")
     parser.add_argument("--replicates", type=int, default=20, help="subsamples per (n, k) (default: 20)")
     args = parser.parse_args(argv)
@@ -305,11 +306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)
     if config is None:
         return 2
-    from llm.pipeline import reference_phase  # torch and transformers only once the configuration is valid
-    setup = reference_phase(config)  # scores in sigma units and thresholds resolved, as a run would use them
+    from llm.pipeline import run_setup  # torch and transformers only once the configuration is valid
+    setup = run_setup(config)  # scores in sigma units and thresholds resolved, as a run would use them
     ref = setup.ref
     n_total, k_total = ref.train_scores.shape[1:]
-    n_grid, k_grid = args.n_prompts or default_grid(n_total), args.k or default_grid(k_total)
+    n_grid, k_grid = args.n_prompts or default_grid(max(n_total // 2, 2)), args.k or default_grid(k_total)
     study = dual_convergence(
         ref, setup.thresholds, config.caid.beta, n_grid, k_grid, n_replicates=args.replicates,
         seed=config.seed, progress=True,

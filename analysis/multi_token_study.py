@@ -1,32 +1,26 @@
-"""The powered multi-token study: the paper's Fig. 1 / Fig. 2 claims on SmolLM2, each decided at 95%.
+"""The multi-token study: the paper's Fig. 1 / Fig. 2 claims on SmolLM2, each with its verdict, size and power.
 
 SmolLM2-135M-Instruct in completion mode continues review openings (``configs/reviews_study.toml``): reward
-r = positivity (VADER), constrained utility g_1 = simplicity, and for the two-constraint runs g_2 = relevance.
-Every score is in sigma units (``scorers.standardize``) and every threshold is a fraction of the plug-in
-maximum (``scorers.threshold_units = 'plugin_fraction'``). All seeds share one split and one reference pool
-(``data.seed``); a seed changes the training randomness only (labels' stream, batch order, dual-step and
-evaluation samples), so the per-prompt arrays are ``(seeds, prompts)`` and every interval covers both.
+r = positivity (VADER), constrained utility g_1 = simplicity, and for the two-constraint runs (full scale) g_2 =
+relevance. Every score is in sigma units (``scorers.standardize``) and every threshold is a fraction of the plug-in
+maximum M (``scorers.threshold_units = 'plugin_fraction'``). Each seed has its own split and reference pool
+(``data.seed`` = the seed), so b, M and the plug-in lambda vary with the seed as training does, and the
+per-prompt arrays are ``(seeds, prompts of the review grid)`` with NaN where a prompt is not held out at a seed.
+Prompts share an opener (16 openers x 24 subjects, :mod:`llm.reviews`): the opener is the cluster of
+:mod:`analysis.crossed_anova`.
 
-Per held-out prompt x (one policy sample, the shared reference pool's mean), in sigma units:
-e_i(x) = g_i(policy) - mean_ref g_i(x) - b_i, and the reward improvement r(policy) - mean_ref r(x).
-
-Pre-registered claims (margin m = 0.25 sigma; :mod:`analysis.decisions`):
-
-1. CAID tracks b: TOST |mean e_1| < m at each threshold.
-2. One-shot falls short at the smallest b (one-sided upper bound of mean e_1 < 0; power at -m) and
-   overshoots at the largest (lower bound > 0; power at +m).
-3. CAID is closer to b than one-shot: paired bootstrap of |mean e_CAID| - |mean e_one-shot| < 0 (power at -m;
-   where CAID tracks b the statistic spreads as |mean e_CAID| itself, which pairing does not cancel: SE 0.09 sigma
-   in the first powered run, where an effect of m/2 had power 0.40).
-4. Higher trade-off: CAID's reward improvement minus one-shot's at equal b > 0 (power at +m/2).
-5. Both constraints met: non-inferiority mean e_i > -m for each constraint of two-constraint CAID.
-
-Each row also gives ``halfwidth_per_spacing``: 1.96 SE over the spacing of the single-constraint thresholds
-(the design asks for <= 0.3).
+Per held-out prompt x (one policy sample, the seed's reference pool mean), in sigma units: e_i(x) = g_i(policy) -
+mean_ref g_i(x) - b_i, and the reward improvement r(policy) - mean_ref r(x). The claims, their margins and tests
+are :mod:`analysis.claims` (shared with the next-token laboratory); every row gets its size, power and coverage
+simulated at the components the run measured, and Holm's correction over the table (:mod:`analysis.decisions`).
+The negative controls pi_ref (``reference``) and DPO_h (``dpo_h``, reward only) go through the same pipeline and
+the same tracking rows. The trade-off row's stated effect is the exact tilt's reward cost of the constraint,
+estimated on the held-out reference pools (:func:`analysis.claims.tilt_reward_cost`).
 
 ``python -m analysis.multi_token_study --out RESULTS/multi_token [--scale quick|full]`` runs what is missing
-(each run resumes; a finished one is reused), then writes ``points.csv`` (one row per run) and, last,
-``verdicts.csv`` (one row per test).
+(each run resumes; a finished one is reused), then writes ``points.csv`` (one row per run), ``violations.csv``
+(per method and constraint: the share of held-out prompts that miss b, 10% / 90% quantiles) and, last,
+``verdicts.csv`` (one row per claim). The design and what it traded for time: docs/reproduction.md.
 """
 
 from __future__ import annotations
@@ -41,27 +35,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.decisions import (
-    Decision,
-    equivalence,
-    non_inferiority,
-    one_sided,
-    paired_abs_difference,
-    paired_difference,
+from analysis.claims import (
+    BOTH_MET,
+    ArmData,
+    ClaimRow,
+    claims_table,
+    single_constraint_rows,
+    tilt_reward_cost,
+    two_constraint_rows,
+    violation_rows,
 )
+from analysis.decisions import NotTestable
 from llm.config import ConfigError, RunConfig, load_config
+from llm.data import PromptSet, prompt_set, split
+from llm.methods import METHODS
+from llm.reviews import REVIEW_SUBJECTS, review_grid
 from llm.run_files import write_atomic
 from llm.run_schema import RunSummary, load_eval_scores
 from llm.sweep import SweepRun, run_sweep, sweep_runs
 
-__all__ = ["MARGIN", "SCALES", "Arm", "StudyDesign", "arm_dirs", "load_arm", "points", "run_study", "verdicts",
-           "write_results"]
+__all__ = ["SCALES", "StudyDesign", "arm_dirs", "load_arms", "load_run", "points", "run_study", "verdicts",
+           "write_results"]  # fmt: skip
 
-MARGIN = 0.25
-"""The pre-registered margin, in within-prompt SDs (sigma) of the utility."""
 CONFIG = "configs/reviews_study.toml"
 POINTS_FILE = "points.csv"
+VIOLATIONS_FILE = "violations.csv"
 VERDICTS_FILE = "verdicts.csv"
+CAID, ONE_SHOT = "caid", "one_shot"
+RELEVANCE_OUT_OF_REACH = (
+    "relevance is out of the top-2-layer policy's reach: CAID missed it by far more than the margin in the pilot and "
+    "in the 320-prompt run (docs/reproduction.md); the next-token laboratory tests Fig. 2"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,57 +74,53 @@ class StudyDesign:
 
     Attributes:
         config: The run configuration (single constraint, g_1 = simplicity).
-        seeds: Training seeds; every seed runs CAID and one-shot at every fraction.
-        fractions: Thresholds b_1 as fractions of g_1's plug-in maximum.
+        seeds: Training seeds; each seed has its own split and reference pool and runs CAID and one-shot at every
+            fraction and every control once.
+        fractions: Thresholds b_1 as fractions of g_1's plug-in maximum, ascending.
+        controls: Negative controls (threshold-free methods, judged against every fraction's b).
         second_utility: g_2 of the two-constraint runs.
-        pairs: ``(b_1, b_2)`` fractions of the two-constraint CAID runs (every seed).
-        baselines: DPO baselines (DPO_h, DPO_g), run at ``baseline_seeds`` (context for Fig. 1(b), no claim;
-            none at quick scale, where the pilot measured DPO_g instead).
-        baseline_seeds: Seeds of the baselines.
+        pairs: ``(b_1, b_2)`` fractions of the two-constraint CAID runs (every seed); none at quick scale.
+        testable_second: Whether g_2 is within the policy class's reach (else its row is "not testable").
+        baselines: Further DPO baselines (context for the figure, no claim).
         overrides: ``table.key=value`` overrides of ``config`` (sizes).
     """
 
     config: str = CONFIG
     seeds: tuple[int, ...] = (0, 1, 2)
-    fractions: tuple[float, ...] = (0.1, 0.5)
+    fractions: tuple[float, ...] = (0.25, 0.75)
+    controls: tuple[str, ...] = ("reference", "dpo_h")
     second_utility: str = "relevance"
-    pairs: tuple[tuple[float, float], ...] = ((0.25, 0.5),)
+    pairs: tuple[tuple[float, float], ...] = ()
+    testable_second: bool = False
     baselines: tuple[str, ...] = ()
-    baseline_seeds: tuple[int, ...] = (0,)
     overrides: tuple[str, ...] = ()
 
     def run_config(self, seed: int, two_constraints: bool = False) -> RunConfig:
-        """The configuration of ``seed``'s runs (one split and reference pool for all seeds: ``data.seed = 0``)."""
-        extra = [f"seed={seed}", "data.seed=0"]
+        """The configuration of ``seed``'s runs: the seed's own split and reference pool (``data.seed = seed``)."""
+        extra = [f"seed={seed}", f"data.seed={seed}"]
         if two_constraints:
             base = load_config(self.config, self.overrides)
             utilities = [*base.scorers.utilities, self.second_utility]
             extra += [f"scorers.utilities={utilities!r}".replace("'", '"'), f"scorers.thresholds={list(self.pairs[0])}"]
         return load_config(self.config, [*self.overrides, *extra])
 
-    def single_runs(self, seed: int) -> list[SweepRun]:
-        """CAID and one-shot at every fraction, and the baselines at ``baseline_seeds``."""
-        methods = ("caid", "one_shot", *(self.baselines if seed in self.baseline_seeds else ()))
-        return sweep_runs(methods, [[f] for f in self.fractions])
+    def single_runs(self) -> list[SweepRun]:
+        """CAID and one-shot at every fraction, then every control and baseline once (at the first fraction)."""
+        once = [SweepRun(m, (self.fractions[0],)) for m in (*self.controls, *self.baselines)]
+        return [*sweep_runs((CAID, ONE_SHOT), [[f] for f in self.fractions]), *once]
 
     def two_runs(self) -> list[SweepRun]:
         """Two-constraint CAID at every pair."""
-        return sweep_runs(("caid",), [list(p) for p in self.pairs])
+        return sweep_runs((CAID,), [list(p) for p in self.pairs])
 
 
 SCALES = {
-    # The configuration's sizes (64 train, 320 held-out prompts), 3 seeds, no baselines: what fits 45 minutes.
-    # Fractions: the policy class reaches about 0.6-0.7 sigma of simplicity in T = 4 epochs (CAID at 0.75 M =
-    # 0.86 sigma: 0.62-0.69 sigma), so b_1 <= 0.5 M; 0.1 M keeps the spacing at 0.4 M.
-    # Held-out prompts: in the 192-prompt run every arm's (seed x prompt) variance was seed 0-0.006, prompt
-    # 0.23-0.29 (mostly the 4-sample pool's 1/4) and residual 0.80-1.17 sigma^2; the crossed bootstrap then gives
-    # 1.96 SE / spacing 0.30-0.34 at 192 prompts and 0.24-0.28 expected at 320 (benchmarks/study_precision.py).
-    # The 320-prompt run measured 0.15-0.32: its two rows above 0.3 had seed variances 0.010-0.013 sigma^2, which
-    # 3 seeds cannot average down (5 would: 0.27-0.28 expected, about 25 minutes more).
+    # Quick: 3 seeds x 192 held-out prompts (64 train, 256 of the 384 prompts drawn per seed), b = 0.25 M and
+    # 0.75 M, pi_ref and DPO_h as controls, no two-constraint run; full: 5 seeds, three thresholds (the slope test),
+    # the two-constraint run. What this traded, and the simulated size and power per row: docs/reproduction.md.
     "quick": StudyDesign(),
     "full": StudyDesign(
-        seeds=(0, 1, 2, 3, 4), fractions=(0.1, 0.3, 0.5), pairs=((0.1, 0.5), (0.25, 0.5), (0.4, 0.5)),
-        baselines=("dpo_reward", "dpo_utility"), baseline_seeds=(0, 1, 2),
+        seeds=(0, 1, 2, 3, 4), fractions=(0.25, 0.5, 0.75), pairs=((0.25, 0.5),), baselines=("dpo_g",),
         overrides=("data.limit=384", "data.test_fraction=0.5", "caid.dual_prompts=96"),
     ),
 }
@@ -137,7 +137,7 @@ def _two_dir(out: Path, seed: int) -> Path:
 def run_study(design: StudyDesign, out: Path, progress: bool = True) -> None:
     """Run (or resume) every run of ``design`` under ``out``: ``single/seed<s>/`` and ``two_constraints/seed<s>/``."""
     for seed in design.seeds:
-        run_sweep(design.run_config(seed), design.single_runs(seed), _single_dir(out, seed), progress)
+        run_sweep(design.run_config(seed), design.single_runs(), _single_dir(out, seed), progress)
         if design.pairs:
             run_sweep(design.run_config(seed, two_constraints=True), design.two_runs(), _two_dir(out, seed), progress)
 
@@ -147,42 +147,52 @@ def run_study(design: StudyDesign, out: Path, progress: bool = True) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Arm:
-    """One method at one threshold vector over the seeds: per-prompt arrays ``(seeds, prompts)``, sigma units.
+def held_out_prompts(config: RunConfig) -> tuple[str, ...]:
+    """The held-out prompts of a run of ``config``, in its ``prompt_index`` order (as :mod:`llm.pipeline` splits)."""
+    limit = config.data.limit or None
+    sets = [prompt_set(spec, limit, config.data_seed) for spec in config.data.prompts]
+    merged = PromptSet("+".join(s.name for s in sets), tuple(p for s in sets for p in s.prompts))
+    return split(merged, config.data.test_fraction, config.data_seed)[1].prompts
 
-    Attributes:
-        thresholds: The resolved b_i (sigma units), the same for every seed (one reference pool).
-        errors: Per utility, e_i(x) = g_i(policy) - mean_ref g_i(x) - b_i.
-        reward: r(policy) - mean_ref r(x).
+
+def prompt_units(design: StudyDesign) -> tuple[tuple[str, ...], np.ndarray]:
+    """``(unit texts, cluster labels)``: every prompt held out at some seed, labelled by its review opener.
+
+    A prompt outside the review grid (another prompt source) is its own cluster.
     """
+    grid = {text: i // len(REVIEW_SUBJECTS) for i, text in enumerate(review_grid())}
+    texts = sorted({p for s in design.seeds for p in held_out_prompts(design.run_config(s))})
+    labels = np.array([grid.get(t, len(grid) + i) for i, t in enumerate(texts)])
+    return tuple(texts), labels
 
-    thresholds: tuple[float, ...]
-    errors: tuple[np.ndarray, ...]
-    reward: np.ndarray
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One finished run's per-prompt gains (sigma units) placed on the study's units (NaN: not held out)."""
+
+    thresholds: np.ndarray
+    gains: np.ndarray
+    reference_pool: np.ndarray
 
 
-def load_arm(runs: Sequence[Path]) -> Arm:
-    """The runs of one arm (one directory per seed, in seed order), validated against each other.
+def load_run(run: Path, config: RunConfig, units: dict[str, int]) -> Run:
+    """A finished run's thresholds, ``(scorers, units)`` gains (policy mean - reference mean) and reference pool.
 
     Raises:
-        ValueError: If a run is unfinished or malformed, is not in sigma units, or its thresholds or held-out
-            prompts differ from the first run's (the message names the run directory).
+        ValueError: If the run is unfinished or malformed, not in sigma units, or its held-out prompts are not
+            the configuration's (the message names the run directory).
     """
-    thresholds, errors, reward = None, [], []
-    for run in runs:
-        summary = RunSummary.read(run)
-        if not summary.score_scales:
-            raise ValueError(f"{run}: scores are not standardised (summary.json has no score_scales); rerun the study")
-        scores = load_eval_scores(run)
-        if thresholds is None:
-            thresholds, prompts = summary.thresholds, scores.prompt_index
-        elif not (np.allclose(summary.thresholds, thresholds) and np.array_equal(scores.prompt_index, prompts)):
-            raise ValueError(f"{run}: thresholds or held-out prompts differ from {runs[0]}; the seeds must share them")
-        gains = scores.policy.mean(axis=2) - scores.reference.mean(axis=2)  # (scorers, prompts)
-        reward.append(gains[0])
-        errors.append(gains[1:] - np.asarray(summary.thresholds)[:, None])
-    return Arm(tuple(thresholds), tuple(np.array(e) for e in np.moveaxis(np.array(errors), 1, 0)), np.array(reward))
+    summary = RunSummary.read(run)
+    if not summary.score_scales:
+        raise ValueError(f"{run}: scores are not standardised (summary.json has no score_scales); rerun the study")
+    scores = load_eval_scores(run)
+    prompts = held_out_prompts(config)
+    if len(scores.prompt_index) and scores.prompt_index.max() >= len(prompts):
+        raise ValueError(f"{run}: held-out prompt indices beyond the configuration's {len(prompts)} prompts; rerun it")
+    gains = np.full((scores.policy.shape[0], len(units)), np.nan)
+    columns = [units[prompts[i]] for i in scores.prompt_index]
+    gains[:, columns] = scores.policy.mean(axis=2) - scores.reference.mean(axis=2)
+    return Run(np.asarray(summary.thresholds), gains, scores.reference)
 
 
 def arm_dirs(out: Path, design: StudyDesign, name: str, two: bool = False) -> list[Path]:
@@ -191,13 +201,40 @@ def arm_dirs(out: Path, design: StudyDesign, name: str, two: bool = False) -> li
     return [folder(out, s) / name for s in design.seeds]
 
 
+def load_arms(out: Path, design: StudyDesign) -> tuple[dict[tuple[str, float], ArmData], np.ndarray, np.ndarray]:
+    """``((method, fraction) -> ArmData, cluster labels, reference pools)`` of the single-constraint runs.
+
+    A control's arm at a fraction is its one run judged against that fraction's b of the same seed. The pools are
+    ``(2, prompts, samples)`` reward and g_1 scores of every seed's held-out reference pool, stacked.
+    """
+    texts, labels = prompt_units(design)
+    units = {t: i for i, t in enumerate(texts)}
+    runs: dict[tuple[str, float], list[Run]] = {}
+    for seed in design.seeds:
+        config = design.run_config(seed)
+        for item in design.single_runs():
+            runs.setdefault((item.method, item.thresholds[0]), []).append(
+                load_run(_single_dir(out, seed) / item.name, config, units))
+    arms = {}
+    for (method, f), seeds in runs.items():
+        gains = np.stack([r.gains for r in seeds], axis=1)  # (scorers, R, U)
+        arms[method, f] = ArmData(np.stack([r.thresholds for r in seeds]), gains[1:], gains[0])
+    first = design.fractions[0]
+    for method in (*design.controls, *design.baselines):
+        for f in design.fractions:
+            arms[method, f] = arms[method, first].at(arms[CAID, f].thresholds)
+    pools = np.concatenate([r.reference_pool[:2] for r in runs[CAID, first]], axis=1)
+    return arms, labels, pools
+
+
 def points(out: Path, design: StudyDesign) -> pd.DataFrame:
     """One row per finished run: method, fractions, seed, b_i, mean improvements, KL, lambda (sigma units)."""
     rows = []
-    for two, seeds in ((False, design.seeds), (True, design.seeds if design.pairs else ())):
-        for seed in seeds:
-            items = design.two_runs() if two else design.single_runs(seed)
-            for item in items:
+    for two in (False, True):
+        if two and not design.pairs:
+            continue
+        for seed in design.seeds:
+            for item in design.two_runs() if two else design.single_runs():
                 run = (_two_dir if two else _single_dir)(out, seed) / item.name
                 summary = RunSummary.read(run)
                 improvements = [v["mean"] for v in summary.improvements.values()]
@@ -214,58 +251,62 @@ def points(out: Path, design: StudyDesign) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _row(claim: str, setting: str, method: str, decision: Decision) -> dict[str, object]:
-    return {"claim": claim, "setting": setting, "method": method, **decision.as_row()}
+def _setting(f: float, arm: ArmData) -> str:
+    return f"b = {f:g} M = {arm.b[0]:.3f} sigma"
+
+
+def _rows(out: Path, design: StudyDesign) -> tuple[list[ClaimRow], dict[tuple[str, str], ArmData]]:
+    """The claim rows and the arms (for the violation table), from the finished runs."""
+    arms, labels, pools = load_arms(out, design)
+    names = {f: _setting(f, arms[CAID, f]) for f in design.fractions}
+    b_mid = float(np.mean([arms[CAID, f].b[0] for f in design.fractions]))
+    beta = design.run_config(design.seeds[0]).caid.beta
+    cost = tilt_reward_cost(pools[0], pools[1], b_mid, beta)
+    rows = single_constraint_rows(arms, design.fractions, labels, caid=(CAID,), one_shot=(ONE_SHOT,),
+                                  controls=design.controls, tilt_cost=cost, setting=names)  # fmt: skip
+    by_setting = {(m, names[f]): a for (m, f), a in arms.items() if m not in design.baselines}
+    for pair in design.pairs:
+        texts, two_labels = prompt_units(design)
+        units = {t: i for i, t in enumerate(texts)}
+        item = SweepRun(CAID, pair)
+        runs = [load_run(path, design.run_config(s, True), units)
+                for s, path in zip(design.seeds, arm_dirs(out, design, item.name, two=True), strict=True)]
+        gains = np.stack([r.gains for r in runs], axis=1)
+        arm = ArmData(np.stack([r.thresholds for r in runs]), gains[1:], gains[0])
+        setting = "b = (" + ", ".join(f"{f:g} M = {b:.3f}" for f, b in zip(pair, arm.b, strict=True)) + ")"
+        two = two_constraint_rows(arm, setting, CAID, two_labels)
+        if not design.testable_second:
+            two[1] = ClaimRow(two[1].claim, setting, CAID, NotTestable("non-inferiority", RELEVANCE_OUT_OF_REACH,
+                                                                      estimate=float(np.nanmean(arm.errors(1)))))
+        rows += two
+        by_setting[CAID, setting] = arm
+    if not design.pairs:
+        rows.append(ClaimRow(BOTH_MET.format(i=2), "not run at this scale", CAID, NotTestable(
+            "non-inferiority", RELEVANCE_OUT_OF_REACH + "; not run at quick scale")))
+    return rows, by_setting
 
 
 def verdicts(out: Path, design: StudyDesign) -> pd.DataFrame:
-    """Every pre-registered test (module docstring) as a table, one row per test."""
-    rows = []
-    arms = {}
-    for f in design.fractions:
-        for m in ("caid", "one_shot"):
-            arms[m, f] = load_arm(arm_dirs(out, design, SweepRun(m, (f,)).name))
-    for f in design.fractions:
-        caid, one_shot = arms["caid", f], arms["one_shot", f]
-        setting = f"b = {f:g} M = {caid.thresholds[0]:.3f} sigma"
-        rows.append(_row("CAID tracks b", setting, "caid", equivalence(caid.errors[0], MARGIN)))
-        rows.append(_row("CAID closer to b than one-shot", setting, "caid vs one_shot",
-                         paired_abs_difference(caid.errors[0], one_shot.errors[0], -MARGIN)))
-        rows.append(_row("higher trade-off (reward at equal b)", setting, "caid vs one_shot",
-                         paired_difference(caid.reward, one_shot.reward, MARGIN / 2)))
-    low, high = min(design.fractions), max(design.fractions)
-    for f, side, effect, claim in ((low, "below", -MARGIN, "one-shot short at small b"),
-                                   (high, "above", MARGIN, "one-shot over at large b")):
-        arm = arms["one_shot", f]
-        rows.append(_row(claim, f"b = {f:g} M = {arm.thresholds[0]:.3f} sigma", "one_shot",
-                         one_sided(arm.errors[0], side, effect)))
-    for pair in design.pairs:
-        item = SweepRun("caid", pair)
-        arm = load_arm(arm_dirs(out, design, item.name, two=True))
-        setting = "b = (" + ", ".join(f"{f:g} M = {b:.3f}" for f, b in zip(pair, arm.thresholds, strict=True)) + ")"
-        for i, errors in enumerate(arm.errors, 1):
-            rows.append(_row(f"both constraints met (constraint {i})", setting, "caid",
-                             non_inferiority(errors, MARGIN)))
-    frame = pd.DataFrame(rows)
-    # The design's yardstick: the 95% half-width (1.96 SE) over the spacing of the single-constraint thresholds.
-    spacing = arms["caid", high].thresholds[0] - arms["caid", low].thresholds[0]
-    frame["halfwidth_per_spacing"] = 1.959964 * frame["se"] / spacing if spacing > 0 else np.nan
-    return frame
+    """Every claim of :mod:`analysis.claims` as a table, one row per claim, with size, power and coverage."""
+    rows, _ = _rows(out, design)
+    return claims_table(rows)
 
 
 def write_results(out: Path, design: StudyDesign) -> pd.DataFrame:
-    """Write ``points.csv``, then ``verdicts.csv`` (last: its presence means the study has ended)."""
+    """Write ``points.csv``, ``violations.csv``, then ``verdicts.csv`` (last: its presence means the study ended)."""
     write_atomic(out / POINTS_FILE, points(out, design).to_csv(index=False))
-    frame = verdicts(out, design)
+    rows, arms = _rows(out, design)
+    write_atomic(out / VIOLATIONS_FILE, violation_rows(arms).to_csv(index=False))
+    frame = claims_table(rows)
     write_atomic(out / VERDICTS_FILE, frame.to_csv(index=False))
     return frame
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: run what is missing, then write the points and the verdicts."""
+    """Command-line entry point: run what is missing, then write the points, the violations and the verdicts."""
     parser = argparse.ArgumentParser(
         prog="python -m analysis.multi_token_study",
-        description="The powered multi-token study (Fig. 1 / Fig. 2 claims on SmolLM2, decided at 95%).",
+        description="The multi-token study (Fig. 1 / Fig. 2 claims on SmolLM2), each claim with its size and power.",
     )
     parser.add_argument("--out", type=Path, required=True, help="study folder (resumed if it exists)")
     parser.add_argument("--scale", choices=tuple(SCALES), default="quick", help="sizes (default: quick)")
@@ -275,18 +316,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out: {args.out} is a file; give a folder", file=sys.stderr)
         return 2
+    unknown = sorted({item.method for item in design.single_runs()} - set(METHODS))
+    if unknown:
+        print(f"error: the design's methods {unknown} are not in the methods registry (llm.methods: "
+              f"{', '.join(METHODS)})", file=sys.stderr)
+        return 2
     try:
         for seed in design.seeds:  # every configuration is checked before anything runs
             design.run_config(seed)
-            design.run_config(seed, two_constraints=True)
+            if design.pairs:
+                design.run_config(seed, two_constraints=True)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
     run_study(design, args.out, progress=not args.no_progress)
     frame = write_results(args.out, design)
-    print(frame[["claim", "setting", "method", "estimate", "low", "high", "verdict", "power"]].to_string(index=False),
-          file=sys.stderr)
+    print(frame[["claim", "setting", "method", "estimate", "low", "high", "verdict", "size", "power"]].to_string(
+        index=False), file=sys.stderr)
     print(f"study: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     print(args.out / VERDICTS_FILE)
     return 0

@@ -134,12 +134,12 @@ def read_summary(run_dir: str | os.PathLike[str]) -> RunSummary:
 
 _RUN_COLUMNS = [
     "run", "path", "method", "thresholds", "scorer", "role", "constraint", "threshold", "mean", "ci_low", "ci_high",
-    "boot_low", "boot_high", "n_prompts", "satisfied", "p_satisfied", "lower_bound", "upper_bound", "verdict",
-    "kl", "best_iteration", "last_iteration",
+    "boot_low", "boot_high", "n_prompts", "q10", "q90", "satisfied", "p_satisfied", "share_missing_b", "lower_bound",
+    "upper_bound", "verdict", "kl", "best_iteration", "last_iteration",
 ]  # fmt: skip
 _SATISFACTION_COLUMNS = [
     "run", "method", "constraint", "scorer", "threshold", "mean", "ci_low", "ci_high", "boot_low", "boot_high",
-    "n_prompts", "satisfied", "p_satisfied", "lower_bound", "upper_bound", "verdict",
+    "n_prompts", "q10", "q90", "satisfied", "p_satisfied", "share_missing_b", "lower_bound", "upper_bound", "verdict",
 ]  # fmt: skip
 
 
@@ -174,8 +174,8 @@ def _run_rows(run_dir: Path, confidence: float, n_boot: int, seed: int, interval
             check = imp.check(thresholds[i - 1])
             row.update(
                 role="utility", constraint=i, threshold=check.threshold, satisfied=check.satisfied,
-                p_satisfied=check.p_satisfied, lower_bound=check.lower_bound, upper_bound=check.upper_bound,
-                verdict=check.verdict,
+                p_satisfied=check.p_satisfied, share_missing_b=check.share_missing_b, lower_bound=check.lower_bound,
+                upper_bound=check.upper_bound, verdict=check.verdict,
             )  # fmt: skip
         rows.append(row)
     return rows
@@ -225,9 +225,10 @@ def collect_runs(
     Returns:
         Columns ``run`` (directory name), ``path``, ``method``, ``thresholds`` (tuple), ``scorer``, ``role``
         (``"reward"`` or ``"utility"``), ``constraint`` (1-based utility number), ``threshold`` (b of that
-        utility; NaN for the reward), ``mean, ci_low, ci_high, boot_low, boot_high, n_prompts``, the
-        :class:`ConstraintCheck` fields ``satisfied, p_satisfied, lower_bound, upper_bound, verdict``
-        (missing for the reward), ``kl`` (the run's KL estimate), ``best_iteration, last_iteration``.
+        utility; NaN for the reward), ``mean, ci_low, ci_high, boot_low, boot_high, n_prompts``, the 10% / 90%
+        quantiles ``q10, q90`` of the per-prompt improvement, the :class:`ConstraintCheck` fields ``satisfied,
+        p_satisfied, share_missing_b, lower_bound, upper_bound, verdict`` (missing for the reward), ``kl`` (the
+        run's KL estimate), ``best_iteration, last_iteration``.
     """
     rows: list[dict[str, Any]] = []
     for run_dir in run_dirs(paths):
@@ -254,8 +255,8 @@ def constraint_satisfaction(
 
     Returns:
         One row per run and constraint, sorted by method, constraint and threshold: ``run, method,
-        constraint, scorer, threshold, mean, ci_low, ci_high, boot_low, boot_high, n_prompts, satisfied,
-        p_satisfied, lower_bound, upper_bound, verdict``.
+        constraint, scorer, threshold, mean, ci_low, ci_high, boot_low, boot_high, n_prompts, q10, q90,
+        satisfied, p_satisfied, share_missing_b, lower_bound, upper_bound, verdict``.
     """
     return satisfaction_rows(collect_runs(paths, confidence=confidence, n_boot=n_boot, seed=seed, interval=interval))
 

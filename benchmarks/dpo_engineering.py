@@ -7,7 +7,7 @@ Usage::
 ``--prompts`` review openings (``llm.data.prompt_set("reviews")``, completion mode), ``--k`` responses each
 sampled from the model (temperature 1, top-p 1.0, at most ``--response-tokens`` new tokens), and all
 ``k(k-1)/2`` pairs of each prompt, trained top ``--top-k-layers`` layers (``model.train = "top_layers"``),
-float32, through :func:`llm.trainer.dpo_epoch` (the pipeline's own epoch) with ``--batch-size`` pairs per step:
+float32, through :func:`llm.dpo.dpo_epoch` (the pipeline's own epoch) with ``--batch-size`` pairs per step:
 
 - **per_pair**: what runs did before ``training.all_pairs``/``training.cache_trunk``: shuffled batches of pairs,
   each pair's two responses forwarded (a response in several pairs of a step forwarded several times);
@@ -41,12 +41,11 @@ import torch
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import GenerationConfig
 from llm.data import prompt_set
-from llm.dpo import TrunkCache
+from llm.dpo import TrunkCache, all_pairs, dpo_epoch, grouped_batches, shuffled_batches
 from llm.models import DEFAULT_MODEL, load_model, load_tokenizer, tiny_model, trainable_parameters
 from llm.reference_phase import response_logprobs
 from llm.run_files import machine_description, package_versions, write_atomic
 from llm.sampling import Sample, sample_responses
-from llm.trainer import all_pairs, dpo_epoch, grouped_batches, shuffled_batches
 
 VARIANTS = ("per_pair", "grouped", "per_pair_trunk", "grouped_trunk")
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy")

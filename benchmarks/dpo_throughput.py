@@ -9,7 +9,7 @@ Both sides train the same weights of the same model (float32; every parameter, o
 the top ``--top-k-layers`` decoder layers and the final norm) on the same preference pairs, in the same order,
 with the same batch size, DPO beta, AdamW learning rate and weight decay, and no truncation:
 
-- **ours**: the pipeline's own DPO epoch, :func:`llm.trainer.dpo_epoch`, timed directly: the reference
+- **ours**: the pipeline's own DPO epoch, :func:`llm.dpo.dpo_epoch`, timed directly: the reference
   log-probs of every pair are computed once with :func:`llm.dpo.sequence_logprobs` (the cached reference phase),
   then each step is one policy forward/backward over the chosen and rejected sequences concatenated and one
   ``torch.optim.AdamW`` step;
@@ -89,11 +89,10 @@ from trl import DPOConfig, DPOTrainer
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import GenerationConfig
 from llm.data import prompt_set
-from llm.dpo import TrunkCache, sequence_logprobs
+from llm.dpo import EpochStats, TrunkCache, dpo_epoch, pairs_loss, sequence_logprobs
 from llm.models import DEFAULT_MODEL, chat_prompt, load_model, load_tokenizer, tiny_model, trainable_parameters
 from llm.run_files import machine_description, package_versions, write_atomic
 from llm.sampling import Sample, sample_responses
-from llm.trainer import EpochStats, dpo_epoch, pairs_loss
 
 JSON_NAME = "dpo_throughput.json"
 MD_NAME = "dpo_throughput.md"
@@ -217,7 +216,7 @@ def perturbed_copy(model: PreTrainedModel, scale: float, seed: int) -> PreTraine
 
 
 # --------------------------------------------------------------------------------------------------------------
-# our side: llm.trainer.dpo_epoch, the pipeline's own epoch
+# our side: llm.dpo.dpo_epoch, the pipeline's own epoch
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -235,7 +234,7 @@ def reference_logprobs(reference: PreTrainedModel, pairs: Sequence[Pair], pad_id
 
 
 def as_responses(pairs: Sequence[Pair], ref_logps: np.ndarray) -> tuple[list[Sample], np.ndarray, np.ndarray]:
-    """The pairs as :func:`llm.trainer.dpo_epoch` takes them: each distinct (prompt, response) once, the
+    """The pairs as :func:`llm.dpo.dpo_epoch` takes them: each distinct (prompt, response) once, the
     ``(n, 2)`` indices of each pair's chosen and rejected response into them, and their reference log-probs
     (from the pairs' ``(n, 2)`` ``ref_logps``)."""
     responses: list[Sample] = []
@@ -255,7 +254,7 @@ def as_responses(pairs: Sequence[Pair], ref_logps: np.ndarray) -> tuple[list[Sam
 def first_batch_ours(
     policy: PreTrainedModel, pairs: Sequence[Pair], ref_logps: np.ndarray, pad_id: int, beta: float
 ) -> tuple[float, np.ndarray]:
-    """Our DPO loss on ``pairs`` (one batch) without a step (:func:`llm.trainer.pairs_loss`, the epoch's own
+    """Our DPO loss on ``pairs`` (one batch) without a step (:func:`llm.dpo.pairs_loss`, the epoch's own
     loss), and the ``(n, 2)`` policy log-probs."""
     responses, index, ref = as_responses(pairs, ref_logps[: len(pairs)])
     with torch.no_grad():
@@ -275,7 +274,7 @@ def ours_epochs(
     args: argparse.Namespace,
     trunk: TrunkCache | None = None,
 ) -> EpochStats:
-    """``args.epochs`` epochs of :func:`llm.trainer.dpo_epoch` over ``pairs`` in order (one optimiser), training
+    """``args.epochs`` epochs of :func:`llm.dpo.dpo_epoch` over ``pairs`` in order (one optimiser), training
     the weights ``args`` names; the last epoch's statistics.
 
     Args:

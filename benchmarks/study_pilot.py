@@ -49,6 +49,8 @@ import numpy as np
 from scipy import integrate
 from scipy.stats import norm
 
+from analysis.claims import MARGIN
+from analysis.decisions import ALPHA
 from llm.cli_errors import exit_2_on_user_error
 from llm.run_files import machine_description, package_versions, write_atomic
 from llm.scorers import plugin_maximum, within_prompt_sd
@@ -61,13 +63,12 @@ PLUGIN_K = (4, 6, 8)
 BATCHES = (16, 32, 64)
 TOP_PS = (0.9, 1.0)
 
-# The study's decision rules (issue 16, item 4; README "Powered study pilot").
-ALPHA = 0.05  # one-sided level of each bound (95% intervals for one-sided claims, TOST at 90% two-sided)
+# The first design's sizing rules (issue 16, item 4; README "Powered study pilot"): the level and the margin are
+# the claims' own (analysis.decisions, analysis.claims); the fractions and the spacing rule are that design's.
 POWER = 0.80
-MARGIN = 0.25  # TOST / non-inferiority margin, sigma units
-FRACTIONS = (0.25, 0.75)  # thresholds as fractions of the plug-in maximum
+FRACTIONS = (0.25, 0.75)  # the first design's thresholds, as fractions of the plug-in maximum
 SLACK_SE = 0.1  # dual-step slack SE target, sigma units
-SPACING_RATIO = 0.3  # the issue's "half-width / threshold spacing <= 0.3"
+SPACING_RATIO = 0.3  # the first design's "half-width / threshold spacing <= 0.3" (replaced by size and coverage)
 
 
 # --------------------------------------------------------------------------------------------------------------

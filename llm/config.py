@@ -21,7 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from llm.methods import DPO_BASELINES, METHODS, MethodKey
+from llm.caid import DualUpdate
+from llm.methods import DPO_BASELINES, METHODS, RENAMED, MethodKey
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -289,6 +290,11 @@ class CAIDConfig:
     dual_step_size: float = help_field(
         0.5, "eta of the dual step lambda <- [lambda - eta u]_+ (not reported in the paper)"
     )
+    dual_update: DualUpdate = help_field(
+        "projected",
+        "the dual step: 'projected' (the paper's [lambda - eta u]_+) or 'optimistic' (extrapolated with the last "
+        "slack: [lambda - eta (2 u_t - u_{t-1})]_+)",
+    )
     dual_prompts: int = help_field(16, "n: training prompts sampled per on-policy dual step")
     dual_samples: int = help_field(2, "k: responses per prompt per on-policy dual step")
     plugin_samples: int = help_field(
@@ -392,6 +398,9 @@ class RunConfig:
         return self.seed if self.data.seed < 0 else self.data.seed
 
     def __post_init__(self) -> None:
+        _require(
+            self.method not in RENAMED, "method", f"{self.method!r} is now called {RENAMED.get(self.method)!r}"
+        )
         _check_choices(self, "")
         _require(self.seed >= 0, "seed", f"must be >= 0 (numpy and torch seeds are non-negative), got {self.seed}")
         _require(

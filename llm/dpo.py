@@ -5,24 +5,44 @@ A pair ``(x, y_0, y_1)`` of reference responses is relabelled for multipliers la
 (no 1/beta: with DPO temperature beta the population optimum is then pi_ref exp(r_lambda / beta) / Z,
 the tilted policy of eq. (3)). The DPO loss always compares with the fixed pi_ref, whose log-probabilities
 are computed once and cached.
+
+:func:`dpo_epoch` is one DPO epoch free of any configuration: a model, its optimiser, the responses, the
+labelled pairs, their cached reference log-probabilities and the batches (:func:`shuffled_batches`,
+:func:`grouped_batches`). The pipeline's trainer and ``benchmarks/dpo_throughput.py`` run this very function.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from llm.distributed import Ranks
+from llm.sampling import Sample
 
 __all__ = [
     "LABEL_STREAM",
     "DPOStats",
+    "EpochStats",
     "TrunkCache",
+    "all_pairs",
+    "dpo_epoch",
     "dpo_loss",
+    "epoch_batches",
+    "grouped_batches",
     "label_uniforms",
+    "oriented_pairs",
+    "pairs_loss",
     "pseudo_labels",
     "sequence_logprobs",
+    "shuffled_batches",
+    "steps_per_epoch",
 ]
 
 
@@ -283,3 +303,192 @@ def label_uniforms(seed: int, epoch: int, n_pairs: int) -> np.ndarray:
     if n_pairs < 0 or epoch < 0 or seed < 0:
         raise ValueError(f"seed, epoch and n_pairs must be >= 0, got {seed}, {epoch}, {n_pairs}")
     return np.random.default_rng([seed, LABEL_STREAM, epoch]).random(n_pairs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the DPO epoch, free of configuration
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochStats:
+    """Means over an epoch's pairs: DPO loss, accuracy (positive implicit margin) and implicit reward margin."""
+
+    dpo_loss: float
+    dpo_accuracy: float
+    dpo_margin: float
+
+    def as_row(self) -> dict[str, float]:
+        """The ``metrics.jsonl`` fields."""
+        return dataclasses.asdict(self)
+
+
+def pairs_loss(
+    model: torch.nn.Module,
+    responses: Sequence[Sample],
+    pairs: np.ndarray,
+    ref_logprobs: np.ndarray,
+    beta: float,
+    pad_id: int,
+    trunk: TrunkCache | None = None,
+    grouped: bool = True,
+    targets: np.ndarray | None = None,
+) -> tuple[torch.Tensor, DPOStats]:
+    """The mean DPO loss (eq. (13)) of ``pairs``, by default with one forward per distinct response.
+
+    With K responses per prompt and all K(K-1)/2 pairs (grouped losses), the K responses are forwarded once
+    and every pair reads its two log-probabilities from that one pass. ``grouped=False`` forwards each pair's
+    two responses (a response in two pairs twice), as the drawn-pairs runs always have: the same loss to
+    float rounding, bit for bit the numbers of those runs.
+
+    Args:
+        model: The policy (or the module its steps run through).
+        responses: The responses the pairs index.
+        pairs: ``(n, 2)`` indices into ``responses``: chosen, rejected.
+        ref_logprobs: ``(len(responses),)`` cached log pi_ref of each response.
+        beta: DPO temperature.
+        pad_id: Id used for padding.
+        trunk: With top-layer training, the cache of the frozen trunk's hidden states.
+        grouped: One forward per distinct response (else one per pair and side).
+        targets: ``(n,)`` P(chosen preferred) of each pair for the label-averaged loss; None: drawn labels.
+    """
+    flat = np.concatenate([pairs[:, 0], pairs[:, 1]])  # chosen, then rejected
+    # First-occurrence order: without a repeated response the batch is exactly (chosen, rejected).
+    distinct = list(dict.fromkeys(flat.tolist())) if grouped else flat.tolist()
+    position = {r: i for i, r in enumerate(distinct)}
+    prompts = [responses[r].prompt_ids for r in distinct]
+    texts = [responses[r].response_ids for r in distinct]
+    logp = (
+        trunk.sequence_logprobs(model, prompts, texts)
+        if trunk is not None  # an empty cache has len 0: test identity, not truth
+        else sequence_logprobs(model, prompts, texts, pad_id)
+    )
+    if grouped and len(distinct) < len(flat):
+        logp = logp[torch.as_tensor([position[r] for r in flat.tolist()], device=logp.device)]
+    ref_logp = torch.tensor(ref_logprobs[flat], dtype=logp.dtype, device=logp.device)
+    n = len(pairs)
+    target = None if targets is None else torch.as_tensor(targets, device=logp.device)
+    return dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], beta, target)
+
+
+def dpo_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    responses: Sequence[Sample],
+    pairs: np.ndarray,
+    ref_logprobs: np.ndarray,
+    beta: float,
+    batches: Iterable[np.ndarray],
+    pad_id: int,
+    *,
+    scheduler: Any = None,
+    ranks: Ranks | None = None,
+    trunk: TrunkCache | None = None,
+    grouped: bool = True,
+    targets: np.ndarray | None = None,
+    progress: bool = False,
+) -> EpochStats:
+    """One DPO epoch: a step per batch of labelled pairs (eq. (13), pi_ref's log-probabilities cached).
+
+    Each batch is split across ranks; a rank's loss is weighted by its share of the batch, so the gradient
+    DDP averages is the gradient of the whole batch's mean loss. A rank with no pair in a (last, small) batch
+    still takes part with a zero-weighted pair, as every rank must join every gradient exchange.
+
+    Args:
+        model: The module the steps run through (the policy, or its DDP/FSDP wrapper).
+        optimizer: Its optimiser.
+        responses: The responses the pairs index (e.g. pi_ref's samples).
+        pairs: ``(n, 2)`` indices into ``responses``: the chosen, then the rejected response of each pair.
+        ref_logprobs: ``(len(responses),)`` cached log pi_ref of each response.
+        beta: DPO temperature.
+        batches: Pair indices of each step, in order (:func:`shuffled_batches`, :func:`grouped_batches`).
+        pad_id: Id used for padding.
+        scheduler: A learning-rate scheduler stepped after every optimiser step, or None.
+        ranks: The processes sharing each batch (None: this process alone).
+        trunk: With top-layer training, the cache of the frozen trunk's hidden states (one process only).
+        grouped: One forward per distinct response of a step (:func:`pairs_loss`).
+        targets: ``(n,)`` P(chosen preferred) of each pair: the label-averaged loss; None: drawn labels.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The epoch's mean loss, accuracy and margin over its pairs.
+    """
+    ranks = ranks or Ranks()
+    pairs = np.asarray(pairs)
+    totals = np.zeros(4)  # pairs, and the sums of loss, accuracy and margin over them
+    model.train()
+    for idx in tqdm(batches, desc="DPO epoch", unit="step", leave=False, disable=not (progress and ranks.is_main)):
+        local = idx[ranks.rank :: ranks.world_size]
+        weight = len(local) * ranks.world_size / len(idx)
+        if len(local) == 0:
+            local, weight = idx[:1], 0.0
+        target = None if targets is None else targets[local]
+        loss, stats = pairs_loss(model, responses, pairs[local], ref_logprobs, beta, pad_id, trunk, grouped, target)
+        optimizer.zero_grad()
+        (loss * weight).backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if weight:
+            totals += len(local) * np.array([1.0, stats.loss, stats.accuracy, stats.margin])
+    model.eval()
+    n, loss, accuracy, margin = np.sum(ranks.gather(totals), axis=0)
+    return EpochStats(loss / n, accuracy / n, margin / n)
+
+
+def shuffled_batches(n_pairs: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The pairs in one random order (one ``rng.permutation``), cut into steps of ``batch_size``."""
+    order = rng.permutation(n_pairs)
+    return [order[start : start + batch_size] for start in range(0, n_pairs, batch_size)]
+
+
+def grouped_batches(pair_prompts: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Whole prompts per step, in one random order: every pair of a prompt in the same step (grouped losses).
+
+    Each step takes ``max(1, batch_size // pairs per prompt)`` prompts, so a response is forwarded once per
+    epoch however many pairs it is in.
+
+    Args:
+        pair_prompts: ``(n,)`` the prompt of each pair.
+        batch_size: Pairs per step, rounded to whole prompts.
+        rng: Source of the prompt order.
+    """
+    prompts, counts = np.unique(pair_prompts, return_counts=True)
+    per_step = max(1, batch_size // int(counts.max()))
+    order = rng.permutation(prompts)
+    return [np.flatnonzero(np.isin(pair_prompts, order[s : s + per_step])) for s in range(0, len(order), per_step)]
+
+
+def all_pairs(n_prompts: int, k: int) -> np.ndarray:
+    """``(n_prompts * k(k-1)/2, 3)`` rows ``(prompt, j_0, j_1)``: every pair of each prompt's ``k`` responses."""
+    return np.array([(i, a, b) for i in range(n_prompts) for a, b in itertools.combinations(range(k), 2)])
+
+
+def oriented_pairs(pairs: np.ndarray, prefer_1: np.ndarray, k: int) -> np.ndarray:
+    """Flat ``(chosen, rejected)`` indices into the ``N * K`` reference samples of labelled pairs.
+
+    Args:
+        pairs: ``(n, 3)`` rows ``(prompt, j_0, j_1)`` into each prompt's K samples.
+        prefer_1: ``(n,)`` True where ``j_1`` is the chosen response.
+        k: K, samples per prompt.
+    """
+    base = pairs[:, 0] * k
+    chosen = base + np.where(prefer_1, pairs[:, 2], pairs[:, 1])
+    rejected = base + np.where(prefer_1, pairs[:, 1], pairs[:, 2])
+    return np.stack([chosen, rejected], axis=1)
+
+
+def epoch_batches(
+    pairs: np.ndarray, batch_size: int, whole_prompts: bool, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """One epoch's steps over ``(n, 3)`` pairs: whole prompts (:func:`grouped_batches`), else shuffled pairs."""
+    if whole_prompts:
+        return grouped_batches(pairs[:, 0], batch_size, rng)
+    return shuffled_batches(len(pairs), batch_size, rng)
+
+
+def steps_per_epoch(pairs: np.ndarray, batch_size: int, whole_prompts: bool, k: int) -> int:
+    """Optimiser steps of one :func:`epoch_batches` epoch over ``(n, 3)`` pairs of K samples per prompt."""
+    if whole_prompts:
+        return math.ceil(len(np.unique(pairs[:, 0])) / max(1, batch_size // math.comb(k, 2)))
+    return math.ceil(len(pairs) / batch_size)

@@ -6,8 +6,9 @@ Methods (arXiv 2505.19387: Algorithms 1-3 and the baselines of the single-constr
   the first takes an on-policy dual step (Algorithm 2, eq. (6));
 * ``one_shot`` (MoCAN): lambda fixed at the one-shot solution of the plug-in dual problem (4);
 * ``pecaid`` (Algorithm 3): as ``caid``, on the implicit rewards of pre-aligned models;
-* ``dpo_reward`` / ``dpo_utility``: the single-objective DPO baselines DPO_h and DPO_s of Fig. 1,
-  pseudo-labels from the reward alone / the first utility alone; their labels ignore lambda.
+* ``dpo_h`` / ``dpo_g``: the single-objective DPO baselines of Fig. 1 (the paper's DPO_h and DPO_s),
+  pseudo-labels from the reward alone / the first utility alone; their labels ignore lambda;
+* ``reference``: pi_ref itself, not trained, evaluated through the same pipeline as a negative control.
 
 Torch-free (numpy only), so the CLI's ``--help`` and the figures can read it cheaply.
 """
@@ -21,10 +22,13 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "COMPARED",
     "CONSTRAINED_METHODS",
+    "CONTROLS",
     "DPO_BASELINES",
     "METHODS",
     "REGISTRY",
+    "RENAMED",
     "SWEEP_DEFAULT_METHODS",
     "InitialLambda",
     "Method",
@@ -32,7 +36,7 @@ __all__ = [
     "method",
 ]
 
-MethodKey = Literal["caid", "one_shot", "dpo_reward", "dpo_utility", "pecaid"]
+MethodKey = Literal["caid", "one_shot", "dpo_h", "dpo_g", "pecaid", "reference"]
 InitialLambda = Literal["one_shot", "zero", "first_utility"]
 
 
@@ -51,6 +55,7 @@ class Method:
         dual_steps: Whether it takes on-policy dual steps (Algorithm 1) after the first iteration.
         baseline: Whether it is a single-objective DPO baseline (its labels ignore lambda and the thresholds).
         pre_aligned: Whether it replaces the scores by implicit rewards of pre-aligned models (Algorithm 3).
+        trains: Whether it trains at all (``reference``: pi_ref is evaluated as it is).
     """
 
     key: MethodKey
@@ -63,6 +68,7 @@ class Method:
     dual_steps: bool
     baseline: bool
     pre_aligned: bool = False
+    trains: bool = True
 
     def initial_multipliers(self, one_shot: np.ndarray) -> np.ndarray:
         """Multipliers at the first iteration, given the one-shot solution ``one_shot`` (m,)."""
@@ -80,16 +86,20 @@ REGISTRY: dict[str, Method] = {
         Method("caid", "MoCAID", "multi-shot (CAID)", "tab:red", "o", 1.0, "one_shot", dual_steps=True, baseline=False),
         Method("one_shot", "MoCAN", "one-shot", "tab:blue", "s", 1.0, "one_shot", dual_steps=False, baseline=False),
         Method(
-            "dpo_reward", "DPO_h", r"DPO$_h$ (reward only)", "tab:green", "^", 1.0, "zero",
+            "dpo_h", "DPO_h", r"DPO$_h$ (reward only)", "tab:green", "^", 1.0, "zero",
             dual_steps=False, baseline=True,
         ),
         Method(
-            "dpo_utility", "DPO_s", r"DPO$_s$ (utility only)", "tab:purple", "v", 0.0, "first_utility",
+            "dpo_g", "DPO_s", r"DPO$_g$ (utility only)", "tab:purple", "v", 0.0, "first_utility",
             dual_steps=False, baseline=True,
         ),
         Method(
             "pecaid", "PeCAID", "PeCAID", "tab:orange", "D", 1.0, "one_shot", dual_steps=True, baseline=False,
             pre_aligned=True,
+        ),
+        Method(
+            "reference", "pi_ref", r"$\pi_{\mathrm{ref}}$ (no training)", "tab:gray", "x", 0.0, "zero",
+            dual_steps=False, baseline=True, trains=False,
         ),
     )
 }
@@ -97,10 +107,16 @@ if tuple(REGISTRY) != typing.get_args(MethodKey):  # pragma: no cover - a regist
     raise AssertionError("llm.methods: REGISTRY and MethodKey disagree")
 
 METHODS: tuple[str, ...] = tuple(REGISTRY)
-DPO_BASELINES: tuple[str, ...] = tuple(k for k, m in REGISTRY.items() if m.baseline)
+DPO_BASELINES: tuple[str, ...] = tuple(k for k, m in REGISTRY.items() if m.baseline and m.trains)
 """Single-objective DPO baselines: the thresholds change nothing but the verdict."""
+CONTROLS: tuple[str, ...] = tuple(k for k, m in REGISTRY.items() if m.baseline)
+"""Negative controls of a constrained claim: the DPO baselines and pi_ref; none of them targets b."""
 CONSTRAINED_METHODS: tuple[str, ...] = tuple(k for k, m in REGISTRY.items() if not m.baseline)
-SWEEP_DEFAULT_METHODS: tuple[str, ...] = ("caid", "one_shot", "dpo_reward", "dpo_utility")
+RENAMED = {"dpo_reward": "dpo_h", "dpo_utility": "dpo_g"}
+"""Method names of earlier versions and their names now."""
+COMPARED: tuple[str, ...] = tuple(k for k, m in REGISTRY.items() if not m.baseline and not m.pre_aligned)
+"""The paper's comparison along the thresholds (Fig. 1, Fig. 2): multi-shot CAID and one-shot, on the scores."""
+SWEEP_DEFAULT_METHODS: tuple[str, ...] = (*COMPARED, *DPO_BASELINES)
 """What ``python -m llm sweep`` runs when ``--methods`` is not given (the comparison of Fig. 1)."""
 
 
@@ -113,4 +129,5 @@ def method(key: str) -> Method:
     try:
         return REGISTRY[key]
     except KeyError:
-        raise ValueError(f"method: use one of {', '.join(METHODS)}, got {key!r}") from None
+        renamed = f" ({key!r} is now called {RENAMED[key]!r})" if key in RENAMED else ""
+        raise ValueError(f"method: use one of {', '.join(METHODS)}, got {key!r}{renamed}") from None

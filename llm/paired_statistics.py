@@ -65,6 +65,8 @@ class ConstraintCheck:
             1 - confidence), ``"violated"`` if ``upper_bound < b`` (H0: improvement >= b is rejected),
             else ``"undetermined"``.
         confidence: The one-sided confidence level of the bounds.
+        share_missing_b: The share of prompts whose own improvement ``d_j`` is below b (what the mean hides; with
+            few samples per prompt it includes their sampling noise).
     """
 
     threshold: float
@@ -75,6 +77,7 @@ class ConstraintCheck:
     upper_bound: float
     verdict: Verdict
     confidence: float
+    share_missing_b: float = float("nan")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -101,6 +104,7 @@ class PairedImprovement:
         confidence: The two-sided level of both CIs.
         interval: ``"t"`` or ``"z"``, the quantile of the normal CI (and of :meth:`check`'s bounds).
         boot_means: ``(n_boot,)`` the bootstrap means.
+        per_prompt: ``(n,)`` the per-prompt improvements ``d_j`` (their 10% / 90% quantiles are in :meth:`as_row`).
     """
 
     mean: float
@@ -113,6 +117,7 @@ class PairedImprovement:
     confidence: float
     interval: Interval
     boot_means: np.ndarray
+    per_prompt: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0))
 
     @property
     def standard_error(self) -> float:
@@ -145,10 +150,12 @@ class PairedImprovement:
             upper_bound=upper,
             verdict=verdict,
             confidence=c,
+            share_missing_b=float(np.mean(self.per_prompt < b)) if self.per_prompt.size else float("nan"),
         )
 
     def as_row(self) -> dict[str, float | int]:
-        """The scalar fields, for a DataFrame row."""
+        """The scalar fields, for a DataFrame row, with the 10% / 90% quantiles ``q10, q90`` of the ``d_j``."""
+        q10, q90 = np.quantile(self.per_prompt, [0.1, 0.9]) if self.per_prompt.size else (np.nan, np.nan)
         return {
             "mean": self.mean,
             "ci_low": self.ci_low,
@@ -156,6 +163,8 @@ class PairedImprovement:
             "boot_low": self.boot_low,
             "boot_high": self.boot_high,
             "n_prompts": self.n_prompts,
+            "q10": float(q10),
+            "q90": float(q90),
         }
 
 
@@ -223,19 +232,27 @@ def paired_improvement(
     half = _quantile(interval, n, (1 + c) / 2) * sd / np.sqrt(n)
     return PairedImprovement(
         mean=mean, sd=sd, n_prompts=n, ci_low=mean - half, ci_high=mean + half, boot_low=float(boot_low),
-        boot_high=float(boot_high), confidence=c, interval=interval, boot_means=boot,
+        boot_high=float(boot_high), confidence=c, interval=interval, boot_means=boot, per_prompt=diff,
     )  # fmt: skip
 
 
-def improvement(policy: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+def improvement(policy: np.ndarray, reference: np.ndarray, threshold: float | None = None) -> dict[str, float]:
     """:func:`paired_improvement` with a normal (z) interval as a ``summary.json`` row; one prompt: no CI (NaN).
+
+    The row has the 10% / 90% quantiles of the per-prompt improvement (``q10, q90``) and, given a utility's
+    threshold b, ``share_missing_b``: the share of held-out prompts whose own improvement is below b.
 
     Args:
         policy: ``(n_prompts, samples)`` scores of the trained policy.
         reference: ``(n_prompts, samples)`` scores of pi_ref on the same prompts.
+        threshold: b of a constrained utility (None for the reward).
     """
     if len(policy) < 2:
         nan = float("nan")
         mean = float(np.mean(policy) - np.mean(reference))
-        return {"mean": mean, "ci_low": nan, "ci_high": nan, "boot_low": nan, "boot_high": nan, "n_prompts": 1}
-    return paired_improvement(policy, reference, interval="z").as_row()
+        row = {"mean": mean, "ci_low": nan, "ci_high": nan, "boot_low": nan, "boot_high": nan, "n_prompts": 1,
+               "q10": mean, "q90": mean}  # fmt: skip
+        return row if threshold is None else {**row, "share_missing_b": float(mean < threshold)}
+    paired = paired_improvement(policy, reference, interval="z")
+    row = paired.as_row()
+    return row if threshold is None else {**row, "share_missing_b": paired.check(threshold).share_missing_b}

@@ -7,7 +7,7 @@ Methods (:mod:`llm.methods`; Algorithm 2 with the schedule of Sec. 4.1.1 and App
   current policy; every iteration is one DPO epoch on the reference pairs relabelled by
   ``Bernoulli(sigma(Delta(r + lambda^T g)))``;
 * ``one_shot`` (MoCAN): lambda fixed at the one-shot solution, T epochs;
-* ``dpo_reward`` / ``dpo_utility``: pseudo-labels from the reward alone / the first utility alone;
+* ``dpo_h`` / ``dpo_g``: pseudo-labels from the reward alone / the first utility alone;
 * ``pecaid`` (Algorithm 3): as ``caid``, with the scores replaced by the implicit rewards of
   models DPO-trained from pi_ref on the scorers' simulated Bradley-Terry preferences
   (:mod:`llm.implicit_rewards`), saved as ``pre_aligned_<i>.safetensors``.
@@ -38,9 +38,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from llm.checkpoints import STATE_FILE, load_state
 from llm.config import RunConfig, to_dict
 from llm.data import PromptSet, content_key, prompt_set, split
 from llm.distributed import Ranks, init_ranks
+from llm.learner import TrunkCaches
 from llm.models import (
     DEFAULT_MODEL,
     DTYPES,
@@ -53,13 +55,13 @@ from llm.models import (
     module_fingerprint,
     tiny_model,
 )
-from llm.reference_phase import EVAL_SAMPLES, ReferenceData, build_reference, reference_key
+from llm.reference_phase import EVAL_SAMPLES, ReferenceData, RunSetup, build_reference, reference_key
 from llm.run_files import RunExistsError, RunFileError, check_existing_run, read_json, run_lock, write_run_record
 from llm.run_schema import SUMMARY_FILE, RunSummary
 from llm.scorers import Standardization, build_scorer, plugin_maximum, scorer_name, standardize
-from llm.trainer import STATE_FILE, CAIDTrainer, RunSetup, load_state
+from llm.trainer import CAIDTrainer
 
-__all__ = ["STATE_FILE", "RunExistsError", "RunSetup", "reference_phase", "resolved_thresholds", "run"]
+__all__ = ["STATE_FILE", "RunExistsError", "RunSetup", "execute", "resolved_thresholds", "run", "run_setup"]
 
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
 
@@ -93,7 +95,7 @@ def _scorer_fingerprint(scorer: Any, cache_dir: str | None) -> dict[str, object]
     return folder_fingerprint(folder, cache_dir) if folder is not None else None
 
 
-def reference_phase(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
+def run_setup(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
     """Load the scorers, prompts and pi_ref, and load or build the cached reference phase (no training).
 
     Every method and threshold of ``config`` shares it (the cache key ignores both), so a sweep computes it
@@ -188,11 +190,23 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
             any training).
         ValueError: For bad prompt sets, scorers or models (each names what to fix).
     """
+    return execute(config, out, resume, progress, TrunkCaches())
+
+
+def execute(config: RunConfig, out: Path, resume: bool, progress: bool, trunks: TrunkCaches) -> dict[str, Any]:
+    """:func:`run`, with frozen-trunk caches shared with the caller's other runs (a sweep's, a study's).
+
+    Raises:
+        RunExistsError: If ``out`` holds a run with another configuration, or any run and ``resume`` is off.
+        theory.InfeasibleProblemError: If the thresholds are unreachable on the reference samples (before
+            any training).
+        ValueError: For bad prompt sets, scorers or models (each names what to fix).
+    """
     ranks = init_ranks(config.model.device)
     with contextlib.ExitStack() as stack:
         # One writer per run directory: rank 0 holds the lock (the other ranks write nothing).
         ranks.on_main(lambda: stack.enter_context(run_lock(out)))
-        return _run_locked(config, out, ranks, resume, progress)
+        return _run_locked(config, out, ranks, resume, progress, trunks)
 
 
 def _finished_summary(out: Path) -> dict[str, Any] | None:
@@ -207,7 +221,9 @@ def _finished_summary(out: Path) -> dict[str, Any] | None:
         return None
 
 
-def _run_locked(config: RunConfig, out: Path, ranks: Ranks, resume: bool, progress: bool) -> dict[str, Any]:
+def _run_locked(
+    config: RunConfig, out: Path, ranks: Ranks, resume: bool, progress: bool, trunks: TrunkCaches
+) -> dict[str, Any]:
     """Resume (or start), run the remaining iterations, checkpointing each, then evaluate and write the summary."""
     hint = None if resume else "pass --resume to continue it, or use a fresh one"
     # Read-only until the inputs are valid, so a failed start leaves nothing that blocks its --out.
@@ -221,10 +237,11 @@ def _run_locked(config: RunConfig, out: Path, ranks: Ranks, resume: bool, progre
     def record() -> None:
         ranks.on_main(lambda: write_run_record(out, to_dict(config), VERSIONS))
 
-    trainer = CAIDTrainer.build(config, reference_phase(config, ranks), ranks, out, record, progress)
+    trainer = CAIDTrainer.build(config, run_setup(config, ranks), ranks, out, record, progress, trunks)
     if saved is not None:
         trainer.load(saved, out)
-    remaining = range(trainer.iteration + 1, iterations + 1)
+    # pi_ref itself (method 'reference', a negative control) is evaluated as it is: no iteration.
+    remaining = range(trainer.iteration + 1, iterations + 1) if trainer.spec.trains else range(0)
     for _ in tqdm(remaining, desc=config.method, unit="iter", disable=not (progress and ranks.is_main)):
         trainer.iterate()
         trainer.save(out)

@@ -23,7 +23,7 @@ Other fields are ignored. Every row must carry every selected objective; labels 
 a label in another encoding, guessed, could silently flip preferences; a missing label is an error). A pair whose two
 responses are identical carries no preference and is refused. Prompts may repeat (several pairs per prompt).
 
-**How PeCAID consumes it** (``pecaid.preferences``, :func:`llm.trainer.load_labelled_pairs`): Algorithm 3, line 3
+**How PeCAID consumes it** (``pecaid.preferences``, :func:`llm.pecaid.load_labelled_pairs`): Algorithm 3, line 3
 pre-aligns pi_r and each pi_{g_i} by DPO from pi_ref on these pairs, pi_r on the reward objective's labels and
 pi_{g_i} on the i-th utility's (``pecaid.objectives`` names them, e.g. ``better``, ``safer``), in place of the
 simulated annotators. Each pair's two responses are tokenised as the run feeds its model (chat template, then

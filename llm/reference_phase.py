@@ -20,6 +20,7 @@ import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,14 +28,15 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm.config import GenerationConfig
+from llm.data import PromptSet
 from llm.distributed import Ranks
 from llm.dpo import sequence_logprobs
 from llm.run_files import write_atomic
 from llm.sampling import Sample, sample_responses
-from llm.scorers import Scorer, score
+from llm.scorers import Scorer, Standardization, score
 from theory.problem import ConstrainedProblem
 
-__all__ = ["ReferenceData", "build_reference", "reference_key", "response_logprobs", "score_samples"]
+__all__ = ["ReferenceData", "RunSetup", "build_reference", "reference_key", "response_logprobs", "score_samples"]
 
 FORMAT_VERSION = 2
 # Training prompts per cached chunk of the reference phase: a killed run resumes at the first missing chunk.
@@ -295,3 +297,41 @@ def _entry_with_these_samples(index: Path) -> ReferenceData | None:
     if not (isinstance(key, str) and len(key) == 64 and all(c in "0123456789abcdef" for c in key)):
         return None  # only a content key may name a file in the cache folder
     return ReferenceData.from_file(index.with_name(f"{key}.npz"), key)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunSetup:
+    """What every method of a configuration shares: scorers, prompts, pi_ref and its reference phase.
+
+    Attributes:
+        scorers: The reward scorer, then one per utility.
+        train: Training prompts; ``test``: held-out prompts.
+        ref_model: The frozen pi_ref; ``tokenizer`` its tokenizer.
+        train_inputs: The model inputs of the training prompts (chat template applied); ``test_inputs`` likewise.
+        ref: The (cached) reference phase: pi_ref's samples, scores and log-probabilities.
+        samples_key: The key of pi_ref's weights and samples without the scorers: runs that share it share the
+            frozen-trunk cache (e.g. a second constraint rescoring the same samples).
+        plugin: With ``caid.plugin_samples > 0``, the (cached) pool of the one-shot plug-in problem:
+            ``plugin_prompts`` training prompts x ``plugin_samples`` pi_ref responses; None: the pairs' samples.
+        thresholds: The b_i the run uses (``scorers.thresholds`` resolved: fractions of the plug-in maximum
+            with ``scorers.threshold_units = 'plugin_fraction'``), in the units of the scores.
+        standardization: With ``scorers.standardize``, the sigma_w scales every score was divided by (the
+            scorers, ``ref`` and ``plugin`` are then in sigma units); None: raw units.
+    """
+
+    scorers: list[Scorer]
+    train: PromptSet
+    test: PromptSet
+    ref_model: torch.nn.Module
+    tokenizer: Any
+    train_inputs: list[str]
+    test_inputs: list[str]
+    ref: ReferenceData
+    samples_key: str
+    plugin: ReferenceData | None = None
+    thresholds: tuple[float, ...] = ()
+    standardization: Standardization | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != len(self.scorers) - 1:
+            raise ValueError(f"RunSetup: {len(self.thresholds)} thresholds for {len(self.scorers) - 1} utilities")

@@ -66,7 +66,9 @@ class RunSummary:
         lambda_one_shot: The one-shot plug-in dual solution.
         lambda_last: lambda of the last iteration.
         improvements: Per scorer (reward first), the paired improvement over pi_ref on the held-out prompts:
-            ``mean, ci_low, ci_high, n_prompts`` (and ``boot_low, boot_high``).
+            ``mean, ci_low, ci_high, n_prompts`` (and ``boot_low, boot_high``; in newer runs ``q10, q90``, the
+            10% / 90% quantiles of the per-prompt improvement, and for a utility ``share_missing_b``, the share of
+            held-out prompts whose own improvement is below b).
         constraints_satisfied: Per utility, ``improvement >= b``.
         kl_estimate: Monte-Carlo KL(pi || pi_ref) on the held-out samples.
         last_iteration: T.

@@ -17,11 +17,15 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llm.config import RunConfig
 from llm.methods import DPO_BASELINES
 from llm.run_files import check_run_dir, write_atomic
 from theory import InfeasibleProblemError
+
+if TYPE_CHECKING:  # torch is imported only once a sweep really runs
+    from llm.learner import TrunkCaches
 
 __all__ = ["SWEEP_FILE", "SweepRun", "run_sweep", "sweep_runs"]
 
@@ -54,18 +58,24 @@ def sweep_runs(methods: Sequence[str], grid: Sequence[Sequence[float]]) -> list[
     return runs
 
 
-def run_sweep(config: RunConfig, runs: Sequence[SweepRun], out: Path, progress: bool = True) -> list[dict]:
+def run_sweep(
+    config: RunConfig, runs: Sequence[SweepRun], out: Path, progress: bool = True, trunks: TrunkCaches | None = None
+) -> list[dict]:
     """Run (or resume, or skip when finished) every run of the sweep into ``out/<run.name>``.
+
+    Its runs share one set of frozen-trunk caches (``trunks``, or the sweep's own), so runs over the same
+    reference samples forward each trunk once.
 
     Returns:
         One record per run: ``name``, ``method``, ``thresholds``, ``status`` (``"finished"`` or
         ``"infeasible"``) and, for an infeasible one, the solver's message. Also written to ``sweep.json``.
     """
     from llm.distributed import init_ranks  # torch and transformers only once a sweep really runs
-    from llm.pipeline import run
+    from llm.learner import TrunkCaches
+    from llm.pipeline import execute
 
     check_run_dir(out)
-    records = []
+    records, trunks = [], trunks if trunks is not None else TrunkCaches()
     for i, item in enumerate(runs, 1):
         if progress:
             print(f"[{i}/{len(runs)}] {item.name}", file=sys.stderr, flush=True)
@@ -73,7 +83,7 @@ def run_sweep(config: RunConfig, runs: Sequence[SweepRun], out: Path, progress: 
         run_config = dataclasses.replace(config, method=item.method, scorers=scorers)
         record = {"name": item.name, "method": item.method, "thresholds": list(item.thresholds)}
         try:
-            run(run_config, out / item.name, resume=True, progress=progress)
+            execute(run_config, out / item.name, True, progress, trunks)
         except InfeasibleProblemError as err:
             # Refused before training: the directory holds only the run record; sweep.json keeps the reason.
             shutil.rmtree(out / item.name, ignore_errors=True)

@@ -7,7 +7,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from llm.cli_errors import USER_ERRORS, check_out_dir
+from paper_figures.style import paper_style, save_figure
 
 MakeFigure = Callable[[Path, Path], list[Path]]
 
@@ -32,3 +35,27 @@ def figure_main(name: str, description: str, make_figure: MakeFigure, argv: Sequ
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def drawn_figure(name: str, draw: Callable[[Path], Figure]) -> MakeFigure:
+    """``make_figure(results_dir, out_dir)`` of a module whose ``draw(results_dir)`` returns one figure.
+
+    The figure is drawn in the paper style and saved as ``<name>.png`` and ``.pdf`` in ``out_dir``; ``make_figure``
+    returns their paths.
+    """
+
+    def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+        with paper_style():
+            return save_figure(draw(Path(results_dir)), out_dir, name)
+
+    make_figure.__doc__ = f"Draw {name} into ``out_dir``; return the PNG and PDF paths."
+    return make_figure
+
+
+def figure_command(name: str, doc: str | None, make_figure: MakeFigure) -> Callable[[Sequence[str] | None], int]:
+    """The module's command-line entry point: :func:`figure_main` with its name and first docstring line."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return figure_main(name, (doc or name).splitlines()[0], make_figure, argv)
+
+    return main

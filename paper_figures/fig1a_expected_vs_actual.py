@@ -8,7 +8,7 @@ threshold)::
     RESULTS/llm_sweep/single/<run>/dual_trajectory.csv
     RESULTS/llm_sweep/single/<run>/config.json
 
-with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_reward`` (DPO_h) and ``dpo_utility`` (DPO_s); the
+with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_h`` (DPO_h) and ``dpo_g`` (DPO_s); the
 formats are those of :mod:`analysis.statistics`. Improvements and their 95% CIs are recomputed from
 ``eval_scores.csv`` with :func:`analysis.statistics.collect_runs` (paired over held-out prompts,
 Student-t intervals).
@@ -38,21 +38,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.statistics import collect_runs, satisfaction_rows
-from llm.methods import REGISTRY
+from llm.methods import COMPARED, REGISTRY
 from llm.sweep import SWEEP_FILE
-from paper_figures.cli import figure_main
+from paper_figures.cli import drawn_figure, figure_command
 from paper_figures.results_files import ResultsFileError, check_run, read_json_object
-from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "fig1a_expected_vs_actual"
 # The single-constraint sweep folder (one run directory per method and threshold), relative to the results.
 RESULTS_SUBDIR = Path("llm_sweep") / "single"
-# The methods compared along the thresholds in Fig. 1(a)/(b)/(c), in drawing order: the paper's multi-shot
-# and one-shot (the registry's threshold-dependent methods on the scores themselves; PeCAID was not run).
-SWEEP_METHODS = tuple(k for k, m in REGISTRY.items() if not m.baseline and not m.pre_aligned)
-METHOD_LABELS = {k: m.label for k, m in REGISTRY.items()}
-METHOD_COLORS = {k: m.color for k, m in REGISTRY.items()}
-METHOD_MARKERS = {k: m.marker for k, m in REGISTRY.items()}
+# The methods compared along the thresholds in Fig. 1(a)/(b)/(c), in drawing order (PeCAID was not run).
+SWEEP_METHODS = COMPARED
 
 
 def producer_hint(subdir: Path) -> str:
@@ -143,9 +139,10 @@ def draw_expected_vs_actual(ax: Axes, rows: pd.DataFrame, methods: Sequence[str]
     offsets = (np.arange(len(present)) - (len(present) - 1) / 2) * 0.012 * (span or 1.0)
     for method, offset in zip(present, offsets, strict=True):
         part = rows[rows["method"] == method].sort_values("threshold", kind="stable")
+        spec = REGISTRY[method]
         ax.errorbar(
-            part["threshold"] + offset, part["mean"], yerr=ci_errors(part), color=METHOD_COLORS.get(method, "k"),
-            marker=METHOD_MARKERS.get(method, "D"), capsize=2.5, label=METHOD_LABELS.get(method, method),
+            part["threshold"] + offset, part["mean"], yerr=ci_errors(part), color=spec.color, marker=spec.marker,
+            capsize=2.5, label=spec.label,
         )  # fmt: skip
     draw_identity(ax, rows["threshold"].to_numpy(dtype=float))
     scorer = str(rows["scorer"].iloc[0])
@@ -174,15 +171,8 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 1(a) (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
-    with paper_style():
-        return save_figure(draw(results_dir), out_dir, NAME)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+make_figure = drawn_figure(NAME, draw)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

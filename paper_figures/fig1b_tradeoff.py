@@ -9,7 +9,7 @@ Draws ``fig1b_tradeoff``: x = actual improvement of the first utility (safety), 
 reward (helpfulness), both with 95% CI error bars; the runs of multi-shot (CAID) and one-shot connected in
 threshold order and labelled with b, their empirical Pareto fronts
 (:func:`analysis.pareto.pareto_front`) drawn as wide translucent lines, and the single points DPO_h
-(``dpo_reward``) and DPO_s (``dpo_utility``) where present (paper Sec. 4.2, Fig. 1(b)).
+(``dpo_h``) and DPO_s (``dpo_g``) where present (paper Sec. 4.2, Fig. 1(b)).
 
 Usage::
 
@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +27,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.pareto import pareto_front
-from llm.methods import DPO_BASELINES
-from paper_figures.cli import figure_main
+from llm.methods import DPO_BASELINES, REGISTRY
+from paper_figures.cli import drawn_figure, figure_command
 from paper_figures.fig1a_expected_vs_actual import (
-    METHOD_COLORS,
-    METHOD_LABELS,
-    METHOD_MARKERS,
     RESULTS_SUBDIR,
     SWEEP_METHODS,
     ci_errors,
     load_sweep,
     prompts_note,
 )
-from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "fig1b_tradeoff"
 # Single-point baselines: trained on the reward alone (DPO_h) or the utility alone (DPO_s).
@@ -77,12 +73,12 @@ def draw_tradeoff(ax: Axes, points: pd.DataFrame) -> None:
         part = points[points["method"] == method]
         if part.empty:
             continue
-        color = METHOD_COLORS[method]
+        color = REGISTRY[method].color
         sweep = method in SWEEP_METHODS
         ax.errorbar(
             part["utility_mean"], part["reward_mean"], xerr=_errors(part, "utility"), yerr=_errors(part, "reward"),
-            color=color, marker=METHOD_MARKERS[method], markersize=4.5 if sweep else 6, capsize=2,
-            linestyle="-" if sweep else "none", linewidth=1.0, label=METHOD_LABELS[method], zorder=3,
+            color=color, marker=REGISTRY[method].marker, markersize=4.5 if sweep else 6, capsize=2,
+            linestyle="-" if sweep else "none", linewidth=1.0, label=REGISTRY[method].label, zorder=3,
         )  # fmt: skip
         if not sweep:
             continue
@@ -94,7 +90,7 @@ def draw_tradeoff(ax: Axes, points: pd.DataFrame) -> None:
         front = pareto_front(part[["utility_mean", "reward_mean"]])
         ax.plot(
             front["utility_mean"], front["reward_mean"], color=color, linewidth=6, alpha=0.25,
-            solid_capstyle="round", label=f"{METHOD_LABELS[method]} Pareto front", zorder=2,
+            solid_capstyle="round", label=f"{REGISTRY[method].label} Pareto front", zorder=2,
         )  # fmt: skip
 
 
@@ -123,15 +119,8 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 1(b) (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
-    with paper_style():
-        return save_figure(draw(results_dir), out_dir, NAME)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+make_figure = drawn_figure(NAME, draw)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -28,8 +27,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.statistics import score_histograms
-from paper_figures.cli import figure_main
-from paper_figures.fig1a_expected_vs_actual import METHOD_LABELS, RESULTS_SUBDIR, SWEEP_METHODS, load_sweep
+from llm.methods import REGISTRY
+from paper_figures.cli import figure_command
+from paper_figures.fig1a_expected_vs_actual import RESULTS_SUBDIR, SWEEP_METHODS, load_sweep
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
 NAME = "fig1c_histograms"
@@ -92,7 +92,7 @@ def draw(results_dir: Path | str, threshold: float | None = None) -> Figure:
             # The reward (first scorer) and the first utility.
             for ax, (_, improvement) in zip(row_axes, rows.head(2).iterrows(), strict=True):
                 _draw_panel(ax, histograms[histograms["scorer"] == improvement["scorer"]], improvement)
-            row_axes[0].set_ylabel(f"{METHOD_LABELS[method]}\nsamples")
+            row_axes[0].set_ylabel(f"{REGISTRY[method].label}\nsamples")
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=len(SERIES))
         n = "/".join(str(v) for v in sorted(n_prompts))
         fig.suptitle(f"Fig. 1(c): held-out scores before and after alignment, b = {b:g} (Δ: 95% t-CI, n = {n} prompts)")
@@ -105,9 +105,7 @@ def make_figure(results_dir: Path | str, out_dir: Path | str, threshold: float |
         return save_figure(draw(results_dir, threshold), out_dir, NAME)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure at the default threshold and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

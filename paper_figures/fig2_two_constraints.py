@@ -24,24 +24,22 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from paper_figures.cli import figure_main
+from llm.methods import REGISTRY
+from paper_figures.cli import drawn_figure, figure_command
 from paper_figures.fig1a_expected_vs_actual import (
-    METHOD_COLORS,
-    METHOD_LABELS,
     SWEEP_METHODS,
     ci_errors,
     draw_identity,
     load_sweep,
     prompts_note,
 )
-from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "fig2_two_constraints"
 RESULTS_SUBDIR = Path("llm_sweep") / "two_constraints"
@@ -80,7 +78,7 @@ def draw(results_dir: Path | str) -> Figure:
                 ax.errorbar(
                     row["threshold"] + span * offsets[row["method"]] / 10, row["mean"],
                     yerr=ci_errors(rows.loc[[row.name]]),
-                    color=METHOD_COLORS[row["method"]], marker=marker[row["thresholds"]], capsize=2,
+                    color=REGISTRY[row["method"]].color, marker=marker[row["thresholds"]], capsize=2,
                     linestyle="none",
                 )  # fmt: skip
             draw_identity(ax, rows["threshold"].to_numpy(dtype=float))
@@ -95,32 +93,25 @@ def draw(results_dir: Path | str) -> Figure:
             for _, row in part.iterrows():
                 ax.errorbar(
                     pairs.index(row["thresholds"]) + offsets[method], row["mean"], yerr=ci_errors(part.loc[[row.name]]),
-                    color=METHOD_COLORS[method], marker=marker[row["thresholds"]], capsize=2, linestyle="none",
+                    color=REGISTRY[method].color, marker=marker[row["thresholds"]], capsize=2, linestyle="none",
                 )  # fmt: skip
         ax.set_xticks(range(len(pairs)), [f"({b1:g}, {b2:g})" for b1, b2 in pairs], rotation=45, ha="right")
         ax.axhline(0.0, color="k", linewidth=0.6)
         ax.set_xlabel("threshold pair $(b_1, b_2)$")
         ax.set_ylabel(f"improvement of {rewards['scorer'].iloc[0]} (reward)")
         ax.set_title("reward improvement per threshold pair")
-        handles = [Line2D([], [], color=METHOD_COLORS[m], marker="o", linestyle="none") for m in methods]
+        handles = [Line2D([], [], color=REGISTRY[m].color, marker="o", linestyle="none") for m in methods]
         fig.legend(
             [*handles, *axes[0].get_legend_handles_labels()[0]],
-            [*(METHOD_LABELS[m] for m in methods), "y = x (satisfied above)"],
+            [*(REGISTRY[m].label for m in methods), "y = x (satisfied above)"],
             loc="outside lower center", ncol=len(methods) + 1,
         )  # fmt: skip
         fig.suptitle(f"Fig. 2: two constraints; {prompts_note(table)}; marker = threshold pair", fontsize=8)
     return fig
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw Fig. 2 (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
-    with paper_style():
-        return save_figure(draw(results_dir), out_dir, NAME)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+make_figure = drawn_figure(NAME, draw)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

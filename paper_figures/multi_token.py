@@ -3,9 +3,10 @@
 Reads ``RESULTS/multi_token/points.csv`` (one row per run) and draws ``multi_token``, three panels in sigma
 units (dots: seeds; line: their mean):
 
-(a) analogue of Fig. 1(a): achieved improvement of g_1 (simplicity) against b, CAID and one-shot, diagonal;
-(b) analogue of Fig. 1(b): reward (positivity) improvement against g_1 improvement (with DPO_h and DPO_g when run);
-(c) analogue of Fig. 2: each constraint's achieved improvement against its b for two-constraint CAID.
+(a) analogue of Fig. 1(a): achieved improvement of g_1 (simplicity) against b, CAID and one-shot, diagonal, and
+    the negative controls' achieved improvement (dashed: pi_ref, DPO_h);
+(b) analogue of Fig. 1(b): reward (positivity) improvement against g_1 improvement (controls and baselines too);
+(c) analogue of Fig. 2: each constraint's achieved improvement against its b for two-constraint CAID (full scale).
 
 Usage::
 
@@ -15,20 +16,33 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
 from llm.methods import REGISTRY
-from paper_figures.cli import figure_main
+from paper_figures.cli import figure_command
 from paper_figures.results_files import read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+
+
+class Style(NamedTuple):
+    """A method's legend label, colour and marker."""
+
+    label: str
+    color: str
+    marker: str
+
 
 NAME = "multi_token"
 RESULTS_SUBDIR = Path("multi_token")
 RESULTS_FILE = RESULTS_SUBDIR / "verdicts.csv"
 POINTS_FILE = RESULTS_SUBDIR / "points.csv"
+VIOLATIONS_FILE = RESULTS_SUBDIR / "violations.csv"
+TABLE_COLUMNS = ("claim", "setting", "method", "test", "estimate", "low", "high", "verdict", "reason", "size", "power",
+                 "coverage", "df", "level", "se", "effect")  # fmt: skip
+"""The columns of a claims table the report reads (both studies)."""
 _FIX = "rerun `python -m analysis.multi_token_study --out <results>/multi_token` (it resumes)"
 
 
@@ -47,12 +61,23 @@ def load_points(results_dir: Path | str) -> pd.DataFrame:
 
 
 def load_verdicts(results_dir: Path | str) -> pd.DataFrame:
-    """The study's pre-registered verdicts (``verdicts.csv``), validated, for the report."""
-    frame = read_results_csv(Path(results_dir) / RESULTS_FILE, fix=_FIX, columns=("claim", "verdict"),
-                             numeric=("estimate", "power", "effect", "halfwidth_per_spacing"),
-                             optional=("low", "high"))  # fmt: skip
-    columns = ["claim", "setting", "method", "test", "estimate", "low", "high", "level", "verdict", "power", "effect"]
-    return frame[[*columns, "halfwidth_per_spacing"]]
+    """The study's claims table (``verdicts.csv``), validated, for the report."""
+    frame = read_results_csv(Path(results_dir) / RESULTS_FILE, fix=_FIX, columns=("claim", "verdict", "reason"),
+                             numeric=("estimate",), optional=("low", "high", "size", "power", "coverage", "df", "se",
+                                                              "effect"))  # fmt: skip
+    return frame[list(TABLE_COLUMNS)].assign(reason=frame["reason"].fillna(""))
+
+
+def load_violations(results_dir: Path | str) -> pd.DataFrame:
+    """``violations.csv``: per method, setting and constraint the share of prompts missing b and the quantiles."""
+    return read_results_csv(Path(results_dir) / VIOLATIONS_FILE, fix=_FIX, columns=("method", "setting"),
+                            numeric=("b", "mean", "share_missing_b", "q10", "q90"))  # fmt: skip
+
+
+def _style(key: str) -> Style:
+    """The registry's style of a method; a method the registry does not know (yet) in grey, named by its key."""
+    spec = REGISTRY.get(key)
+    return Style(spec.label, spec.color, spec.marker) if spec is not None else Style(key, "tab:gray", "x")
 
 
 def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
@@ -63,15 +88,18 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
         fig = new_figure(width=1.6 * COLUMN_WIDTH, height=2.2)
         ax = fig.subplots(1, 3)
         for key, rows in single.groupby("method", sort=False):
-            spec = REGISTRY[key]
+            spec = _style(key)
             means = rows.groupby("b_1")[["g_1_improvement", "reward_improvement"]].mean()
-            if not spec.baseline:
+            if key in ("caid", "one_shot"):
                 ax[0].scatter(rows["b_1"], rows["g_1_improvement"], color=spec.color, marker=spec.marker, s=6,
                               alpha=0.5)
                 ax[0].plot(means.index, means["g_1_improvement"], color=spec.color, marker=spec.marker, ms=3,
                            label=spec.label)
+            else:  # a control: its achieved improvement, the same whatever b
+                achieved = float(rows["g_1_improvement"].mean())
+                ax[0].axhline(achieved, color=spec.color, ls="--", lw=0.8, label=spec.label)
             ax[1].scatter(rows["g_1_improvement"], rows["reward_improvement"], color=spec.color, marker=spec.marker,
-                          s=6, alpha=0.5, label=None if not spec.baseline else spec.label)
+                          s=6, alpha=0.5)
             ax[1].plot(means["g_1_improvement"], means["reward_improvement"], color=spec.color, marker=spec.marker,
                        ms=3, ls="-" if len(means) > 1 else "")
         top = float(single["b_1"].max()) * 1.2
@@ -89,15 +117,11 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
             ax[2].plot([0, top2], [0, top2], "k:", lw=0.8)
             ax[2].legend(fontsize=5, title="CAID", title_fontsize=5)
         ax[2].set(xlabel="b_i (σ)", ylabel="achieved gain (σ)", title="(c) two constraints")
-        handles = [*ax[0].get_legend_handles_labels()[0], *ax[1].get_legend_handles_labels()[0]]
-        labels = [*ax[0].get_legend_handles_labels()[1], *ax[1].get_legend_handles_labels()[1]]
-        fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=6)
+        fig.legend(*ax[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=6)
         return save_figure(fig, out_dir, NAME)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

@@ -18,27 +18,24 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from paper_figures.cli import figure_main
+from analysis.next_token.arms import Arm
+from llm.methods import COMPARED
+from paper_figures.cli import figure_command
+from paper_figures.multi_token import TABLE_COLUMNS
 from paper_figures.results_files import read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
 NAME = "next_token"
 RESULTS_SUBDIR = Path("next_token")
 RESULTS_FILE = RESULTS_SUBDIR / "verdicts.csv"
-STYLES = {
-    "caid_exact": ("tab:red", "o", "CAID, exact dual steps"),
-    "caid_sampled": ("tab:orange", "v", "CAID, sampled dual steps"),
-    "one_shot_plugin": ("tab:blue", "s", "one-shot, plug-in λ"),
-    "one_shot_exact": ("tab:cyan", "D", "one-shot, exact λ*"),
-    "dpo_h": ("tab:gray", "^", "DPO_h (reward only)"),
-    "dpo_g": ("tab:green", "P", "DPO_g (g₁ only)"),
-}
+VIOLATIONS_FILE = RESULTS_SUBDIR / "violations.csv"
+_FIX = "rerun `python -m analysis.next_token --quick --out <results>/next_token` (it resumes)"
+STYLES = {arm.value: arm.style for arm in Arm}
 
 
 def producer_args(results_dir: Path, scale: str = "full") -> list[str]:
@@ -62,16 +59,22 @@ def load_runs(run_dir: Path) -> pd.DataFrame:
 
 
 def load_verdicts(results_dir: Path) -> pd.DataFrame:
-    """The laboratory's pre-registered verdicts (``verdicts.csv``), validated, rounded for the report.
+    """The laboratory's claims table (``verdicts.csv``), validated, for the report.
 
     Raises:
         FileNotFoundError: The file is missing.
         paper_figures.results_files.ResultsFileError: The file is unusable (the message names it and the fix).
     """
-    fix = "rerun `python -m analysis.next_token --quick --out <results>/next_token` (it resumes)"
-    frame = read_results_csv(Path(results_dir) / RESULTS_FILE, fix=fix, columns=("claim", "verdict"),
-                             numeric=("estimate", "power"), optional=("low", "high"))
-    return frame[["claim", "setting", "method", "test", "estimate", "low", "high", "level", "verdict", "power"]]
+    frame = read_results_csv(Path(results_dir) / RESULTS_FILE, fix=_FIX, columns=("claim", "verdict", "reason"),
+                             numeric=("estimate",), optional=("low", "high", "size", "power", "coverage", "df", "se",
+                                                              "effect"))  # fmt: skip
+    return frame[list(TABLE_COLUMNS)].assign(reason=frame["reason"].fillna(""))
+
+
+def load_violations(results_dir: Path) -> pd.DataFrame:
+    """``violations.csv``: per method, setting and constraint the share of prompts missing b and the quantiles."""
+    return read_results_csv(Path(results_dir) / VIOLATIONS_FILE, fix=_FIX, columns=("method", "setting"),
+                            numeric=("b", "mean", "share_missing_b", "q10", "q90"))  # fmt: skip
 
 
 def draw_run(run_dir: Path, out_dir: Path | str) -> list[Path]:
@@ -88,7 +91,7 @@ def draw_run(run_dir: Path, out_dir: Path | str) -> list[Path]:
                 continue
             agg = rows.groupby("b_1").agg(g=("improvement_1", "mean"), sd=("improvement_1", "std"),
                                           r=("reward_improvement", "mean"))
-            if method.startswith(("caid", "one_shot")):
+            if Arm(method).method.key in COMPARED:
                 ax[0].errorbar(agg.index, agg["g"], agg["sd"], color=color, marker=marker, ms=3, label=label)
             ax[1].plot(agg["g"], agg["r"], color=color, marker=marker, ms=3, ls="-" if len(agg) > 1 else "")
         lim = [0, float(single["b_1"].max()) * 1.1]
@@ -126,9 +129,7 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
     return draw_run(Path(results_dir) / RESULTS_SUBDIR, out_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

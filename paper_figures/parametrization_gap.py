@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.parametrization_gap.scaling import BY_CONSTRUCTION
-from paper_figures.cli import figure_main
+from paper_figures.cli import figure_command
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
 
 NAME = "parametrization_gap"
@@ -183,9 +182,7 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
     return draw_run(Path(results_dir) / RESULTS_SUBDIR, out_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figures and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

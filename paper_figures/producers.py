@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from llm.methods import SWEEP_DEFAULT_METHODS
+from llm.methods import COMPARED, SWEEP_DEFAULT_METHODS
 from llm.sweep import SWEEP_FILE
 from paper_figures.fig1a_expected_vs_actual import RESULTS_SUBDIR as SINGLE_SUBDIR
 from paper_figures.fig2_two_constraints import RESULTS_SUBDIR as TWO_SUBDIR
@@ -69,7 +69,7 @@ SCALES = {
         overrides=_QUICK_OVERRIDES,
         thresholds=("0.1", "0.3", "0.5", "0.8"),
         pairs=("0.1,0.2", "0.3,0.5"),
-        two_methods=("caid", "one_shot"),
+        two_methods=COMPARED,
         # The powered study's reference pool (data.seed 0, as every seed of the study): read from the cache.
         dual_config=STUDY_CONFIG,
         dual_overrides=("data.seed=0",),
@@ -79,7 +79,7 @@ SCALES = {
         overrides=("data.limit=100", "data.test_fraction=0.5"),
         thresholds=("0.1", "0.2", "0.3", "0.5", "0.8"),
         pairs=("0.1,0.2", "0.2,0.3", "0.3,0.5", "0.4,0.2"),
-        two_methods=("caid", "one_shot", "dpo_reward"),
+        two_methods=("caid", "one_shot", "dpo_h"),
         dual_config=SINGLE_CONFIG,
         dual_overrides=("data.limit=100", "data.test_fraction=0.5", "generation.samples_per_prompt=8"),
         replicates=50,

@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.lagrangian_gap import lagrangian_gap_table
-from paper_figures.cli import figure_main
+from llm.methods import REGISTRY
+from paper_figures.cli import drawn_figure, figure_command
 from paper_figures.fig1a_expected_vs_actual import (
-    METHOD_COLORS,
-    METHOD_LABELS,
-    METHOD_MARKERS,
     RESULTS_SUBDIR,
     SWEEP_METHODS,
     ci_errors,
     sweep_runs_expected,
 )
-from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "real_lagrangian_gap"
 
@@ -68,7 +65,7 @@ def draw(results_dir: Path | str) -> Figure:
         for method in methods:
             rows = gaps[gaps["method"] == method].sort_values("threshold")
             x = rows["threshold"] + offsets[method]
-            color, marker, label = METHOD_COLORS[method], METHOD_MARKERS[method], METHOD_LABELS[method]
+            color, marker, label = REGISTRY[method].color, REGISTRY[method].marker, REGISTRY[method].label
             err = {q: ci_errors(rows, q, f"{q}_ci_low", f"{q}_ci_high") for q in ("dual_value", "lagrangian", "gap")}
             values.errorbar(
                 x, rows["dual_value"], yerr=err["dual_value"], color=color, marker=marker,
@@ -93,15 +90,8 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw the real-model Lagrangian gap (:func:`draw`) into ``out_dir``; return the PNG and PDF paths."""
-    with paper_style():
-        return save_figure(draw(results_dir), out_dir, NAME)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: draw the figure and print the written paths."""
-    return figure_main(NAME, __doc__.splitlines()[0], make_figure, argv)
+make_figure = drawn_figure(NAME, draw)
+main = figure_command(NAME, __doc__, make_figure)
 
 
 if __name__ == "__main__":

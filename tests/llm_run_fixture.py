@@ -2,8 +2,8 @@
 
 :func:`write_fixture` lays out, under a results directory,
 
-* ``llm_sweep/single/<run>/``: ``caid`` and ``one_shot`` runs at each threshold, plus one ``dpo_reward``
-  and one ``dpo_utility`` run (reward ``helpfulness``, utility ``safety``);
+* ``llm_sweep/single/<run>/``: ``caid`` and ``one_shot`` runs at each threshold, plus one ``dpo_h``
+  and one ``dpo_g`` run (reward ``helpfulness``, utility ``safety``);
 * ``llm_sweep/two_constraints/<run>/``: ``caid`` and ``one_shot`` runs over threshold pairs (reward
   ``helpful``, utilities ``harmless`` and ``humor``);
 * ``dual_convergence/dual_convergence.csv`` and ``dual_convergence_summary.csv``: the ``samples`` and
@@ -100,8 +100,8 @@ def write_fixture(results_dir: Path, seed: int = 0) -> Path:
         # Multi-shot tracks b; one-shot falls short for small b and overshoots for large b (Sec. 4.1.1, Fig. 1(a)).
         write_run(single / f"caid_b{b:g}", "caid", scorers, [b], [6.0 - 0.5 * b, b + 0.2], rng)
         write_run(single / f"one_shot_b{b:g}", "one_shot", scorers, [b], [5.0 - 0.6 * b, 1.4 * b - 1.0], rng)
-    write_run(single / "dpo_reward", "dpo_reward", scorers, [2.0], [7.0, -1.0], rng)
-    write_run(single / "dpo_utility", "dpo_utility", scorers, [2.0], [-0.5, 5.0], rng)
+    write_run(single / "dpo_h", "dpo_h", scorers, [2.0], [7.0, -1.0], rng)
+    write_run(single / "dpo_g", "dpo_g", scorers, [2.0], [-0.5, 5.0], rng)
 
     two = results_dir / "llm_sweep" / "two_constraints"
     scorers = ("helpful", "harmless", "humor")

@@ -93,8 +93,39 @@ def test_configuration_reference_script_runs_from_anywhere(tmp_path):
     assert out.stdout == (ROOT / "docs" / "configuration.md").read_text()
 
 
-def test_readme_fits_on_a_page():
-    assert len((ROOT / "README.md").read_bytes()) <= 10_240
+def test_readme_fits_on_a_page_and_shows_the_headline_figures():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.encode()) <= 10_240
+    figures = re.findall(r"!\[[^\]]*\]\((docs/figures/[^)]+\.png)\)", text)
+    assert len(set(figures)) >= 5 and all((ROOT / f).is_file() for f in figures)
+
+
+def _generate_results() -> object:
+    return runpy.run_path(str(ROOT / "docs" / "generate_results.py"))
+
+
+def test_results_blocks_are_written_from_the_report():
+    """Every results block of README.md and docs/*.md equals what docs/generate_results.py writes from
+    docs/reproduction/: a hand-edited number, a leaked or missing row fails here."""
+    generate = _generate_results()
+    for page in generate["PAGES"]:
+        text = page.read_text(encoding="utf-8")
+        assert generate["regenerate"](text, page) == text, f"{page.relative_to(ROOT)}: run docs/generate_results.py"
+    assert "<!-- results:claims -->" in (ROOT / "README.md").read_text()
+
+
+def test_results_check_fails_on_a_leaked_row_and_a_changed_number(tmp_path):
+    """The check itself: a row appended to a block, or one number changed in it, is reported as stale."""
+    generate = _generate_results()
+    page = ROOT / "README.md"
+    text = page.read_text(encoding="utf-8")
+    claims = text.index("<!-- /results:claims -->")
+    leaked = text[:claims] + "| multi_token/verdicts.csv | 2377 |\n" + text[claims:]
+    assert generate["regenerate"](leaked, page) != leaked
+    block = text[text.index("<!-- results:claims -->") : claims]
+    number = re.search(r"\d+\.\d+", block)
+    changed = text.replace(block, block.replace(number.group(0), number.group(0) + "1", 1))
+    assert changed != text and generate["regenerate"](changed, page) != changed
 
 
 def test_relative_links_resolve():

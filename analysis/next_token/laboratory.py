@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from analysis.next_token.evaluation import evaluate
-from analysis.next_token.methods import Method, TrainingData, TrainingSettings, train_method
+from analysis.next_token.methods import Arm, TrainingData, TrainingSettings, train_method
 from analysis.next_token.policy import LastBlockPolicy
 from analysis.next_token.problem import exact_problem, plug_in_problem, sample_tokens, save_instance
 from analysis.next_token.world import (
@@ -95,9 +95,9 @@ def settings_of(config: LabConfig, world: World) -> list[Setting]:
     return out
 
 
-def _methods(setting: Setting) -> list[Method]:
-    base = [Method.ONE_SHOT_PLUGIN, Method.ONE_SHOT_EXACT, Method.CAID_EXACT]
-    return [*base, Method.CAID_SAMPLED] if len(setting.utilities) == 1 else base
+def _arms(setting: Setting) -> list[Arm]:
+    base = [Arm.ONE_SHOT_PLUGIN, Arm.ONE_SHOT_EXACT, Arm.CAID_EXACT]
+    return [*base, Arm.CAID_SAMPLED] if len(setting.utilities) == 1 else base
 
 
 def _load_done(folder: Path, run_id: str) -> dict | None:
@@ -168,11 +168,11 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
 
     train_trunk, eval_trunk = world.trunk_train, world.trunk_eval
     ref_train = normalised(world.ref_train)
-    jobs = [(seed, s, meth) for seed in config.seeds for s in settings for meth in _methods(s)]
-    jobs += [(seed, settings[0], meth) for seed in config.seeds for meth in (Method.DPO_H, Method.DPO_G)]
+    jobs = [(seed, s, arm) for seed in config.seeds for s in settings for arm in _arms(s)]
+    jobs += [(seed, settings[0], arm) for seed in config.seeds for arm in (Arm.DPO_H, Arm.DPO_G)]
     rows = []
-    for seed, s, method in tqdm(jobs, desc="runs", disable=not progress):
-        run_id = f"{method.value}-{s.name}-seed{seed}"
+    for seed, s, arm in tqdm(jobs, desc="runs", disable=not progress):
+        run_id = f"{arm.value}-{s.name}-seed{seed}"
         done = _load_done(out / "runs", run_id)
         if done is not None:
             rows.append(done)
@@ -188,13 +188,13 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
         thresholds = np.array(s.thresholds)
         plug_lam = solve_dual(plug_in_problem(world, tokens, s.utilities, thresholds, beta), return_policy=False).lam
         opt, lam_train = optima[s.name]
-        lam0 = lam_train if method is Method.ONE_SHOT_EXACT else plug_lam
+        lam0 = lam_train if arm is Arm.ONE_SHOT_EXACT else plug_lam
         policy = LastBlockPolicy(model)
-        result = train_method(policy, data, method, lam0, thresholds, config.training, seed)
+        result = train_method(policy, data, arm, lam0, thresholds, config.training, seed)
         ev = evaluate(opt, policy.distribution(eval_trunk), result.lam,
-                      eta=config.training.eta if method.is_caid else 0.0, second_moment=result.second_moment)
+                      eta=config.training.dual_step_size if arm.is_caid else 0.0, second_moment=result.second_moment)
         row = {
-            "run_id": run_id, "method": method.value, "setting": s.name, "seed": seed,
+            "run_id": run_id, "method": arm.value, "setting": s.name, "seed": seed,
             **{f"b_{i + 1}": b for i, b in enumerate(thresholds)},
             **{f"fraction_{i + 1}": f for i, f in enumerate(s.fractions)},
             **{f"plugin_lam_{i + 1}": v for i, v in enumerate(plug_lam)},
@@ -211,6 +211,7 @@ def run(config: LabConfig, out: Path, *, model: torch.nn.Module | None = None, t
         "scale": dict(zip(SCORE_NAMES, world.scale.tolist(), strict=True)),
         "rho_reward_g1": world.correlation(0, 1), "rho_reward_g2": world.correlation(0, 2),
         "rho_g1_g2": world.correlation(1, 2), "n_train": config.n_train, "n_eval": config.n_eval,
+        "split_seed": config.split_seed,
         "vocab": world.vocab_size, "seconds_world": t_world, "seconds_total": time.perf_counter() - start,
     }  # fmt: skip
     write_atomic(out / "world.json", json.dumps(summary, indent=1))

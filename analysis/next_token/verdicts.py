@@ -1,46 +1,58 @@
-"""The pre-registered verdicts of the laboratory, computed from its saved runs (:mod:`analysis.decisions`).
+"""The laboratory's claims table, computed from its saved runs (:mod:`analysis.claims`, :mod:`analysis.decisions`).
 
 Errors are per held-out prompt and exact: e(x) = E_pi g(x) - E_ref g(x) - b, in sigma units; the mean over
-prompts is the constraint slack. Arrays are (seeds x prompts), so intervals cover the DPO randomness too.
+prompts is the constraint slack. Arrays are (seeds x prompts), so intervals cover the DPO randomness too; the
+prompts' frame (``world.FRAMES``) is their cluster when ``world.json`` records the split seed.
 
-Claims (Sec. 5 / Fig. 1-2 of the paper), margin m = 0.25 sigma unless said:
-
-1. CAID tracks b: TOST |mean e| < m, per single-constraint threshold (exact and sampled dual steps).
-2. One-shot falls short at the smallest b (upper one-sided bound of mean e < 0) and overshoots at the
-   largest (lower bound > 0); plug-in and exact-lambda* one-shot separately; power at |effect| = m.
-3. CAID is closer to b than one-shot: paired bootstrap of |mean e_CAID| - |mean e_one-shot| < 0; power at
-   -m/2.
-4. Higher trade-off: reward improvement of CAID minus one-shot at equal b > 0; power at +m/2. Since a
-   one-shot that falls short of b buys reward with the constraint, also at equal achieved g_1: CAID's reward
-   minus the one-shot curve (reward vs achieved g_1, linearly interpolated over the thresholds) at CAID's
-   achieved g_1, averaged over the thresholds inside the one-shot curve's range.
-5. Both constraints met: non-inferiority mean e_i > -m for each constraint of two-constraint CAID.
-6. D(lambda) - L(pi_theta, lambda) >= 0 for every run (weak duality; exact, no interval).
-7. Measured U-OPT / R-OPT within their Theorem 6 bounds, where the bound's hypotheses allow evaluating it.
+The Fig. 1 / Fig. 2 claims are the multi-token study's, built by the same code with the laboratory's methods:
+CAID with exact and with sampled dual steps, one-shot at the plug-in and at the exact lambda*, and the negative
+controls pi_ref (its exact improvement is 0 on every prompt; its own runs are used where the laboratory has them)
+and DPO_h (reward only). Two further rows are exact (no sampling, so no size): D(lambda) - L(pi, lambda) >= 0 for
+every run (weak duality), and measured U-OPT / R-OPT within their Theorem 6 bounds where the bound's hypotheses
+allow evaluating it ("not testable" where they never do). ``violations.csv`` gives, per method and constraint, the
+share of held-out prompts whose own improvement misses b and the 10% / 90% quantiles.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.decisions import (
-    Decision,
-    equivalence,
-    non_inferiority,
-    one_sided,
-    paired_abs_difference,
-    paired_difference,
-    paired_statistic,
+from analysis.claims import (
+    CONTROLS,
+    ArmData,
+    ClaimRow,
+    claims_table,
+    single_constraint_rows,
+    two_constraint_rows,
+    violation_rows,
 )
+from analysis.decisions import Exact, NotTestable
+from analysis.next_token.world import FRAMES, make_split
 from llm.run_files import write_atomic
 
-__all__ = ["MARGIN", "load_errors", "verdicts", "write_verdicts"]
+__all__ = ["CAID", "ONE_SHOT", "load_arms", "load_errors", "verdicts", "write_verdicts"]
 
-MARGIN = 0.25
-"""The pre-registered margin, in within-prompt SDs (sigma) of the utility."""
+CAID = ("caid_exact", "caid_sampled")
+ONE_SHOT = ("one_shot_plugin", "one_shot_exact")
+VIOLATIONS_FILE = "violations.csv"
+
+
+def _arrays(out: Path, table: pd.DataFrame, method: str, setting: str) -> tuple[pd.DataFrame, list[dict]]:
+    rows = table[(table["method"] == method) & (table["setting"] == setting)].sort_values("seed")
+    arrays = []
+    for _, row in rows.iterrows():
+        path = Path(out) / "runs" / f"{row['run_id']}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays.append({"improvements": np.asarray(data["improvements"], float),
+                               "reward": np.asarray(data["reward"], float)})  # fmt: skip
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable run arrays ({exc}); delete it and rerun the laboratory") from exc
+    return rows, arrays
 
 
 def load_errors(out: Path, table: pd.DataFrame, method: str, setting: str, quantity: str = "error",
@@ -50,93 +62,108 @@ def load_errors(out: Path, table: pd.DataFrame, method: str, setting: str, quant
     Raises:
         ValueError: A run's arrays are missing or malformed (the message names the file).
     """
-    rows = table[(table["method"] == method) & (table["setting"] == setting)].sort_values("seed")
+    rows, arrays = _arrays(out, table, method, setting)
     out_rows = []
-    for _, row in rows.iterrows():
-        path = Path(out) / "runs" / f"{row['run_id']}.npz"
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                values = data["reward"] if quantity == "reward" else data["improvements"][constraint - 1]
-        except (OSError, KeyError, ValueError, IndexError) as exc:
-            raise ValueError(f"{path}: unreadable run arrays ({exc}); delete it and rerun the laboratory") from exc
+    for (_, row), data in zip(rows.iterrows(), arrays, strict=True):
+        if quantity == "reward":
+            out_rows.append(data["reward"])
+            continue
+        values = data["improvements"][constraint - 1]
         out_rows.append(values - (row[f"b_{constraint}"] if quantity == "error" else 0.0))
     return np.array(out_rows)
 
 
-def _row(claim: str, setting: str, method: str, decision: Decision) -> dict[str, object]:
-    return {"claim": claim, "setting": setting, "method": method, **decision.as_row()}
+def _arm(out: Path, table: pd.DataFrame, method: str, setting: str) -> ArmData:
+    rows, arrays = _arrays(out, table, method, setting)
+    if not arrays:
+        raise ValueError(f"{out}/runs.csv: no {method} run at {setting}; rerun the laboratory")
+    m = arrays[0]["improvements"].shape[0]
+    thresholds = rows[[f"b_{i + 1}" for i in range(m)]].to_numpy(dtype=float)
+    improvements = np.stack([a["improvements"] for a in arrays], axis=1)
+    return ArmData(thresholds, improvements, np.stack([a["reward"] for a in arrays]))
 
 
-def _curve_gap(out: Path, table: pd.DataFrame, single: list[str]) -> Decision:
-    """CAID's reward minus the one-shot (plug-in) trade-off curve at CAID's achieved g_1 (claim 4)."""
-    arrays = [load_errors(out, table, m, s, q) for s in single for m in ("caid_exact", "one_shot_plugin")
-              for q in ("improvement", "reward")]
-    n = len(single)
-
-    def gap(*a: np.ndarray) -> float:
-        means = np.array([x.mean() for x in a]).reshape(n, 2, 2)  # threshold, method, (g_1, reward)
-        g_os, r_os = means[:, 1, 0], means[:, 1, 1]
-        order = np.argsort(g_os)
-        inside = (means[:, 0, 0] >= g_os.min()) & (means[:, 0, 0] <= g_os.max())
-        if not inside.any():
-            return float("nan")
-        curve = np.interp(means[inside, 0, 0], g_os[order], r_os[order])
-        return float(np.mean(means[inside, 0, 1] - curve))
-
-    return paired_statistic(arrays, gap, "above", MARGIN / 2, name="curve gap at equal achieved g1")
+def _clusters(out: Path, n_prompts: int) -> np.ndarray | None:
+    """The frame of each held-out prompt, when ``world.json`` records the split (else None: each prompt alone)."""
+    path = Path(out) / "world.json"
+    try:
+        world = json.loads(path.read_text())
+        _, held_out = make_split(int(world["n_train"]), int(world["n_eval"]), int(world["split_seed"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    stems = [f.split("{s}")[0] for f in FRAMES]
+    labels = np.array([next(i for i, stem in enumerate(stems) if p.startswith(stem)) for p in held_out])
+    return labels if len(labels) == n_prompts else None
 
 
-def verdicts(out: Path) -> pd.DataFrame:
-    """All verdicts as a table (one row per test)."""
+def load_arms(out: Path) -> tuple[dict[tuple[str, float], ArmData], list[float], list[str], np.ndarray | None]:
+    """``((method, fraction) -> ArmData, fractions, two-constraint settings, clusters)`` from ``out/runs.csv``."""
     out = Path(out)
     table = pd.read_csv(out / "runs.csv")
     single = sorted(table.loc[table["setting"].str.count("@") == 1, "setting"].unique(),
                     key=lambda s: float(s.split("@")[1]))
+    fractions = [float(s.split("@")[1]) for s in single]
+    arms = {(m, f): _arm(out, table, m, s) for s, f in zip(single, fractions, strict=True) for m in (*CAID, *ONE_SHOT)}
+    first = arms[CAID[0], fractions[0]]
+    for control in CONTROLS:
+        runs = table[table["method"] == control]
+        if len(runs):
+            base = _arm(out, table, control, str(runs["setting"].iloc[0]))
+        elif control == "reference":  # pi_ref's exact improvement is 0 on every prompt
+            base = ArmData(first.thresholds, np.zeros_like(first.improvements), np.zeros_like(first.reward))
+        else:
+            continue
+        for f in fractions:
+            arms[control, f] = base.at(arms[CAID[0], f].thresholds)
     double = sorted(table.loc[table["setting"].str.count("@") == 2, "setting"].unique())
-    rows = []
-    for s in single:
-        for caid in ("caid_exact", "caid_sampled"):
-            rows.append(_row("CAID tracks b", s, caid, equivalence(load_errors(out, table, caid, s), MARGIN)))
-        for os_ in ("one_shot_plugin", "one_shot_exact"):
-            rows.append(_row("CAID closer to b than one-shot", s, f"caid_exact vs {os_}", paired_abs_difference(
-                load_errors(out, table, "caid_exact", s), load_errors(out, table, os_, s), -MARGIN / 2)))
-        rows.append(_row("higher trade-off (reward at equal b)", s, "caid_exact vs one_shot_plugin", paired_difference(
-            load_errors(out, table, "caid_exact", s, "reward"), load_errors(out, table, "one_shot_plugin", s, "reward"),
-            MARGIN / 2)))
-    rows.append(_row("higher trade-off curve (reward at equal achieved g1)", "all single", "caid_exact vs "
-                     "one_shot_plugin", _curve_gap(out, table, single)))
-    for os_ in ("one_shot_plugin", "one_shot_exact"):
-        rows.append(_row("one-shot short at small b", single[0], os_,
-                         one_sided(load_errors(out, table, os_, single[0]), "below", -MARGIN)))
-        rows.append(_row("one-shot over at large b", single[-1], os_,
-                         one_sided(load_errors(out, table, os_, single[-1]), "above", MARGIN)))
     for s in double:
-        for i in (1, 2):
-            rows.append(_row(f"both constraints met (constraint {i})", s, "caid_exact",
-                             non_inferiority(load_errors(out, table, "caid_exact", s, constraint=i), MARGIN)))
+        arms[CAID[0], s] = _arm(out, table, CAID[0], s)
+    return arms, fractions, double, _clusters(out, first.improvements.shape[2])
+
+
+def _rows(out: Path) -> tuple[list[ClaimRow], dict[tuple[str, str], ArmData]]:
+    arms, fractions, double, clusters = load_arms(out)
+    controls = tuple(c for c in CONTROLS if (c, fractions[0]) in arms)
+    names = {f: f"g1@{f:g}" for f in fractions}
+    rows = single_constraint_rows(arms, fractions, clusters, caid=CAID, one_shot=ONE_SHOT, controls=controls,
+                                  setting=names)  # fmt: skip
+    for s in double:
+        rows += two_constraint_rows(arms[CAID[0], s], s, CAID[0], clusters)
+    table = pd.read_csv(Path(out) / "runs.csv")
     gap = table["dual_minus_lagrangian"].dropna()
-    rows.append({"claim": "D(lambda) - L(pi, lambda) >= 0", "setting": "all", "method": "all", "test": "exact minimum",
-                 "estimate": float(gap.min()), "low": float(gap.min()), "high": float(gap.max()), "level": 1.0,
-                 "verdict": "replicated" if gap.min() >= -1e-9 else "refuted", "power": 1.0, "effect": 0.0, "se": 0.0})
+    rows.append(ClaimRow("D(lambda) - L(pi, lambda) >= 0", "all", "all", Exact(
+        "exact minimum over runs", float(gap.min()), float(gap.min()), float(gap.max()), bool(gap.min() >= -1e-9),
+        "a run's Lagrangian exceeds the dual function (weak duality violated)")))  # fmt: skip
     with_lambda = table[table["lam_1"].notna()]
     a4_fails = int(with_lambda["hypotheses"].str.contains("A4 fails").sum())
     for name in ("u_opt", "r_opt"):
+        claim = f"{name.upper().replace('_', '-')} within its Theorem 6 bound"
         bounded = with_lambda[np.isfinite(with_lambda[f"{name}_bound"].astype(float))]
+        where = f"{len(bounded)} of {len(with_lambda)} runs bounded (Assumption 4 fails in {a4_fails})"
+        if bounded.empty:
+            rows.append(ClaimRow(claim, "all", where, NotTestable(
+                "measured / bound", f"the bound's hypotheses fail in every run (Assumption 4 fails in {a4_fails} of "
+                f"{len(with_lambda)}; nu is measured at each run's lambda, an Assumption 3 proxy)")))  # fmt: skip
+            continue
         ratio = bounded[name] / bounded[f"{name}_bound"]
-        missing = len(with_lambda) - len(bounded)
-        rows.append({"claim": f"{name.upper().replace('_', '-')} within its Theorem 6 bound", "setting": "all",
-                     "method": f"{len(bounded)} runs bounded, {missing} not evaluable (Assumption 4 fails in "
-                               f"{a4_fails}); nu measured at each run's lambda (Assumption 3 proxy)",
-                     "test": "measured / bound", "estimate": float(ratio.max()) if len(ratio) else np.nan,
-                     "low": float(ratio.min()) if len(ratio) else np.nan,
-                     "high": float(ratio.max()) if len(ratio) else np.nan, "level": 1.0,
-                     "verdict": ("replicated" if (ratio <= 1).all() else "refuted") if len(ratio) else "undecided",
-                     "power": 1.0 if len(ratio) else 0.0, "effect": 1.0, "se": 0.0})
-    return pd.DataFrame(rows)
+        rows.append(ClaimRow(claim, "all", where, Exact(
+            "measured / bound", float(ratio.max()), float(ratio.min()), float(ratio.max()), bool((ratio <= 1).all()),
+            "a measured gap exceeds its bound")))  # fmt: skip
+    by_setting = {(m, names.get(f, f)): a for (m, f), a in arms.items()}
+    return rows, by_setting
+
+
+def verdicts(out: Path) -> pd.DataFrame:
+    """All claims as a table (one row per claim), with size, power and coverage."""
+    rows, _ = _rows(Path(out))
+    return claims_table(rows)
 
 
 def write_verdicts(out: Path) -> pd.DataFrame:
-    """Compute the verdicts and write ``verdicts.csv`` into ``out``."""
-    frame = verdicts(out)
-    write_atomic(Path(out) / "verdicts.csv", frame.to_csv(index=False))  # with its record of rows (paper_figures)
+    """Compute the claims table and write ``verdicts.csv`` and ``violations.csv`` into ``out``."""
+    out = Path(out)
+    rows, arms = _rows(out)
+    write_atomic(out / VIOLATIONS_FILE, violation_rows(arms).to_csv(index=False))
+    frame = claims_table(rows)
+    write_atomic(out / "verdicts.csv", frame.to_csv(index=False))
     return frame

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from analysis.parametrization_gap.policy_classes import SequencePolicy, to_tensor
+from llm.caid import Multipliers, composite_reward, run_caid
 from theory.lagrangian import constraint_slacks, lagrangian
 from theory.problem import ConstrainedProblem
 
@@ -68,7 +69,7 @@ def maximize_lagrangian(
     lam = prob.check_multipliers(lam)
     weights = to_tensor(prob.prompt_weights)
     ref = to_tensor(prob.ref_logprobs)
-    tilt = to_tensor(prob.reward + np.tensordot(lam, prob.utilities, axes=1))
+    tilt = to_tensor(composite_reward(np.concatenate([prob.reward[None], prob.utilities]), lam))
     beta = prob.beta
 
     def loss() -> torch.Tensor:
@@ -96,6 +97,32 @@ class DualDescentTrajectory:
     policies: np.ndarray
 
 
+class _ExactLearner:
+    """Exact CAID's side of the loop (:class:`llm.caid.PrimalDual`): the slack of the last exact maximiser."""
+
+    def __init__(self, policy: SequencePolicy, prob: ConstrainedProblem, max_iter: int, first_iter: int,
+                 on_step: Callable[[], None] | None) -> None:
+        self.policy, self.prob, self.on_step = policy, prob, on_step
+        self.max_iter, self.first_iter = max_iter, first_iter
+        self.lams: list[np.ndarray] = []
+        self.values: list[float] = []
+        self.slacks: list[np.ndarray] = []
+        self.policies: list[np.ndarray] = []
+
+    def slack(self, iteration: int) -> np.ndarray:
+        return self.slacks[-1]
+
+    def fit(self, lam: np.ndarray, iteration: int) -> None:
+        self.values.append(maximize_lagrangian(self.policy, self.prob, lam,
+                                               self.first_iter if iteration == 1 else self.max_iter))
+        pi = self.policy.policy()
+        self.lams.append(lam)
+        self.slacks.append(constraint_slacks(self.prob, pi))
+        self.policies.append(pi)
+        if self.on_step is not None:
+            self.on_step()
+
+
 def dual_descent(
     policy: SequencePolicy,
     prob: ConstrainedProblem,
@@ -120,19 +147,7 @@ def dual_descent(
         first_iter: L-BFGS iterations of the first maximisation (default ``max_iter``); more when the
             policy starts far from the maximiser, e.g. at pi_ref.
     """
-    lam = prob.check_multipliers(lam0)
-    eta = np.asarray(step_size, dtype=np.float64)
-    lams, values, slacks, policies = [], [], [], []
-    for t in range(steps + 1):
-        iters = first_iter if t == 0 and first_iter is not None else max_iter
-        values.append(maximize_lagrangian(policy, prob, lam, iters))
-        pi = policy.policy()
-        lams.append(lam)
-        slacks.append(constraint_slacks(prob, pi))
-        policies.append(pi)
-        if on_step is not None:
-            on_step()
-        if t < steps:
-            step = eta @ slacks[-1] if eta.ndim == 2 else eta * slacks[-1]
-            lam = np.maximum(lam - step, 0.0)
+    learner = _ExactLearner(policy, prob, max_iter, max_iter if first_iter is None else first_iter, on_step)
+    run_caid(learner, Multipliers(prob.check_multipliers(lam0), step_size), steps + 1)
+    lams, values, slacks, policies = learner.lams, learner.values, learner.slacks, learner.policies
     return DualDescentTrajectory(np.array(lams), np.array(values), np.array(slacks), np.array(policies))

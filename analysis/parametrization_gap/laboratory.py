@@ -184,7 +184,7 @@ def _trajectory_rows(label: str, kind: str, lam: np.ndarray, dual_values: np.nda
 
 def _steps_per_class(config: GapLabConfig) -> int:
     s = config.measurement
-    return 1 + (s.caid_steps + 1) + (s.refine_steps + 1) + s.practical_epochs
+    return 1 + (s.caid_steps + 1) + (s.refine_steps + 1) + s.practical_iterations
 
 
 def run(config: GapLabConfig, out: Path, progress: bool = True) -> pd.DataFrame:

@@ -29,9 +29,9 @@ import torch
 
 from analysis.parametrization_gap.exact_caid import lbfgs_minimize, maximize_lagrangian
 from analysis.parametrization_gap.policy_classes import SequencePolicy, to_tensor
+from llm.caid import Multipliers, composite_reward, inverse_cdf, run_caid
 from llm.dpo import dpo_loss as sequence_dpo_loss
 from llm.dpo import pseudo_labels as bernoulli_labels
-from llm.dual import dual_step
 from theory.lagrangian import lagrangian
 from theory.problem import ConstrainedProblem
 
@@ -47,13 +47,15 @@ __all__ = [
 
 
 def _sample_responses(rng: np.random.Generator, probs: np.ndarray, prompts: np.ndarray) -> np.ndarray:
-    """One response per prompt index, from the rows of ``probs`` (inverse-CDF sampling, one prompt at a time)."""
-    out = np.empty(len(prompts), dtype=np.int64)
+    """One response per prompt index, from the rows of ``probs`` (:func:`llm.caid.inverse_cdf`).
+
+    The uniforms are drawn prompt by prompt in increasing prompt order (the stream of every earlier run).
+    """
+    uniforms = np.empty(len(prompts))
     for x in np.unique(prompts):
         at = np.flatnonzero(prompts == x)
-        cdf = np.cumsum(probs[x])
-        out[at] = np.minimum(np.searchsorted(cdf, rng.random(len(at)) * cdf[-1], side="right"), len(cdf) - 1)
-    return out
+        uniforms[at] = rng.random(len(at))
+    return inverse_cdf(probs[prompts], uniforms[:, None])[:, 0].astype(np.int64)
 
 
 def _sample_prompts(rng: np.random.Generator, prob: ConstrainedProblem, n: int) -> np.ndarray:
@@ -78,7 +80,7 @@ def pseudo_labels(
         ``(x, chosen, rejected)`` index arrays.
     """
     lam = prob.check_multipliers(lam)
-    composite = prob.reward + np.tensordot(lam, prob.utilities, axes=1)
+    composite = composite_reward(np.concatenate([prob.reward[None], prob.utilities]), lam)
     x, y0, y1 = pairs.T
     prefer_y1 = bernoulli_labels(composite[x, y0], composite[x, y1], rng)
     return x, np.where(prefer_y1, y1, y0), np.where(prefer_y1, y0, y1)
@@ -146,12 +148,47 @@ class PracticalTrajectory:
     dpo_policies: np.ndarray
 
 
+class _PracticalLearner:
+    """Practical CAID's side of the loop (:class:`llm.caid.PrimalDual`): sampled slacks, DPO fits, measurements."""
+
+    def __init__(self, policy: SequencePolicy, prob: ConstrainedProblem, pairs: np.ndarray, n_dual_samples: int,
+                 rng: np.random.Generator, tracker: SequencePolicy, iters: tuple[int, int, int]) -> None:
+        self.policy, self.prob, self.pairs, self.rng, self.exact = policy, prob, pairs, rng, tracker
+        self.n = n_dual_samples
+        self.first_iter, self.max_iter, self.dpo_iter = iters
+        self.h = prob.constraint_functions()
+        self.rows: dict[str, list] = {k: [] for k in ("u", "s2", "dual", "dpo", "maximizer", "dpo_policy")}
+        self.last_u, self.last_s2 = np.full(len(prob.thresholds), np.nan), np.nan
+
+    def slack(self, iteration: int) -> np.ndarray:
+        """The mean of h over n i.i.d. (x, y) from the current DPO policy (eq. (27)), and its exact S^2."""
+        current = self.policy.policy()
+        x = _sample_prompts(self.rng, self.prob, self.n)
+        y = _sample_responses(self.rng, current, x)
+        self.last_u = self.h[:, x, y].mean(axis=1)
+        self.last_s2 = subgradient_second_moment(self.prob, current, self.n)
+        return self.last_u
+
+    def fit(self, lam: np.ndarray, iteration: int) -> None:
+        """The DPO fit at lambda, then D_p(lambda) by exact maximisation in the tracker; records both."""
+        prob = self.prob
+        fit_dpo(self.policy, prob, *pseudo_labels(prob, lam, self.pairs, self.rng), max_iter=self.dpo_iter)
+        dpo_value = lagrangian(prob, self.policy.policy(), lam)
+        exact_value = maximize_lagrangian(self.exact, prob, lam, self.first_iter if iteration == 1 else self.max_iter)
+        # A local maximisation can end below the DPO policy; that is then the best known member.
+        best = self.exact if exact_value >= dpo_value else self.policy
+        values = (self.last_u, self.last_s2, max(exact_value, dpo_value), dpo_value, best.policy(),
+                  self.policy.policy())
+        for key, value in zip(self.rows, values, strict=True):
+            self.rows[key].append(value)
+
+
 def practical_caid(
     policy: SequencePolicy,
     prob: ConstrainedProblem,
     lam0: np.ndarray,
-    step_size: float,
-    steps: int,
+    dual_step_size: float,
+    iterations: int,
     n_dual_samples: int,
     n_pairs: int,
     rng: np.random.Generator,
@@ -161,7 +198,7 @@ def practical_caid(
     dpo_iter: int | None = None,
     tracker: SequencePolicy | None = None,
 ) -> PracticalTrajectory:
-    """Run MoCAID: ``steps + 1`` DPO epochs with a stochastic dual step before each but the first.
+    """Run MoCAID: T DPO epochs with a stochastic dual step before each but the first (:func:`llm.caid.run_caid`).
 
     The policy is trained in place, each epoch warm-started from the last; the DPO reference is pi_ref.
 
@@ -169,8 +206,8 @@ def practical_caid(
         policy: The parametrized policy (starts at pi_ref).
         prob: The distribution-space problem.
         lam0: lambda(0), the warm start (the paper's experiments use the one-shot solution).
-        step_size: eta.
-        steps: The number of stochastic dual steps (the paper's T epochs give T - 1).
+        dual_step_size: eta.
+        iterations: T, the number of DPO epochs (T - 1 stochastic dual steps).
         n_dual_samples: i.i.d. (x, y) samples from the current policy per dual step.
         n_pairs: Reference pairs, drawn once and relabelled at every iteration.
         rng: Source of every sample and label.
@@ -186,32 +223,13 @@ def practical_caid(
     dpo_iter = max_iter if dpo_iter is None else dpo_iter
     if n_dual_samples < 1:
         raise ValueError(f"n_dual_samples: must be >= 1, got {n_dual_samples}")
-    lam = prob.check_multipliers(lam0)
+    multipliers = Multipliers(prob.check_multipliers(lam0), dual_step_size)
     pairs = reference_pairs(prob, n_pairs, rng)
-    h = prob.constraint_functions()
     # D_p(lambda(t)) is tracked by a second member of the class, warm-started from its own last maximiser
     # (a DPO fit on few pairs can end far from the maximiser and be a poor starting point).
     exact = copy.deepcopy(policy) if tracker is None else tracker
-    rows: dict[str, list] = {k: [] for k in ("lam", "u", "s2", "dual", "dpo", "maximizer", "dpo_policy")}
-    u, s2 = np.full_like(lam, np.nan), np.nan
-    for t in range(steps + 1):
-        if t > 0:
-            current = policy.policy()
-            x = _sample_prompts(rng, prob, n_dual_samples)
-            y = _sample_responses(rng, current, x)
-            u = h[:, x, y].mean(axis=1)
-            s2 = subgradient_second_moment(prob, current, n_dual_samples)
-            lam = dual_step(lam, u, step_size)
-        fit_dpo(policy, prob, *pseudo_labels(prob, lam, pairs, rng), max_iter=dpo_iter)
-        dpo_value = lagrangian(prob, policy.policy(), lam)
-        exact_value = maximize_lagrangian(exact, prob, lam, first_iter if t == 0 else max_iter)
-        # A local maximisation can end below the DPO policy; that is then the best known member.
-        best = exact if exact_value >= dpo_value else policy
-        dual_value = max(exact_value, dpo_value)
-        values = (lam, u, s2, dual_value, dpo_value, best.policy(), policy.policy())
-        for key, value in zip(rows, values, strict=True):
-            rows[key].append(value)
-        if on_step is not None:
-            on_step()
-    lams, us, s2s, dual, dpo, maximizers, dpo_policies = (np.array(v) for v in rows.values())
-    return PracticalTrajectory(lams, us, s2s, dual, dpo, dual - dpo, maximizers, dpo_policies)
+    learner = _PracticalLearner(policy, prob, pairs, n_dual_samples, rng, exact, (first_iter, max_iter, dpo_iter))
+    run_caid(learner, multipliers, iterations, on_iteration=None if on_step is None else lambda _: on_step())
+    us, s2s, dual, dpo, maximizers, dpo_policies = (np.array(v) for v in learner.rows.values())
+    return PracticalTrajectory(np.array(multipliers.trajectory), us, s2s, dual, dpo, dual - dpo, maximizers,
+                               dpo_policies)

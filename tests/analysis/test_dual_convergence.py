@@ -166,7 +166,7 @@ def test_command_line_studies_a_configurations_reference_phase(tmp_path):
 
     from analysis.dual_convergence import main
     from llm.config import load_config
-    from llm.pipeline import reference_phase
+    from llm.pipeline import run_setup
 
     sets = ["--set", f"model.cache_dir={tmp_path / 'cache'}", "--set", "data.limit=4"]
     out = tmp_path / "study"
@@ -174,9 +174,11 @@ def test_command_line_studies_a_configurations_reference_phase(tmp_path):
     record = json.loads((out / "dual_convergence.json").read_text())
     summary = pd.read_csv(out / "dual_convergence_summary.csv")
     config = load_config("configs/smoke.toml", [sets[1], sets[3]])
-    ref = reference_phase(config).ref  # read back from the cache the command filled
+    ref = run_setup(config).ref  # read back from the cache the command filled
     assert record["reference_key"] == ref.key and (record["n_total"], record["k_total"]) == (6, 4)
-    assert sorted(summary["n_prompts"].unique()) == [3, 6] and sorted(summary["k"].unique()) == [2, 4]
+    # the default prompt grid stops at N / 2: at n = N every subsample would be the whole pool (spread 0)
+    assert sorted(summary["n_prompts"].unique()) == [3] and sorted(summary["k"].unique()) == [2, 4]
+    assert (summary["lambda_1_sd"] > 0).all()
     full = theory.solve_dual(ref.problem(config.scorers.thresholds, config.caid.beta), return_policy=False)
     assert np.allclose(record["lambda_full"], full.lam)
-    assert len(pd.read_csv(out / "dual_convergence.csv")) == 4 * 3
+    assert len(pd.read_csv(out / "dual_convergence.csv")) == 2 * 3

@@ -105,7 +105,7 @@ def test_table_skips_baselines_and_old_runs_fail_clearly(problem, tmp_path):
     rng = np.random.default_rng(2)
     uniform = np.full((N, K), 1 / K)
     write_run(tmp_path / "sweep" / "caid_b0.1", scores, uniform, [0.5, 0.5], thresholds, rng)
-    write_run(tmp_path / "sweep" / "dpo_reward", scores, uniform, [0.0, 0.0], thresholds, rng, method="dpo_reward")
+    write_run(tmp_path / "sweep" / "dpo_h", scores, uniform, [0.0, 0.0], thresholds, rng, method="dpo_h")
     table = lagrangian_gap_table(tmp_path / "sweep")
     assert table["run"].tolist() == ["caid_b0.1"]
     write_run(tmp_path / "old", scores, uniform, [0.5, 0.5], thresholds, rng, log_ratio=False)

@@ -1,4 +1,4 @@
-"""The powered multi-token study end to end on the tiny model: runs, points, verdicts, figure and report rows."""
+"""The multi-token study end to end on the tiny model: runs, points, arms, violations, verdicts, figure, report."""
 
 import dataclasses
 import json
@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 
 from analysis import multi_token_study as study
-from analysis.decisions import equivalence, non_inferiority, one_sided
+from analysis.claims import TRACKS
+from analysis.crossed_anova import estimate
+from analysis.decisions import Verdict
+from llm.reviews import review_grid
 from paper_figures import multi_token
 from paper_figures.report import claims
 
@@ -18,11 +21,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 # The study's own configuration, shrunk to the tiny random Llama (its text has no sentiment: r = simplicity,
 # g_1 = safety).
 TINY_OVERRIDES = (
-    'model.name="tiny"', "model.top_k_layers=1", "data.limit=10", "data.test_fraction=0.5",
+    'model.name="tiny"', "model.top_k_layers=1", "data.limit=12", "data.test_fraction=0.5",
     'scorers.reward="simplicity"', 'scorers.utilities=["-toxicity"]', "generation.max_new_tokens=4",
     "generation.samples_per_prompt=3",
     "caid.iterations=2", "caid.dual_prompts=2", "evaluation.reference_samples=2", "training.learning_rate=1e-3",
 )  # fmt: skip
+CONTROLS = ("reference", "dpo_h")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     cache = tmp_path_factory.mktemp("cache")
     design = study.StudyDesign(
-        seeds=(0, 1), fractions=(0.25, 0.75), pairs=((0.5, 0.5),), baselines=("dpo_utility",),
+        seeds=(0, 1), fractions=(0.25, 0.75), controls=CONTROLS, pairs=((0.5, 0.5),), testable_second=True,
         overrides=(*TINY_OVERRIDES, f'model.cache_dir="{cache}"'),
     )  # fmt: skip
     out = root / multi_token.RESULTS_SUBDIR
@@ -39,51 +43,73 @@ def finished(tmp_path_factory):
     return root, out, design
 
 
-def _errors_by_hand(out, design, name, column, two=False):
-    """(seeds, prompts) policy score - mean reference score - b, read with pandas and json only."""
-    rows = []
-    for seed in design.seeds:
-        run = out / ("two_constraints" if two else "single") / f"seed{seed}" / name
-        frame = pd.read_csv(run / "eval_scores.csv")
-        means = frame.groupby(["model", "prompt_index"])[column].mean()
-        scorers = frame.columns[3:-2].tolist()
-        b = json.loads((run / "summary.json").read_text())["thresholds"][scorers.index(column) - 1]
-        rows.append((means["policy"] - means["reference"]).to_numpy() - b)
-    return np.array(rows)
+def _by_hand(out, design, name, column, seed, two=False):
+    """{prompt text: policy score - mean reference score - b} of one run, read with pandas and json only."""
+    run = out / ("two_constraints" if two else "single") / f"seed{seed}" / name
+    frame = pd.read_csv(run / "eval_scores.csv")
+    means = frame.groupby(["model", "prompt_index"])[column].mean()
+    scorers = frame.columns[3:-2].tolist()
+    b = json.loads((run / "summary.json").read_text())["thresholds"][scorers.index(column) - 1]
+    prompts = study.held_out_prompts(design.run_config(seed, two))
+    gains = (means["policy"] - means["reference"]).to_numpy() - b
+    return {prompts[i]: g for i, g in zip(means["policy"].index, gains, strict=True)}
 
 
-def test_every_run_is_in_sigma_units_with_one_split_and_pool_for_all_seeds(finished):
+def test_each_seed_has_its_own_split_and_reference_pool(finished):
     _, out, design = finished
     points = pd.read_csv(out / study.POINTS_FILE)
-    assert len(points) == 2 * 4 + 1 + 2  # seeds x (caid, one_shot) x fractions, one baseline, two-constraint CAID
-    single = points[(points["constraints"] == 1) & (points["method"] != "dpo_utility")]
-    # b is a fraction of one plug-in maximum: equal across seeds, and in the ratio of the fractions
-    by_fraction = single.groupby("fractions")["b_1"].agg(["min", "max"])
-    np.testing.assert_allclose(by_fraction["min"], by_fraction["max"])
-    assert by_fraction.loc["0.75", "min"] == pytest.approx(3 * by_fraction.loc["0.25", "min"])
-    for name in ("caid_b0.25", "one_shot_b0.75"):
-        arm = study.load_arm([out / "single" / f"seed{s}" / name for s in design.seeds])
-        np.testing.assert_allclose(arm.errors[0], _errors_by_hand(out, design, name, "-toxicity"), atol=1e-5)
+    assert len(points) == 2 * (2 * 2 + len(CONTROLS)) + 2  # seeds x (methods x fractions + controls) + two-constraint
+    single = points[(points["constraints"] == 1) & points["method"].isin(["caid", "one_shot"])]
+    per_seed = single.pivot_table(index="seed", columns="fractions", values="b_1")
+    np.testing.assert_allclose(per_seed["0.75"], 3 * per_seed["0.25"])  # b = fraction x the seed's own M
+    assert per_seed["0.25"].nunique() == 2  # the pools differ between seeds
+    held = [set(study.held_out_prompts(design.run_config(s))) for s in design.seeds]
+    assert held[0] != held[1] and held[0] <= set(review_grid())
 
 
-def test_verdicts_are_the_pre_registered_tests_on_the_per_prompt_errors(finished):
+def test_arms_are_the_runs_errors_on_the_prompt_grid(finished):
+    _, out, design = finished
+    arms, labels, pools = study.load_arms(out, design)
+    texts, _ = study.prompt_units(design)
+    grid = review_grid()
+    assert list(labels) == [grid.index(t) // 24 for t in texts]
+    for seed_row, seed in enumerate(design.seeds):
+        for method, f in (("caid", 0.25), ("one_shot", 0.75)):
+            expected = _by_hand(out, design, f"{method}_b{f:g}", "-toxicity", seed)
+            got = arms[method, f].errors()[seed_row]
+            placed = {t: v for t, v in zip(texts, got, strict=True) if np.isfinite(v)}
+            assert placed == pytest.approx(expected, abs=1e-5)
+    control = arms[CONTROLS[0], 0.75]
+    np.testing.assert_allclose(control.thresholds, arms["caid", 0.75].thresholds)  # judged against that b
+    assert pools.shape[0] == 2 and pools.shape[2] == 2  # reward and g_1, two reference samples per prompt
+
+
+def test_verdicts_have_size_power_and_the_controls(finished):
     _, out, design = finished
     table = pd.read_csv(out / study.VERDICTS_FILE)
-    assert len(table) == 3 * 2 + 2 + 2
-    assert set(table["verdict"]) <= {"replicated", "refuted", "undecided"}
-    track = table[(table["claim"] == "CAID tracks b") & table["setting"].str.startswith("b = 0.25 ")].iloc[0]
-    expected = equivalence(_errors_by_hand(out, design, "caid_b0.25", "-toxicity"), study.MARGIN)
-    assert track["estimate"] == pytest.approx(expected.estimate, abs=1e-5) and track["verdict"] == expected.verdict
-    over = table[table["claim"] == "one-shot over at large b"].iloc[0]
-    assert over["estimate"] == pytest.approx(
-        one_sided(_errors_by_hand(out, design, "one_shot_b0.75", "-toxicity"), "above", study.MARGIN).estimate, abs=1e-5
-    )
-    points = pd.read_csv(out / study.POINTS_FILE)
-    b = points[points["method"] == "caid"].groupby("fractions")["b_1"].first()
-    np.testing.assert_allclose(table["halfwidth_per_spacing"], 1.96 * table["se"] / (b["0.75"] - b["0.25"]), rtol=1e-4)
+    assert set(table["verdict"]) <= {v.value for v in Verdict}
+    assert {"size", "power", "coverage", "reason", "p_holm"} <= set(table.columns)
+    for control in CONTROLS:
+        rows = table[table["claim"] == f"{control} {TRACKS}"]
+        assert len(rows) == 2 and not (rows["verdict"] == "replicated").any()
+    arms, labels, _ = study.load_arms(out, design)
+    track = table[(table["claim"] == f"caid {TRACKS}") & table["setting"].str.startswith("b = 0.75 ")].iloc[0]
+    if track["verdict"] != "not testable":
+        assert track["estimate"] == pytest.approx(estimate(arms["caid", 0.75].errors(), labels).value)
+    decided = table[table["verdict"].isin(["replicated", "refuted"])]
+    assert (decided["size"] <= 0.05).all()
     both = table[table["claim"].str.startswith("both constraints met (constraint 2)")].iloc[0]
-    errors = _errors_by_hand(out, design, "caid_b0.5_0.5", "relevance", two=True)
-    assert both["estimate"] == pytest.approx(non_inferiority(errors, study.MARGIN).estimate, abs=1e-5)
+    hand = [_by_hand(out, design, "caid_b0.5_0.5", "relevance", s, two=True) for s in design.seeds]
+    assert both["n_seeds"] == 2 and np.isfinite(both["estimate"]) and hand[0]
+
+
+def test_violations_are_the_per_prompt_shares(finished):
+    _, out, design = finished
+    table = pd.read_csv(out / study.VIOLATIONS_FILE)
+    row = table[(table["method"] == "caid") & table["setting"].str.startswith("b = 0.25 ")].iloc[0]
+    errors = np.concatenate([list(_by_hand(out, design, "caid_b0.25", "-toxicity", s).values()) for s in design.seeds])
+    assert row["share_missing_b"] == pytest.approx(np.mean(errors < 0))
+    assert row["q10"] <= row["mean"] <= row["q90"] or row["units"] < 10
 
 
 def test_figure_and_report_read_the_study(finished, tmp_path):
@@ -93,21 +119,33 @@ def test_figure_and_report_read_the_study(finished, tmp_path):
     rows = [c for c in claims(root, "quick") if c.key == "multi_token"]
     verdicts = pd.read_csv(root / multi_token.RESULTS_FILE)
     assert [c.verdict for c in rows] == verdicts["verdict"].tolist()
-    assert any(c.key == "safety_sweeps" and c.verdict == "not run" for c in claims(root, "quick"))
+    assert any(c.key == "safety_sweeps" and c.verdict == "not testable" for c in claims(root, "quick"))
 
 
 def test_an_unstandardised_run_is_refused_by_name(finished, tmp_path):
-    out = finished[1]
+    _, out, design = finished
     copy = tmp_path / "caid"
     shutil.copytree(out / "single" / "seed0" / "caid_b0.25", copy)
     summary = copy / "summary.json"
     summary.write_text(summary.read_text().replace('"score_scales"', '"unused"'))
     with pytest.raises(ValueError, match=r"caid: scores are not standardised"):
-        study.load_arm([copy])
+        study.load_run(copy, design.run_config(0), {})
 
 
-def test_design_configurations_share_the_reference_seed():
-    design = dataclasses.replace(study.SCALES["quick"], overrides=())
+def test_design_configurations_give_each_seed_its_pool():
+    design = dataclasses.replace(study.SCALES["full"], overrides=())
     one, two = design.run_config(2), design.run_config(1, two_constraints=True)
-    assert one.seed == 2 and one.data_seed == two.data_seed == 0
+    assert one.seed == 2 and one.data_seed == 2 and two.data_seed == 1
     assert two.scorers.utilities == ["simplicity", "relevance"] and two.scorers.thresholds == [0.25, 0.5]
+    quick = study.SCALES["quick"]
+    assert not quick.pairs and quick.controls == ("reference", "dpo_h")
+    config = quick.run_config(0)
+    assert len(study.held_out_prompts(config)) == 192
+
+
+def test_a_method_the_registry_does_not_know_stops_before_anything_runs(tmp_path, monkeypatch, capsys):
+    design = dataclasses.replace(study.SCALES["quick"], controls=("no_such_method",))
+    monkeypatch.setitem(study.SCALES, "quick", design)
+    assert study.main(["--out", str(tmp_path / "out")]) == 2
+    assert "['no_such_method'] are not in the methods registry" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

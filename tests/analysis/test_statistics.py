@@ -16,6 +16,7 @@ from analysis.statistics import (
     paired_improvement,
     score_histograms,
 )
+from llm.paired_statistics import improvement
 from llm.run_schema import RunSummary
 
 # ------------------------------------------------------------------------------------------------------
@@ -120,6 +121,18 @@ def test_verdicts_on_clear_and_borderline_cases():
     # A lower confidence narrows the bounds.
     assert imp.check(imp.mean - 0.015, confidence=0.95).verdict == "undetermined"
     assert imp.check(imp.mean - 0.015, confidence=0.60).verdict == "satisfied"
+
+
+def test_what_the_mean_hides_per_prompt():
+    """The share of prompts below b and the 10% / 90% quantiles, against counts and numpy's quantiles."""
+    diff = np.arange(20.0) / 10  # 0.0 .. 1.9
+    imp = _improvement_of(diff)
+    assert imp.check(0.55).share_missing_b == 6 / 20 and imp.check(0.0).share_missing_b == 0.0
+    row = imp.as_row()
+    assert (row["q10"], row["q90"]) == pytest.approx(tuple(np.quantile(diff, [0.1, 0.9])))
+    summary = improvement(diff[:, None], np.zeros((20, 1)), threshold=1.0)
+    assert summary["share_missing_b"] == 0.5 and summary["q10"] == row["q10"]
+    assert "share_missing_b" not in improvement(diff[:, None], np.zeros((20, 1)))
 
 
 def test_verdict_with_no_spread_is_decided_by_the_mean():

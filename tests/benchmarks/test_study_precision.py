@@ -1,40 +1,41 @@
-"""The precision calculation behind the study's sizes, against brute force and Monte Carlo."""
+"""The design calculator behind the study's sizes: its bootstrap foil, its simulated arms and its table."""
 
 import numpy as np
+import pytest
 
-from benchmarks.study_precision import anova_variance, bootstrap_variance, components, expected_variance, rescaled
-
-
-def _crossed(rng, parts, seeds, prompts):
-    seed, prompt, res = parts
-    return (rng.normal(0, np.sqrt(seed), (seeds, 1)) + rng.normal(0, np.sqrt(prompt), (1, prompts))
-            + rng.normal(0, np.sqrt(res), (seeds, prompts)))  # fmt: skip
+from analysis.claims import TRACKS
+from analysis.crossed_anova import estimate
+from benchmarks.study_precision import Design, StudyModel, bootstrap_variance, evaluate, simulate_arms, truths
 
 
 def test_closed_form_is_the_crossed_bootstraps_variance():
-    """Resampling seeds and prompts independently (as analysis.decisions does), 20,000 times."""
+    """Resampling seeds and prompts independently (the previous study's interval), 20,000 times."""
     rng = np.random.default_rng(0)
-    values = _crossed(rng, (0.05, 0.3, 1.0), 3, 40)
+    values = rng.normal(0, np.sqrt(0.05), (3, 1)) + rng.normal(0, np.sqrt(0.3), (1, 40)) + rng.normal(0, 1, (3, 40))
     means = np.array([values[np.ix_(rng.integers(0, 3, 3), rng.integers(0, 40, 40))].mean() for _ in range(20_000)])
     np.testing.assert_allclose(means.var(), bootstrap_variance(values), rtol=0.04)
 
 
-def test_expected_variance_and_components_match_simulated_designs():
-    """The expectation over 2,000 simulated studies (3 x 60) and the ANOVA components' means, to Monte Carlo error."""
+def test_simulated_arms_have_the_models_structure():
+    model, design = StudyModel(seed=0.02), Design(3, 192)
+    errors, rewards = truths(model, design, "alternative", 0.1)
     rng = np.random.default_rng(1)
-    parts = (0.02, 0.25, 0.9)
-    sims = [_crossed(rng, parts, 3, 60) for _ in range(2000)]
-    np.testing.assert_allclose(np.mean([bootstrap_variance(v) for v in sims]), expected_variance(parts, 3, 60),
-                               rtol=0.03)  # fmt: skip
-    estimated = np.mean([components(v) for v in sims], axis=0)
-    np.testing.assert_allclose(estimated[1:], parts[1:], rtol=0.03)
-    assert abs(estimated[0] - parts[0]) < 0.004  # 2 degrees of freedom per study (clipped at 0)
-    # The mean's variance (checked against the simulated means' spread) is what the ANOVA estimate is unbiased for.
-    true = parts[0] / 3 + parts[1] / 60 + parts[2] / 180
-    np.testing.assert_allclose(np.var([v.mean() for v in sims]), true, rtol=0.1)
-    np.testing.assert_allclose(np.mean([anova_variance(v) for v in sims]), true, rtol=0.05)
+    draws = [simulate_arms(model, design, errors, rewards, rng) for _ in range(150)]
+    labels = draws[0][1]
+    caid = [estimate(arms["caid", 0.75].errors(), labels) for arms, _ in draws]
+    assert np.mean([e.value for e in caid]) == pytest.approx(0.0, abs=0.02)
+    # the mean's spread: seed / R + opener / 16 + (subject, prompt, residual, pool) / (R C), roughly
+    expected = 0.02 / 3 + 0.01 / 16 + 0.005 / 24 + (0.015 + 1.0 + 0.25) / (3 * 192)
+    assert np.var([e.value for e in caid]) == pytest.approx(expected, rel=0.35)
+    reference = [arms["reference", 0.75] for arms, _ in draws]
+    assert np.mean([np.nanmean(a.errors()) + a.b[0] for a in reference]) == pytest.approx(0.0, abs=0.01)
+    held = np.isfinite(draws[0][0]["caid", 0.25].errors())
+    assert (held.sum(axis=1) == 192).all() and not (held[0] == held[1]).all()  # a split per seed
 
 
-def test_rescaled_components():
-    """Two policy samples halve the residual; eight pool samples replace the pool's 1/4 by 1/8."""
-    np.testing.assert_allclose(rescaled((0.001, 0.3, 1.0), (4, 8), (1, 2), 0.002), (0.002, 0.175, 0.5))
+def test_the_design_table_never_replicates_a_control():
+    result = evaluate(StudyModel(), Design(3, 192), studies=25)
+    controls = [k for k in result if k.startswith(("reference", "dpo_h")) and TRACKS in k]
+    assert controls and all(result[k]["alternative_replicated"] == 0 for k in controls)
+    assert all(0 <= v <= 1 for cell in result.values() for v in cell.values())
+    assert Design(3, 192).seconds() < Design(3, 320).seconds() < Design(4, 320).seconds()

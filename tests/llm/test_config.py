@@ -140,10 +140,12 @@ def test_non_finite_negative_seed_and_enumerations_are_refused(tmp_path, text, m
 def test_enumerated_fields_list_their_choices_in_help_and_are_checked_on_construction():
     lines = list(describe_fields())
     assert any(line.startswith("model.train = ") and "[one of: full, top_layers, lora]" in line for line in lines)
-    assert any(line.startswith("method = ") and "[one of: caid, one_shot, dpo_reward, dpo_utility, pecaid]" in line
+    assert any(line.startswith("method = ") and "[one of: caid, one_shot, dpo_h, dpo_g, pecaid, reference]" in line
                for line in lines)  # fmt: skip
     with pytest.raises(ConfigError, match=r"method: use"):
         RunConfig(method="ppo")
+    with pytest.raises(ConfigError, match=r"method: 'dpo_reward' is now called 'dpo_h'"):
+        RunConfig(method="dpo_reward")
 
 
 def test_data_seed_fixes_the_split_and_reference_phase_apart_from_the_run_seed():

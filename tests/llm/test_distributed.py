@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import llm.learner as learner
 import llm.pipeline as pipeline
-import llm.trainer as trainer
 from llm.config import load_config
 from tests.interrupts import killed_on_call
 
@@ -98,7 +98,7 @@ def test_one_process_run_moves_lambda(single):
 def test_ddp_run_killed_on_one_process_resumes_on_two(single, tmp_path):
     # Killed in its second epoch on one process ...
     config = _write_config(tmp_path / "run.toml", tmp_path / "cache")
-    with killed_on_call(trainer, "dpo_epoch", 2):
+    with killed_on_call(learner, "dpo_epoch", 2):
         pipeline.run(load_config(config), tmp_path / "run", progress=False)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["iteration"] == 1
     # ... and finished by two (the reference phase comes from the cache the first process wrote).

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from llm.dpo import dpo_loss, pseudo_labels, sequence_logprobs
-from llm.dual import dual_step
 
 
 @pytest.fixture
@@ -63,17 +62,6 @@ def test_pseudo_label_frequencies_follow_the_bradley_terry_model():
         assert abs(labels.mean() - p) < 5 * math.sqrt(p * (1 - p) / n)
     with pytest.raises(ValueError, match="NaN"):
         pseudo_labels(np.array([np.nan]), np.array([0.0]), rng)
-
-
-def test_dual_step_sign_and_projection():
-    lam = np.array([1.0, 0.2, 0.0])
-    slack = np.array([-0.5, 1.0, 0.3])  # violated, satisfied, satisfied at zero
-    new = dual_step(lam, slack, step_size=0.4)
-    np.testing.assert_allclose(new, [1.2, 0.0, 0.0])
-    with pytest.raises(ValueError, match="slack"):
-        dual_step(lam, slack[:2], 0.4)
-    with pytest.raises(ValueError, match="step_size"):
-        dual_step(lam, slack, 0.0)
 
 
 def test_expected_label_loss_is_the_label_average_of_the_drawn_label_loss():

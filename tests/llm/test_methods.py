@@ -14,7 +14,7 @@ from llm.config import RunConfig
 def test_registry_matches_the_config_literal_and_derived_tuples():
     hints = typing.get_type_hints(RunConfig)
     assert typing.get_args(hints["method"]) == methods.METHODS == tuple(methods.REGISTRY)
-    assert methods.DPO_BASELINES == ("dpo_reward", "dpo_utility")
+    assert methods.DPO_BASELINES == ("dpo_h", "dpo_g")
     assert set(methods.CONSTRAINED_METHODS) == {"caid", "one_shot", "pecaid"}
     assert set(methods.SWEEP_DEFAULT_METHODS) <= set(methods.METHODS)
     assert len({m.color for m in methods.REGISTRY.values()}) == len(methods.REGISTRY)
@@ -27,8 +27,8 @@ def test_pseudo_label_weights_follow_the_paper():
         "caid": (1.0, [0.7, 0.2], True),
         "one_shot": (1.0, [0.7, 0.2], False),
         "pecaid": (1.0, [0.7, 0.2], True),
-        "dpo_reward": (1.0, [0.0, 0.0], False),
-        "dpo_utility": (0.0, [1.0, 0.0], False),
+        "dpo_h": (1.0, [0.0, 0.0], False),
+        "dpo_g": (0.0, [1.0, 0.0], False),
     }
     for key, (weight, lam, steps) in expected.items():
         m = methods.method(key)
@@ -42,7 +42,7 @@ def test_cli_help_shows_the_choices_and_the_default_methods():
     run = subprocess.run(
         [sys.executable, "-m", "llm", "sweep", "--help"], capture_output=True, text=True, check=True
     )
-    assert "{caid,one_shot,dpo_reward,dpo_utility,pecaid}" in run.stdout.replace("\n", "").replace(" ", "")
-    assert "default: caid one_shot dpo_reward dpo_utility" in " ".join(run.stdout.split())
+    assert "{caid,one_shot,dpo_h,dpo_g,pecaid,reference}" in run.stdout.replace("\n", "").replace(" ", "")
+    assert "default: caid one_shot dpo_h dpo_g" in " ".join(run.stdout.split())
     run = subprocess.run([sys.executable, "-m", "llm", "run", "--help"], capture_output=True, text=True, check=True)
     assert "[one of: float32, bfloat16]" in " ".join(run.stdout.split())

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import llm.learner as learner
 import llm.pipeline as pipeline
-import llm.trainer as trainer
 from llm.config import CAIDConfig, DataConfig, GenerationConfig, ModelConfig, PeCAIDConfig, RunConfig, ScorerConfig
 from llm.reference_phase import ReferenceData, response_logprobs
 from tests.interrupts import count_calls, killed_on_call
@@ -75,9 +75,9 @@ def test_dual_steps_on_policy_from_the_implicit_utility(finished):
 def test_resumed_run_keeps_the_pre_aligned_models(finished, cache, tmp_path, monkeypatch):
     out, summary = finished
     # Two pre-alignment epochs (reward, utility), then CAID epochs 1 and 2: killed in the last.
-    with killed_on_call(trainer, "dpo_epoch", 4):
+    with killed_on_call(learner, "dpo_epoch", 4):
         pipeline.run(_config(cache), tmp_path / "run", progress=False)
-    calls = count_calls(monkeypatch, trainer, "dpo_epoch")
+    calls = count_calls(monkeypatch, learner, "dpo_epoch")
     resumed = pipeline.run(_config(cache), tmp_path / "run", resume=True, progress=False)
     assert len(calls) == 1  # only CAID epoch 2: nothing pre-aligned again
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
@@ -93,13 +93,13 @@ def test_pre_alignment_trains_on_the_files_labels(cache, tmp_path, monkeypatch):
     config = dataclasses.replace(_config(cache), pecaid=PeCAIDConfig(epochs=1, preferences=PKU_FILE,
                                                                      objectives=["better", "safer"]))
     seen = []
-    real = trainer.dpo_epoch
+    real = learner.dpo_epoch
 
     def spy(model, optimizer, responses, pairs, *args, **kwargs):
         seen.append([(responses[c].text, responses[r].text) for c, r in pairs])
         return real(model, optimizer, responses, pairs, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "dpo_epoch", spy)
+    monkeypatch.setattr(learner, "dpo_epoch", spy)
     summary = pipeline.run(config, tmp_path / "run", progress=False)
     for objective, chosen_rejected in zip(("better", "safer"), seen[:2], strict=True):
         expected = [(r[f"response_{r[f'{objective}_response_id']}"], r[f"response_{1 - r[f'{objective}_response_id']}"])

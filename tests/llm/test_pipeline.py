@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import llm.learner as learner
 import llm.pipeline as pipeline
 import llm.reference_phase as reference
 import llm.trainer as trainer
@@ -17,6 +18,7 @@ from llm.config import (
     ScorerConfig,
     TrainingConfig,
 )
+from llm.run_files import RunFileError
 from tests.interrupts import count_calls, killed_on_call
 from theory import InfeasibleProblemError, solve_dual
 
@@ -62,6 +64,22 @@ def test_run_writes_every_file(finished):
     assert record["config"]["method"] == "caid" and "torch" in record["versions"]
 
 
+def test_summary_says_what_the_mean_hides(finished):
+    """Each utility's share of held-out prompts whose own improvement misses b, and the 10% / 90% quantiles of the
+    per-prompt improvement, recomputed here from eval_scores.csv (rounded there to six digits)."""
+    from llm.run_schema import load_eval_scores
+
+    out, summary = finished
+    scores = load_eval_scores(out)
+    for scorer, b in zip(scores.scorers[1:], summary["thresholds"], strict=True):
+        policy, reference = scores.scores(scorer)
+        per_prompt = policy.mean(axis=1) - reference.mean(axis=1)
+        row = summary["improvements"][scorer]
+        assert row["share_missing_b"] == pytest.approx(np.mean(per_prompt < b))
+        np.testing.assert_allclose([row["q10"], row["q90"]], np.quantile(per_prompt, [0.1, 0.9]), atol=1e-5)
+    assert "share_missing_b" not in summary["improvements"][scores.scorers[0]]
+
+
 def test_caid_starts_at_the_one_shot_dual_and_steps_on_policy(finished):
     out, summary = finished
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -81,12 +99,40 @@ def test_caid_starts_at_the_one_shot_dual_and_steps_on_policy(finished):
 def test_killed_run_resumes_to_the_same_result(finished, tmp_path, cache):
     out, summary = finished
     killed = tmp_path / "killed"
-    with killed_on_call(trainer, "dpo_epoch", 2):
+    with killed_on_call(learner, "dpo_epoch", 2):
         pipeline.run(_config(cache), killed, progress=False)
     resumed = pipeline.run(_config(cache), killed, resume=True, progress=False)
     assert (killed / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
     assert resumed["lambda_last"] == summary["lambda_last"]
     assert resumed["improvements"] == summary["improvements"]
+
+
+@pytest.mark.parametrize("part", ["weights", "optimizer"])
+def test_a_swapped_checkpoint_with_a_valid_digest_is_refused(finished, tmp_path, cache, part):
+    """Another tensor dict (or an optimiser moment of another shape) with its digest regenerated: resuming loads
+    nothing of it (the load is strict: the trained parameters' names and shapes exactly)."""
+    import shutil
+
+    import safetensors.torch
+    import torch
+
+    from llm.run_files import write_with_digest
+
+    out = tmp_path / "run"
+    shutil.copytree(finished[0], out)
+    (out / "summary.json").unlink()  # so the resume loads the checkpoint
+    state = json.loads((out / "state.json").read_text())
+    if part == "weights":
+        path = out / state["checkpoint"]
+        tensors = {"not.a.parameter": torch.zeros(3)}
+    else:
+        path = out / state["training_state"]
+        tensors = safetensors.torch.load(path.read_bytes())
+        moment = next(k for k in tensors if k.endswith("/exp_avg"))
+        tensors[moment] = torch.zeros(tensors[moment].numel() + 1)
+    write_with_digest(path, safetensors.torch.save(tensors))
+    with pytest.raises(RunFileError, match=r"not this run's trained parameters|has shape"):
+        pipeline.run(_config(cache), out, resume=True, progress=False)
 
 
 def test_resuming_a_finished_run_recomputes_nothing(finished, cache, monkeypatch):
@@ -104,7 +150,7 @@ def test_existing_run_needs_resume(finished, cache):
 
 
 def test_unreachable_threshold_is_refused_before_training(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr(trainer, "dpo_epoch", lambda *a, **k: pytest.fail("trained despite infeasibility"))
+    monkeypatch.setattr(learner, "dpo_epoch", lambda *a, **k: pytest.fail("trained despite infeasibility"))
     config = _config(cache, scorers=dataclasses.replace(TINY.scorers, thresholds=[5.0]))
     with pytest.raises(InfeasibleProblemError):
         pipeline.run(config, tmp_path / "run", progress=False)
@@ -118,7 +164,7 @@ def test_reference_phase_is_cached_and_corrupt_entries_rebuilt(finished, tmp_pat
     pipeline.run(_config(cache, method="one_shot"), tmp_path / "one_shot", progress=False)
     monkeypatch.undo()
     entries[0].write_bytes(b"not an npz")
-    pipeline.run(_config(cache, method="dpo_reward"), tmp_path / "dpo", progress=False)
+    pipeline.run(_config(cache, method="dpo_h"), tmp_path / "dpo", progress=False)
     assert reference.ReferenceData.from_file(entries[0], entries[0].stem) is not None
 
 
@@ -131,7 +177,7 @@ def test_lora_run_checkpoints_only_the_adapters_and_resumes_from_them(tmp_path, 
     weights = load_file(tmp_path / "lora" / "checkpoint_2.safetensors")
     assert weights and all("lora_" in name for name in weights)
     # Killed in epoch 2, resumed from the saved adapters and optimiser state: the uninterrupted run.
-    with killed_on_call(trainer, "dpo_epoch", 2):
+    with killed_on_call(learner, "dpo_epoch", 2):
         pipeline.run(config, tmp_path / "killed", progress=False)
     resumed = pipeline.run(config, tmp_path / "killed", resume=True, progress=False)
     assert (tmp_path / "killed" / "metrics.jsonl").read_text() == (tmp_path / "lora" / "metrics.jsonl").read_text()
@@ -176,7 +222,7 @@ def test_eval_scores_carry_the_log_ratios_behind_the_kl(finished):
 
 def test_reference_phase_alone_is_the_runs_reference_phase(finished, cache):
     _, summary = finished
-    ref = pipeline.reference_phase(_config(cache)).ref
+    ref = pipeline.run_setup(_config(cache)).ref
     assert ref.key == summary["reference_key"]
     prob = ref.problem(TINY.scorers.thresholds, TINY.caid.beta)
     assert np.allclose(solve_dual(prob, return_policy=False).lam, summary["lambda_one_shot"])
@@ -209,7 +255,7 @@ def test_the_logged_slack_is_recomputed_from_the_on_policy_samples(tmp_path, cac
     prompts, samples, n = recorded[0]
     utility = build_scorer(config.scorers.utilities[0])
     on_policy = score(utility, [prompts[s.prompt_index] for s in samples], [s.text for s in samples])
-    setup = pipeline.reference_phase(config)
+    setup = pipeline.run_setup(config)
     k = config.generation.samples_per_prompt
     ref_texts = [s.text for s in setup.ref.train]
     ref_prompts = [setup.train.prompts[s.prompt_index] for s in setup.ref.train]
@@ -226,7 +272,7 @@ def test_the_one_shot_problem_has_its_own_pool_apart_from_the_pairs(tmp_path, ca
 
     caid = dataclasses.replace(TINY.caid, plugin_samples=3, plugin_prompts=2, iterations=1)
     config = _config(cache, method="one_shot", caid=caid)
-    setup = pipeline.reference_phase(config)  # thresholds are not part of the reference phase
+    setup = pipeline.run_setup(config)  # thresholds are not part of the reference phase
     assert setup.plugin.train_scores.shape == (2, 2, 3) and setup.ref.train_scores.shape[2] == 2
     assert [s.prompt_index for s in setup.plugin.train] == [0, 0, 0, 1, 1, 1]
     g = setup.plugin.train_scores[1]
@@ -246,7 +292,7 @@ def test_standardised_run_is_in_sigma_units_with_thresholds_as_plugin_fractions(
     from theory import ConstrainedProblem
 
     raw_scorers = ScorerConfig(reward="simplicity", utilities=["-toxicity"], thresholds=[0.0])
-    raw = pipeline.reference_phase(_config(cache, method="one_shot", scorers=raw_scorers))
+    raw = pipeline.run_setup(_config(cache, method="one_shot", scorers=raw_scorers))
     g_raw = raw.ref.train_scores  # (2, N, K) raw units
     n = g_raw.shape[1]
     # sigma_w by hand: each prompt's unbiased variance, averaged over prompts, square-rooted.
@@ -276,10 +322,10 @@ def test_another_scorer_set_rescores_the_cached_samples(finished, cache, monkeyp
     """Same samples, other scorers: the cached samples and log-probs are reused and scored anew, not resampled."""
     from llm.scorers import Simplicity
 
-    base = pipeline.reference_phase(_config(cache)).ref
+    base = pipeline.run_setup(_config(cache)).ref
     monkeypatch.setattr(reference, "sample_responses", lambda *a, **k: pytest.fail("resampled the same samples"))
     scorers = ScorerConfig(reward="simplicity", utilities=["sentiment", "-toxicity"], thresholds=[0.0, 0.0])
-    other = pipeline.reference_phase(_config(cache, scorers=scorers)).ref
+    other = pipeline.run_setup(_config(cache, scorers=scorers)).ref
     assert other.key != base.key and [s.text for s in other.train] == [s.text for s in base.train]
     np.testing.assert_array_equal(other.train_logprobs, base.train_logprobs)
     expected = Simplicity()([], [s.text for s in other.test])
@@ -295,5 +341,5 @@ def test_a_damaged_samples_index_means_sampling_again(finished, cache, monkeypat
         index.write_text('{"key": "../../etc/passwd"}')  # only a content key may name a cache file
     scorers = ScorerConfig(reward="relevance", utilities=["-toxicity"], thresholds=[0.0])
     calls = count_calls(monkeypatch, reference, "sample_responses")
-    pipeline.reference_phase(_config(cache, scorers=scorers))
+    pipeline.run_setup(_config(cache, scorers=scorers))
     assert calls

@@ -9,6 +9,7 @@ import os
 import pickle  # only to craft the malicious file the pipeline must never load
 import socket
 
+import numpy as np
 import pytest
 
 import llm.pipeline as pipeline
@@ -45,9 +46,12 @@ def test_a_crafted_state_pt_is_never_unpickled_on_resume(tmp_path):
 def _state(out, **changes):
     write_with_digest(out / "checkpoint_1.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     write_with_digest(out / "training_state_1.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    multipliers = {"value": [0.5], "dual_step_size": 1.0, "update": "projected", "trajectory": [[0.5]], "slacks": []}
+    group = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}
     state = {
-        "format": 1, "iteration": 1, "lam": [0.5], "metrics": [{"iteration": 1}], "scheduler": {},
-        "numpy_rng": {}, "optimizer": {"state": {}, "param_groups": []},
+        "format": 2, "iteration": 1, "multipliers": multipliers, "metrics": [{"iteration": 1}],
+        "scheduler": {"base_lrs": [1e-3], "last_epoch": 1}, "numpy_rng": {},
+        "optimizer": {"state": {}, "param_groups": [group]},
         "checkpoint": "checkpoint_1.safetensors", "training_state": "training_state_1.safetensors", **changes,
     }  # fmt: skip
     (out / "state.json").write_text(json.dumps(state))
@@ -57,8 +61,18 @@ def _state(out, **changes):
     ("damage", "message"),
     [
         (lambda out: (out / "state.json").write_text('{"format": 1, "iter'), r"state\.json: corrupt or truncated"),
-        (lambda out: _state(out, lam=[float("nan")]), r"state\.json: invalid .*lam"),
-        (lambda out: _state(out, iteration=9), r"state\.json: invalid .*iteration 9 outside 1\.\.2"),
+        (lambda out: _state(out, format=1), r"state\.json: invalid .*format 1 \(an earlier version's\)"),
+        (
+            lambda out: _state(out, multipliers={"value": [np.nan], "dual_step_size": 1.0, "update": "projected"}),
+            r"state\.json: invalid .*lambda",
+        ),
+        (lambda out: _state(out, iteration=9), r"state\.json: invalid .*iteration 9 is not an integer in 1\.\.2"),
+        (lambda out: _state(out, iteration=True), r"state\.json: invalid .*iteration True"),
+        (
+            lambda out: _state(out, optimizer={"state": {}, "param_groups": [{"lr": -5, "eps": 1e-8}]}),
+            r"state\.json: invalid .*lr -5",
+        ),
+        (lambda out: _state(out, scheduler={"base_lrs": [-5.0]}), r"state\.json: invalid .*scheduler\.base_lrs"),
         (lambda out: _state(out, checkpoint="../../etc/passwd"), r"state\.json: invalid .*plain names"),
         (
             lambda out: (_state(out), (out / "checkpoint_1.safetensors").write_bytes(b"\x08\x00")),

@@ -11,11 +11,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+import llm.dpo as dpo
 import llm.pipeline as pipeline
 import llm.trainer as trainer
 from llm.config import ConfigError, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig
 from llm.distributed import Ranks
 from llm.dpo import TrunkCache, dpo_loss, label_uniforms, sequence_logprobs
+from llm.learner import Learner, TrunkCaches
 from llm.models import trainable_parameters
 from llm.run_files import RunFileError
 from llm.run_schema import load_eval_scores
@@ -59,7 +61,7 @@ def test_grouped_all_pairs_loss_and_gradients_equal_the_per_pair_loss():
     ref = np.random.default_rng(2).normal(-20, 2, size=len(responses))
     forwarded = []
     hook = model.model.embed_tokens.register_forward_hook(lambda m, i, o: forwarded.append(o.shape[0]))
-    loss, _ = trainer.pairs_loss(model, responses, pairs, ref, 0.5, PAD)
+    loss, _ = dpo.pairs_loss(model, responses, pairs, ref, 0.5, PAD)
     hook.remove()
     assert forwarded == [len(responses)]  # 8 sequences, not 2 x 12
     loss.backward()
@@ -83,9 +85,9 @@ def test_grouped_all_pairs_loss_and_gradients_equal_the_per_pair_loss():
 
 
 def test_grouped_batches_keep_every_pair_of_a_prompt_together():
-    pairs = trainer.all_pairs(5, 4)
+    pairs = dpo.all_pairs(5, 4)
     assert len(pairs) == 5 * 6 and {tuple(p[1:]) for p in pairs} == set(itertools.combinations(range(4), 2))
-    batches = trainer.grouped_batches(pairs[:, 0], 13, np.random.default_rng(0))  # 13 pairs: 2 prompts per step
+    batches = dpo.grouped_batches(pairs[:, 0], 13, np.random.default_rng(0))  # 13 pairs: 2 prompts per step
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(pairs)))
     assert [len(np.unique(pairs[b, 0])) for b in batches] == [2, 2, 1]
     for b in batches:
@@ -128,7 +130,7 @@ def test_dpo_epoch_takes_the_steps_of_a_hand_written_loop():
     ref = np.random.default_rng(3).normal(-15, 1, size=len(responses))
     batches = [np.array([2, 0]), np.array([3, 1])]
     twin = copy.deepcopy(model)
-    stats = trainer.dpo_epoch(model, torch.optim.AdamW(model.parameters(), lr=1e-2), responses, pairs, ref, 0.3,
+    stats = dpo.dpo_epoch(model, torch.optim.AdamW(model.parameters(), lr=1e-2), responses, pairs, ref, 0.3,
                               batches, PAD)  # fmt: skip
     optimizer, losses = torch.optim.AdamW(twin.parameters(), lr=1e-2), []
     twin.train()
@@ -181,25 +183,24 @@ def test_common_random_numbers_give_equal_labels_at_equal_lambda(cache, tmp_path
     """CAID and one-shot at one seed: after CAID's dual step (which draws samples) and at equal lambda, the same
     labels under common random numbers, and labels u < sigma(Delta r_lambda) with the stream's u; not without."""
     config = _config(cache, common_random_numbers=crn, pairs_per_prompt=3)
-    setup = pipeline.reference_phase(config)
+    setup = pipeline.run_setup(config)
     caid = trainer.CAIDTrainer.build(config, setup, Ranks(), tmp_path / "a", progress=False)
     one_shot = trainer.CAIDTrainer.build(dataclasses.replace(config, method="one_shot"), setup, Ranks(),
                                          tmp_path / "b", progress=False)  # fmt: skip
     caid.iteration = one_shot.iteration = 1
-    caid.dual_step()
+    caid.multipliers.step(caid.slack(2))
     for lam in (np.array([0.0]), np.array([0.7]), np.array([3.0])):
-        caid.lam = one_shot.lam = lam
-        labels = caid.labels(2)
+        labels = caid.labels(2, lam)
         if crn:
-            np.testing.assert_array_equal(labels, one_shot.labels(2))
+            np.testing.assert_array_equal(labels, one_shot.labels(2, lam))
             r, g = setup.ref.train_scores
             composite = r + lam[0] * g
             p = caid.pairs
             prob = 1 / (1 + np.exp(composite[p[:, 0], p[:, 1]] - composite[p[:, 0], p[:, 2]]))
             np.testing.assert_array_equal(labels, np.random.default_rng([0, 0x4C41424C, 2]).random(len(p)) < prob)
     if not crn:
-        caid.lam = one_shot.lam = np.array([0.7])
-        assert not np.array_equal(caid.labels(3), one_shot.labels(3))  # the streams have drifted apart
+        lam = np.array([0.7])
+        assert not np.array_equal(caid.labels(3, lam), one_shot.labels(3, lam))  # the streams have drifted apart
 
 
 def test_evaluation_sizes_are_settings(cache, tmp_path):
@@ -250,12 +251,17 @@ def test_runs_over_other_scorers_of_the_same_samples_share_the_trunk_cache(cache
     base = dataclasses.replace(base, training=dataclasses.replace(base.training, cache_trunk=True))
     two = dataclasses.replace(base, scorers=dataclasses.replace(
         base.scorers, utilities=["-toxicity", "simplicity"], thresholds=[0.0, 0.0]))
-    setups = [pipeline.reference_phase(c) for c in (base, two)]
+    setups = [pipeline.run_setup(c) for c in (base, two)]
     assert setups[0].ref.key != setups[1].ref.key and setups[0].samples_key == setups[1].samples_key
-    trunks = [trainer._shared_trunk(c, Ranks(), s, 0) for c, s in zip((base, two), setups, strict=True)]
-    assert trunks[0] is trunks[1]
+    caches = TrunkCaches()
+
+    def trunk(config, setup):
+        return trainer.CAIDTrainer.build(config, setup, Ranks(), cache / "unused", progress=False, trunks=caches).trunk
+
+    trunks = [trunk(c, s) for c, s in zip((base, two), setups, strict=True)]
+    assert trunks[0] is not None and trunks[0] is trunks[1]
     other = dataclasses.replace(base, generation=dataclasses.replace(base.generation, max_new_tokens=3))
-    assert trainer._shared_trunk(other, Ranks(), pipeline.reference_phase(other), 0) is not trunks[0]
+    assert trunk(other, pipeline.run_setup(other)) is not trunks[0]
 
 
 def test_trunk_cache_and_grouped_pairs_in_a_run_match_the_full_forward(cache, tmp_path):
@@ -266,13 +272,13 @@ def test_trunk_cache_and_grouped_pairs_in_a_run_match_the_full_forward(cache, tm
     metrics, log_ratios = [], []
     for name, on in (("plain", False), ("cached", True)):
         config = dataclasses.replace(base, training=dataclasses.replace(base.training, cache_trunk=on))
-        trainer._TRUNKS.clear()
-        pipeline.run(config, tmp_path / name, progress=False)
+        caches = TrunkCaches()
+        pipeline.execute(config, tmp_path / name, False, False, caches)
         metrics.append(pd.read_json(tmp_path / name / "metrics.jsonl", lines=True))
         log_ratios.append(load_eval_scores(tmp_path / name).policy_log_ratio)
         # The cached run filled the trunk with every reference sample (the pairs use them all); the plain none.
-        filled = sum(len(t) for t in trainer._TRUNKS.values())
-        assert filled == (len(pipeline.reference_phase(config).ref.train) if on else 0)
+        filled = len(caches)
+        assert filled == (len(pipeline.run_setup(config).ref.train) if on else 0)
     for column in ("dpo_loss", "dpo_margin"):
         np.testing.assert_allclose(metrics[1][column], metrics[0][column], rtol=0, atol=1e-5)
     assert np.isfinite(log_ratios[0]).all() and np.abs(log_ratios[0]).max() > 1e-3
@@ -284,9 +290,9 @@ def test_expected_labels_train_on_the_label_averaged_loss(cache, tmp_path, monke
     """training.labels = 'expected': no draws; each pair oriented to its likelier winner with target
     max(p, 1 - p), p = sigma(Delta r_lambda) computed here from the reference scores."""
     config = _config(cache, labels="expected", pairs_per_prompt=3)
-    setup = pipeline.reference_phase(config)
+    setup = pipeline.run_setup(config)
     caid = trainer.CAIDTrainer.build(config, setup, Ranks(), tmp_path / "a", progress=False)
-    caid.lam = np.array([0.7])
+    caid.multipliers.value = np.array([0.7])
     r, g = setup.ref.train_scores
     composite, p = r + 0.7 * g, caid.pairs
     prob = 1 / (1 + np.exp(composite[p[:, 0], p[:, 1]] - composite[p[:, 0], p[:, 2]]))
@@ -296,8 +302,8 @@ def test_expected_labels_train_on_the_label_averaged_loss(cache, tmp_path, monke
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
-        return trainer.EpochStats(0.0, 0.0, 0.0)
+        return dpo.EpochStats(0.0, 0.0, 0.0)
 
-    monkeypatch.setattr(trainer, "_reference_epoch", spy)
-    caid.dpo_epoch(caid.labels(2), 2)
+    monkeypatch.setattr(Learner, "epoch", lambda self, *a, **k: spy(*a, **k))
+    caid.fit(np.array([0.7]), 2)
     np.testing.assert_allclose(seen["targets"], np.maximum(prob, 1 - prob), rtol=1e-12)

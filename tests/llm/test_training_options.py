@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
+import llm.learner as learner
 import llm.pipeline as pipeline
-import llm.trainer as trainer
 from llm.config import ModelConfig, RunConfig, TrainingConfig
 from llm.distributed import Ranks
 from llm.dpo import sequence_logprobs
@@ -20,7 +20,8 @@ def _models(model=TINY, training=None):
     """(policy, reference, tokenizer) as a run builds them."""
     config = RunConfig(model=model, training=training or TrainingConfig())
     reference, tokenizer = pipeline._models(config, torch.device("cpu"))
-    return trainer.build_learner(config, Ranks(), reference, total_steps=1).model, reference, tokenizer
+    policy = learner.build_learner(config.model, config.training, config.seed, Ranks(), reference, total_steps=1)
+    return policy.model, reference, tokenizer
 
 
 def _gradients(policy, pad):
@@ -68,7 +69,7 @@ def test_learning_rate_schedule_runs_over_all_epochs(schedule, warmup, expected)
     # Two epochs of three steps: the schedule spans all T epochs, as the paper's Trainer runs do.
     config = RunConfig(training=TrainingConfig(learning_rate=1e-3, lr_scheduler=schedule, warmup_steps=warmup))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.training.learning_rate)
-    scheduler = trainer.lr_scheduler(config, optimizer, total_steps=2 * 3)
+    scheduler = learner.lr_scheduler(config.training, optimizer, total_steps=2 * 3)
     rates = []
     for _ in range(6):
         rates.append(optimizer.param_groups[0]["lr"])

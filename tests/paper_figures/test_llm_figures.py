@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llm.methods import REGISTRY
 from paper_figures import (
     fig1a_expected_vs_actual,
     fig1b_tradeoff,
@@ -33,7 +34,7 @@ MODULES = [
     (fig3_dual_convergence, "python -m analysis.dual_convergence"),
     (real_lagrangian_gap, "llm_sweep/single"),
 ]
-LABELS = fig1a_expected_vs_actual.METHOD_LABELS
+LABELS = {k: m.label for k, m in REGISTRY.items()}
 
 
 def _single(results: Path, run: str) -> Path:
@@ -82,8 +83,8 @@ def test_fig1b_plots_utility_against_reward_improvement_for_every_method(results
     runs = {
         "caid": [f"caid_b{b:g}" for b in SINGLE_THRESHOLDS],
         "one_shot": [f"one_shot_b{b:g}" for b in SINGLE_THRESHOLDS],
-        "dpo_reward": ["dpo_reward"],
-        "dpo_utility": ["dpo_utility"],
+        "dpo_h": ["dpo_h"],
+        "dpo_g": ["dpo_g"],
     }
     assert set(drawn) == {LABELS[m] for m in runs}
     for method, names in runs.items():
@@ -181,7 +182,7 @@ def test_histograms_default_to_the_median_common_threshold(results_fixture):
 
 def test_tradeoff_points_pair_reward_and_utility(results_fixture):
     points = fig1b_tradeoff.tradeoff_points(fig1b_tradeoff.load_sweep(results_fixture))
-    assert set(points["method"]) == {"caid", "one_shot", "dpo_reward", "dpo_utility"}
+    assert set(points["method"]) == {"caid", "one_shot", "dpo_h", "dpo_g"}
     caid = points[points["method"] == "caid"].reset_index(drop=True)
     assert caid["threshold"].tolist() == list(SINGLE_THRESHOLDS)
     for i, b in enumerate(SINGLE_THRESHOLDS):
@@ -194,13 +195,18 @@ def test_tradeoff_points_pair_reward_and_utility(results_fixture):
         )
 
 
-def test_figure_labels_come_from_the_method_registry():
-    from llm.methods import DPO_BASELINES, REGISTRY
+def test_one_style_per_method_in_every_figure():
+    """The registry is the one source of styles: no two methods share a colour, the next-token laboratory's arms
+    take their method's colour (DPO_h has one colour in every figure), and Fig. 1's sweeps are caid and one-shot."""
+    from analysis.next_token.arms import Arm
+    from llm.methods import DPO_BASELINES
 
     assert fig1a_expected_vs_actual.SWEEP_METHODS == ("caid", "one_shot")
     assert fig1b_tradeoff.BASELINES == DPO_BASELINES
-    for key, method in REGISTRY.items():
-        assert LABELS[key] == method.label and fig1a_expected_vs_actual.METHOD_COLORS[key] == method.color
+    colors = [m.color for m in REGISTRY.values()]
+    assert len(set(colors)) == len(colors)
+    for arm in Arm:
+        assert arm.style[0] == REGISTRY[arm.method.key].color
 
 
 def test_command_line(results_fixture, tmp_path):

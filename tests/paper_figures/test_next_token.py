@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from analysis.decisions import Verdict
 from analysis.next_token import laboratory
 from analysis.next_token.laboratory import LabConfig
 from analysis.next_token.methods import TrainingSettings
@@ -18,7 +19,7 @@ from tests.tiny_llama import tiny_llama
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     config = LabConfig(n_train=6, n_eval=5, k=3, fractions=(0.3, 0.6), pairs=((0.3, 0.3),), seeds=(0,),
-                       training=TrainingSettings(epochs=2, batch_prompts=3, dual_prompts=3, dual_samples=2))
+                       training=TrainingSettings(iterations=2, batch_prompts=3, dual_prompts=3, dual_samples=2))
     laboratory.run(config, root / next_token.RESULTS_SUBDIR, model=tiny_llama(vocab_size=len(WORDS), seed=3),
                    tokenizer=FakeTokenizer(), cache_dir=root / "cache", progress=False)
     write_verdicts(root / next_token.RESULTS_SUBDIR)
@@ -29,7 +30,8 @@ def test_figure_and_verdicts(results, tmp_path):
     paths = next_token.make_figure(results, tmp_path)
     assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size > 0 for p in paths)
     table = next_token.load_verdicts(results)
-    assert set(table["verdict"]) <= {"replicated", "refuted", "undecided"}
+    assert set(table["verdict"]) <= {v.value for v in Verdict}
+    assert {"size", "power", "coverage", "reason"} <= set(table.columns)
 
 
 def test_truncated_verdicts_name_the_file(results, tmp_path):

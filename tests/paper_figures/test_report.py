@@ -65,15 +65,15 @@ def test_verdicts_on_results_that_go_the_papers_way(papers_way):
     assert claims["caid_satisfies"].verdict == "replicated"
     assert claims["caid_satisfies"].evidence.startswith("2/2 runs with mean ≥ b; 95% verdicts: 2 satisfied, 0 violated")
     # Points (utility, reward): CAID (2.5, 3), (5.5, 3); one-shot (-2, 0), (7, 0). CAID's b = 1 point dominates
-    # one-shot's b = 1 point, nothing dominates a CAID point; a curve comparison is at most "direction only".
-    assert claims["tradeoff"].verdict == "direction only"
+    # one-shot's b = 1 point, nothing dominates a CAID point; a curve comparison has no interval here.
+    assert claims["tradeoff"].verdict == "not testable"
     assert "dominated by a CAID point: 1/2" in claims["tradeoff"].evidence
     assert "CAID points dominated by a one-shot point: 0/2" in claims["tradeoff"].evidence
     assert claims["two_constraints"].verdict == "replicated"
     assert claims["two_constraints"].evidence.startswith("4/4 (run, constraint) cells with mean ≥ b")
-    # Absent from this results folder: reported as missing, not as a verdict.
+    # Absent from this results folder: not testable, the evidence says missing.
     for key in ("exact_solver", "gap_bounds", "dual_convergence"):
-        assert claims[key].verdict == "missing"
+        assert claims[key].verdict == "not testable" and claims[key].evidence.startswith("missing: ")
 
 
 def test_verdicts_on_results_that_go_the_other_way(tmp_path):
@@ -82,25 +82,26 @@ def test_verdicts_on_results_that_go_the_other_way(tmp_path):
     _write_single(tmp_path, lambda b: b - 3.0, lambda b: b + 1.5 if b < 2 else b - 1.5, 0.0, 3.0)
     _write_two(tmp_path, caid_margin=-1.5)
     claims = _verdicts(tmp_path)
-    assert claims["tracking"].verdict == "not replicated"  # CAID's mean distance 3 > one-shot's 1.5
-    assert claims["one_shot_short"].verdict == "not replicated"  # 1.5 above b at b = 1
-    assert claims["one_shot_over"].verdict == "not replicated"  # 1.5 below b at b = 4
-    assert claims["caid_satisfies"].verdict == "not replicated"
+    assert claims["tracking"].verdict == "refuted"  # CAID's mean distance 3 > one-shot's 1.5 by > the half-width
+    assert claims["one_shot_short"].verdict == "refuted"  # 1.5 above b at b = 1, significantly
+    assert claims["one_shot_over"].verdict == "refuted"  # 1.5 below b at b = 4, significantly
+    assert claims["caid_satisfies"].verdict == "refuted"
     assert "0/2 runs with mean ≥ b; 95% verdicts: 0 satisfied, 2 violated" in claims["caid_satisfies"].evidence
     # CAID (-2, 0), (1, 0); one-shot (2.5, 3), (2.5, 3): every CAID point is dominated, no one-shot point is.
-    assert claims["tradeoff"].verdict == "not replicated"
-    assert claims["two_constraints"].verdict == "not replicated"
+    assert claims["tradeoff"].verdict == "not testable" and "CAID points dominated" in claims["tradeoff"].evidence
+    assert claims["two_constraints"].verdict == "refuted"
 
 
-def test_satisfaction_with_a_mean_above_b_but_an_undetermined_verdict_is_direction_only():
+def test_satisfaction_with_a_mean_above_b_but_an_undetermined_verdict_is_undecided():
     rows = pd.DataFrame({
         "run": ["r"], "scorer": ["s"], "threshold": [1.0], "mean": [1.1], "ci_low": [0.6], "ci_high": [1.6],
         "satisfied": [True], "verdict": ["undetermined"],
     })  # fmt: skip
-    assert report._satisfaction_claim("k", "what", rows, "runs").verdict == "direction only"
-    assert report._check(rows, True, "k", "what").verdict == "direction only"
+    assert report._satisfaction_claim("k", "what", rows, "runs").verdict == "undecided"
+    assert report._check(rows, True, "k", "what").verdict == "undecided"
     assert report._check(rows.assign(verdict="satisfied"), True, "k", "what").verdict == "replicated"
-    assert report._check(rows, False, "k", "what").verdict == "not replicated"
+    assert report._check(rows, False, "k", "what").verdict == "undecided"
+    assert report._check(rows.assign(verdict="satisfied"), False, "k", "what").verdict == "refuted"
 
 
 def _dual_summary(sd):
@@ -111,11 +112,14 @@ def _dual_summary(sd):
 
 
 def test_dual_convergence_claim():
-    # Compared below the whole pool: n = 10 vs n = 20 (the second largest), k = 2 vs k = 8.
+    # n = 10 vs n = 40, k = 2 vs k = 8; a prompt count whose spread is zero (the whole pool) is left out.
     assert report.dual_convergence_claim(_dual_summary(lambda n, k: 1 / (n * k))).verdict == "replicated"
-    assert report.dual_convergence_claim(_dual_summary(lambda n, k: k / n)).verdict == "not replicated"
-    assert report.dual_convergence_claim(_dual_summary(lambda n, k: n / k)).verdict == "not replicated"
-    assert report.dual_convergence_claim(_dual_summary(lambda n, k: 1.0).head(2)).verdict == "missing"
+    assert report.dual_convergence_claim(_dual_summary(lambda n, k: k / n)).verdict == "refuted"
+    assert report.dual_convergence_claim(_dual_summary(lambda n, k: n / k)).verdict == "refuted"
+    assert report.dual_convergence_claim(_dual_summary(lambda n, k: 1.0).head(2)).verdict == "not testable"
+    whole_pool = _dual_summary(lambda n, k: 0.0 if n == 40 else 1 / (n * k))  # n = 40 is every subsample
+    claim = report.dual_convergence_claim(whole_pool)
+    assert claim.verdict == "replicated" and "(n = 20)" in claim.evidence and "n = 40" not in claim.evidence
 
 
 def test_lagrangian_gap_claim():
@@ -125,7 +129,7 @@ def test_lagrangian_gap_claim():
     assert claim.verdict == "replicated"
     assert "3 runs: gap CIs above 0 in 2, containing 0 in 1, below 0 in 0" in claim.evidence
     below = gaps.assign(gap_ci_high=[1.5, -0.05, 3.0])
-    assert report.lagrangian_gap_claim(below).verdict == "not replicated"
+    assert report.lagrangian_gap_claim(below).verdict == "refuted"
 
 
 def _write_benchmark(results, lam_rel_diff):
@@ -142,7 +146,7 @@ def test_solver_claim(tmp_path):
     assert claim.verdict == "replicated"
     assert claim.evidence == "max relative λ difference vs cvxpy 2.0e-04 over 2 sizes; speed-up 30×–1000×"
     _write_benchmark(tmp_path, (1e-5, 5e-3, ""))
-    assert _verdicts(tmp_path)["exact_solver"].verdict == "not replicated"
+    assert _verdicts(tmp_path)["exact_solver"].verdict == "refuted"
 
 
 def _write_laboratory(results, duality_bound, distance_measured):
@@ -165,7 +169,7 @@ def test_gap_bounds_claim_counts_only_the_bounds_that_are_numbers(tmp_path):
     assert "never checked: duality_gap" in _verdicts(tmp_path)["gap_bounds"].evidence
     _write_laboratory(tmp_path, [1e-5, 0.1, np.nan], [1e-4, 1.5, 0.5])  # 1.5 > its bound 1.0
     claim = _verdicts(tmp_path)["gap_bounds"]
-    assert claim.verdict == "not replicated" and ", 1 violated;" in claim.evidence
+    assert claim.verdict == "refuted" and ", 1 violated;" in claim.evidence
 
 
 def test_all_without_producers_draws_what_it_can_and_writes_the_report(tmp_path, monkeypatch, capsys):
@@ -180,10 +184,10 @@ def test_all_without_producers_draws_what_it_can_and_writes_the_report(tmp_path,
     assert "## Claims" in text
     # The solver benchmark, the laboratory and the powered study are absent from the fixture: their rows, and only
     # theirs, say so. The safety sweeps' results exist, so at quick scale their figures are drawn too.
-    assert "| exact_solver | solver benchmark | missing |" in text
-    assert "| gap_bounds | parametrization-gap laboratory | missing |" in text
-    assert "| multi_token | powered multi-token study | missing |" in text
-    assert text.count("| missing |") == 3
+    assert "| exact_solver | solver benchmark | not testable | missing: " in text
+    assert "| gap_bounds | parametrization-gap laboratory | not testable | missing: " in text
+    assert "| multi_token | multi-token study | not testable | missing: " in text
+    assert text.count("| not testable | missing: ") == 3
     for name in ("fig1a_expected_vs_actual", "fig2_two_constraints", "fig3_dual_convergence", "real_lagrangian_gap"):
         assert (figures / f"{name}.png").is_file()
         link = os.path.relpath(figures / f"{name}.png", results.resolve())
@@ -217,5 +221,6 @@ def test_quick_scale_produces_the_powered_study_and_not_the_safety_sweeps(tmp_pa
     assert "multi_token/verdicts.csv" in ran and "dual_convergence/dual_convergence_summary.csv" in ran
     assert not [f for f in ran if f.startswith("llm_sweep/")]
     text = (results / report.REPORT_FILE).read_text()
-    assert "| safety_sweeps | paper-analogue safety sweeps (Fig. 1-2, safety = -toxicity) | not run |" in text
+    row = "| safety_sweeps | paper-analogue safety sweeps (Fig. 1-2, safety = -toxicity) | not testable | not run: "
+    assert row in text
     assert "## Single-constraint safety sweep" not in text and "## Two-constraint safety sweep" not in text

@@ -57,7 +57,7 @@ def test_header_only_benchmark_refuses_the_figure_and_skips_the_claim(tmp_path):
         theory_solver_benchmark.make_figure(tmp_path, tmp_path / "figs")
     assert not (tmp_path / "figs").exists()
     claim = {c.key: c for c in report.claims(tmp_path)}["exact_solver"]
-    assert claim.verdict == "skipped"
+    assert claim.verdict == "not testable"
     assert claim.evidence.startswith(f"skipped: {path}: a header but no data rows")
 
 
@@ -67,7 +67,7 @@ def test_benchmark_without_any_cvxpy_comparison_is_no_verdict_over_zero_sizes(tm
     path.write_text("n,dual_s,lam_rel_diff,primal_over_dual\n1000,0.01,,\n10000,0.02,,\n")
     theory_solver_benchmark.draw(tmp_path)  # the dual timings alone still make a figure
     claim = {c.key: c for c in report.claims(tmp_path)}["exact_solver"]
-    assert claim.verdict == "skipped" and "has no values (all NaN)" in claim.evidence
+    assert claim.verdict == "not testable" and "has no values (all NaN)" in claim.evidence
     assert "over 0 sizes" not in claim.evidence
 
 
@@ -77,7 +77,7 @@ def test_truncated_dual_convergence_summary_is_refused(results):
     with pytest.raises(ResultsFileError, match="ends mid-line"):
         fig3_dual_convergence.draw(results)
     claim = {c.key: c for c in report.claims(results)}["dual_convergence"]
-    assert claim.verdict == "skipped" and str(path) in claim.evidence
+    assert claim.verdict == "not testable" and claim.evidence.startswith(f"skipped: {path}")
 
 
 def test_nan_only_lambda_column_of_dual_convergence_is_refused(results):
@@ -99,7 +99,7 @@ def test_a_run_with_a_header_only_eval_scores_is_named_by_figure_and_report(resu
     assert str(err.value).startswith(f"{path}: a header but no data rows; delete the run directory caid_b2")
     claims = report.claims(results)
     single = [c for c in claims if c.key == "single_sweep"]
-    assert len(single) == 1 and single[0].verdict == "skipped" and str(path) in single[0].evidence
+    assert len(single) == 1 and single[0].verdict == "not testable" and str(path) in single[0].evidence
     # The report still gets written, and its sweep section names the file instead of a table.
     text = report.write_report(results, [], "quick", {}).read_text()
     assert f"skipped: {path}: a header but no data rows" in text
@@ -109,7 +109,7 @@ def test_a_corrupt_summary_json_is_named(results):
     path = results / "llm_sweep" / "two_constraints" / "caid_b0.5_0.3" / "summary.json"
     path.write_text('{"method": "caid", "thresh')
     claim = {c.key: c for c in report.claims(results)}["two_constraints"]
-    assert claim.verdict == "skipped" and f"{path}: not valid JSON" in claim.evidence
+    assert claim.verdict == "not testable" and f"skipped: {path}: not valid JSON" in claim.evidence
 
 
 def test_laboratory_summary_without_measurements_is_skipped(results):
@@ -117,7 +117,7 @@ def test_laboratory_summary_without_measurements_is_skipped(results):
     path.parent.mkdir()
     path.write_text("policy_class,nu,duality_gap_bound\ntabular,1e-6,0.1\n")
     claim = {c.key: c for c in report.claims(results)}["gap_bounds"]
-    assert claim.verdict == "skipped" and claim.evidence.startswith(f"skipped: {path}: no *_measured column")
+    assert claim.verdict == "not testable" and claim.evidence.startswith(f"skipped: {path}: no *_measured column")
 
 
 def test_corrupt_timings_stop_the_command_with_a_message(results, tmp_path, capsys):
