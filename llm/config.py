@@ -127,6 +127,9 @@ class ModelConfig:
         _check_choices(self, "model.")
         _require(self.top_k_layers >= 1, "model.top_k_layers", f"must be >= 1, got {self.top_k_layers}")
         _require(self.lora_rank >= 1, "model.lora_rank", f"must be >= 1, got {self.lora_rank}")
+        # LoRA's update is (alpha / r) B A: at alpha = 0 the policy never moves from pi_ref.
+        _require(math.isfinite(self.lora_alpha) and self.lora_alpha > 0, "model.lora_alpha",
+                 f"must be a finite number > 0, got {self.lora_alpha}")
 
 
 @dataclasses.dataclass(frozen=True)

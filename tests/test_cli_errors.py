@@ -92,3 +92,15 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path):
                          timeout=120)  # fmt: skip
     assert run.stdout.strip() == f"[Errno 27] File too large (writing {target})", run.stdout + run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("alpha", ["0", "-1.0"])
+def test_a_lora_alpha_that_never_moves_the_policy_is_refused(tmp_path, capsys, alpha):
+    from llm.__main__ import main
+
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\nname = "tiny"\ntrain = "lora"\n')
+    args = ["run", "--config", str(config), "--out", str(tmp_path / "run"), "--set", f"model.lora_alpha={alpha}"]
+    assert main(args) == 2  # before: accepted, and LoRA's update (alpha / r) B A stayed zero
+    assert "model.lora_alpha: must be a finite number" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
