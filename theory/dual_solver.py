@@ -54,8 +54,8 @@ _TILT_CHECK = 50.0
 # which move the tilted policy's slacks by about that fraction of their scale; no lambda can certify a
 # smaller KKT residual than this many such units (see _ScoreSizes.rounding_floor).
 _ROUNDING_UNITS = 16.0
-# solve_dual rescales a problem whose beta and constraint scales s_i differ by more than this factor (see
-# solve_dual); within it the products in D's Hessian s_i s_j / beta stay far from float64's range limits.
+# solve_dual rescales a problem whose beta, constraint scales s_i and 1 span more than this factor; within it
+# the products in D's Hessian s_i s_j / beta stay far from float64's range limits.
 _SCALE_RANGE = 1e50
 # The largest relative KKT residual ever certified. Where the rounding floor exceeds it (beta tiny relative
 # to the scores, or lambda so large that the logits span more than ~1e11 nats) float64 cannot resolve the
@@ -394,7 +394,7 @@ def solve_dual(
             relative to each constraint's scale, complementary slackness relative to the objective's) is at
             most ``tol``. For tiny beta float64 cannot resolve that much; the tolerance certified is then
             ``max(tol, 16 eps max|logit|)`` with logits (r + lambda^T g) / beta (reported as
-            :attr:`DualSolution.tolerance`).
+            :attr:`DualSolution.tolerance`), never more than :data:`MAX_TOLERANCE`.
         max_iter: Most Newton iterations at the problem's own beta (each continuation stage has its own
             budget of 40).
         return_policy: Also compute pi*(lambda*) (an (X, Y) array; one more pass over the data).
@@ -406,7 +406,8 @@ def solve_dual(
         ValueError: ``tol`` not in (0, 1), ``max_iter`` not a positive integer, or a malformed ``lam0``.
         InfeasibleProblemError: A threshold no policy absolutely continuous w.r.t. pi_ref can strictly
             reach, or jointly infeasible constraints (no policy satisfies them all strictly).
-        DualSolverError: The KKT residual could not be certified, even by beta-continuation.
+        DualSolverError: The KKT residual could not be certified, even by beta-continuation, or float64 cannot
+            resolve the logits to :data:`MAX_TOLERANCE` (beta below about 1e-11 of the scores' scale).
     """
     tol, max_iter = _check_options(tol, max_iter)
     prob.check_feasible()
@@ -419,9 +420,9 @@ def solve_dual(
     scales = slack_scales(prob)
     if max(1.0, prob.beta, *scales) / min(1.0, prob.beta, *scales) <= _SCALE_RANGE:
         return _solve(prob, lam, tol, max_iter, return_policy)
-    # Extreme scales (beta or a constraint's scale s_i far from the others): solve the equivalent problem with
-    # r' = r / beta, g'_i = g_i / s_i, b'_i = b_i / s_i and beta' = 1, whose multipliers are mu_i = lambda_i s_i /
-    # beta (the same tilted policy); D = beta D', grad_i D = s_i grad_i D', hess D = s s^T hess D' / beta.
+    # Extreme scales (beta or a constraint's scale s_i far from 1): solve the equivalent problem with r' = r / beta,
+    # g'_i = g_i / s_i, b'_i = b_i / s_i and beta' = 1, whose multipliers are lambda'_i = lambda_i s_i / beta (the
+    # same tilted policy); D = beta D', grad_i D = s_i grad_i D', hess D = s s^T hess D' / beta.
     beta = prob.beta
     with np.errstate(over="ignore", under="ignore"):
         reward = prob.reward / beta
