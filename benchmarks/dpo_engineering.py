@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import GenerationConfig
 from llm.dpo import TrunkCache, all_pairs, dpo_epoch, grouped_batches, shuffled_batches
 from llm.models import DEFAULT_MODEL, load_model, load_tokenizer, tiny_model, trainable_parameters
@@ -107,6 +108,7 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dpo_engineering", description=__doc__.split("\n")[0])
@@ -123,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="model cache root (default: the toolkit's)")
     args = parser.parse_args(argv)
+    check_out_dir(args.out)  # before any timing: a file there would fail only at the end
     if min(args.prompts, args.repeats, args.batch_size, args.top_k_layers) < 1 or args.k < 2 or args.epochs < 2:
         parser.error("--prompts, --repeats, --batch-size, --top-k-layers must be >= 1, --k and --epochs >= 2")
     if args.threads is not None:

@@ -86,6 +86,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import GenerationConfig
 from llm.dpo import EpochStats, TrunkCache, dpo_epoch, pairs_loss, sequence_logprobs
 from llm.models import DEFAULT_MODEL, chat_prompt, load_model, load_tokenizer, tiny_model, trainable_parameters
@@ -530,6 +531,7 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns 1 when the agreement check fails (the results are still written)."""
     parser = argparse.ArgumentParser(
@@ -569,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="cache root of the converted default model (default: inside this venv; see the module docstring)",
     )
     args = parser.parse_args(argv)
+    check_out_dir(args.out)  # before any timing: a file there would fail only at the end
     if min(args.pairs, args.batch_size, args.repeats, args.prompt_tokens, args.epochs) < 1:
         parser.error("--pairs, --batch-size, --repeats, --prompt-tokens and --epochs must be >= 1")
     if min(args.response_tokens, args.responses) < 2:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
+from llm.cli_errors import exit_2_on_user_error
 from llm.config import load_config
 from llm.dpo import TrunkCache
 from llm.models import load_model
@@ -31,6 +32,7 @@ from llm.sampling import sample_responses
 STUDY_CONFIG = "configs/reviews_study.toml"
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.eval_log_ratios", description=__doc__.split("\n")[0])

@@ -51,6 +51,7 @@ from scipy.stats import norm
 
 from analysis.claims import MARGIN
 from analysis.decisions import ALPHA
+from llm.cli_errors import exit_2_on_user_error
 from llm.run_files import machine_description, package_versions, write_atomic
 from llm.scorers import plugin_maximum, within_prompt_sd
 
@@ -471,6 +472,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | None:
     return args
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one part of the pilot and write its JSON files; returns the exit status (2: bad arguments)."""
     args = _parse(argv)

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import load_config
 from llm.models import DEFAULT_MODEL, default_cache_root, load_model
 from llm.run_files import machine_description, package_versions, write_atomic
@@ -123,6 +124,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.threshold_sweep", description=__doc__.split("\n")[0])
@@ -134,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"configuration overrides for every run (default: {' '.join(DEFAULT_OVERRIDES)})",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    check_out_dir(args.out)  # before any timing: a file there would fail only at the end
     overrides = DEFAULT_OVERRIDES if args.overrides is None else tuple(args.overrides)
     with tempfile.TemporaryDirectory(prefix="threshold_sweep_") as work:
         result = run_benchmark(args.config, args.thresholds, overrides, Path(work))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from llm.config import RunConfig, add_config_arguments, config_from_args, describe_fields
 from llm.methods import METHODS, SWEEP_DEFAULT_METHODS
+from llm.threads import add_threads_argument, set_threads
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             help="read models, tokenizers, hf: scorers and hf: datasets from local files and the local Hugging Face "
             "cache only (sets model.offline = true)",
         )  # fmt: skip
+        add_threads_argument(command)
     run.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<config name>)")
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --out after its last finished iteration"
@@ -79,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)
     if config is None:
         return 2
+    set_threads(args.threads)  # before torch loads
     try:
         return _sweep(config, args) if args.command == "sweep" else _run(config, args)
     except (ValueError, OSError) as err:  # every input, file and model error names its fix: no traceback

@@ -149,6 +149,9 @@ class ModelConfig:
             all(isinstance(m, str) and m.strip() for m in self.lora_target_modules),
             "model.lora_target_modules", f"module names must be non-empty strings, got {self.lora_target_modules}",
         )  # fmt: skip
+        # LoRA's update is (alpha / r) B A: at alpha = 0 the policy never moves from pi_ref.
+        _require(math.isfinite(self.lora_alpha) and self.lora_alpha > 0, "model.lora_alpha",
+                 f"must be a finite number > 0, got {self.lora_alpha}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -604,6 +607,10 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> RunConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config: {path} is not valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config: {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"config: cannot read {path} ({err.strerror})") from None
     for override in overrides:
         _apply_override(data, override)
     return from_dict(RunConfig, data)

@@ -83,7 +83,8 @@ def sequence_logprobs(
 ) -> torch.Tensor:
     """``log pi(y|x) = sum_t log p(y_t | x, y_<t)`` for a batch of token-id prompts and responses.
 
-    Sequences are right-padded with ``pad_id`` (masked out); only response tokens are summed.
+    Sequences are right-padded with ``pad_id`` (masked out); only response tokens are summed, and the LM head
+    runs only at the positions that predict one (in any row of the batch), never over the prompts.
 
     Args:
         model: A causal LM returning ``.logits``.
@@ -100,7 +101,20 @@ def sequence_logprobs(
     ids, attention, target = _packed(prompts, responses, pad_id)
     device = next(model.parameters()).device
     ids, attention, target = ids.to(device), attention.to(device), target.to(device)
-    return _summed_logprobs(model(input_ids=ids, attention_mask=attention).logits, ids, target)
+    # Logits only at the positions that predict a response token in some row (transformers' logits_to_keep): a
+    # long prompt costs hidden states, never (length, vocab) logits.
+    keep = target[:, 1:].any(dim=0).nonzero().squeeze(1)
+    try:
+        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
+    except TypeError as err:  # a model whose forward has no logits_to_keep: logits at every position
+        if "logits_to_keep" not in str(err):
+            raise
+        logits = model(input_ids=ids, attention_mask=attention).logits
+    if logits.shape[1] == ids.shape[1]:  # every position was kept
+        return _summed_logprobs(logits, ids, target)
+    logits = logits.float()
+    token_logp = logits.gather(2, ids[:, keep + 1].unsqueeze(2)).squeeze(2) - torch.logsumexp(logits, dim=2)
+    return (token_logp * target[:, keep + 1]).sum(dim=1)
 
 
 class TrunkCache:

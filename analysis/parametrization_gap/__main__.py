@@ -13,9 +13,21 @@ from pathlib import Path
 
 from analysis.parametrization_gap.laboratory import FULL, QUICK, run
 from analysis.parametrization_gap.scaling import check_counts, scaling_table
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from paper_figures.parametrization_gap import draw_run
 
 
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {seed}")
+    return seed
+
+
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
@@ -27,8 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="the small run (about 4 minutes on a free CPU core), not the full one"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default: 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of everything, >= 0 (default: 0)")
     args = parser.parse_args(argv)
+    check_out_dir(args.out)
     config = dataclasses.replace(QUICK if args.quick else FULL, seed=args.seed)
     summary = run(config, args.out)
     paths = draw_run(args.out, args.out / "figures")

@@ -18,7 +18,12 @@ __all__ = ["load_prompt_file", "read_records"]
 
 def _read_jsonl_records(path: Path) -> Records:
     """(location, record) pairs; a ``.json`` file holding one JSON array is accepted too."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read it ({err.strerror})") from None
     if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
             items = json.loads(text)
