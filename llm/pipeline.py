@@ -9,8 +9,10 @@ Methods (:mod:`llm.methods`; Algorithm 2 with the schedule of Sec. 4.1.1 and App
 * ``one_shot`` (MoCAN): lambda fixed at the one-shot solution, T epochs;
 * ``dpo_h`` / ``dpo_g``: pseudo-labels from the reward alone / the first utility alone;
 * ``pecaid`` (Algorithm 3): as ``caid``, with the scores replaced by the implicit rewards of
-  models DPO-trained from pi_ref on the scorers' simulated Bradley-Terry preferences
-  (:mod:`llm.implicit_rewards`), saved as ``pre_aligned_<i>.safetensors``.
+  models DPO-trained from pi_ref on preferences: a labelled file or dataset (``pecaid.preferences``), or else
+  the scorers' simulated Bradley-Terry labels of pi_ref's pairs (:mod:`llm.implicit_rewards`,
+  :mod:`llm.pecaid`), saved as ``pre_aligned_<i>.safetensors``;
+* ``reference``: pi_ref itself, evaluated as a negative control (no iteration).
 
 :class:`llm.trainer.CAIDTrainer` holds the run's state and steps; :func:`run` is the driver: resume, iterate
 (checkpointing each iteration), evaluate, write. The DPO reference is pi_ref throughout. The run directory

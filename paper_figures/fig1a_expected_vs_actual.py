@@ -8,7 +8,7 @@ threshold)::
     RESULTS/llm_sweep/single/<run>/dual_trajectory.csv
     RESULTS/llm_sweep/single/<run>/config.json
 
-with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_h`` (DPO_h) and ``dpo_g`` (DPO_s); the
+with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_h`` (DPO_h) and ``dpo_g`` (DPO_g, the paper's DPO_s); the
 formats are those of :mod:`analysis.statistics`. Improvements and their 95% CIs are recomputed from
 ``eval_scores.csv`` with :func:`analysis.statistics.collect_runs` (paired over held-out prompts,
 Student-t intervals).

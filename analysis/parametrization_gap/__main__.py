@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.parametrization_gap.laboratory import FULL, QUICK, run
+from analysis.parametrization_gap.laboratory import SCALES, run
 from analysis.parametrization_gap.scaling import check_counts, scaling_table
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from paper_figures.parametrization_gap import draw_run
@@ -37,12 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, required=True, help="run directory (created; reruns resume)")
     parser.add_argument(
-        "--quick", action="store_true", help="the small run (about 4 minutes on a free CPU core), not the full one"
+        "--quick", action="store_true", help="the small run (minutes on 2 cores: docs/reproduction.md), not the full"
     )
     parser.add_argument("--seed", type=_seed, default=0, help="seed of everything, >= 0 (default: 0)")
     args = parser.parse_args(argv)
     check_out_dir(args.out)
-    config = dataclasses.replace(QUICK if args.quick else FULL, seed=args.seed)
+    config = dataclasses.replace(SCALES["quick" if args.quick else "full"], seed=args.seed)
     summary = run(config, args.out)
     paths = draw_run(args.out, args.out / "figures")
     columns = ["label", "n_params", "nu", "duality_gap_measured", "duality_gap_bound", "dual_distance_measured"]

@@ -226,8 +226,8 @@ def test_missing_run_names_the_command(tmp_path):
 
 @pytest.mark.slow
 def test_quick_world_bounds_and_nu_range(tmp_path):
-    """The quick laboratory (about 4 minutes): every applicable bound holds and nu spans two decades."""
-    summary = lab.run(lab.QUICK, tmp_path, progress=False)
+    """The quick laboratory (minutes): every applicable bound holds and nu spans two decades."""
+    summary = lab.run(lab.SCALES["quick"], tmp_path, progress=False)
     checked = assert_bounds_hold_where_hypotheses_hold(summary)
     assert checked >= len(summary) * len(BOUNDED) // 2
     parametrized = summary[summary["policy_class"] != "tabular"]
