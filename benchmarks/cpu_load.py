@@ -30,11 +30,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.report import write_report
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
-from llm.run_files import machine_description, write_atomic
+from llm.run_files import machine_description
 
 STUDY_CONFIG = "configs/reviews_study.toml"
-JSON_NAME, MD_NAME = "cpu_load.json", "cpu_load.md"
+NAME = "cpu_load"
 # name -> (threads: 0 = torch's default, -1 = llm.threads.set_threads; OMP_WAIT_POLICY or None for the default)
 SETTINGS = {"today": (0, None), "1 thread": (1, None), "passive": (0, "PASSIVE"), "auto": (-1, None)}
 LOADS = ("idle", "busy")
@@ -136,9 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratio_to_today_idle": {f"{s}, {load}": row["seconds"] / best[("today", "idle")]["seconds"]
                                 for (s, load), row in best.items()},
     }  # fmt: skip
-    write_atomic(args.out / JSON_NAME, json.dumps(record, indent=2) + "\n")
-    write_atomic(args.out / MD_NAME, markdown)
-    print(markdown)
+    write_report(args.out, NAME, record, markdown)
     return 0
 
 

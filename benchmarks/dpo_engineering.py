@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -38,13 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.report import write_report
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import GenerationConfig
 from llm.dpo import TrunkCache, all_pairs, dpo_epoch, grouped_batches, shuffled_batches
 from llm.models import DEFAULT_MODEL, load_model, load_tokenizer, tiny_model, trainable_parameters
 from llm.prompts import prompt_set
 from llm.reference_phase import response_logprobs
-from llm.run_files import machine_description, package_versions, write_atomic
+from llm.run_files import machine_description, package_versions
 from llm.sampling import Sample, sample_responses
 
 VARIANTS = ("per_pair", "grouped", "per_pair_trunk", "grouped_trunk")
@@ -171,10 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summary,
         "wall_s": time.perf_counter() - start,
     }
-    markdown = to_markdown(record)
-    write_atomic(args.out / "dpo_engineering.json", json.dumps(record, indent=2) + "\n")
-    write_atomic(args.out / "dpo_engineering.md", markdown)
-    print(markdown)
+    write_report(args.out, "dpo_engineering", record, to_markdown(record))
     return 0
 
 

@@ -7,12 +7,13 @@ folder belongs, a full disk); :func:`exit_2_on_user_error` turns either into ``e
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["USER_ERRORS", "check_out_dir", "exit_2_on_user_error"]
+__all__ = ["USER_ERRORS", "check_out_dir", "exit_2_on_user_error", "whole_number"]
 
 USER_ERRORS = (ValueError, OSError)
 """What bad input raises (each message names its file or field); anything else is a bug and keeps its traceback."""
@@ -43,3 +44,14 @@ def check_out_dir(path: Path, option: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option}: {path} is a file, not a folder; pass a folder (it is created if missing)")
     return path
+
+
+def whole_number(text: str) -> int:
+    """An argparse ``type``: a whole number >= 0, else argparse's one-line usage error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value

@@ -83,6 +83,18 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise ConfigError(f"{field}: {message}")
 
 
+def _at_least(section: str, minimum: int, **values: float) -> None:
+    """Each ``section.<name>`` of ``values`` must be >= ``minimum``."""
+    for name, value in values.items():
+        _require(value >= minimum, f"{section}.{name}", f"must be >= {minimum}, got {value}")
+
+
+def _positive(section: str, **values: float) -> None:
+    """Each ``section.<name>`` of ``values`` must be > 0."""
+    for name, value in values.items():
+        _require(value > 0, f"{section}.{name}", f"must be > 0, got {value}")
+
+
 def choices(tp: Any) -> tuple[str, ...] | None:
     """The allowed values of a ``Literal`` annotation, or None for any other type."""
     return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
@@ -142,8 +154,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must not be empty")
         _check_choices(self, "model.")
-        _require(self.top_k_layers >= 1, "model.top_k_layers", f"must be >= 1, got {self.top_k_layers}")
-        _require(self.lora_rank >= 1, "model.lora_rank", f"must be >= 1, got {self.lora_rank}")
+        _at_least("model", 1, top_k_layers=self.top_k_layers, lora_rank=self.lora_rank)
         _require(0 <= self.lora_dropout < 1, "model.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
         _require(
             all(isinstance(m, str) and m.strip() for m in self.lora_target_modules),
@@ -278,15 +289,14 @@ class GenerationConfig:
     batch_size: int = help_field(16, "sequences generated per batch")
 
     def __post_init__(self) -> None:
-        _require(self.max_new_tokens >= 1, "generation.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
-        _require(self.temperature > 0, "generation.temperature", f"must be > 0, got {self.temperature}")
+        _at_least("generation", 1, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        _positive("generation", temperature=self.temperature)
         _require(0 < self.top_p <= 1, "generation.top_p", f"must be in (0, 1], got {self.top_p}")
         _require(
             isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
             "generation.top_k", f"must be an integer >= 0 (0: no top-k truncation), got {self.top_k!r}",
         )  # fmt: skip
         _require(self.samples_per_prompt >= 2, "generation.samples_per_prompt", "must be >= 2 to form pairs")
-        _require(self.batch_size >= 1, "generation.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,21 +359,18 @@ class TrainingConfig:
     )
 
     def __post_init__(self) -> None:
-        _require(self.learning_rate > 0, "training.learning_rate", f"must be > 0, got {self.learning_rate}")
-        _require(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.pairs_per_prompt >= 1, "training.pairs_per_prompt", f"must be >= 1, got {self.pairs_per_prompt}")
+        _positive("training", learning_rate=self.learning_rate)
+        _at_least(
+            "training", 1, batch_size=self.batch_size, pairs_per_prompt=self.pairs_per_prompt,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+        )  # fmt: skip
         _require(
             not (self.all_pairs and self.pairs_per_prompt != 1),
             "training.pairs_per_prompt",
             "has no effect with training.all_pairs = true; leave it at 1",
         )
         _check_choices(self, "training.")
-        _require(self.warmup_steps >= 0, "training.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        _require(
-            self.gradient_accumulation_steps >= 1,
-            "training.gradient_accumulation_steps",
-            f"must be >= 1, got {self.gradient_accumulation_steps}",
-        )
+        _at_least("training", 0, warmup_steps=self.warmup_steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,12 +401,9 @@ class CAIDConfig:
     )
 
     def __post_init__(self) -> None:
-        _require(self.beta > 0, "caid.beta", f"must be > 0, got {self.beta}")
-        _require(self.iterations >= 1, "caid.iterations", f"must be >= 1, got {self.iterations}")
-        _require(self.dual_step_size > 0, "caid.dual_step_size", f"must be > 0, got {self.dual_step_size}")
-        _require(self.dual_prompts >= 1, "caid.dual_prompts", f"must be >= 1, got {self.dual_prompts}")
-        _require(self.dual_samples >= 1, "caid.dual_samples", f"must be >= 1, got {self.dual_samples}")
-        _require(self.plugin_samples >= 0, "caid.plugin_samples", f"must be >= 0, got {self.plugin_samples}")
+        _positive("caid", beta=self.beta, dual_step_size=self.dual_step_size)
+        _at_least("caid", 1, iterations=self.iterations, dual_prompts=self.dual_prompts, dual_samples=self.dual_samples)
+        _at_least("caid", 0, plugin_samples=self.plugin_samples)
         _require(self.plugin_prompts >= 0, "caid.plugin_prompts", f"must be >= 0 (0: all), got {self.plugin_prompts}")
 
 

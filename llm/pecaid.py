@@ -34,6 +34,7 @@ from llm.truncation import truncate
 
 __all__ = [
     "LabelledPairs",
+    "PeCAIDInputs",
     "held_out_evaluation",
     "held_out_pair_metrics",
     "implicit_phase",
@@ -121,21 +122,11 @@ def load_labelled_pairs(config: RunConfig, setup: RunSetup, data: PreferenceData
     return LabelledPairs(responses, prefer_1, ref_logprobs, tuple(pair.prompt for pair in data.pairs))
 
 
-def pre_align(
-    config: RunConfig,
-    ranks: Ranks,
-    setup: RunSetup,
-    pairs: np.ndarray,
-    out: Path,
-    trunk: TrunkCache | None,
-    progress: bool,
-    labelled: LabelledPairs | None = None,
-) -> list[ImplicitReward]:
-    """PeCAID's pre-alignment: one model per objective (reward first), DPO from pi_ref, as implicit rewards.
+@dataclasses.dataclass(frozen=True)
+class PeCAIDInputs:
+    """What PeCAID's pre-alignment reads from its trainer.
 
-    Each trained model is saved as ``pre_aligned_<i>.safetensors``; a resumed run loads it instead of training.
-
-    Args:
+    Attributes:
         config: The run's configuration.
         ranks: The processes sharing the run.
         setup: The reference phase (pi_ref, its samples and scores).
@@ -143,8 +134,25 @@ def pre_align(
         out: The run directory.
         trunk: The frozen-trunk cache of the reference samples (None: full forwards).
         progress: Whether to show progress bars.
-        labelled: The preference file's pairs, or None (the scorers label the reference pairs).
     """
+
+    config: RunConfig
+    ranks: Ranks
+    setup: RunSetup
+    pairs: np.ndarray
+    out: Path
+    trunk: TrunkCache | None
+    progress: bool
+
+
+def pre_align(inputs: PeCAIDInputs, labelled: LabelledPairs | None = None) -> list[ImplicitReward]:
+    """PeCAID's pre-alignment: one model per objective (reward first), DPO from pi_ref, as implicit rewards.
+
+    Each trained model is saved as ``pre_aligned_<i>.safetensors`` in ``inputs.out``; a resumed run loads it
+    instead of training. ``labelled``: the preference file's pairs, or None (the scorers label the reference pairs).
+    """
+    config, ranks, setup, pairs = inputs.config, inputs.ranks, inputs.setup, inputs.pairs
+    out, trunk, progress = inputs.out, inputs.trunk, inputs.progress
     names = list(config.objectives)
     ref, pad, k = setup.ref, setup.tokenizer.pad_token_id, config.generation.samples_per_prompt
     training, beta = config.training, config.caid.beta
@@ -284,27 +292,20 @@ def implicit_thresholds(config: RunConfig, pool: ReferenceData) -> tuple[float, 
 
 
 def implicit_phase(
-    config: RunConfig,
-    ranks: Ranks,
-    setup: RunSetup,
-    pairs: np.ndarray,
-    out: Path,
-    trunk: TrunkCache | None,
-    progress: bool,
-    record: Callable[[], None],
-    preferences: PreferenceData | None = None,
+    inputs: PeCAIDInputs, record: Callable[[], None], preferences: PreferenceData | None = None
 ) -> tuple[RunSetup, ReferenceData, ReferenceData | None, list[ImplicitReward], LabelledPairs | None]:
     """Algorithm 3, lines 3-4, for a trainer: the pre-aligned models' implicit rewards in place of the scores.
 
     A preference file (or ``preferences``) is read and checked before anything is written; without scorers,
     ``data.test_fraction`` of its pairs (by prompt) are held out for the evaluation. ``record`` is called before the
-    pre-aligned models are saved into ``out``.
+    pre-aligned models are saved into ``inputs.out``.
 
     Returns:
         ``(setup, ref, plugin, utilities, held_out)``: the setup with thresholds in implicit-reward units
         (:func:`implicit_thresholds`), the reference pool and plug-in pool with implicit scores, the implicit
         utilities, and the held-out labelled pairs (None with scorers or without a preference file).
     """
+    config, ranks, setup = inputs.config, inputs.ranks, inputs.setup
     given = config.pecaid.preferences or preferences is not None
     labelled = load_labelled_pairs(config, setup, preferences) if given else None
     held_out = None
@@ -312,7 +313,7 @@ def implicit_phase(
         labelled, held_out = labelled.split(config.data.test_fraction, config.data_seed)
     record()
     # Labelled pairs are the file's own responses, not the reference samples the trunk cache holds.
-    implicit = pre_align(config, ranks, setup, pairs, out, None if labelled is not None else trunk, progress, labelled)
+    implicit = pre_align(inputs if labelled is None else dataclasses.replace(inputs, trunk=None), labelled)
     prompts, k = setup.train.prompts, config.generation.samples_per_prompt
     ref = dataclasses.replace(setup.ref, train_scores=implicit_scores(ranks, implicit, prompts, setup.ref, k))
     plugin = setup.plugin

@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from llm.cli_errors import whole_number
+
 __all__ = ["add_threads_argument", "choose_threads", "free_cores", "set_threads", "usable_cores"]
 
 # How long the CPUs' busy time is sampled to tell how many cores other processes use.
@@ -95,17 +97,8 @@ def set_threads(requested: int | None = None) -> int:
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: torch's CPU threads (default 0: one per core left free by other processes at start)."""
     parser.add_argument(
-        "--threads", type=_threads, default=0, metavar="N",
+        "--threads", type=whole_number, default=0, metavar="N",
         help="CPU threads for torch (default 0: one per core that other processes leave free at the start, "
         "so a busy machine does not make torch's threads wait on each other)",
     )  # fmt: skip
 
-
-def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0: chosen from the free cores), got {value}")
-    return value

@@ -152,8 +152,8 @@ class CAIDTrainer:
         setup = truncated_setup(setup, config.data, config.generation.batch_size)  # the pairs DPO forwards
         ref, plugin, utilities, held_out = setup.ref, setup.plugin, setup.scorers[1:], None
         if spec.pre_aligned:  # Algorithm 3, lines 3-4: implicit rewards (and thresholds) in place of the scores
-            phase = pecaid.implicit_phase(config, ranks, setup, pairs, out, trunk, progress, record, preferences)
-            setup, ref, plugin, utilities, held_out = phase
+            inputs = pecaid.PeCAIDInputs(config, ranks, setup, pairs, out, trunk, progress)
+            setup, ref, plugin, utilities, held_out = pecaid.implicit_phase(inputs, record, preferences)
         pool = plugin if plugin is not None else ref  # the one-shot plug-in problem's samples
         problem = pool.problem(setup.thresholds, config.caid.beta)
         trainer = cls(config, setup, ranks, ref, utilities, pairs, problem, rng, trunk, progress)

@@ -37,11 +37,13 @@ def figure_main(name: str, description: str, make_figure: MakeFigure, argv: Sequ
     return 0
 
 
-def drawn_figure(name: str, draw: Callable[[Path], Figure]) -> MakeFigure:
-    """``make_figure(results_dir, out_dir)`` of a module whose ``draw(results_dir)`` returns one figure.
+def figure_entry(
+    name: str, doc: str | None, draw: Callable[[Path], Figure]
+) -> tuple[MakeFigure, Callable[[Sequence[str] | None], int]]:
+    """``(make_figure, main)`` of a module whose ``draw(results_dir)`` returns one figure.
 
-    The figure is drawn in the paper style and saved as ``<name>.png`` and ``.pdf`` in ``out_dir``; ``make_figure``
-    returns their paths.
+    ``make_figure(results_dir, out_dir)`` draws it in the paper style, saves ``<name>.png`` and ``.pdf`` in
+    ``out_dir`` and returns their paths; ``main`` is its command line (:func:`figure_command`).
     """
 
     def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
@@ -49,7 +51,7 @@ def drawn_figure(name: str, draw: Callable[[Path], Figure]) -> MakeFigure:
             return save_figure(draw(Path(results_dir)), out_dir, name)
 
     make_figure.__doc__ = f"Draw {name} into ``out_dir``; return the PNG and PDF paths."
-    return make_figure
+    return make_figure, figure_command(name, doc, make_figure)
 
 
 def figure_command(name: str, doc: str | None, make_figure: MakeFigure) -> Callable[[Sequence[str] | None], int]:

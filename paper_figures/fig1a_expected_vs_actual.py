@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from analysis.statistics import collect_runs, satisfaction_rows
 from llm.methods import COMPARED, REGISTRY
 from llm.sweep import SWEEP_FILE
-from paper_figures.cli import drawn_figure, figure_command
+from paper_figures.cli import figure_entry
 from paper_figures.results_files import ResultsFileError, check_run, read_json_object
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
@@ -171,8 +171,7 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-make_figure = drawn_figure(NAME, draw)
-main = figure_command(NAME, __doc__, make_figure)
+make_figure, main = figure_entry(NAME, __doc__, draw)
 
 
 if __name__ == "__main__":

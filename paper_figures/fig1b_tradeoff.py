@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from analysis.pareto import pareto_front
 from llm.methods import DPO_BASELINES, REGISTRY
-from paper_figures.cli import drawn_figure, figure_command
+from paper_figures.cli import figure_entry
 from paper_figures.fig1a_expected_vs_actual import (
     RESULTS_SUBDIR,
     SWEEP_METHODS,
@@ -119,8 +119,7 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-make_figure = drawn_figure(NAME, draw)
-main = figure_command(NAME, __doc__, make_figure)
+make_figure, main = figure_entry(NAME, __doc__, draw)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,8 @@ from pathlib import Path
 
 from analysis.parametrization_gap.laboratory import SCALES, run
 from analysis.parametrization_gap.scaling import check_counts, scaling_table
-from llm.cli_errors import check_out_dir, exit_2_on_user_error
+from llm.cli_errors import check_out_dir, exit_2_on_user_error, whole_number
 from paper_figures.parametrization_gap import draw_run
-
-
-def _seed(text: str) -> int:
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {seed}")
-    return seed
 
 
 @exit_2_on_user_error
@@ -39,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="the small run (minutes on 2 cores: docs/reproduction.md), not the full"
     )
-    parser.add_argument("--seed", type=_seed, default=0, help="seed of everything, >= 0 (default: 0)")
+    parser.add_argument("--seed", type=whole_number, default=0, help="seed of everything, >= 0 (default: 0)")
     args = parser.parse_args(argv)
     check_out_dir(args.out)
     config = dataclasses.replace(SCALES["quick" if args.quick else "full"], seed=args.seed)

@@ -17,8 +17,8 @@ def test_every_setting_is_timed_idle_and_busy_and_reported_against_today_idle(tm
     monkeypatch.setattr(cpu_load, "_time", fake)
     assert cpu_load.main(["--out", str(tmp_path), "--prompts", "2", "--rounds", "2"]) == 0
     assert sorted(calls) == sorted(list(seconds) * 2)
-    record = json.loads((tmp_path / cpu_load.JSON_NAME).read_text())
+    record = json.loads((tmp_path / f"{cpu_load.NAME}.json").read_text())
     best = seconds  # the faster of the two rounds
     for (setting, load), value in best.items():
         assert record["ratio_to_today_idle"][f"{setting}, {load}"] == value / best[("today", "idle")]
-    assert "| auto | busy | 1 | 19.5 | 1.95 |" in (tmp_path / cpu_load.MD_NAME).read_text()
+    assert "| auto | busy | 1 | 19.5 | 1.95 |" in (tmp_path / f"{cpu_load.NAME}.md").read_text()
