@@ -41,11 +41,12 @@ from benchmarks.report import write_report
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import GenerationConfig
 from llm.dpo import TrunkCache, all_pairs, dpo_epoch, grouped_batches, shuffled_batches
-from llm.models import DEFAULT_MODEL, load_model, load_tokenizer, tiny_model, trainable_parameters
+from llm.models import DEFAULT_MODEL, load_model, load_tokenizer, tiny_model
 from llm.prompts import prompt_set
 from llm.reference_phase import response_logprobs
 from llm.run_files import machine_description, package_versions
 from llm.sampling import Sample, sample_responses
+from llm.trainable import trainable_parameters
 
 VARIANTS = ("per_pair", "grouped", "per_pair_trunk", "grouped_trunk")
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy")

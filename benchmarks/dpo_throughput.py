@@ -89,10 +89,11 @@ from benchmarks.report import write_report
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import GenerationConfig
 from llm.dpo import EpochStats, TrunkCache, dpo_epoch, pairs_loss, sequence_logprobs
-from llm.models import DEFAULT_MODEL, chat_prompt, load_model, load_tokenizer, tiny_model, trainable_parameters
+from llm.models import DEFAULT_MODEL, chat_prompt, load_model, load_tokenizer, tiny_model
 from llm.prompts import prompt_set
 from llm.run_files import machine_description, package_versions
 from llm.sampling import Sample, sample_responses
+from llm.trainable import trainable_parameters
 
 NAME = "dpo_throughput"
 IMPLEMENTATIONS = ("ours", "trl", "trl_precompute")

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from llm.dpo import sequence_logprobs
-from llm.models import apply_lora
 from llm.run_files import machine_description, package_versions, write_atomic
+from llm.trainable import apply_lora
 
 VERSIONS = ("caid-toolkit", "torch", "transformers", "peft", "numpy")
 LORA_RANK = 8

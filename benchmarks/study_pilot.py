@@ -345,10 +345,10 @@ def dpo_pilot(model, tokenizer, prompts: Sequence[str], args: argparse.Namespace
     import torch
 
     from llm.dpo import dpo_loss, pseudo_labels, sequence_logprobs
-    from llm.models import trainable_parameters
     from llm.prompts import PromptSet, split
     from llm.sampling import sample_responses
     from llm.scorers import Sentiment, score, standardize
+    from llm.trainable import trainable_parameters
 
     k, beta, pad = args.dpo_k, args.dpo_beta, tokenizer.pad_token_id
     train_side, test_side = split(PromptSet("reviews", tuple(prompts)), 0.5, args.seed)

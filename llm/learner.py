@@ -22,8 +22,8 @@ from llm.config import ModelConfig, TrainingConfig
 from llm.distributed import Ranks, wrap_for_training
 from llm.dpo import EpochStats, TrunkCache, dpo_epoch
 from llm.mixed_precision import MixedPrecision
-from llm.models import apply_lora, trainable_parameters
 from llm.sampling import Sample
+from llm.trainable import apply_lora, trainable_parameters
 
 __all__ = ["Learner", "TrunkCaches", "build_learner", "lr_scheduler"]
 

@@ -75,7 +75,8 @@ def export(
     """
     import torch
 
-    from llm.models import apply_lora, base_model
+    from llm.models import base_model
+    from llm.trainable import apply_lora
 
     run_dir, target = Path(run_dir), Path(target_dir)
     if target.exists():

@@ -173,7 +173,7 @@ def test_bad_specs_and_objects_are_refused_before_any_model_loads(tmp_path, monk
 def test_a_peft_model_keeps_training_its_own_adapters(tmp_path, tokenizer, trained):
     from peft import PeftModel
 
-    from llm.models import apply_lora
+    from llm.trainable import apply_lora
 
     given = apply_lora(tiny_model(tokenizer, seed=5), rank=2, seed=1)
     with torch.no_grad():  # adapters that already change the model, as a fine-tuned one's would

@@ -17,7 +17,6 @@ from llm.models import (  # noqa: E402
     converted_model_dir,
     load_model,
     tiny_model,
-    trainable_parameters,
 )
 from llm.scorers import (  # noqa: E402
     Relevance,
@@ -30,6 +29,7 @@ from llm.scorers import (  # noqa: E402
     negated,
     score,
 )
+from llm.trainable import trainable_parameters  # noqa: E402
 from tests.markers import HAS_MINILM, HAS_SMOLLM2, needs_smollm2  # noqa: E402
 
 QUESTION = "What is the capital of France?"

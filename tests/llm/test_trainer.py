@@ -18,10 +18,10 @@ from llm.config import ConfigError, EvaluationConfig, ModelConfig, RunConfig, Tr
 from llm.distributed import Ranks
 from llm.dpo import TrunkCache, dpo_loss, label_uniforms, sequence_logprobs
 from llm.learner import Learner, TrunkCaches
-from llm.models import trainable_parameters
 from llm.run_files import RunFileError
 from llm.run_schema import load_eval_scores
 from llm.sampling import Sample
+from llm.trainable import trainable_parameters
 from tests.llm.test_pipeline import TINY
 
 PAD = 0

@@ -11,9 +11,9 @@ import llm.pipeline as pipeline
 from llm.config import CAIDConfig, DataConfig, GenerationConfig, ModelConfig, RunConfig, ScorerConfig, TrainingConfig
 from llm.dpo import dpo_epoch, sequence_logprobs, steps_per_epoch
 from llm.mixed_precision import MixedPrecision
-from llm.models import apply_lora
 from llm.reference_phase import ReferenceData
 from llm.sampling import Sample
+from llm.trainable import apply_lora
 from llm.truncation import truncate, truncated_reference
 from tests.tiny_llama import tiny_llama
 
