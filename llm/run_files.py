@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import socket
+import sys
 import uuid
 import warnings
 import zipfile
@@ -393,10 +394,16 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 
 def machine_description() -> str:
-    """OS, architecture, CPU count, Python and numpy versions of this machine."""
+    """OS, architecture, CPU count, Python and numpy versions of this machine, and torch's threads if it is loaded.
+
+    The threads are recorded because :mod:`llm.threads` chooses them from the cores free at the start, and a
+    float reduction over another number of threads rounds differently (an L-BFGS fit can then end elsewhere).
+    """
+    torch = sys.modules.get("torch")
+    threads = f", torch threads {torch.get_num_threads()}" if torch is not None else ""
     return (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, numpy {np.__version__}"
+        f"Python {platform.python_version()}, numpy {np.__version__}{threads}"
     )
 
 
