@@ -4,6 +4,7 @@ A block is the text between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -
 
 * ``claims``: the claims table of ``docs/reproduction/REPORT.md`` (every column but ``key``), verbatim;
 * ``gap_scaling``: the gap laboratory's per-quantity checks and log-log slopes against nu from the same report;
+* ``next_token``: the next-token laboratory's claims table from the same report;
 * ``timing``: the steps' seconds of ``docs/reproduction/timings.json`` and their total.
 
 ``python docs/generate_results.py`` rewrites every block in place; ``--check`` rewrites nothing and exits 1
@@ -94,7 +95,15 @@ def timing_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-GENERATORS = {"claims": claims_block, "gap_scaling": gap_scaling_block, "timing": timing_block}
+def next_token_block() -> str:
+    """The next-token laboratory's claims table: estimate, interval, verdict, size and power per row."""
+    columns = ["claim", "setting", "method", "estimate", "low", "high", "verdict", "size", "power"]
+    return report_table("## Exact real-model laboratory: claims table", columns)
+
+
+GENERATORS = {
+    "claims": claims_block, "gap_scaling": gap_scaling_block, "next_token": next_token_block, "timing": timing_block,
+}  # fmt: skip
 
 
 def regenerate(text: str, page: Path) -> str:
