@@ -55,7 +55,7 @@ def _worker(prompts: int, threads: int) -> None:
         torch.set_num_threads(threads)
     from llm.config import load_config
     from llm.models import load_model
-    from llm.reviews import review_prompts
+    from llm.prompts.reviews import review_prompts
     from llm.sampling import sample_responses
 
     config = load_config(STUDY_CONFIG)

@@ -22,3 +22,13 @@ def test_every_setting_is_timed_idle_and_busy_and_reported_against_today_idle(tm
     for (setting, load), value in best.items():
         assert record["ratio_to_today_idle"][f"{setting}, {load}"] == value / best[("today", "idle")]
     assert "| auto | busy | 1 | 19.5 | 1.95 |" in (tmp_path / f"{cpu_load.NAME}.md").read_text()
+
+
+def test_the_worker_samples_the_study_prompts(tokenizer, monkeypatch, capsys):
+    """The timed step itself, on a tiny random model with the real tokenizer (the benchmark loads SmolLM2)."""
+    from llm import models
+
+    monkeypatch.setattr(models, "load_model", lambda: (models.tiny_model(tokenizer), tokenizer))
+    cpu_load._worker(2, 1)
+    record = json.loads(capsys.readouterr().out)
+    assert record["threads"] == 1 and record["seconds"] > 0
