@@ -31,7 +31,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
-from llm.config import add_config_arguments, config_from_args
+from llm.config_files import add_config_arguments, config_from_args
 from llm.run_files import write_atomic
 from llm.threads import add_threads_argument, set_threads
 from theory.dual_solver import DualSolverError, solve_dual

@@ -47,7 +47,8 @@ from analysis.claims import (
 )
 from analysis.decisions import NotTestable
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
-from llm.config import ConfigError, RunConfig, load_config
+from llm.config import ConfigError, RunConfig
+from llm.config_files import load_config
 from llm.methods import METHODS
 from llm.prompts import PromptSet, prompt_set, split
 from llm.prompts.reviews import REVIEW_SUBJECTS, review_grid

@@ -53,7 +53,7 @@ def _worker(prompts: int, threads: int) -> None:
 
     if threads > 0:
         torch.set_num_threads(threads)
-    from llm.config import load_config
+    from llm.config_files import load_config
     from llm.models import load_model
     from llm.prompts.reviews import review_prompts
     from llm.sampling import sample_responses

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from llm.cli_errors import exit_2_on_user_error
-from llm.config import load_config
+from llm.config_files import load_config
 from llm.dpo import TrunkCache
 from llm.models import load_model
 from llm.prompts import review_prompts

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available() and not args.cpu:
         print("gpu_smoke: no CUDA device here, so nothing was measured (pass --cpu for a plumbing check)")
         return 0
-    from llm.config import load_config, to_dict
+    from llm.config_files import load_config, to_dict
     from llm.distributed import init_ranks
     from llm.pipeline import VERSIONS as RUN_VERSIONS
     from llm.pipeline import run_setup

@@ -33,7 +33,7 @@ from typing import Any
 
 from benchmarks.report import write_report
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
-from llm.config import load_config
+from llm.config_files import load_config
 from llm.models import DEFAULT_MODEL, default_cache_root, load_model
 from llm.run_files import machine_description, package_versions
 from llm.run_schema import RunSummary

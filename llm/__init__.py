@@ -1,7 +1,8 @@
 """CAID on real causal language models: the parametrized dual method of arXiv 2505.19387 (Algorithms 1-3).
 
 ``python -m llm run --config FILE.toml`` runs one method at one threshold vector, ``python -m llm sweep``
-several; :mod:`llm.methods` lists the methods. Modules: :mod:`llm.config` (typed TOML configuration),
+several; :mod:`llm.methods` lists the methods. Modules: :mod:`llm.config` (typed configuration),
+:mod:`llm.config_files` (read from TOML and ``--set`` overrides),
 :mod:`llm.pipeline` (one run: the reference phase, then :mod:`llm.trainer`'s ``CAIDTrainer``: one-shot dual,
 DPO epochs with on-policy dual steps, evaluation), :mod:`llm.reference_phase` (the cached reference phase),
 :mod:`llm.dpo` (DPO loss, pseudo-labels, the frozen-trunk cache),
@@ -53,7 +54,7 @@ _EXPORTS = {
     "Method": "llm.methods",
     "method": "llm.methods",
     "RunConfig": "llm.config",
-    "load_config": "llm.config",
+    "load_config": "llm.config_files",
     "build_scorer": "llm.scorers",
     "dpo_loss": "llm.dpo",
     "export": "llm.policy_export",

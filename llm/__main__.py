@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm.config import RunConfig, add_config_arguments, config_from_args, describe_fields
+from llm.config import RunConfig
+from llm.config_files import add_config_arguments, config_from_args, describe_fields
 from llm.methods import METHODS, SWEEP_DEFAULT_METHODS
 from llm.threads import add_threads_argument, set_threads
 

@@ -42,7 +42,8 @@ import torch
 from tqdm import tqdm
 
 from llm.checkpoints import STATE_FILE, load_state
-from llm.config import RunConfig, to_dict
+from llm.config import RunConfig
+from llm.config_files import to_dict
 from llm.distributed import Ranks, init_ranks
 from llm.learner import TrunkCaches
 from llm.models import (
@@ -227,7 +228,7 @@ def run(
     """Run one method into ``out``; return the summary (also written to ``summary.json``).
 
     Args:
-        config: The run's configuration (:func:`llm.config.load_config`, or :class:`llm.config.RunConfig`).
+        config: The run's configuration (:func:`llm.config_files.load_config`, or :class:`llm.config.RunConfig`).
         out: The run directory.
         model: A ``transformers`` causal LM or ``peft`` ``PeftModel`` in place of ``model.name``: pi_ref is a
             frozen copy and the policy starts from it (the object itself is left as it was).

@@ -29,7 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from llm.config import ConfigError, RunConfig, from_dict
+from llm.config import ConfigError, RunConfig
+from llm.config_files import from_dict
 from llm.run_files import RunFileError, read_json, read_with_digest
 
 __all__ = ["EXPORT_FILE", "export"]
@@ -208,13 +209,13 @@ def _with_offline(config: RunConfig) -> Any:
 def _given_model(model: Any, tokenizer: Any, inputs: dict[str, Any], config: RunConfig) -> tuple[Any, Any]:
     """A copy of the caller's model (checked against the run record) in the run's dtype, and its tokenizer."""
     from llm.models import prepare_tokenizer
-    from llm.run_inputs import module_fingerprint, reference_from
+    from llm.run_inputs import object_fingerprint, reference_from
 
     if model is None or tokenizer is None:
         raise ValueError(
             "this run started from a model object (llm.run(..., model=...)): pass the same model and tokenizer, "
             "llm.export(run_dir, target_dir, model=model, tokenizer=tokenizer)"
         )
-    if module_fingerprint(model) != inputs["model"]:
+    if object_fingerprint(model) != inputs["model"]:
         raise ValueError("model=: not the model the run started from (its weights or configuration differ)")
     return reference_from(model, config.model), prepare_tokenizer(copy.deepcopy(tokenizer), type(model).__name__)

@@ -36,37 +36,26 @@ from llm.scorers import parse_scorer_spec
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["RunInputs", "module_fingerprint", "reference_from", "tokenizer_fingerprint"]
-
-_ENDS_BYTES = 1 << 20  # as llm.models.folder_fingerprint reads a file's ends
-
+__all__ = ["RunInputs", "object_fingerprint", "reference_from", "tokenizer_fingerprint"]
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def module_fingerprint(model: torch.nn.Module) -> dict[str, str]:
-    """The class, configuration and weights of ``model`` by content.
+def object_fingerprint(model: torch.nn.Module) -> dict[str, str]:
+    """The class, configuration (and PEFT adapters' settings) and weights of a model object, by content.
 
-    Every parameter and buffer contributes its name, shape, dtype and the bytes of its first and last MiB (all of
-    it when smaller): trained or replaced weights change the key without hashing every byte of a 7B model.
+    The weights are :func:`llm.models.module_fingerprint`: every byte of every tensor, as the cache keys files by
+    every byte, so weights changed anywhere (not only near a tensor's ends) change the key.
     """
-    import torch
+    from llm.models import module_fingerprint
 
-    digest = hashlib.sha256()
-    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
-    for name, tensor in tensors:
-        flat = tensor.detach().reshape(-1)
-        n = max(1, _ENDS_BYTES // flat.element_size())
-        ends = flat if flat.numel() <= 2 * n else torch.cat([flat[:n], flat[-n:]])
-        digest.update(f"{name}\x00{tuple(tensor.shape)}\x00{tensor.dtype}\x00".encode())
-        digest.update(ends.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     config = getattr(model, "config", None)
     described = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config)
     peft = getattr(model, "peft_config", None)
     if peft:  # the adapters' settings (rank, alpha, targets)
         described += repr(sorted((k, v.to_dict()) for k, v in peft.items()))
-    return {"class": type(model).__qualname__, "config": _sha256(described), "weights": digest.hexdigest()}
+    return {"class": type(model).__qualname__, "config": _sha256(described), "weights": module_fingerprint(model)}
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, str]:
@@ -157,7 +146,7 @@ class RunInputs:
     def fingerprints(self) -> dict[str, Any]:
         """What identifies each object passed (None for the ones not passed), for cache keys and the run record."""
         return {
-            "model": None if self.model is None else module_fingerprint(self.model),
+            "model": None if self.model is None else object_fingerprint(self.model),
             "tokenizer": None if self.tokenizer is None else tokenizer_fingerprint(self.tokenizer),
             "prompts": None if self.prompts is None else content_key(self.prompts),
             "preferences": None if self.preferences is None else _preferences_key(self.preferences),

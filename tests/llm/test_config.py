@@ -2,7 +2,8 @@ import dataclasses
 
 import pytest
 
-from llm.config import ConfigError, DataConfig, RunConfig, describe_fields, from_dict, load_config, to_dict
+from llm.config import ConfigError, DataConfig, RunConfig
+from llm.config_files import describe_fields, from_dict, load_config, to_dict
 
 
 def _write(tmp_path, text):

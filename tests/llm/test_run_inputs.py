@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from llm.config import RunConfig, ScorerConfig  # noqa: E402
 from llm.models import tiny_model  # noqa: E402
-from llm.run_inputs import RunInputs, module_fingerprint, tokenizer_fingerprint  # noqa: E402
+from llm.run_inputs import RunInputs, object_fingerprint, tokenizer_fingerprint  # noqa: E402
 
 MINE = RunConfig(scorers=ScorerConfig(reward="length", utilities=["-toxicity"], thresholds=[0.1]))
 
@@ -58,14 +58,23 @@ def test_fingerprints_change_with_the_weights_the_tokenizer_the_prompts_and_the_
     before = RunInputs.of(MINE, model=model, tokenizer=tokenizer, prompts=["a", "b"], scorers={"length": _length})
     first = before.fingerprints()
     assert before.fingerprints() == first  # deterministic
-    assert module_fingerprint(tiny_model(tokenizer)) == first["model"]  # same seed, same weights
+    assert object_fingerprint(tiny_model(tokenizer)) == first["model"]  # same seed, same weights
     with torch.no_grad():
         model.model.layers[1].mlp.down_proj.weight[0, 0] += 1e-3  # one weight, deep inside a tensor
-    assert module_fingerprint(model)["weights"] != first["model"]["weights"]
-    assert module_fingerprint(model)["config"] == first["model"]["config"]
-    assert module_fingerprint(tiny_model(tokenizer, layers=3))["config"] != first["model"]["config"]
+    assert object_fingerprint(model)["weights"] != first["model"]["weights"]
+    assert object_fingerprint(model)["config"] == first["model"]["config"]
+    assert object_fingerprint(tiny_model(tokenizer, layers=3))["config"] != first["model"]["config"]
     other = RunInputs.of(MINE, prompts=["a", "c"], scorers={"length": lambda p, r: [0.0] * len(r)}).fingerprints()
     assert other["prompts"] != first["prompts"] and other["scorers"]["length"] != first["scorers"]["length"]
     extra = copy.deepcopy(before.tokenizer)
     extra.add_tokens(["<caid-extra-token>"])
     assert tokenizer_fingerprint(extra) != first["tokenizer"]
+
+
+def test_a_weight_changed_in_the_middle_of_a_large_tensor_changes_the_fingerprint():
+    """A 4 MiB weight: a change far from its first and last MiB is seen (the cache keys every byte)."""
+    layer = torch.nn.Linear(1024, 1024)
+    before = object_fingerprint(layer)
+    with torch.no_grad():
+        layer.weight[512, 0] += 1.0
+    assert object_fingerprint(layer)["weights"] != before["weights"]
