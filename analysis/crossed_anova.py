@@ -2,7 +2,7 @@
 
 The studies measure a statistic per training seed s and held-out prompt x (an error e = achieved - b, a
 paired difference of two methods, ...). Prompts share templates (the review prompts are 16 openers x 24
-subjects, :mod:`llm.reviews`; the next-token lab's are 8 frames x 64 subjects), so they are grouped into
+subjects, :mod:`llm.prompts.reviews`; the next-token lab's are 8 frames x 64 subjects), so they are grouped into
 clusters g(x). With per-seed splits a prompt may be held out at one seed and not another: missing units are NaN.
 
 Model (crossed random effects on the cell means): with ``m[s, g]`` the mean of the units of cluster g present at

@@ -30,8 +30,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from llm.config import add_config_arguments, config_from_args
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
+from llm.config_files import add_config_arguments, config_from_args
 from llm.run_files import write_atomic
+from llm.threads import add_threads_argument, set_threads
 from theory.dual_solver import DualSolverError, solve_dual
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
 
@@ -288,6 +290,7 @@ def write_study(study: DualConvergence, out: Path, record: dict[str, object]) ->
     return [path for path, _ in files]
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: the reference phase of a run configuration, then the study (no training)."""
     parser = argparse.ArgumentParser(
@@ -301,7 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="prompt counts (default: halvings of N / 2: below the pool, where subsamples differ)")
     parser.add_argument("--k", type=int, nargs="+", help="responses per prompt (default: halvings of K, >= 2)")
     parser.add_argument("--replicates", type=int, default=20, help="subsamples per (n, k) (default: 20)")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
+    set_threads(args.threads)  # before torch loads
+    check_out_dir(args.out)
 
     config = config_from_args(args)
     if config is None:

@@ -6,7 +6,7 @@ relevance. Every score is in sigma units (``scorers.standardize``) and every thr
 maximum M (``scorers.threshold_units = 'plugin_fraction'``). Each seed has its own split and reference pool
 (``data.seed`` = the seed), so b, M and the plug-in lambda vary with the seed as training does, and the
 per-prompt arrays are ``(seeds, prompts of the review grid)`` with NaN where a prompt is not held out at a seed.
-Prompts share an opener (16 openers x 24 subjects, :mod:`llm.reviews`): the opener is the cluster of
+Prompts share an opener (16 openers x 24 subjects, :mod:`llm.prompts.reviews`): the opener is the cluster of
 :mod:`analysis.crossed_anova`.
 
 Per held-out prompt x (one policy sample, the seed's reference pool mean), in sigma units: e_i(x) = g_i(policy) -
@@ -46,13 +46,16 @@ from analysis.claims import (
     violation_rows,
 )
 from analysis.decisions import NotTestable
-from llm.config import ConfigError, RunConfig, load_config
-from llm.data import PromptSet, prompt_set, split
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
+from llm.config import ConfigError, RunConfig
+from llm.config_files import load_config
 from llm.methods import METHODS
-from llm.reviews import REVIEW_SUBJECTS, review_grid
+from llm.prompts import PromptSet, prompt_set, split
+from llm.prompts.reviews import REVIEW_SUBJECTS, review_grid
 from llm.run_files import write_atomic
 from llm.run_schema import RunSummary, load_eval_scores
 from llm.sweep import SweepRun, run_sweep, sweep_runs
+from llm.threads import add_threads_argument, set_threads
 
 __all__ = ["SCALES", "StudyDesign", "arm_dirs", "load_arms", "load_run", "points", "run_study", "verdicts",
            "write_results"]  # fmt: skip
@@ -302,6 +305,7 @@ def write_results(out: Path, design: StudyDesign) -> pd.DataFrame:
     return frame
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: run what is missing, then write the points, the violations and the verdicts."""
     parser = argparse.ArgumentParser(
@@ -311,11 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="study folder (resumed if it exists)")
     parser.add_argument("--scale", choices=tuple(SCALES), default="quick", help="sizes (default: quick)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
+    set_threads(args.threads)  # before torch loads
     design = SCALES[args.scale]
-    if args.out.exists() and not args.out.is_dir():
-        print(f"error: --out: {args.out} is a file; give a folder", file=sys.stderr)
-        return 2
+    check_out_dir(args.out)
     unknown = sorted({item.method for item in design.single_runs()} - set(METHODS))
     if unknown:
         print(f"error: the design's methods {unknown} are not in the methods registry (llm.methods: "

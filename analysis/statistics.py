@@ -22,7 +22,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ __all__ = [  # the paired statistics live in llm.paired_statistics (the pipeline
     "ConstraintCheck",
     "EvalScores",
     "PairedImprovement",
+    "RunOptions",
     "collect_runs",
     "constraint_satisfaction",
     "improvement_table",
@@ -240,13 +241,17 @@ def collect_runs(
     return table.astype({"constraint": "Int64", "satisfied": "boolean"})
 
 
+class RunOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`collect_runs` after ``paths``."""
+
+    confidence: float
+    n_boot: int
+    seed: int
+    interval: Interval
+
+
 def constraint_satisfaction(
-    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    *,
-    confidence: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
-    interval: Interval = "t",
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **options: Unpack[RunOptions]
 ) -> pd.DataFrame:
     """Expected vs actual improvement of every constrained utility, over one run or a sweep (Fig. 1(a)).
 
@@ -258,7 +263,7 @@ def constraint_satisfaction(
         constraint, scorer, threshold, mean, ci_low, ci_high, boot_low, boot_high, n_prompts, q10, q90,
         satisfied, p_satisfied, share_missing_b, lower_bound, upper_bound, verdict``.
     """
-    return satisfaction_rows(collect_runs(paths, confidence=confidence, n_boot=n_boot, seed=seed, interval=interval))
+    return satisfaction_rows(collect_runs(paths, **options))
 
 
 def satisfaction_rows(runs: pd.DataFrame) -> pd.DataFrame:

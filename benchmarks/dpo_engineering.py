@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks.dpo_engineering --out DIR [--model tiny] [--prompts 8] [--k 4] [--top-k-layers 2]
 
-``--prompts`` review openings (``llm.data.prompt_set("reviews")``, completion mode), ``--k`` responses each
+``--prompts`` review openings (``llm.prompts.prompt_set("reviews")``, completion mode), ``--k`` responses each
 sampled from the model (temperature 1, top-p 1.0, at most ``--response-tokens`` new tokens), and all
 ``k(k-1)/2`` pairs of each prompt, trained top ``--top-k-layers`` layers (``model.train = "top_layers"``),
 float32, through :func:`llm.dpo.dpo_epoch` (the pipeline's own epoch) with ``--batch-size`` pairs per step:
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -38,13 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.report import write_report
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import GenerationConfig
-from llm.data import prompt_set
 from llm.dpo import TrunkCache, all_pairs, dpo_epoch, grouped_batches, shuffled_batches
-from llm.models import DEFAULT_MODEL, load_model, load_tokenizer, tiny_model, trainable_parameters
+from llm.models import DEFAULT_MODEL, load_model, load_tokenizer, tiny_model
+from llm.prompts import prompt_set
 from llm.reference_phase import response_logprobs
-from llm.run_files import machine_description, package_versions, write_atomic
+from llm.run_files import machine_description, package_versions
 from llm.sampling import Sample, sample_responses
+from llm.trainable import trainable_parameters
 
 VARIANTS = ("per_pair", "grouped", "per_pair_trunk", "grouped_trunk")
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy")
@@ -107,6 +109,7 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dpo_engineering", description=__doc__.split("\n")[0])
@@ -123,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="model cache root (default: the toolkit's)")
     args = parser.parse_args(argv)
+    check_out_dir(args.out)  # before any timing: a file there would fail only at the end
     if min(args.prompts, args.repeats, args.batch_size, args.top_k_layers) < 1 or args.k < 2 or args.epochs < 2:
         parser.error("--prompts, --repeats, --batch-size, --top-k-layers must be >= 1, --k and --epochs >= 2")
     if args.threads is not None:
@@ -168,10 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summary,
         "wall_s": time.perf_counter() - start,
     }
-    markdown = to_markdown(record)
-    write_atomic(args.out / "dpo_engineering.json", json.dumps(record, indent=2) + "\n")
-    write_atomic(args.out / "dpo_engineering.md", markdown)
-    print(markdown)
+    write_report(args.out, "dpo_engineering", record, to_markdown(record))
     return 0
 
 

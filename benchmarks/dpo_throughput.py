@@ -18,7 +18,7 @@ with the same batch size, DPO beta, AdamW learning rate and weight decay, and no
 - **trl**: ``trl.DPOTrainer`` with a separate reference model, which it runs at every step;
 - **trl_precompute**: the same with ``precompute_ref_log_probs=True`` (TRL's version of the cached reference).
 
-The pairs: templated ``benign`` prompts (``llm.data.prompt_set``) in SmolLM2's chat format
+The pairs: templated ``benign`` prompts (``llm.prompts.prompt_set``) in SmolLM2's chat format
 (``llm.models.chat_prompt``; prompts over ``--prompt-tokens`` tokens are skipped), each with ``--responses`` K
 responses sampled from the model (``llm.sampling.sample_responses``, temperature 1, top-p 0.9, at most
 ``--response-tokens`` - 1 new tokens) and all K(K-1)/2 pairs of them, a prompt's pairs one after another
@@ -68,7 +68,6 @@ import argparse
 import copy
 import dataclasses
 import itertools
-import json
 import math
 import os
 import statistics
@@ -86,15 +85,17 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
+from benchmarks.report import write_report
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import GenerationConfig
-from llm.data import prompt_set
 from llm.dpo import EpochStats, TrunkCache, dpo_epoch, pairs_loss, sequence_logprobs
-from llm.models import DEFAULT_MODEL, chat_prompt, load_model, load_tokenizer, tiny_model, trainable_parameters
-from llm.run_files import machine_description, package_versions, write_atomic
+from llm.models import DEFAULT_MODEL, chat_prompt, load_model, load_tokenizer, tiny_model
+from llm.prompts import prompt_set
+from llm.run_files import machine_description, package_versions
 from llm.sampling import Sample, sample_responses
+from llm.trainable import trainable_parameters
 
-JSON_NAME = "dpo_throughput.json"
-MD_NAME = "dpo_throughput.md"
+NAME = "dpo_throughput"
 IMPLEMENTATIONS = ("ours", "trl", "trl_precompute")
 TRUNK = "ours_trunk"  # with --train top_layers
 VERSIONS = ("caid-toolkit", "torch", "transformers", "trl", "accelerate", "datasets", "numpy")
@@ -361,15 +362,22 @@ def first_batch_trl(trainer: DPOTrainer) -> tuple[float, np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------------------------------------------
 
 
-def agreement(
-    policy: PreTrainedModel,
-    reference: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    pairs: Sequence[Pair],
-    ref_logps: np.ndarray,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What both implementations train: the models, the tokenized pairs and pi_ref's log-probs of them."""
+
+    policy: PreTrainedModel
+    reference: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    pairs: Sequence[Pair]
+    ref_logps: np.ndarray
+
+
+def agreement(work: Workload, args: argparse.Namespace) -> dict[str, Any]:
     """Compare TRL and ours on the first batch before any step (see the module docstring); ``passed`` says all."""
+    policy, reference, tokenizer, pairs, ref_logps = (
+        work.policy, work.reference, work.tokenizer, work.pairs, work.ref_logps
+    )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         trainer = trl_trainer(
             copy.deepcopy(policy), copy.deepcopy(reference), tokenizer, pairs, args, tmp, precompute=False
@@ -400,17 +408,10 @@ def agreement(
     return {**result, "passed": not problems, "problem": "; ".join(problems) or None}
 
 
-def timed_run(
-    name: str,
-    policy: PreTrainedModel,
-    reference: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    pairs: Sequence[Pair],
-    ref_logps: np.ndarray,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
+def timed_run(name: str, work: Workload, args: argparse.Namespace) -> dict[str, Any]:
     """Time one implementation's setup and epochs on fresh copies of the models."""
-    policy, reference = copy.deepcopy(policy), copy.deepcopy(reference)
+    policy, reference = copy.deepcopy(work.policy), copy.deepcopy(work.reference)
+    tokenizer, pairs, ref_logps = work.tokenizer, work.pairs, work.ref_logps
     row: dict[str, Any] = {"implementation": name, "load_1min": os.getloadavg()[0]}
     if name in ("ours", TRUNK):
         start = time.perf_counter()
@@ -530,6 +531,7 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns 1 when the agreement check fails (the results are still written)."""
     parser = argparse.ArgumentParser(
@@ -569,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="cache root of the converted default model (default: inside this venv; see the module docstring)",
     )
     args = parser.parse_args(argv)
+    check_out_dir(args.out)  # before any timing: a file there would fail only at the end
     if min(args.pairs, args.batch_size, args.repeats, args.prompt_tokens, args.epochs) < 1:
         parser.error("--pairs, --batch-size, --repeats, --prompt-tokens and --epochs must be >= 1")
     if min(args.response_tokens, args.responses) < 2:
@@ -596,7 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ref_logps = reference_logprobs(reference, pairs, tokenizer.pad_token_id, args.batch_size)
 
     print("checking that TRL and ours agree on the first batch", file=sys.stderr)
-    check = agreement(policy, reference, tokenizer, pairs, ref_logps, args)
+    work = Workload(policy, reference, tokenizer, pairs, ref_logps)
+    check = agreement(work, args)
     runs: list[dict[str, Any]] = []
     if check["passed"]:
         names = implementations(args.train)
@@ -604,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bar = tqdm([(r, name) for r, order in enumerate(rounds) for name in order], desc="timing", file=sys.stderr)
         for r, name in bar:
             bar.set_postfix_str(f"round {r + 1} {name}")
-            runs.append({"round": r + 1, **timed_run(name, policy, reference, tokenizer, pairs, ref_logps, args)})
+            runs.append({"round": r + 1, **timed_run(name, work, args)})
         drift = max(r.get("ref_logp_max_abs_diff", 0.0) for r in runs)
         if not drift <= args.tolerance:
             check.update(passed=False, problem=f"a timed run's reference log-probs differ from ours by {drift:.3g}")
@@ -621,11 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summarise(runs) if runs else {},
         "wall_s": time.perf_counter() - start,
     }
-    markdown = to_markdown(record)
-    write_atomic(args.out / JSON_NAME, json.dumps(record, indent=2) + "\n")
-    write_atomic(args.out / MD_NAME, markdown)
-    print(markdown)
-    print(f"Wrote {args.out / JSON_NAME} and {args.out / MD_NAME}", file=sys.stderr)
+    write_report(args.out, NAME, record, to_markdown(record))
+    print(f"Wrote {args.out / NAME}.json and .md", file=sys.stderr)
     return 0 if check["passed"] else 1
 
 

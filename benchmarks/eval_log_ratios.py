@@ -21,16 +21,18 @@ from collections.abc import Sequence
 
 import torch
 
-from llm.config import load_config
+from llm.cli_errors import exit_2_on_user_error
+from llm.config_files import load_config
 from llm.dpo import TrunkCache
 from llm.models import load_model
+from llm.prompts import review_prompts
 from llm.reference_phase import response_logprobs
-from llm.reviews import review_prompts
 from llm.sampling import sample_responses
 
 STUDY_CONFIG = "configs/reviews_study.toml"
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.eval_log_ratios", description=__doc__.split("\n")[0])

@@ -71,6 +71,7 @@ from scipy.special import log_softmax, logsumexp
 from tqdm import tqdm
 
 import theory
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.run_files import machine_description, write_atomic
 
 T = TypeVar("T")
@@ -402,6 +403,7 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns 1 if any solver failed (the results are still written)."""
     parser = argparse.ArgumentParser(
@@ -417,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed of the random instances")
     args = parser.parse_args(argv)
+    check_out_dir(args.out)  # before any timing: a file there would fail only at the end
 
     mode = "quick" if args.quick else "full"
     start = time.perf_counter()

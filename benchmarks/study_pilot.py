@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks.study_pilot --out results/benchmarks [--pool-prompts 96] [--pool-k 8] [--rounds 2]
     python -m benchmarks.study_pilot --out results/benchmarks --part dpo [--dpo-epochs 2] [--dpo-prompts 32]
 
-What ``--part sampling`` (the default) measures, on the ``reviews`` prompts (:mod:`llm.reviews`) with
+What ``--part sampling`` (the default) measures, on the ``reviews`` prompts (:mod:`llm.prompts.reviews`) with
 SmolLM2-135M-Instruct in completion mode (no chat template), 24-token continuations at temperature 1:
 
 1. **Sampling throughput** (:func:`llm.sampling.sample_responses`) at batch 16, 32 and 64 sequences with top-p
@@ -51,6 +51,7 @@ from scipy.stats import norm
 
 from analysis.claims import MARGIN
 from analysis.decisions import ALPHA
+from llm.cli_errors import exit_2_on_user_error
 from llm.run_files import machine_description, package_versions, write_atomic
 from llm.scorers import plugin_maximum, within_prompt_sd
 
@@ -334,7 +335,7 @@ def dpo_pilot(model, tokenizer, prompts: Sequence[str], args: argparse.Namespace
     ``-[p log sigma(m) + (1 - p) log sigma(-m)]``, p = sigma(g(y_1) - g(y_0)); the DPO loss at temperature
     ``--dpo-beta`` (sigma units: the optimum is pi_ref exp(g / beta)) on the last ``--dpo-layers`` decoder layers,
     AdamW. After each epoch,
-    ``--dpo-eval-prompts`` held-out prompts (the other side of :func:`llm.data.split`) get 2 policy samples,
+    ``--dpo-eval-prompts`` held-out prompts (the other side of :func:`llm.prompts.split`) get 2 policy samples,
     compared with 4 reference samples each: the gain in sigma units and the KL (mean log-ratio of the policy's
     own samples; exact in expectation at top-p 1.0), each with its SE over prompts. Go criterion (design notes):
     gain >= 1.3 x the high threshold (0.75 x the K-sample plug-in maximum) within <= 3 nats.
@@ -343,11 +344,11 @@ def dpo_pilot(model, tokenizer, prompts: Sequence[str], args: argparse.Namespace
 
     import torch
 
-    from llm.data import PromptSet, split
     from llm.dpo import dpo_loss, pseudo_labels, sequence_logprobs
-    from llm.models import trainable_parameters
+    from llm.prompts import PromptSet, split
     from llm.sampling import sample_responses
     from llm.scorers import Sentiment, score, standardize
+    from llm.trainable import trainable_parameters
 
     k, beta, pad = args.dpo_k, args.dpo_beta, tokenizer.pad_token_id
     train_side, test_side = split(PromptSet("reviews", tuple(prompts)), 0.5, args.seed)
@@ -471,6 +472,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | None:
     return args
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one part of the pilot and write its JSON files; returns the exit status (2: bad arguments)."""
     args = _parse(argv)
@@ -480,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from llm.models import load_model
-    from llm.reviews import review_prompts
+    from llm.prompts import review_prompts
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

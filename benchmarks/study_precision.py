@@ -36,6 +36,7 @@ import numpy as np
 from analysis.claims import CONTROLS, OVER, SHORT, TRACKS, ArmData, margin, single_constraint_rows
 from analysis.crossed_anova import estimate
 from analysis.decisions import ALPHA, Descriptive, NotTestable, holm
+from llm.cli_errors import exit_2_on_user_error
 
 __all__ = ["PHASE_SECONDS", "Design", "StudyModel", "bootstrap_variance", "evaluate", "main", "simulate_arms", "truths"]
 
@@ -251,6 +252,7 @@ def _measured(study: Path) -> int:
     return 0
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: a table per design and seed variance."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.study_precision", description=__doc__.split("\n")[0])

@@ -22,7 +22,6 @@ Writes ``DIR/threshold_sweep.json`` (every run, the totals, the machine and vers
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,9 +31,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llm.config import load_config
+from benchmarks.report import write_report
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
+from llm.config_files import load_config
 from llm.models import DEFAULT_MODEL, default_cache_root, load_model
-from llm.run_files import machine_description, package_versions, write_atomic
+from llm.run_files import machine_description, package_versions
 from llm.run_schema import RunSummary
 
 DEFAULT_OVERRIDES = ("data.limit=8", "caid.iterations=2")
@@ -123,6 +124,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.threshold_sweep", description=__doc__.split("\n")[0])
@@ -134,14 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"configuration overrides for every run (default: {' '.join(DEFAULT_OVERRIDES)})",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    check_out_dir(args.out)  # before any timing: a file there would fail only at the end
     overrides = DEFAULT_OVERRIDES if args.overrides is None else tuple(args.overrides)
     with tempfile.TemporaryDirectory(prefix="threshold_sweep_") as work:
         result = run_benchmark(args.config, args.thresholds, overrides, Path(work))
-    report = to_markdown(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "threshold_sweep.json", json.dumps(result, indent=2) + "\n")
-    write_atomic(args.out / "threshold_sweep.md", report)
-    print(report)
+    write_report(args.out, "threshold_sweep", result, to_markdown(result))
     return 0
 
 

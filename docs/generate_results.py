@@ -3,6 +3,8 @@
 A block is the text between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``; NAME is one of:
 
 * ``claims``: the claims table of ``docs/reproduction/REPORT.md`` (every column but ``key``), verbatim;
+* ``gap_scaling``: the gap laboratory's per-quantity checks and log-log slopes against nu from the same report;
+* ``next_token``: the next-token laboratory's claims table from the same report;
 * ``timing``: the steps' seconds of ``docs/reproduction/timings.json`` and their total.
 
 ``python docs/generate_results.py`` rewrites every block in place; ``--check`` rewrites nothing and exits 1
@@ -48,13 +50,33 @@ def markdown_table(text: str, heading: str) -> tuple[list[str], list[list[str]]]
     return cells[0], cells[2:]
 
 
-def claims_block() -> str:
-    """The report's claims table without its ``key`` column."""
-    header, rows = markdown_table(REPORT.read_text(encoding="utf-8"), "## Claims")
-    keep = [i for i, name in enumerate(header) if name != "key"]
-    lines = ["| " + " | ".join(header[i] for i in keep) + " |", "|" + "---|" * len(keep)]
+def report_table(heading: str, columns: list[str] | None = None, drop: tuple[str, ...] = ()) -> str:
+    """The report's table under ``heading``: ``columns`` in that order (None: all but ``drop``), verbatim.
+
+    Raises:
+        ValueError: If a column is missing from the report's table.
+    """
+    header, rows = markdown_table(REPORT.read_text(encoding="utf-8"), heading)
+    names = columns if columns is not None else [name for name in header if name not in drop]
+    missing = [name for name in names if name not in header]
+    if missing:
+        raise ValueError(f"{REPORT}: section {heading!r} has no column {missing}; regenerate it with `make reproduce`")
+    keep = [header.index(name) for name in names]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(keep)]
     lines += ["| " + " | ".join(row[i] for i in keep) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def claims_block() -> str:
+    """The report's claims table without its ``key`` column."""
+    return report_table("## Claims", drop=("key",))
+
+
+def gap_scaling_block() -> str:
+    """The gap laboratory's checks and log-log slopes against nu, per quantity."""
+    columns = ["quantity", "checked", "violations", "not_applicable", "median_looseness", "slope", "slope_ci_low",
+               "slope_ci_high"]  # fmt: skip
+    return report_table("## Parametrization-gap laboratory: scaling with ν", columns)
 
 
 def _duration(seconds: float) -> str:
@@ -73,7 +95,15 @@ def timing_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-GENERATORS = {"claims": claims_block, "timing": timing_block}
+def next_token_block() -> str:
+    """The next-token laboratory's claims table: estimate, interval, verdict, size and power per row."""
+    columns = ["claim", "setting", "method", "estimate", "low", "high", "verdict", "size", "power"]
+    return report_table("## Exact real-model laboratory: claims table", columns)
+
+
+GENERATORS = {
+    "claims": claims_block, "gap_scaling": gap_scaling_block, "next_token": next_token_block, "timing": timing_block,
+}  # fmt: skip
 
 
 def regenerate(text: str, page: Path) -> str:

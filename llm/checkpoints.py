@@ -144,7 +144,12 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def save_checkpoint(
-    out: Path, iteration: int, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any], state: dict[str, Any]
+    out: Path,
+    iteration: int,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    state: dict[str, Any],
+    keep_weights: bool = False,
 ) -> None:
     """Write iteration ``t``'s checkpoint and training state, then ``state.json`` naming them, then drop older ones.
 
@@ -154,6 +159,7 @@ def save_checkpoint(
         weights: The trained weights.
         optimizer_state: The optimiser's ``state_dict()``.
         state: The JSON-able rest: ``iteration``, ``multipliers``, ``metrics``, ``scheduler``, ``numpy_rng``.
+        keep_weights: Keep the earlier iterations' ``checkpoint_<t>.safetensors`` (``training.keep_checkpoints``).
     """
     names = {
         "checkpoint": f"checkpoint_{iteration}.safetensors",
@@ -165,7 +171,8 @@ def save_checkpoint(
     record = {"format": _STATE_FORMAT, **state, "optimizer": plain, **names}
     write_atomic(out / STATE_FILE, json.dumps(record) + "\n")
     keep = {*names.values(), *(n + DIGEST_SUFFIX for n in names.values())}
-    for old in [*out.glob("checkpoint_*.safetensors*"), *out.glob("training_state_*.safetensors*")]:
+    earlier = [] if keep_weights else [*out.glob("checkpoint_*.safetensors*")]
+    for old in [*earlier, *out.glob("training_state_*.safetensors*")]:
         if old.name not in keep:
             old.unlink()
 
@@ -182,6 +189,7 @@ class SavedState:
     scheduler: dict[str, Any]
     numpy_rng: dict[str, Any]
     torch_rng: torch.Tensor
+    grad_scaler: dict[str, float] = dataclasses.field(default_factory=dict)  # fp16's loss scale (else empty)
 
 
 def load_state(out: Path, m: int, iterations: int) -> SavedState | None:
@@ -220,9 +228,12 @@ def load_state(out: Path, m: int, iterations: int) -> SavedState | None:
         if not all(isinstance(f, str) and "/" not in f and "\\" not in f for f in files):
             raise ValueError(f"file names {files!r} are not plain names in the run directory")
         plain, scheduler, numpy_rng = record["optimizer"], record["scheduler"], record["numpy_rng"]
-        if not all(isinstance(v, dict) for v in (plain, scheduler, numpy_rng)):
-            raise ValueError("optimizer, scheduler and numpy_rng must be tables")
+        grad_scaler = record.get("grad_scaler", {})
+        if not all(isinstance(v, dict) for v in (plain, scheduler, numpy_rng, grad_scaler)):
+            raise ValueError("optimizer, scheduler, numpy_rng and grad_scaler must be tables")
         _check_numbers(plain, scheduler)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in grad_scaler.values()):
+            raise ValueError(f"grad_scaler {grad_scaler!r} must hold numbers")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise RunFileError(f"{path}: invalid ({type(err).__name__}: {err}); {fix}") from None
     weights = read_weights(out / files[0], fix)
@@ -231,5 +242,5 @@ def load_state(out: Path, m: int, iterations: int) -> SavedState | None:
         raise RunFileError(f"{out / files[1]}: no torch_rng tensor; {fix}")
     return SavedState(
         iteration, multipliers, metrics, weights, _join_optimizer(tensors, plain), scheduler, numpy_rng,
-        tensors["torch_rng"],
+        tensors["torch_rng"], grad_scaler,
     )

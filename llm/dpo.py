@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from llm.distributed import Ranks
+from llm.mixed_precision import MixedPrecision
 from llm.sampling import Sample
 
 __all__ = [
@@ -82,7 +83,8 @@ def sequence_logprobs(
 ) -> torch.Tensor:
     """``log pi(y|x) = sum_t log p(y_t | x, y_<t)`` for a batch of token-id prompts and responses.
 
-    Sequences are right-padded with ``pad_id`` (masked out); only response tokens are summed.
+    Sequences are right-padded with ``pad_id`` (masked out); only response tokens are summed, and the LM head
+    runs only at the positions that predict one (in any row of the batch), never over the prompts.
 
     Args:
         model: A causal LM returning ``.logits``.
@@ -99,7 +101,20 @@ def sequence_logprobs(
     ids, attention, target = _packed(prompts, responses, pad_id)
     device = next(model.parameters()).device
     ids, attention, target = ids.to(device), attention.to(device), target.to(device)
-    return _summed_logprobs(model(input_ids=ids, attention_mask=attention).logits, ids, target)
+    # Logits only at the positions that predict a response token in some row (transformers' logits_to_keep): a
+    # long prompt costs hidden states, never (length, vocab) logits.
+    keep = target[:, 1:].any(dim=0).nonzero().squeeze(1)
+    try:
+        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
+    except TypeError as err:  # a model whose forward has no logits_to_keep: logits at every position
+        if "logits_to_keep" not in str(err):
+            raise
+        logits = model(input_ids=ids, attention_mask=attention).logits
+    if logits.shape[1] == ids.shape[1]:  # every position was kept
+        return _summed_logprobs(logits, ids, target)
+    logits = logits.float()
+    token_logp = logits.gather(2, ids[:, keep + 1].unsqueeze(2)).squeeze(2) - torch.logsumexp(logits, dim=2)
+    return (token_logp * target[:, keep + 1]).sum(dim=1)
 
 
 class TrunkCache:
@@ -373,12 +388,15 @@ def dpo_epoch(
     grouped: bool = True,
     targets: np.ndarray | None = None,
     progress: bool = False,
+    accumulation: int = 1,
+    precision: MixedPrecision | None = None,
 ) -> EpochStats:
-    """One DPO epoch: a step per batch of labelled pairs (eq. (13), pi_ref's log-probabilities cached).
+    """One DPO epoch: an optimiser step per ``accumulation`` batches of labelled pairs (eq. (13), pi_ref cached).
 
-    Each batch is split across ranks; a rank's loss is weighted by its share of the batch, so the gradient
-    DDP averages is the gradient of the whole batch's mean loss. A rank with no pair in a (last, small) batch
-    still takes part with a zero-weighted pair, as every rank must join every gradient exchange.
+    Each batch is split across ranks; a rank's loss is weighted by its share of the step's pairs (all the
+    batches it accumulates), so the gradient DDP averages and the batches add up is the gradient of the mean
+    loss over the step's pairs. A rank with no pair in a (last, small) batch still takes part with a
+    zero-weighted pair, as every rank must join every gradient exchange.
 
     Args:
         model: The module the steps run through (the policy, or its DDP/FSDP wrapper).
@@ -395,28 +413,38 @@ def dpo_epoch(
         grouped: One forward per distinct response of a step (:func:`pairs_loss`).
         targets: ``(n,)`` P(chosen preferred) of each pair: the label-averaged loss; None: drawn labels.
         progress: Whether to show a progress bar.
+        accumulation: Batches (forward-backward passes) per optimiser step (``training.gradient_accumulation_steps``).
+        precision: Autocast and fp16 loss scaling (``training.mixed_precision``); None: neither.
 
     Returns:
         The epoch's mean loss, accuracy and margin over its pairs.
     """
     ranks = ranks or Ranks()
-    pairs = np.asarray(pairs)
+    precision = precision or MixedPrecision()
+    pairs, batches = np.asarray(pairs), list(batches)
     totals = np.zeros(4)  # pairs, and the sums of loss, accuracy and margin over them
     model.train()
-    for idx in tqdm(batches, desc="DPO epoch", unit="step", leave=False, disable=not (progress and ranks.is_main)):
-        local = idx[ranks.rank :: ranks.world_size]
-        weight = len(local) * ranks.world_size / len(idx)
-        if len(local) == 0:
-            local, weight = idx[:1], 0.0
-        target = None if targets is None else targets[local]
-        loss, stats = pairs_loss(model, responses, pairs[local], ref_logprobs, beta, pad_id, trunk, grouped, target)
+    steps = range(0, len(batches), accumulation)
+    for first in tqdm(steps, desc="DPO epoch", unit="step", leave=False, disable=not (progress and ranks.is_main)):
+        group = batches[first : first + accumulation]
+        step_pairs = sum(len(idx) for idx in group)
         optimizer.zero_grad()
-        (loss * weight).backward()
-        optimizer.step()
+        for idx in group:
+            local = idx[ranks.rank :: ranks.world_size]
+            weight = len(local) * ranks.world_size / step_pairs
+            if len(local) == 0:
+                local, weight = idx[:1], 0.0
+            target = None if targets is None else targets[local]
+            with precision.autocast():
+                loss, stats = pairs_loss(
+                    model, responses, pairs[local], ref_logprobs, beta, pad_id, trunk, grouped, target
+                )
+            precision.backward(loss * weight)
+            if weight:
+                totals += len(local) * np.array([1.0, stats.loss, stats.accuracy, stats.margin])
+        precision.step(optimizer)
         if scheduler is not None:
             scheduler.step()
-        if weight:
-            totals += len(local) * np.array([1.0, stats.loss, stats.accuracy, stats.margin])
     model.eval()
     n, loss, accuracy, margin = np.sum(ranks.gather(totals), axis=0)
     return EpochStats(loss / n, accuracy / n, margin / n)
@@ -473,8 +501,10 @@ def epoch_batches(
     return shuffled_batches(len(pairs), batch_size, rng)
 
 
-def steps_per_epoch(pairs: np.ndarray, batch_size: int, whole_prompts: bool, k: int) -> int:
-    """Optimiser steps of one :func:`epoch_batches` epoch over ``(n, 3)`` pairs of K samples per prompt."""
+def steps_per_epoch(pairs: np.ndarray, batch_size: int, whole_prompts: bool, k: int, accumulation: int = 1) -> int:
+    """Optimiser steps of one :func:`epoch_batches` epoch over ``(n, 3)`` pairs, ``accumulation`` batches each."""
     if whole_prompts:
-        return math.ceil(len(np.unique(pairs[:, 0])) / max(1, batch_size // math.comb(k, 2)))
-    return math.ceil(len(pairs) / batch_size)
+        batches = math.ceil(len(np.unique(pairs[:, 0])) / max(1, batch_size // math.comb(k, 2)))
+    else:
+        batches = math.ceil(len(pairs) / batch_size)
+    return math.ceil(batches / accumulation)

@@ -43,6 +43,8 @@ def summarize(
     log_ratio: np.ndarray,
     one_shot: np.ndarray,
     lam: np.ndarray,
+    implicit: tuple[np.ndarray, np.ndarray] | None = None,
+    held_out_pairs: dict[str, dict[str, float]] | None = None,
 ) -> RunSummary:
     """The run's summary from the trained policy's held-out samples.
 
@@ -59,16 +61,33 @@ def summarize(
         log_ratio: ``(P, n)`` log pi / pi_ref of those samples (NaN where not measured).
         one_shot: The one-shot plug-in dual solution.
         lam: The multipliers of the last iteration.
+        implicit: PeCAID: ``(policy, reference)`` implicit-reward utilities of the held-out samples, ``(m, P, n)``
+            and ``(m, P, n_ref)``: the constraints, the last iterate's slack and the best iterate are then in
+            implicit-reward units, as the thresholds and the dual steps' slacks are.
+        held_out_pairs: PeCAID without scorers: per objective, the held-out labelled pairs' implicit reward
+            margin and accuracy under the policy.
     """
-    names = [config.scorers.reward, *config.scorers.utilities]
-    improvements = {name: improvement(scores[r], ref.test_scores[r]) for r, name in enumerate(names)}
+    names = list(config.objectives)
+    thresholds = setup.thresholds
+    # The reward has no b; each utility's share of prompts missing its b, in the units b is in (PeCAID's are the
+    # implicit rewards', not the scorers').
+    bounds = (None, *thresholds) if implicit is None else (None,) * len(config.scorers.specs)
+    improvements = {
+        spec: improvement(scores[r], ref.test_scores[r], bounds[r]) for r, spec in enumerate(config.scorers.specs)
+    }
+    implicit_improvements = {}
+    if implicit is not None:
+        implicit_improvements = {
+            name: improvement(policy, reference, b)
+            for name, policy, reference, b in zip(names[1:], *implicit, thresholds, strict=True)
+        }
+    constrained = implicit_improvements if implicit is not None else {name: improvements[name] for name in names[1:]}
     # How much reward and each utility conflict where the pairs compare them: within a prompt.
     centred = ref.train_scores - ref.train_scores.mean(axis=2, keepdims=True)
     flat = centred.reshape(len(names), -1)
     correlation = np.corrcoef(flat)[0, 1:] if flat.std(axis=1).min() > 0 else np.full(len(names) - 1, np.nan)
-    thresholds = setup.thresholds
     iterations = [row["iteration"] for row in metrics] or [0]
-    last_slack = [improvements[n]["mean"] - b for n, b in zip(names[1:], thresholds, strict=True)]
+    last_slack = [constrained[n]["mean"] - b for n, b in zip(names[1:], thresholds, strict=True)]
     slacks = [row.get("slack") for row in metrics[1:]] + [last_slack]
     violation = [sum(max(0.0, -u) for u in s) if s is not None else np.inf for s in slacks]
     best = max(range(len(violation)), key=lambda i: (-violation[i], i))
@@ -79,7 +98,7 @@ def summarize(
         lambda_last=tuple(float(v) for v in lam),
         improvements=improvements,
         constraints_satisfied=tuple(
-            bool(improvements[n]["mean"] >= b) for n, b in zip(names[1:], thresholds, strict=True)
+            bool(constrained[n]["mean"] >= b) for n, b in zip(names[1:], thresholds, strict=True)
         ),
         kl_estimate=float(np.nanmean(log_ratio)),  # over the prompts measured (evaluation.log_ratio_prompts)
         last_iteration=iterations[-1],
@@ -92,4 +111,7 @@ def summarize(
         n_test_prompts=len(setup.test),
         reference_key=ref.key,
         score_scales=setup.standardization.scales if setup.standardization else (),
+        constraint_units="scores" if implicit is None else "implicit_reward",
+        implicit_improvements=implicit_improvements,
+        held_out_pairs=held_out_pairs or {},
     )

@@ -21,8 +21,9 @@ from transformers import get_scheduler
 from llm.config import ModelConfig, TrainingConfig
 from llm.distributed import Ranks, wrap_for_training
 from llm.dpo import EpochStats, TrunkCache, dpo_epoch
-from llm.models import apply_lora, trainable_parameters
+from llm.mixed_precision import MixedPrecision
 from llm.sampling import Sample
+from llm.trainable import apply_lora, trainable_parameters
 
 __all__ = ["Learner", "TrunkCaches", "build_learner", "lr_scheduler"]
 
@@ -37,6 +38,8 @@ class Learner:
         optimizer: AdamW over the trained parameters.
         scheduler: The learning-rate schedule, stepped after every optimiser step.
         names: The trained parameters' names (a tied weight under one name).
+        accumulation: Batches per optimiser step (``training.gradient_accumulation_steps``).
+        precision: Autocast and fp16 loss scaling (``training.mixed_precision``); its scale is training state.
     """
 
     model: torch.nn.Module
@@ -44,6 +47,8 @@ class Learner:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     names: set[str]
+    accumulation: int = 1
+    precision: MixedPrecision = dataclasses.field(default_factory=MixedPrecision)
 
     def epoch(
         self,
@@ -58,7 +63,7 @@ class Learner:
         """:func:`llm.dpo.dpo_epoch` through this learner's module, optimiser and schedule (``options``: its own)."""
         return dpo_epoch(
             self.module, self.optimizer, responses, pairs, ref_logprobs, beta, batches, pad_id,
-            scheduler=self.scheduler, **options,
+            scheduler=self.scheduler, accumulation=self.accumulation, precision=self.precision, **options,
         )  # fmt: skip
 
 
@@ -83,8 +88,9 @@ def build_learner(
     """A trainable copy of pi_ref (trained weights as configured), wrapped for the job, with its optimiser.
 
     Args:
-        model_config: Which weights train (``train``, ``top_k_layers``, LoRA rank and alpha).
-        training: Learning rate, schedule, checkpointing and the DDP/FSDP choice.
+        model_config: Which weights train (``train``, ``top_k_layers``; LoRA rank, alpha, dropout and targets). A
+            ``peft`` ``PeftModel`` as pi_ref with ``train = "lora"`` trains its own adapters.
+        training: Learning rate, schedule, checkpointing, accumulation, mixed precision and the DDP/FSDP choice.
         seed: Seed of the LoRA adapters' initialisation.
         ranks: The processes sharing the run.
         reference: The frozen pi_ref the copy starts from.
@@ -94,8 +100,14 @@ def build_learner(
     if training.gradient_checkpointing:
         # Non-reentrant checkpointing needs no gradient on the inputs, so frozen embeddings (LoRA, top layers) work.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if model_config.train == "lora":
-        model = apply_lora(model, model_config.lora_rank, model_config.lora_alpha, seed=seed)
+    if model_config.train == "lora" and hasattr(model, "peft_config"):  # a PeftModel: its adapters train
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_("lora_" in name)
+    elif model_config.train == "lora":
+        model = apply_lora(
+            model, model_config.lora_rank, model_config.lora_alpha, seed=seed, dropout=model_config.lora_dropout,
+            target_modules=model_config.lora_target_modules,
+        )  # fmt: skip
     else:
         trainable_parameters(model, model_config.train, model_config.top_k_layers)
     names = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -103,7 +115,9 @@ def build_learner(
     module = wrap_for_training(model, ranks, training.distributed)
     trained = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=training.learning_rate)
-    return Learner(model, module, optimizer, lr_scheduler(training, optimizer, total_steps), names)
+    precision = MixedPrecision(training.mixed_precision, next(model.parameters()).device)
+    scheduler = lr_scheduler(training, optimizer, total_steps)
+    return Learner(model, module, optimizer, scheduler, names, training.gradient_accumulation_steps, precision)
 
 
 class TrunkCaches:

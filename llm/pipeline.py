@@ -9,8 +9,10 @@ Methods (:mod:`llm.methods`; Algorithm 2 with the schedule of Sec. 4.1.1 and App
 * ``one_shot`` (MoCAN): lambda fixed at the one-shot solution, T epochs;
 * ``dpo_h`` / ``dpo_g``: pseudo-labels from the reward alone / the first utility alone;
 * ``pecaid`` (Algorithm 3): as ``caid``, with the scores replaced by the implicit rewards of
-  models DPO-trained from pi_ref on the scorers' simulated Bradley-Terry preferences
-  (:mod:`llm.implicit_rewards`), saved as ``pre_aligned_<i>.safetensors``.
+  models DPO-trained from pi_ref on preferences: a labelled file or dataset (``pecaid.preferences``), or else
+  the scorers' simulated Bradley-Terry labels of pi_ref's pairs (:mod:`llm.implicit_rewards`,
+  :mod:`llm.pecaid`), saved as ``pre_aligned_<i>.safetensors``;
+* ``reference``: pi_ref itself, evaluated as a negative control (no iteration).
 
 :class:`llm.trainer.CAIDTrainer` holds the run's state and steps; :func:`run` is the driver: resume, iterate
 (checkpointing each iteration), evaluate, write. The DPO reference is pi_ref throughout. The run directory
@@ -31,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,25 +42,32 @@ import torch
 from tqdm import tqdm
 
 from llm.checkpoints import STATE_FILE, load_state
-from llm.config import RunConfig, to_dict
-from llm.data import PromptSet, content_key, prompt_set, split
+from llm.config import RunConfig
+from llm.config_files import to_dict
 from llm.distributed import Ranks, init_ranks
 from llm.learner import TrunkCaches
 from llm.models import (
-    DEFAULT_MODEL,
-    DTYPES,
+    base_model,
     chat_prompt,
     default_cache_root,
     folder_fingerprint,
-    load_model,
-    load_tokenizer,
     model_fingerprint,
-    tiny_model,
+    module_fingerprint,
 )
+from llm.preference_pairs import load_preference_pairs
+from llm.prompts import PromptSet, content_key, prompt_set, split
+from llm.python_scorers import PythonScorer, ScoreFunction
 from llm.reference_phase import EVAL_SAMPLES, ReferenceData, RunSetup, build_reference, reference_key
 from llm.run_files import RunExistsError, RunFileError, check_existing_run, read_json, run_lock, write_run_record
+from llm.run_inputs import RunInputs, reference_from
 from llm.run_schema import SUMMARY_FILE, RunSummary
-from llm.scorers import Standardization, build_scorer, plugin_maximum, scorer_name, standardize
+from llm.scorers import (
+    Standardization,
+    build_scorer,
+    plugin_fraction_thresholds,
+    scorer_name,
+    standardize,
+)
 from llm.trainer import CAIDTrainer
 
 __all__ = ["STATE_FILE", "RunExistsError", "RunSetup", "execute", "resolved_thresholds", "run", "run_setup"]
@@ -65,64 +75,86 @@ __all__ = ["STATE_FILE", "RunExistsError", "RunSetup", "execute", "resolved_thre
 VERSIONS = ("caid-toolkit", "torch", "transformers", "numpy", "vaderSentiment", "alt-profanity-check")
 
 
-def _prompts(config: RunConfig) -> tuple[PromptSet, PromptSet]:
-    limit = config.data.limit or None
-    sets = [prompt_set(spec, limit, config.data_seed) for spec in config.data.prompts]
-    merged = PromptSet("+".join(s.name for s in sets), tuple(p for s in sets for p in s.prompts))
+def _prompts(config: RunConfig, given: PromptSet | None) -> tuple[PromptSet, PromptSet]:
+    """The train and test prompts: ``given`` (``llm.run(prompts=...)``) or ``data.prompts``' sets, mixed, split."""
+    if given is not None:
+        merged = given
+    else:
+        limit = config.data.limit or None
+        sets = [prompt_set(spec, limit, config.data_seed, offline=config.model.offline) for spec in config.data.prompts]
+        merged = PromptSet("+".join(s.name for s in sets), tuple(p for s in sets for p in s.prompts))
     return split(merged, config.data.test_fraction, config.data_seed)
 
 
-def _models(config: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
-    """(frozen reference, tokenizer), on ``device`` in the configured dtype."""
-    cache = config.model.cache_dir or None
-    dtype = DTYPES[config.model.dtype]
-    if config.model.name == "tiny":
-        tokenizer = load_tokenizer(DEFAULT_MODEL, cache_dir=cache)
-        model = tiny_model(tokenizer, seed=config.data_seed).to(dtype)
+def _models(config: RunConfig, device: torch.device, inputs: RunInputs | None = None) -> tuple[torch.nn.Module, Any]:
+    """(frozen reference, tokenizer) on ``device`` in the configured dtype: ``model.name``'s, or the caller's copied."""
+    if inputs is None or inputs.model is None:
+        model, tokenizer = base_model(config.model, config.data_seed)
     else:
-        model, tokenizer = load_model(config.model.name, cache_dir=cache, dtype=dtype)
+        model, tokenizer = reference_from(inputs.model, config.model), inputs.tokenizer
     return model.to(device).eval().requires_grad_(False), tokenizer
+
 
 
 _PLUGIN_SEED = 104729  # offsets the plug-in pool's sampling seed from the pairs' (an arbitrary prime)
 
 
-def _scorer_fingerprint(scorer: Any) -> dict[str, object] | None:
-    """The content fingerprint of an ``hf:`` scorer's model folder (None for a built-in scorer)."""
+def _scorer_fingerprint(scorer: Any, cache_dir: str | None) -> dict[str, object] | None:
+    """The content fingerprint of an ``hf:`` scorer's model folder or a caller's scorer (None for a built-in)."""
     inner = getattr(scorer, "scorer", scorer)  # a Signed wrapper scales or negates the scorer inside
+    if isinstance(inner, PythonScorer):
+        return {"python": inner.fingerprint}
     folder = getattr(inner, "folder", None)
-    return folder_fingerprint(folder) if folder is not None else None
+    return folder_fingerprint(folder, cache_dir) if folder is not None else None
 
 
-def run_setup(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
-    """Load the scorers, prompts and pi_ref, and load or build the cached reference phase (no training).
+def run_setup(config: RunConfig, ranks: Ranks | None = None, inputs: RunInputs | None = None) -> RunSetup:
+    """Load the prompts, scorers and pi_ref, and load or build the cached reference phase (no training).
 
     Every method and threshold of ``config`` shares it (the cache key ignores both), so a sweep computes it
-    once; :mod:`analysis.dual_convergence` studies it alone.
+    once; :mod:`analysis.dual_convergence` studies it alone. The data (prompts, a preference file) is read and
+    checked before any scorer or model loads.
+
+    Args:
+        config: The run's configuration.
+        ranks: The processes sharing the run (None: from ``model.device``).
+        inputs: Objects in place of configuration names (:class:`llm.run_inputs.RunInputs`); their fingerprints
+            join the cache key.
 
     Raises:
         ValueError: For bad prompt sets, scorers or models (each names what to fix).
     """
+    inputs = inputs or RunInputs()
     ranks = ranks or init_ranks(config.model.device)
+    train, test = _prompts(config, inputs.prompts)
+    if config.method == "pecaid" and config.pecaid.preferences and inputs.preferences is None:
+        # Checked here, before any weights load (the PeCAID pre-alignment reads it again).
+        load_preference_pairs(config.pecaid.preferences, config.pecaid.objectives or None, offline=config.model.offline)
     scorers = [
-        build_scorer(spec, device=str(ranks.device), dtype=config.model.dtype)
-        for spec in (config.scorers.reward, *config.scorers.utilities)
-    ]
-    train, test = _prompts(config)
-    reference, tokenizer = _models(config, ranks.device)
+        build_scorer(
+            spec, device=str(ranks.device), dtype=config.model.dtype, offline=config.model.offline,
+            custom=inputs.scorers,
+        )
+        for spec in config.scorers.specs
+    ]  # fmt: skip
+    reference, tokenizer = _models(config, ranks.device, inputs)
     use_template = config.model.use_chat_template
 
     # The model's inputs, formatted once: sampling, on-policy dual steps and evaluation reuse them.
     train_inputs = [chat_prompt(tokenizer, p, use_template) for p in train.prompts]
     test_inputs = [chat_prompt(tokenizer, p, use_template) for p in test.prompts]
 
+    given = inputs.fingerprints() if inputs.model is not None else None
     parts = {
         # The weights by content and resolved path, not the name typed: replaced weights give a new key.
-        "model": model_fingerprint(config.model.name, config.model.cache_dir or None),
-        "model_seed": config.data_seed if config.model.name == "tiny" else None,
+        "model": model_fingerprint(config.model.name, config.model.cache_dir or None) if given is None else
+        {"object": given["model"], "tokenizer": given["tokenizer"]},
+        # A model built in code (no files to hash) by its tensors: a changed tiny_model gives a new key.
+        "weights": module_fingerprint(reference) if config.model.name == "tiny" and given is None else None,
+        "model_seed": config.data_seed if config.model.name == "tiny" and given is None else None,
         "dtype": config.model.dtype, "chat": use_template, "train": content_key(train), "test": content_key(test),
-        "scorers": [config.scorers.reward, *config.scorers.utilities],
-        "scorer_weights": [_scorer_fingerprint(s) for s in scorers],
+        "scorers": list(config.scorers.specs),
+        "scorer_weights": [_scorer_fingerprint(s, config.model.cache_dir or None) for s in scorers],
         "generation": dataclasses.asdict(config.generation), "seed": config.data_seed,
     }  # fmt: skip
     eval_samples = config.evaluation.reference_samples
@@ -152,7 +184,10 @@ def run_setup(config: RunConfig, ranks: Ranks | None = None) -> RunSetup:
         _, standardization = standardize(ref.train_scores, [scorer_name(s) for s in scorers])
         scorers = [standardization.scorer(s) for s in scorers]
         ref, plugin = (None if data is None else _rescaled(data, standardization) for data in (ref, plugin))
-    thresholds = resolved_thresholds(config, (plugin or ref).train_scores[1:])
+    # Without scorers (PeCAID from labelled pairs) the trainer resolves fractions on the implicit rewards.
+    thresholds = tuple(config.scorers.thresholds)
+    if not config.scorers.none:
+        thresholds = resolved_thresholds(config, (plugin or ref).train_scores[1:])
     return RunSetup(
         scorers, train, test, reference, tokenizer, train_inputs, test_inputs, ref, samples_key, plugin, thresholds,
         standardization,
@@ -175,22 +210,60 @@ def resolved_thresholds(config: RunConfig, utility_pool: np.ndarray) -> tuple[fl
     fractions = config.scorers.thresholds
     if config.scorers.threshold_units == "absolute":
         return tuple(float(b) for b in fractions)
-    return tuple(float(f * plugin_maximum(pool)) for f, pool in zip(fractions, utility_pool, strict=True))
+    return plugin_fraction_thresholds(fractions, utility_pool)
 
 
-def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def run(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    prompts: Any = None,
+    preferences: Any = None,
+    scorers: Mapping[str, ScoreFunction] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run one method into ``out``; return the summary (also written to ``summary.json``).
 
+    Args:
+        config: The run's configuration (:func:`llm.config_files.load_config`, or :class:`llm.config.RunConfig`).
+        out: The run directory.
+        model: A ``transformers`` causal LM or ``peft`` ``PeftModel`` in place of ``model.name``: pi_ref is a
+            frozen copy and the policy starts from it (the object itself is left as it was).
+        tokenizer: Its tokenizer (required with ``model``).
+        prompts: A ``datasets.Dataset``, a pandas DataFrame or a list of strings in place of ``data.prompts``.
+        preferences: PeCAID's labelled pairs (a ``datasets.Dataset`` or DataFrame in a layout of
+            :mod:`llm.preference_pairs`) in place of ``pecaid.preferences``.
+        scorers: Python scorers by name, ``(prompts, responses) -> one number per pair``, which
+            ``scorers.reward`` and ``scorers.utilities`` name.
+        resume: Continue the run in ``out`` after its last finished iteration.
+        progress: Show progress bars.
+
     Raises:
-        RunExistsError: If ``out`` holds a run with another configuration, or any run and ``resume`` is off.
+        RunExistsError: If ``out`` holds a run with another configuration or other objects, or any run and
+            ``resume`` is off.
         theory.InfeasibleProblemError: If the thresholds are unreachable on the reference samples (before
             any training).
-        ValueError: For bad prompt sets, scorers or models (each names what to fix).
+        ValueError: For bad prompt sets, scorers, models or objects (each names what to fix), before any model
+            loads where the input alone shows it.
+        TypeError: For an object of the wrong kind.
     """
-    return execute(config, out, resume, progress, TrunkCaches())
+    inputs = RunInputs.of(
+        config, model=model, tokenizer=tokenizer, prompts=prompts, preferences=preferences, scorers=scorers
+    )
+    return execute(config, Path(out), resume, progress, TrunkCaches(), inputs)
 
 
-def execute(config: RunConfig, out: Path, resume: bool, progress: bool, trunks: TrunkCaches) -> dict[str, Any]:
+def execute(
+    config: RunConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    trunks: TrunkCaches,
+    inputs: RunInputs | None = None,
+) -> dict[str, Any]:
     """:func:`run`, with frozen-trunk caches shared with the caller's other runs (a sweep's, a study's).
 
     Raises:
@@ -199,11 +272,12 @@ def execute(config: RunConfig, out: Path, resume: bool, progress: bool, trunks: 
             any training).
         ValueError: For bad prompt sets, scorers or models (each names what to fix).
     """
+    inputs = inputs or RunInputs()
     ranks = init_ranks(config.model.device)
     with contextlib.ExitStack() as stack:
         # One writer per run directory: rank 0 holds the lock (the other ranks write nothing).
         ranks.on_main(lambda: stack.enter_context(run_lock(out)))
-        return _run_locked(config, out, ranks, resume, progress, trunks)
+        return _run_locked(config, out, ranks, resume, progress, trunks, inputs)
 
 
 def _finished_summary(out: Path) -> dict[str, Any] | None:
@@ -218,23 +292,36 @@ def _finished_summary(out: Path) -> dict[str, Any] | None:
         return None
 
 
+def _run_record(config: RunConfig, inputs: RunInputs) -> dict[str, Any]:
+    """What ``config.json`` records as the run's configuration: the configuration, and the objects' fingerprints."""
+    return to_dict(config) if inputs.empty else {**to_dict(config), "inputs": inputs.fingerprints()}
+
+
 def _run_locked(
-    config: RunConfig, out: Path, ranks: Ranks, resume: bool, progress: bool, trunks: TrunkCaches
+    config: RunConfig,
+    out: Path,
+    ranks: Ranks,
+    resume: bool,
+    progress: bool,
+    trunks: TrunkCaches,
+    inputs: RunInputs,
 ) -> dict[str, Any]:
     """Resume (or start), run the remaining iterations, checkpointing each, then evaluate and write the summary."""
     hint = None if resume else "pass --resume to continue it, or use a fresh one"
+    recorded = _run_record(config, inputs)
     # Read-only until the inputs are valid, so a failed start leaves nothing that blocks its --out.
-    ranks.on_main(lambda: check_existing_run(out, to_dict(config), hint))
+    ranks.on_main(lambda: check_existing_run(out, recorded, hint))
     if resume and (summary := _finished_summary(out)) is not None:
         # Written last, and the run record matched this configuration: finished, nothing to load or recompute.
         return summary
-    m, iterations = len(config.scorers.utilities), config.caid.iterations
+    m, iterations = len(config.objectives) - 1, config.caid.iterations
     saved = load_state(out, m, iterations) if resume else None  # a bad state fails before any work
 
     def record() -> None:
-        ranks.on_main(lambda: write_run_record(out, to_dict(config), VERSIONS))
+        ranks.on_main(lambda: write_run_record(out, recorded, VERSIONS))
 
-    trainer = CAIDTrainer.build(config, run_setup(config, ranks), ranks, out, record, progress, trunks)
+    setup = run_setup(config, ranks, inputs)
+    trainer = CAIDTrainer.build(config, setup, ranks, out, record, progress, trunks, inputs.preferences)
     if saved is not None:
         trainer.load(saved, out)
     # pi_ref itself (method 'reference', a negative control) is evaluated as it is: no iteration.

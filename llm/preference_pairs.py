@@ -5,7 +5,9 @@ responses per row and one human (or AI) label per objective, with no reward or u
 reads such a set, validates every row, and returns typed frozen records (:class:`PreferenceData`).
 
 **Accepted schemas** (detected from the first record's fields; JSON lines ``.jsonl``/``.json`` -- a ``.json``
-file holding one array of objects works too -- or ``.parquet``):
+file holding one array of objects works too -- ``.parquet``, an ``hf:<dataset>[:<split>[:<prompt column>]]``
+spec read with ``datasets`` (:mod:`llm.prompts.hf_datasets`), or in memory a ``datasets.Dataset``, a pandas
+DataFrame or a list of dicts, :func:`preferences_from_object`):
 
 * ``pku`` (PKU-SafeRLHF's layout): ``prompt``, ``response_0``, ``response_1`` and, per objective ``<o>``, a
   field ``<o>_response_id`` holding the index (0 or 1) of the preferred response. PKU-SafeRLHF's
@@ -45,9 +47,11 @@ from typing import Literal
 
 import numpy as np
 
-from llm.data import read_records
+from llm.prompts.files import read_records
+from llm.prompts.hf_datasets import HF_PREFIX, hf_records
+from llm.prompts.tables import Records, table_records
 
-__all__ = ["PreferenceData", "PreferencePair", "Schema", "load_preference_pairs"]
+__all__ = ["PreferenceData", "PreferencePair", "Schema", "load_preference_pairs", "preferences_from_object"]
 
 Schema = Literal["pku", "chosen_rejected"]
 
@@ -78,10 +82,10 @@ class PreferencePair:
 
 @dataclasses.dataclass(frozen=True)
 class PreferenceData:
-    """The pairs of one file, every row validated.
+    """The pairs of one file (or dataset, or table), every row validated.
 
     Attributes:
-        source: the file read.
+        source: the file (dataset, table) read.
         schema: which layout it had.
         objectives: the objectives' names, in label order.
         pairs: the rows, in file order.
@@ -194,15 +198,17 @@ def _pair(record: dict, where: str, schema: Schema, objectives: Sequence[str], p
 
 
 def load_preference_pairs(
-    path: Path | str, objectives: Sequence[str] | None = None, prompt_field: str = "prompt"
+    path: Path | str, objectives: Sequence[str] | None = None, prompt_field: str = "prompt", *, offline: bool = False
 ) -> PreferenceData:
     """Read and validate labelled preference pairs (schemas in the module docstring).
 
     Args:
-        path: a ``.jsonl``, ``.json`` or ``.parquet`` file.
+        path: a ``.jsonl``, ``.json`` or ``.parquet`` file, or an ``hf:<dataset>[:<split>[:<prompt column>]]``
+            spec (whose column, ``prompt`` by default, is then the prompt field).
         objectives: the objectives to read, in this order (e.g. ``["better", "safer"]``: the reward first, then
             the utilities); None reads every objective the first record labels, in its field order.
-        prompt_field: name of the prompt field.
+        prompt_field: name of the prompt field of a file.
+        offline: read an ``hf:`` dataset from the local Hugging Face cache only.
 
     Returns:
         The :class:`PreferenceData`.
@@ -214,8 +220,36 @@ def load_preference_pairs(
             label other than 0/1, identical responses, objectives that order different pairs, or an objective
             the file does not label.
     """
+    if isinstance(path, str) and path.startswith(HF_PREFIX):
+        spec, records = hf_records(path, offline=offline)
+        return preference_data(records, spec.name, objectives, spec.column)
     path = Path(path)
     records = read_records(path, "preference file", f"one preference pair per record ({_SCHEMAS})")
+    return preference_data(records, str(path), objectives, prompt_field)
+
+
+def preferences_from_object(
+    table: object, objectives: Sequence[str] | None = None, prompt_field: str = "prompt", name: str = "preferences"
+) -> PreferenceData:
+    """Labelled pairs from a ``datasets.Dataset``, a pandas DataFrame or a list of dicts (either schema).
+
+    Raises:
+        TypeError: For another type.
+        ValueError: As :func:`load_preference_pairs`, naming the row.
+    """
+    return preference_data(table_records(table, name), name, objectives, prompt_field)
+
+
+def preference_data(
+    records: Records, source: str, objectives: Sequence[str] | None = None, prompt_field: str = "prompt"
+) -> PreferenceData:
+    """Validate ``(location, record)`` pairs as labelled preference pairs (:func:`load_preference_pairs`).
+
+    Raises:
+        ValueError: For no records, an unknown schema, or a bad row (named by its location).
+    """
+    if not records:
+        raise ValueError(f"{source}: no records; it must hold one preference pair per record ({_SCHEMAS})")
     first_where, first = records[0]
     schema, found = _detect(first, first_where)
     plain = schema == "chosen_rejected" and found == ("preference",) and "preference_chosen" not in first
@@ -226,8 +260,8 @@ def load_preference_pairs(
         missing = [o for o in selected if o not in found]
         if not selected or len(set(selected)) != len(selected) or missing:
             raise ValueError(
-                f"{path}: objectives {list(selected)!r} must be distinct and labelled by the file; it labels "
+                f"{source}: objectives {list(selected)!r} must be distinct and labelled by the file; it labels "
                 f"{', '.join(found)}"
             )
     pairs = tuple(_pair(record, where, schema, selected, plain, prompt_field) for where, record in records)
-    return PreferenceData(str(path), schema, selected, pairs)
+    return PreferenceData(source, schema, selected, pairs)

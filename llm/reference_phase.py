@@ -28,9 +28,9 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm.config import GenerationConfig
-from llm.data import PromptSet
 from llm.distributed import Ranks
 from llm.dpo import sequence_logprobs
+from llm.prompts import PromptSet
 from llm.run_files import write_atomic
 from llm.sampling import Sample, sample_responses
 from llm.scorers import Scorer, Standardization, score
@@ -49,6 +49,10 @@ def reference_key(parts: dict[str, object]) -> str:
     """SHA-256 over the canonical JSON of everything the reference phase depends on."""
     blob = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def _token_ids(ids: tuple[object, ...]) -> bool:
+    return all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,6 +97,9 @@ class ReferenceData:
     def from_file(cls, path: Path, key: str) -> ReferenceData | None:
         """Load a cached entry, or None if it is missing, unreadable, or not the entry for ``key``.
 
+        Not the entry for ``key`` also means: shapes that disagree, a sample out of its prompt's place in the
+        table, or a token id that is not a non-negative integer.
+
         A truncated, empty or bit-flipped file (``BadZipFile``, ``EOFError``, a CRC error, a bad header, ...)
         is None too, with a warning, so the caller rebuilds it.
         """
@@ -111,13 +118,18 @@ class ReferenceData:
         except Exception as err:  # any damage (zipfile, zlib, numpy, JSON errors differ by kind): rebuild
             warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}: {err}); rebuilding it", stacklevel=2)
             return None
+        per_test = entry.test_scores.shape[2]
         consistent = (
             entry.key == key
             and len(train) == n * k
             and entry.train_scores.shape[1:] == (n, k)
-            and len(test) == entry.test_scores.shape[1] * entry.test_scores.shape[2]
+            and len(test) == entry.test_scores.shape[1] * per_test
             and np.all(np.isfinite(entry.train_scores))
             and np.all(np.isfinite(entry.train_logprobs))
+            # each sample at its prompt's place in the table, every token id a non-negative integer
+            and all(s.prompt_index == i // k for i, s in enumerate(train))
+            and all(s.prompt_index == i // per_test for i, s in enumerate(test))
+            and all(_token_ids(s.prompt_ids) and _token_ids(s.response_ids) for s in (*train, *test))
         )
         return entry if consistent else None
 
@@ -135,6 +147,8 @@ def score_samples(
     ids, given the samples' ``(len(samples),)`` log pi_ref(y|x), which the caller has already computed; any
     other scorer scores the texts.
     """
+    if not scorers:  # PeCAID from labelled pairs alone: its implicit rewards replace the scores later
+        return np.zeros((0, len(samples) // k, k))
     texts = [s.text for s in samples]
     prompt_texts = [prompts[s.prompt_index] for s in samples]
     rows = [
@@ -321,5 +335,5 @@ class RunSetup:
     standardization: Standardization | None = None
 
     def __post_init__(self) -> None:
-        if len(self.thresholds) != len(self.scorers) - 1:
+        if self.scorers and len(self.thresholds) != len(self.scorers) - 1:  # no scorers: PeCAID's objectives
             raise ValueError(f"RunSetup: {len(self.thresholds)} thresholds for {len(self.scorers) - 1} utilities")

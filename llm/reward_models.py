@@ -1,4 +1,4 @@
-"""Hugging Face reward models as scorers, loaded offline: classifiers with one output and safe-rlhf score models.
+"""Hugging Face reward models as scorers: classifiers with one output and safe-rlhf score models.
 
 :class:`RewardModelScorer` implements the :class:`llm.scorers.Scorer` protocol for two kinds of checkpoint:
 
@@ -14,8 +14,8 @@
   safe-rlhf's ``end_scores``, normalised as safe-rlhf does when the config sets ``do_normalize``.
 
 Inputs are padded on the right, so causal models see every real token at the position it has unpadded and
-batching does not change a score. Nothing here touches the network: a hub id must already be in the local
-Hugging Face cache.
+batching does not change a score. A hub id is downloaded into the Hugging Face cache, or with ``offline=True``
+read from it only (``local_files_only``); the model's files are then read from that folder.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ _WEIGHT_FILES = (
 )
 
 
-def _resolve_folder(source: str) -> Path:
-    """A local folder, or the cached snapshot of a hub id (never downloaded)."""
+def _resolve_folder(source: str, offline: bool = True) -> Path:
+    """A local folder, or the snapshot of a hub id (downloaded unless ``offline``)."""
     path = Path(source).expanduser()
     if path.is_dir():
         return path
@@ -83,12 +83,12 @@ def _resolve_folder(source: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(source, local_files_only=True))
-    except Exception as exc:  # not cached, or not a valid repo id
+        return Path(snapshot_download(source, local_files_only=offline))
+    except Exception as exc:  # not cached (offline), not on the hub, or not a valid repo id
+        where = "in the local Hugging Face cache (offline)" if offline else "on the hub"
         raise ModelLoadError(
-            f"reward model {source!r}: not a folder and not in the local Hugging Face cache "
-            f"({type(exc).__name__}); models are loaded offline: download it first (`hf download {source}`) "
-            f"or pass a local folder"
+            f"reward model {source!r}: not a folder and not {where} ({type(exc).__name__}); download it first "
+            f"(`hf download {source}`) or pass a local folder"
         ) from exc
 
 
@@ -172,17 +172,19 @@ class RewardModelScorer:
         dtype: str = "float32",
         batch_size: int = 8,
         max_length: int = 512,
+        offline: bool = False,
     ) -> None:
-        """Load the model and tokenizer offline and detect the model's kind.
+        """Load the model and tokenizer and detect the model's kind.
 
         Args:
-            source: A local folder or a hub id already in the Hugging Face cache.
+            source: A local folder or a hub id (in the Hugging Face cache when ``offline``).
             device: ``"cpu"``, ``"cuda"`` (the current CUDA device), ``"cuda:N"``, ``"auto"`` (CUDA when
                 available) or a ``torch.device``.
             dtype: Weight dtype, a key of :data:`llm.models.DTYPES` (``"bfloat16"`` on GPUs; scores are float32
                 either way).
             batch_size: Pairs per forward pass.
             max_length: Longer inputs are truncated to this many tokens (the paper's max_length is 512).
+            offline: Read a hub id from the local Hugging Face cache only, so an unknown one fails at once.
 
         Raises:
             ModelLoadError: The folder is missing, the hub id is not cached, or the checkpoint is not a reward
@@ -200,7 +202,7 @@ class RewardModelScorer:
         self.batch_size = batch_size
         self.max_length = max_length
         label = str(source)
-        folder = _resolve_folder(label)
+        folder = _resolve_folder(label, offline)
         self.folder = folder  # what the reference-phase cache key fingerprints
         try:
             config = AutoConfig.from_pretrained(folder, local_files_only=True)

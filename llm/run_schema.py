@@ -80,6 +80,13 @@ class RunSummary:
         reference_key: The reference phase's cache key.
         score_scales: With ``scorers.standardize``, sigma_w of each scorer (reward first) in raw units: every
             score, threshold and improvement above is in these units. Empty: raw units (and older runs).
+        constraint_units: The units of ``thresholds``, ``constraints_satisfied``, ``best_iteration`` and the
+            measured slacks: ``"scores"`` (the scorers', as ``improvements``) or, for PeCAID, ``"implicit_reward"``
+            (beta log pi_g / pi_ref of its pre-aligned models, as ``implicit_improvements``).
+        implicit_improvements: PeCAID: per utility, the policy's improvement over pi_ref on the held-out prompts
+            in implicit-reward units, what its constraints are checked on. Empty for the other methods.
+        held_out_pairs: PeCAID without scorers: per objective, the policy's mean implicit reward ``margin`` on
+            held-out labelled pairs, the ``accuracy`` (share of positive margins) and ``n_pairs``. Else empty.
     """
 
     method: str
@@ -97,6 +104,9 @@ class RunSummary:
     n_test_prompts: int
     reference_key: str
     score_scales: tuple[float, ...] = ()
+    constraint_units: str = "scores"
+    implicit_improvements: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    held_out_pairs: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (lists, dicts), the layout of ``summary.json``."""
@@ -104,6 +114,8 @@ class RunSummary:
         for name in ("thresholds", "lambda_one_shot", "lambda_last", "constraints_satisfied", "score_scales"):
             data[name] = list(data[name])
         data["improvements"] = {k: dict(v) for k, v in self.improvements.items()}
+        data["implicit_improvements"] = {k: dict(v) for k, v in self.implicit_improvements.items()}
+        data["held_out_pairs"] = {k: dict(v) for k, v in self.held_out_pairs.items()}
         data["measured_slack_by_iteration"] = {
             k: None if v is None else list(v) for k, v in self.measured_slack_by_iteration.items()
         }
@@ -123,7 +135,7 @@ class RunSummary:
         """
         if not isinstance(data, dict):
             raise RunFileError(f"{path}: not a JSON object; {_RERUN}")
-        optional = {"score_scales"}
+        optional = {"score_scales", "constraint_units", "implicit_improvements", "held_out_pairs"}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.name not in optional]
         if missing:
             raise _field(path, missing[0], "is missing")
@@ -133,9 +145,22 @@ class RunSummary:
         improvements = data["improvements"]
         if not isinstance(improvements, dict):
             raise _field(path, "improvements", "must map each scorer to its statistics")
-        for name, row in improvements.items():
-            if not (isinstance(row, dict) and all(_number(row.get(k)) for k in (*_IMPROVEMENT_KEYS, "n_prompts"))):
-                raise _field(path, f"improvements.{name}", "must hold numbers mean, ci_low, ci_high, n_prompts")
+        implicit = data.get("implicit_improvements", {})
+        if not isinstance(implicit, dict):
+            raise _field(path, "implicit_improvements", "must map each utility to its statistics")
+        for field, rows in (("improvements", improvements), ("implicit_improvements", implicit)):
+            for name, row in rows.items():
+                if not (isinstance(row, dict) and all(_number(row.get(k)) for k in (*_IMPROVEMENT_KEYS, "n_prompts"))):
+                    raise _field(path, f"{field}.{name}", "must hold numbers mean, ci_low, ci_high, n_prompts")
+        pairs = data.get("held_out_pairs", {})
+        if not (isinstance(pairs, dict) and all(
+            isinstance(row, dict) and all(_number(row.get(k)) for k in ("margin", "accuracy", "n_pairs"))
+            for row in pairs.values()
+        )):  # fmt: skip
+            raise _field(path, "held_out_pairs", "must map each objective to numbers margin, accuracy, n_pairs")
+        units = data.get("constraint_units", "scores")
+        if units not in ("scores", "implicit_reward"):
+            raise _field(path, "constraint_units", f"must be 'scores' or 'implicit_reward', got {units!r}")
         satisfied = data["constraints_satisfied"]
         if not (isinstance(satisfied, list) and all(isinstance(v, bool) for v in satisfied)):
             raise _field(path, "constraints_satisfied", "must be a list of booleans, one per threshold")
@@ -163,6 +188,9 @@ class RunSummary:
             reference_reward_utility_correlation={k: float(v) for k, v in correlation.items()},
             reference_key=data["reference_key"],
             score_scales=_numbers(path, "score_scales", data.get("score_scales", [])),
+            constraint_units=units,
+            implicit_improvements={name: dict(row) for name, row in implicit.items()},
+            held_out_pairs={name: dict(row) for name, row in pairs.items()},
             **integers,
         )
 

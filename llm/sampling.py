@@ -41,6 +41,34 @@ class Sample:
     text: str
 
 
+def _check_positions(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_new_tokens: int
+) -> None:
+    """Refuse, before any sampling, a prompt whose tokens plus ``max_new_tokens`` exceed the model's positions.
+
+    Past ``max_position_embeddings`` a rotary model still runs, on positions it was never trained on, while
+    its KV cache grows with every token.
+    """
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(positions, int) or not prompts:
+        return
+    if max_new_tokens >= positions:
+        raise ValueError(
+            f"generation.max_new_tokens: {max_new_tokens} new tokens do not fit in the model's {positions} positions "
+            f"(with the prompt); lower it below {positions}"
+        )
+    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    longest = max(range(len(prompts)), key=lengths.__getitem__)
+    if lengths[longest] + max_new_tokens > positions:
+        room = positions - lengths[longest]
+        fix = (f"lower generation.max_new_tokens to {room} or shorten the prompt" if room > 0
+               else "shorten or remove the prompt")
+        raise ValueError(
+            f"prompt {longest} ({lengths[longest]} tokens, starting {prompts[longest][:60]!r}) plus "
+            f"generation.max_new_tokens = {max_new_tokens} exceeds the model's {positions} positions; {fix}"
+        )
+
+
 @torch.no_grad()
 def sample_responses(
     model: PreTrainedModel,
@@ -60,9 +88,14 @@ def sample_responses(
 
     Returns:
         ``len(prompts) * n_per_prompt`` samples, grouped by prompt in input order.
+
+    Raises:
+        ValueError: ``n_per_prompt`` < 1, or a prompt whose tokens plus ``generation.max_new_tokens`` exceed the
+            model's ``max_position_embeddings`` (checked before any sampling).
     """
     if n_per_prompt < 1:
         raise ValueError(f"n_per_prompt: must be >= 1, got {n_per_prompt}")
+    _check_positions(model, tokenizer, prompts, generation.max_new_tokens)
     torch.manual_seed(seed)
     own = getattr(model, "generation_config", None)
     overrides = {k: v for k, v in NEUTRAL_SAMPLING.items() if getattr(own, k, None) not in (None, v)}

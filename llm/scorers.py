@@ -1,7 +1,9 @@
-"""Offline reward and utility scorers: one float per (prompt, response) pair.
+"""Reward and utility scorers: one float per (prompt, response) pair.
 
-A scorer is any object with a ``name`` and ``__call__(prompts, responses) -> array`` (:class:`Scorer`).
-The built-ins need no network and no training:
+A scorer is any object with a ``name`` and ``__call__(prompts, responses) -> array`` (:class:`Scorer`); a
+caller's plain callable joins the run under the name the configuration gives it
+(:class:`llm.python_scorers.PythonScorer`, ``llm.run(..., scorers={"mine": fn})`` with
+``scorers.reward = "mine"``). The built-ins need no network and no training:
 
 * :class:`Sentiment`: VADER compound score of the response, in [-1, 1] (``vaderSentiment``).
 * :class:`Toxicity`: offensive-language probability of the response, in [0, 1] (``alt-profanity-check``; it
@@ -15,9 +17,10 @@ units), a pure rescaling that leaves the constrained problem unchanged (see ther
 largest threshold a K-sample plug-in problem can meet (thresholds are set as fractions of it).
 
 :class:`Signed` (or :func:`negated`) flips a scorer's sign, so a cost can serve as a utility to maximise
-(``safety = -toxicity``); :func:`build_scorer` parses specs such as ``"-toxicity"``, and ``"hf:<model>"`` for a
-Hugging Face reward model or a safe-rlhf score model (:mod:`llm.reward_models`). Always call scorers through
-:func:`score`, which checks the output (float64, one finite value per pair) at the boundary.
+(``safety = -toxicity``); :func:`build_scorer` parses specs such as ``"-toxicity"``, ``"hf:<model>"`` for a
+Hugging Face reward model or a safe-rlhf score model (:mod:`llm.reward_models`), and the names of the caller's
+scorers. Always call scorers through :func:`score`, which checks the output (float64, one finite value per pair)
+at the boundary.
 """
 
 from __future__ import annotations
@@ -210,36 +213,23 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
 HF_PREFIX = "hf:"
 """Spec prefix of a Hugging Face reward model: ``"hf:<folder or cached hub id>"`` (:mod:`llm.reward_models`)."""
 
-
 # An optional leading factor of a scorer spec: "10*relevance", "-2.5 * toxicity", "1e1*hf:...".
 _FACTOR = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\*\s*(.+)$")
 
 
-def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Scorer:
-    """Build a scorer from a spec: a built-in name or ``hf:<model>``, optionally negated or scaled.
-
-    The scale matters to CAID although it leaves the constrained problem unchanged: the pseudo-labels are
-    Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0))) on the raw scores (Algorithm 2), so scores whose
-    differences are small (e.g. probabilities) give nearly fair coins. Multiplying every score, beta and b
-    by c (and the dual step size by 1/c) keeps lambda* and the optimal policy and makes the labels
-    informative.
+def parse_scorer_spec(spec: str, names: Sequence[str] = ()) -> tuple[float, str]:
+    """The factor and the body of a spec, checked without loading anything (:func:`build_scorer`).
 
     Args:
-        spec: ``"sentiment"``, ``"toxicity"``, ``"relevance"``, ``"simplicity"`` (case-insensitive), or
-            ``"hf:PATH_OR_HUB_ID"`` for a reward model (:class:`llm.reward_models.RewardModelScorer`; the path keeps
-            its case). A leading ``-`` negates: ``"-toxicity"`` is safety, and the paper's safety utility is
-            ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (Sec. 4.1.1). A leading ``<number>*`` scales:
-            ``"10*relevance"``, ``"-10*toxicity"`` (ten times safety).
-        device: Where a reward model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); the built-ins
-            ignore it.
-        dtype: A reward model's weight dtype (``"float32"``, ``"bfloat16"``); the built-ins ignore it.
+        spec: A scorer spec.
+        names: The caller's scorer names the spec may use.
 
     Returns:
-        The scorer (a :class:`Signed` one when negated or scaled).
+        ``(factor, body)``: ``-1`` for a leading ``-``, the ``<number>*`` prefix times that sign; ``body`` the
+        built-in name (lower case), ``hf:<model>``, or one of ``names``.
 
     Raises:
-        ValueError: Unknown name (the message lists the valid ones) or an ``hf:`` spec without a model.
-        llm.models.ModelLoadError: The reward model cannot be found or is not one (a ``ValueError``).
+        ValueError: For an unknown name (the message lists the valid ones) or an ``hf:`` spec without a model.
     """
     text = spec.strip() if isinstance(spec, str) else ""
     factor = 1.0
@@ -248,21 +238,68 @@ def build_scorer(spec: str, *, device: str = "cpu", dtype: str = "float32") -> S
         factor, text = float(scaled.group(1)), scaled.group(2).strip()  # Signed rejects 0 and inf
     negate = text.startswith("-")
     body = text[1:].strip() if negate else text.removeprefix("+").strip()
+    factor = -factor if negate else factor
     if body[: len(HF_PREFIX)].lower() == HF_PREFIX:
         location = body[len(HF_PREFIX) :].strip()
         if not location:
             raise ValueError(f"scorer {spec!r} names no model; use 'hf:<folder or cached hub id>'")
+        return factor, HF_PREFIX + location
+    if body.lower() in SCORERS:
+        return factor, body.lower()
+    if body in names:
+        return factor, body
+    yours = f", your scorers {', '.join(map(repr, names))}" if names else ""
+    raise ValueError(
+        f"unknown scorer {spec!r}; valid: {', '.join(SCORERS)}{yours}, or 'hf:<folder or hub id>' (prefix '-' to "
+        f"negate, e.g. '-toxicity', or '<number>*' to scale, e.g. '-10*toxicity'); a Python scorer is passed as "
+        f"llm.run(..., scorers={{'name': function}})"
+    )
+
+
+def build_scorer(
+    spec: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    offline: bool = False,
+    custom: Mapping[str, Scorer] | None = None,
+) -> Scorer:
+    """Build a scorer from a spec: a built-in name, ``hf:<model>`` or a caller's scorer, optionally negated or scaled.
+
+    The scale matters to CAID although it leaves the constrained problem unchanged: the pseudo-labels are
+    Bernoulli(sigma(r_lambda(y_1) - r_lambda(y_0))) on the raw scores (Algorithm 2), so scores whose
+    differences are small (e.g. probabilities) give nearly fair coins. Multiplying every score, beta and b
+    by c (and the dual step size by 1/c) keeps lambda* and the optimal policy and makes the labels
+    informative.
+
+    Args:
+        spec: ``"sentiment"``, ``"toxicity"``, ``"relevance"``, ``"simplicity"`` (case-insensitive),
+            ``"hf:PATH_OR_HUB_ID"`` for a reward model (:class:`llm.reward_models.RewardModelScorer`; the path keeps
+            its case), or a key of ``custom``. A leading ``-`` negates: ``"-toxicity"`` is safety, and the paper's
+            safety utility is ``"-hf:PKU-Alignment/beaver-7b-v1.0-cost"`` (Sec. 4.1.1). A leading ``<number>*``
+            scales: ``"10*relevance"``, ``"-10*toxicity"`` (ten times safety).
+        device: Where a reward model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); the others ignore it.
+        dtype: A reward model's weight dtype (``"float32"``, ``"bfloat16"``); the others ignore it.
+        offline: Read a reward model's hub id from the local Hugging Face cache only.
+        custom: The caller's scorers by name (:func:`llm.python_scorers.python_scorers`).
+
+    Returns:
+        The scorer (a :class:`Signed` one when negated or scaled).
+
+    Raises:
+        ValueError: Unknown name (the message lists the valid ones) or an ``hf:`` spec without a model.
+        llm.models.ModelLoadError: The reward model cannot be found or is not one (a ``ValueError``).
+    """
+    custom = custom or {}
+    factor, body = parse_scorer_spec(spec, tuple(custom))
+    if body.startswith(HF_PREFIX):
         from llm.reward_models import RewardModelScorer  # imports torch and transformers only when needed
 
-        scorer: Scorer = RewardModelScorer(location, device=device, dtype=dtype)
-    elif body.lower() in SCORERS:
-        scorer = SCORERS[body.lower()]()
+        scorer: Scorer = RewardModelScorer(body[len(HF_PREFIX) :], device=device, dtype=dtype, offline=offline)
+    elif body in SCORERS:
+        scorer = SCORERS[body]()
     else:
-        raise ValueError(
-            f"unknown scorer {spec!r}; valid: {', '.join(SCORERS)} or 'hf:<folder or cached hub id>' "
-            f"(prefix '-' to negate, e.g. '-toxicity', or '<number>*' to scale, e.g. '-10*toxicity')"
-        )
-    factor = -factor if negate else factor
+        scorer = custom[body]
     return scorer if factor == 1 else Signed(scorer, factor)
 
 
@@ -445,6 +482,16 @@ def plugin_maximum(pool: np.ndarray, k: int | None = None) -> float:
         raise ValueError(f"plugin_maximum: k must be in [2, {n_samples}], got {k}")
     weights = np.array([math.comb(j, k - 1) for j in range(n_samples)], dtype=np.float64) / math.comb(n_samples, k)
     return float(np.mean(np.sort(pool, axis=1) @ weights - pool.mean(axis=1)))
+
+
+def plugin_fraction_thresholds(fractions: Sequence[float], utility_pool: np.ndarray) -> tuple[float, ...]:
+    """Thresholds ``b_i = fractions[i] x plugin_maximum(utility_pool[i])``, in the pool's units.
+
+    Args:
+        fractions: One fraction in (0, 1) per utility (``scorers.threshold_units = 'plugin_fraction'``).
+        utility_pool: ``(m, N, K)`` utility scores (or PeCAID's implicit rewards) of the one-shot plug-in pool.
+    """
+    return tuple(float(f * plugin_maximum(pool)) for f, pool in zip(fractions, utility_pool, strict=True))
 
 
 def standardize(pool: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, Standardization]:

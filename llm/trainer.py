@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm import pecaid
 from llm.caid import Multipliers, caid_iteration, composite_reward
 from llm.checkpoints import (
     STATE_FILE,
@@ -41,12 +42,13 @@ from llm.evaluation import DUAL_TRAJECTORY_FILE, dual_trajectory_csv, summarize
 from llm.implicit_rewards import ImplicitReward
 from llm.learner import TrunkCaches, build_learner
 from llm.methods import method
-from llm.pecaid import implicit_scores, load_labelled_pairs, pre_align
+from llm.preference_pairs import PreferenceData
 from llm.reference_phase import ReferenceData, RunSetup, response_logprobs, score_samples
 from llm.run_files import RunFileError, write_atomic
 from llm.run_schema import EVAL_SCORES_FILE, RunSummary, eval_scores_csv
 from llm.sampling import Sample, sample_responses
 from llm.scorers import Scorer
+from llm.truncation import truncated_setup
 from theory.dual import dual_value
 from theory.dual_solver import solve_dual
 from theory.problem import ConstrainedProblem
@@ -102,6 +104,7 @@ class CAIDTrainer:
         total_steps = caid.iterations * self.steps_per_epoch
         self.learner = build_learner(config.model, config.training, config.seed, ranks, setup.ref_model, total_steps)
         self.trunk = trunk
+        self.held_out_pairs: pecaid.LabelledPairs | None = None  # PeCAID without scorers: its evaluation pairs
 
     @classmethod
     def build(
@@ -113,6 +116,7 @@ class CAIDTrainer:
         record: Callable[[], None] = lambda: None,
         progress: bool = True,
         trunks: TrunkCaches | None = None,
+        preferences: PreferenceData | None = None,
     ) -> CAIDTrainer:
         """The trainer at iteration 0: pairs drawn, PeCAID's models pre-aligned, the one-shot dual solved.
 
@@ -125,6 +129,7 @@ class CAIDTrainer:
                 else after the one-shot dual is solved (so infeasible thresholds leave no run record).
             progress: Whether to show progress bars.
             trunks: The frozen-trunk caches this run may share with others of the process (None: its own).
+            preferences: PeCAID's labelled pairs as an object (``llm.run(preferences=...)``), or None.
 
         Raises:
             theory.InfeasibleProblemError: If the thresholds are unreachable on the plug-in pool (before any
@@ -144,22 +149,15 @@ class CAIDTrainer:
             setup.samples_key, frozen, setup.tokenizer.pad_token_id, config.generation.batch_size,
             config.training.cache_trunk, ranks,
         )  # fmt: skip
-        ref, plugin, utilities = setup.ref, setup.plugin, setup.scorers[1:]
-        if spec.pre_aligned:
-            # A preference file is read and checked before anything is written.
-            labelled = load_labelled_pairs(config, setup) if config.pecaid.preferences else None
-            record()  # the pre-aligned models are saved into the run directory
-            # Labelled pairs are the file's own responses, not the reference samples the trunk cache holds.
-            pre_trunk = None if labelled is not None else trunk
-            implicit = pre_align(config, ranks, setup, pairs, out, pre_trunk, progress, labelled)
-            ref = dataclasses.replace(ref, train_scores=implicit_scores(ranks, implicit, setup.train.prompts, ref, k))
-            if plugin is not None:
-                scores = implicit_scores(ranks, implicit, setup.train.prompts, plugin, config.caid.plugin_samples)
-                plugin = dataclasses.replace(plugin, train_scores=scores)
-            utilities = implicit[1:]
+        setup = truncated_setup(setup, config.data, config.generation.batch_size)  # the pairs DPO forwards
+        ref, plugin, utilities, held_out = setup.ref, setup.plugin, setup.scorers[1:], None
+        if spec.pre_aligned:  # Algorithm 3, lines 3-4: implicit rewards (and thresholds) in place of the scores
+            inputs = pecaid.PeCAIDInputs(config, ranks, setup, pairs, out, trunk, progress)
+            setup, ref, plugin, utilities, held_out = pecaid.implicit_phase(inputs, record, preferences)
         pool = plugin if plugin is not None else ref  # the one-shot plug-in problem's samples
         problem = pool.problem(setup.thresholds, config.caid.beta)
         trainer = cls(config, setup, ranks, ref, utilities, pairs, problem, rng, trunk, progress)
+        trainer.held_out_pairs = held_out
         if not spec.pre_aligned:
             record()
         return trainer
@@ -170,7 +168,7 @@ class CAIDTrainer:
     def steps_per_epoch(self) -> int:
         """Optimiser steps per DPO epoch."""
         training, k = self.config.training, self.config.generation.samples_per_prompt
-        return epoch_steps(self.pairs, training.batch_size, training.all_pairs, k)
+        return epoch_steps(self.pairs, training.batch_size, training.all_pairs, k, training.gradient_accumulation_steps)
 
     @property
     def lam(self) -> np.ndarray:
@@ -266,8 +264,10 @@ class CAIDTrainer:
             "iteration": self.iteration, "multipliers": self.multipliers.state_dict(), "metrics": self.metrics,
             "scheduler": learner.scheduler.state_dict(), "numpy_rng": self.rng.bit_generator.state,
         }  # fmt: skip
+        if learner.precision.scaler is not None:  # fp16's loss scale (other runs' state files are unchanged)
+            state["grad_scaler"] = learner.precision.state_dict()
         if self.ranks.is_main:
-            save_checkpoint(out, self.iteration, weights, optimizer_state, state)
+            save_checkpoint(out, self.iteration, weights, optimizer_state, state, self.config.training.keep_checkpoints)
             write_jsonl(out / "metrics.jsonl", self.metrics)
 
     def load(self, saved: SavedState, out: Path) -> None:
@@ -283,6 +283,7 @@ class CAIDTrainer:
         try:
             load_training_state(learner.module, learner.optimizer, saved.weights, saved.optimizer)
             learner.scheduler.load_state_dict(saved.scheduler)
+            learner.precision.load_state_dict(saved.grad_scaler)
             self.rng.bit_generator.state = saved.numpy_rng
             torch.set_rng_state(saved.torch_rng)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:  # shapes or names of another model
@@ -367,11 +368,14 @@ class CAIDTrainer:
         ``evaluation.reference_samples``.
         """
         config, setup, ref, metrics = self.config, self.setup, self.ref, self.metrics
+        # PeCAID's constraints are on its implicit utilities: the same samples are scored by them too.
+        implicit = list(self.utilities) if self.spec.pre_aligned else []
         samples, scores, log_ratio = self.policy_samples(
-            setup.test.prompts, setup.test_inputs, setup.scorers, config.evaluation.policy_samples, config.seed + 2,
-            "eval", config.evaluation.log_ratio_prompts or None,
+            setup.test.prompts, setup.test_inputs, [*setup.scorers, *implicit], config.evaluation.policy_samples,
+            config.seed + 2, "eval", config.evaluation.log_ratio_prompts or None,
         )  # fmt: skip
-        names = [config.scorers.reward, *config.scorers.utilities]
+        scores, policy_implicit = scores[: len(setup.scorers)], scores[len(setup.scorers) :]
+        names = list(config.scorers.specs)
         # log pi/pi_ref of each sample (exactly 0 for pi_ref's own; NaN beyond evaluation.log_ratio_prompts): the
         # KL and Lagrangian estimates need it.
         eval_csv = eval_scores_csv(names, {
@@ -380,5 +384,7 @@ class CAIDTrainer:
         })  # fmt: skip
         if self.ranks.is_main:
             write_atomic(out / EVAL_SCORES_FILE, eval_csv)
-            write_atomic(out / DUAL_TRAJECTORY_FILE, dual_trajectory_csv(metrics, len(config.scorers.utilities)))
-        return summarize(config, setup, ref, metrics, scores, log_ratio, self.one_shot, self.lam)
+            write_atomic(out / DUAL_TRAJECTORY_FILE, dual_trajectory_csv(metrics, len(config.objectives) - 1))
+        held_out, pairs = (None, {}) if not implicit else pecaid.held_out_evaluation(
+            config, setup, implicit, policy_implicit, self.learner.model, self.held_out_pairs)  # fmt: skip
+        return summarize(config, setup, ref, metrics, scores, log_ratio, self.one_shot, self.lam, held_out, pairs)

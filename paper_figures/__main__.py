@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.run_files import write_atomic
 from paper_figures import (
     fig1a_expected_vs_actual,
@@ -134,8 +135,9 @@ def ensure_results(producer: Producer, results_dir: Path, scale: str) -> tuple[b
     return True, returncode == 0
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns 1 if a producing step reported a failure."""
+    """Command-line entry point; returns 1 if a producing step reported a failure, 2 for a user error."""
     figures = figure_registry()
     parser = argparse.ArgumentParser(
         prog="python -m paper_figures",
@@ -161,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="never run a producer: draw what the saved results allow (e.g. paper-scale results from GPUs)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    check_out_dir(args.figures, "--figures")
+    check_out_dir(args.results, "--results")
 
     names = list(figures) if args.figure == "all" else [args.figure]
     registry = producer_registry()
@@ -188,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names:
         try:
             paths = figures[name](args.results, args.figures)
-        except (FileNotFoundError, ValueError) as err:  # e.g. every threshold infeasible: the report says so
+        except (OSError, ValueError) as err:  # e.g. every threshold infeasible: the report says so
             print(f"error: {name}: {err}", file=sys.stderr)
             ok = False
             continue

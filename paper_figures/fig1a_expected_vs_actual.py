@@ -8,7 +8,7 @@ threshold)::
     RESULTS/llm_sweep/single/<run>/dual_trajectory.csv
     RESULTS/llm_sweep/single/<run>/config.json
 
-with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_h`` (DPO_h) and ``dpo_g`` (DPO_s); the
+with methods ``caid`` (multi-shot), ``one_shot``, ``dpo_h`` (DPO_h) and ``dpo_g`` (DPO_g, the paper's DPO_s); the
 formats are those of :mod:`analysis.statistics`. Improvements and their 95% CIs are recomputed from
 ``eval_scores.csv`` with :func:`analysis.statistics.collect_runs` (paired over held-out prompts,
 Student-t intervals).
@@ -39,8 +39,9 @@ from matplotlib.figure import Figure
 
 from analysis.statistics import collect_runs, satisfaction_rows
 from llm.methods import COMPARED, REGISTRY
-from paper_figures.cli import drawn_figure, figure_command
-from paper_figures.results_files import check_run
+from llm.sweep import SWEEP_FILE
+from paper_figures.cli import figure_entry
+from paper_figures.results_files import ResultsFileError, check_run, read_json_object
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "fig1a_expected_vs_actual"
@@ -58,31 +59,50 @@ def producer_hint(subdir: Path) -> str:
     )
 
 
-def sweep_dir(results_dir: Path | str, subdir: Path) -> Path:
-    """``results_dir/subdir``, checked to hold at least one finished run, each with usable files.
+def sweep_runs_expected(results_dir: Path | str, subdir: Path) -> list[Path]:
+    """The run directories of the sweep folder ``results_dir/subdir`` a figure or claim needs, each checked whole.
+
+    They are the runs its ``sweep.json`` lists as finished (written when every run has ended; runs refused as
+    infeasible have no directory); without one (the sweep still running, or killed), every folder in it.
+    A run that is absent, a dangling link or unfinished (no ``summary.json``) is refused, never left out.
 
     Raises:
-        FileNotFoundError: If it holds no ``summary.json`` one level down; the message names the producer.
-        paper_figures.results_files.ResultsFileError: If a finished run's ``summary.json``, ``config.json`` or
-            ``eval_scores.csv`` is unusable (the message names the file).
+        FileNotFoundError: If the folder does not exist or holds no run; the message names the producer.
+        paper_figures.results_files.ResultsFileError: If ``sweep.json`` is unusable, or a run's folder,
+            ``summary.json``, ``config.json`` or ``eval_scores.csv`` is missing or unusable (the message names the
+            file).
     """
     path = Path(results_dir) / subdir
-    finished = sorted(p.parent for p in path.glob("*/summary.json")) if path.is_dir() else []
-    if not finished:
-        raise FileNotFoundError(f"{path}: no finished run directories (*/summary.json); {producer_hint(subdir)}")
-    for run in finished:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no sweep folder; {producer_hint(subdir)}")
+    record = path / SWEEP_FILE
+    if record.is_file():
+        fix = f"delete it and rerun the sweep ({producer_hint(subdir)})"
+        runs = read_json_object(record, fix=fix).get("runs")
+        if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in runs):
+            raise ResultsFileError(record, "'runs' is not a list of objects with a 'name'", fix)
+        expected = [path / r["name"] for r in runs if r.get("status") == "finished"]
+    else:
+        # every folder, dangling links included (Path.is_dir is False for those)
+        expected = sorted(p for p in path.iterdir() if not p.name.startswith(".") and (p.is_dir() or p.is_symlink()))
+    if not expected:
+        raise FileNotFoundError(f"{path}: no finished run directories; {producer_hint(subdir)}")
+    for run in expected:
+        if not run.exists() and not run.is_symlink():
+            raise ResultsFileError(run, f"missing, although {record.name} lists it as finished",
+                                   f"rerun the sweep ({producer_hint(subdir)})")
         check_run(run, f"delete the run directory {run.name} and rerun the sweep ({producer_hint(subdir)})")
-    return path
+    return expected
 
 
 def load_sweep(results_dir: Path | str, subdir: Path = RESULTS_SUBDIR) -> pd.DataFrame:
-    """:func:`analysis.statistics.collect_runs` of a sweep folder: a row per run and scorer, 95% CIs.
+    """:func:`analysis.statistics.collect_runs` of a sweep's runs: a row per run and scorer, 95% CIs.
 
     Raises:
-        FileNotFoundError: If the folder holds no finished runs.
-        paper_figures.results_files.ResultsFileError: If a run's files are unusable.
+        FileNotFoundError: If the folder holds no runs.
+        paper_figures.results_files.ResultsFileError: If a run is missing, unfinished or its files unusable.
     """
-    return collect_runs(sweep_dir(results_dir, subdir))
+    return collect_runs(sweep_runs_expected(results_dir, subdir))
 
 
 def ci_errors(rows: pd.DataFrame, mean: str = "mean", low: str = "ci_low", high: str = "ci_high") -> np.ndarray:
@@ -151,8 +171,7 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-make_figure = drawn_figure(NAME, draw)
-main = figure_command(NAME, __doc__, make_figure)
+make_figure, main = figure_entry(NAME, __doc__, draw)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Draws ``fig1b_tradeoff``: x = actual improvement of the first utility (safety), 
 reward (helpfulness), both with 95% CI error bars; the runs of multi-shot (CAID) and one-shot connected in
 threshold order and labelled with b, their empirical Pareto fronts
 (:func:`analysis.pareto.pareto_front`) drawn as wide translucent lines, and the single points DPO_h
-(``dpo_h``) and DPO_s (``dpo_g``) where present (paper Sec. 4.2, Fig. 1(b)).
+(``dpo_h``) and DPO_g (``dpo_g``, the paper's DPO_s) where present (paper Sec. 4.2, Fig. 1(b)).
 
 Usage::
 
@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from analysis.pareto import pareto_front
 from llm.methods import DPO_BASELINES, REGISTRY
-from paper_figures.cli import drawn_figure, figure_command
+from paper_figures.cli import figure_entry
 from paper_figures.fig1a_expected_vs_actual import (
     RESULTS_SUBDIR,
     SWEEP_METHODS,
@@ -39,7 +39,7 @@ from paper_figures.fig1a_expected_vs_actual import (
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 NAME = "fig1b_tradeoff"
-# Single-point baselines: trained on the reward alone (DPO_h) or the utility alone (DPO_s).
+# Single-point baselines: trained on the reward alone (DPO_h) or the utility alone (DPO_g).
 BASELINES = DPO_BASELINES
 
 
@@ -119,8 +119,7 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-make_figure = drawn_figure(NAME, draw)
-main = figure_command(NAME, __doc__, make_figure)
+make_figure, main = figure_entry(NAME, __doc__, draw)
 
 
 if __name__ == "__main__":

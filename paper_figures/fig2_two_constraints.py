@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from llm.methods import REGISTRY
-from paper_figures.cli import drawn_figure, figure_command
+from paper_figures.cli import figure_entry
 from paper_figures.fig1a_expected_vs_actual import (
     SWEEP_METHODS,
     ci_errors,
@@ -110,8 +110,7 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-make_figure = drawn_figure(NAME, draw)
-main = figure_command(NAME, __doc__, make_figure)
+make_figure, main = figure_entry(NAME, __doc__, draw)
 
 
 if __name__ == "__main__":

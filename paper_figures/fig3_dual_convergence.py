@@ -25,7 +25,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from paper_figures.cli import drawn_figure, figure_command
+from paper_figures.cli import figure_entry
 from paper_figures.results_files import ResultsFileError, read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
@@ -107,8 +107,7 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-make_figure = drawn_figure(NAME, draw)
-main = figure_command(NAME, __doc__, make_figure)
+make_figure, main = figure_entry(NAME, __doc__, draw)
 
 
 if __name__ == "__main__":

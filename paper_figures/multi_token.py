@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from llm.methods import REGISTRY
-from paper_figures.cli import figure_command
+from paper_figures.cli import figure_entry
 from paper_figures.results_files import read_results_csv
-from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style, save_figure
+from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
 
 class Style(NamedTuple):
@@ -80,8 +81,12 @@ def _style(key: str) -> Style:
     return Style(spec.label, spec.color, spec.marker) if spec is not None else Style(key, "tab:gray", "x")
 
 
-def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw the three panels from ``results_dir/multi_token/points.csv``."""
+def draw(results_dir: Path) -> Figure:
+    """The three panels from ``results_dir/multi_token/points.csv``.
+
+    Lines join each method's means over seeds at each threshold fraction (b varies with each seed's pool); dots are
+    the seeds.
+    """
     points = load_points(results_dir)
     single, double = points[points["constraints"] == 1], points[points["constraints"] == 2]
     with paper_style():
@@ -89,11 +94,11 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
         ax = fig.subplots(1, 3)
         for key, rows in single.groupby("method", sort=False):
             spec = _style(key)
-            means = rows.groupby("b_1")[["g_1_improvement", "reward_improvement"]].mean()
+            means = rows.groupby("fractions", dropna=False)[["b_1", "g_1_improvement", "reward_improvement"]].mean()
             if key in ("caid", "one_shot"):
                 ax[0].scatter(rows["b_1"], rows["g_1_improvement"], color=spec.color, marker=spec.marker, s=6,
                               alpha=0.5)
-                ax[0].plot(means.index, means["g_1_improvement"], color=spec.color, marker=spec.marker, ms=3,
+                ax[0].plot(means["b_1"], means["g_1_improvement"], color=spec.color, marker=spec.marker, ms=3,
                            label=spec.label)
             else:  # a control: its achieved improvement, the same whatever b
                 achieved = float(rows["g_1_improvement"].mean())
@@ -116,12 +121,16 @@ def make_figure(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
             top2 = float(double[["b_1", "b_2"]].max().max()) * 1.2
             ax[2].plot([0, top2], [0, top2], "k:", lw=0.8)
             ax[2].legend(fontsize=5, title="CAID", title_fontsize=5)
+        else:
+            ax[2].text(0.5, 0.5, "not run at this scale\n(SCALE=full runs it)", ha="center", va="center",
+                       transform=ax[2].transAxes, fontsize=6)
+            ax[2].set(xticks=[], yticks=[])
         ax[2].set(xlabel="b_i (σ)", ylabel="achieved gain (σ)", title="(c) two constraints")
         fig.legend(*ax[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=6)
-        return save_figure(fig, out_dir, NAME)
+    return fig
 
 
-main = figure_command(NAME, __doc__, make_figure)
+make_figure, main = figure_entry(NAME, __doc__, draw)
 
 
 if __name__ == "__main__":

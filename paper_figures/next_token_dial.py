@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from paper_figures.cli import drawn_figure, figure_command
+from paper_figures.cli import figure_entry
 from paper_figures.next_token import producer_args
 from paper_figures.results_files import read_results_csv
 from paper_figures.style import COLUMN_WIDTH, new_figure
@@ -127,8 +127,7 @@ def draw(results_dir: Path) -> Figure:
     return fig
 
 
-make_figure = drawn_figure(NAME, draw)
-main = figure_command(NAME, __doc__, make_figure)
+make_figure, main = figure_entry(NAME, __doc__, draw)
 
 
 if __name__ == "__main__":

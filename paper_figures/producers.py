@@ -7,7 +7,7 @@ their figures at ``quick`` only when their results exist):
 
 * the single-constraint threshold sweep (Fig. 1(a)-(c), the real-model Lagrangian gap):
   ``python -m llm sweep --config configs/smollm2_safety.toml`` with CAID (multi-shot), one-shot, DPO_h and
-  DPO_s into ``RESULTS/llm_sweep/single``;
+  DPO_g into ``RESULTS/llm_sweep/single``;
 * the two-constraint sweep (Fig. 2): ``configs/smollm2_two_constraints.toml`` into
   ``RESULTS/llm_sweep/two_constraints``.
 
@@ -92,7 +92,7 @@ def _sets(overrides: tuple[str, ...]) -> list[str]:
 
 
 def single_sweep_args(results_dir: Path, scale: str) -> list[str]:
-    """``-m llm sweep`` of CAID, one-shot, DPO_h and DPO_s over the safety thresholds."""
+    """``-m llm sweep`` of CAID, one-shot, DPO_h and DPO_g over the safety thresholds."""
     s = SCALES[scale]
     return [
         "-m", "llm", "sweep", "--config", SINGLE_CONFIG, "--out", str(results_dir / SINGLE_SUBDIR),

@@ -27,12 +27,12 @@ from matplotlib.figure import Figure
 
 from analysis.lagrangian_gap import lagrangian_gap_table
 from llm.methods import REGISTRY
-from paper_figures.cli import drawn_figure, figure_command
+from paper_figures.cli import figure_entry
 from paper_figures.fig1a_expected_vs_actual import (
     RESULTS_SUBDIR,
     SWEEP_METHODS,
     ci_errors,
-    sweep_dir,
+    sweep_runs_expected,
 )
 from paper_figures.style import COLUMN_WIDTH, new_figure, paper_style
 
@@ -47,7 +47,7 @@ def load_gaps(results_dir: Path | str) -> pd.DataFrame:
         paper_figures.results_files.ResultsFileError: If a run's files are unusable.
         ValueError: If it holds no CAID or one-shot run.
     """
-    table = lagrangian_gap_table(sweep_dir(results_dir, RESULTS_SUBDIR), methods=SWEEP_METHODS)
+    table = lagrangian_gap_table(sweep_runs_expected(results_dir, RESULTS_SUBDIR), methods=SWEEP_METHODS)
     if table.empty:
         raise ValueError(f"{Path(results_dir) / RESULTS_SUBDIR}: no runs of method {' or '.join(SWEEP_METHODS)}")
     return table.assign(threshold=[b[0] for b in table["thresholds"]])
@@ -90,8 +90,7 @@ def draw(results_dir: Path | str) -> Figure:
     return fig
 
 
-make_figure = drawn_figure(NAME, draw)
-main = figure_command(NAME, __doc__, make_figure)
+make_figure, main = figure_entry(NAME, __doc__, draw)
 
 
 if __name__ == "__main__":

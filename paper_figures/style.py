@@ -7,8 +7,7 @@ through ``pyplot``, so drawing touches no global figure state and needs no displ
 from __future__ import annotations
 
 import contextlib
-import os
-import uuid
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from llm.run_files import write_atomic
 
 FORMATS = ("png", "pdf")
 # Width of one column of a two-column paper page, in inches.
@@ -60,8 +61,8 @@ def new_figure(width: float = 2 * COLUMN_WIDTH, height: float = 2.6) -> Figure:
 def save_figure(fig: Figure, out_dir: Path | str, name: str) -> list[Path]:
     """Write ``fig`` as ``out_dir/name.png`` and ``out_dir/name.pdf``.
 
-    Each file is written to a temporary file in ``out_dir`` and moved into place, so an interrupted
-    run never leaves a truncated figure.
+    Each file is written atomically (:func:`llm.run_files.write_atomic`), so an interrupted run never leaves a
+    truncated figure.
 
     Args:
         fig: The figure.
@@ -72,18 +73,10 @@ def save_figure(fig: Figure, out_dir: Path | str, name: str) -> list[Path]:
         The written paths, PNG first.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in FORMATS:
-        path = out_dir / f"{name}.{fmt}"
-        # Not tempfile.mkstemp: its 0600 mode would survive the rename; "x" honours the umask.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "xb") as handle:
-                fig.savefig(handle, format=fmt)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        paths.append(path)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt)
+        write_atomic(out_dir / f"{name}.{fmt}", buffer.getvalue())
+        paths.append(out_dir / f"{name}.{fmt}")
     return paths

@@ -73,8 +73,9 @@ def test_configuration_reference_is_generated_from_the_config():
     committed = (ROOT / "docs" / "configuration.md").read_text()
     fix = "docs/configuration.md is stale: python docs/generate_config_reference.py > docs/configuration.md"
     assert committed == generated, fix
-    # Every table and field of `python -m llm run --help` (llm.config.describe_fields), with its help, is on the page.
-    from llm.config import describe_fields
+    # Every table and field of `python -m llm run --help` (llm.config_files.describe_fields), with its help, is on
+    # the page.
+    from llm.config_files import describe_fields
 
     for line in describe_fields():
         name, _, help_text = line.partition("  # ")

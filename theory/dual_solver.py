@@ -23,10 +23,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog, minimize
 
-from theory.dual import DualEvaluation, evaluate_dual, row_blocks, tilted_policy
+from theory.dual import DualEvaluation, dual_value, evaluate_dual, row_blocks, tilted_policy
 from theory.problem import ConstrainedProblem, InfeasibleProblemError
 
-__all__ = ["DualSolution", "DualSolverError", "kkt_residual", "solve_dual"]
+__all__ = ["MAX_TOLERANCE", "DualSolution", "DualSolverError", "kkt_residual", "solve_dual"]
 
 # Trust-region acceptance and update thresholds on actual / predicted decrease.
 _ACCEPT, _SHRINK, _EXPAND = 1e-4, 0.25, 0.75
@@ -54,6 +54,13 @@ _TILT_CHECK = 50.0
 # which move the tilted policy's slacks by about that fraction of their scale; no lambda can certify a
 # smaller KKT residual than this many such units (see _ScoreSizes.rounding_floor).
 _ROUNDING_UNITS = 16.0
+# solve_dual rescales a problem whose beta, constraint scales s_i and 1 span more than this factor; within it
+# the products in D's Hessian s_i s_j / beta stay far from float64's range limits.
+_SCALE_RANGE = 1e50
+# The largest relative KKT residual ever certified. Where the rounding floor exceeds it (beta tiny relative
+# to the scores, or lambda so large that the logits span more than ~1e11 nats) float64 cannot resolve the
+# tilted policy on the problem's own scale, and the solver raises rather than certify on a coarser one.
+MAX_TOLERANCE = 1e-3
 
 
 class DualSolverError(RuntimeError):
@@ -74,8 +81,9 @@ class DualSolution:
         iterations: accepted Newton iterations of the final run (at the problem's own beta).
         evaluations: passes over the data (dual evaluations), continuation stages included.
         kkt_residual: the relative KKT residual of :func:`kkt_residual` at lambda* (<= the tolerance met).
-        tolerance: the residual certified: ``max(tol, rounding floor)``; the floor, about
-            16 eps max|logit| with logits (r + lambda^T g) / beta, exceeds ``tol`` only for tiny beta.
+        tolerance: the residual certified: ``max(tol, rounding floor)``, never above :data:`MAX_TOLERANCE`;
+            the floor, about 16 eps max|logit| with logits (r + lambda^T g) / beta, exceeds ``tol`` only for
+            tiny beta.
         continuation_betas: the betas of the continuation stages, largest first (empty if none ran).
         trajectory: ``(iterations + 1, m)`` the accepted iterates of the final run, its start first.
     """
@@ -251,6 +259,7 @@ class _Run:
     evaluations: int
     certified: bool = False
     tolerance: float = 0.0
+    stalled: bool = False
 
 
 def _newton(prob: ConstrainedProblem, lam0: np.ndarray, tol: float, max_iter: int, sizes: _ScoreSizes) -> _Run:
@@ -300,8 +309,9 @@ def _newton(prob: ConstrainedProblem, lam0: np.ndarray, tol: float, max_iter: in
             if tilt > checked_tilt:
                 _raise_if_certified_infeasible(prob, trial.lam)
                 checked_tilt = 4.0 * tilt
-    if stalled:  # no representable step improves lambda: accept a residual at the rounding floor
-        run.tolerance = max(tol, sizes.rounding_floor(prob, run.ev.lam))
+    run.stalled = stalled
+    if stalled:  # no representable step improves lambda: accept a residual at the rounding floor (if resolvable)
+        run.tolerance = max(tol, min(sizes.rounding_floor(prob, run.ev.lam), MAX_TOLERANCE))
     run.certified = run.residual <= run.tolerance
     return run
 
@@ -378,12 +388,13 @@ def solve_dual(
 
     Args:
         prob: The problem.
-        lam0: ``(m,)`` non-negative starting multipliers (default zero).
+        lam0: ``(m,)`` non-negative starting multipliers (default zero); a start with D(lam0) > D(0) (or not
+            finite) is replaced by zero.
         tol: Certify lambda* once its relative KKT residual (:func:`kkt_residual`: primal infeasibility
             relative to each constraint's scale, complementary slackness relative to the objective's) is at
             most ``tol``. For tiny beta float64 cannot resolve that much; the tolerance certified is then
             ``max(tol, 16 eps max|logit|)`` with logits (r + lambda^T g) / beta (reported as
-            :attr:`DualSolution.tolerance`).
+            :attr:`DualSolution.tolerance`), never more than :data:`MAX_TOLERANCE`.
         max_iter: Most Newton iterations at the problem's own beta (each continuation stage has its own
             budget of 40).
         return_policy: Also compute pi*(lambda*) (an (X, Y) array; one more pass over the data).
@@ -395,20 +406,70 @@ def solve_dual(
         ValueError: ``tol`` not in (0, 1), ``max_iter`` not a positive integer, or a malformed ``lam0``.
         InfeasibleProblemError: A threshold no policy absolutely continuous w.r.t. pi_ref can strictly
             reach, or jointly infeasible constraints (no policy satisfies them all strictly).
-        DualSolverError: The KKT residual could not be certified, even by beta-continuation.
+        DualSolverError: The KKT residual could not be certified, even by beta-continuation, or float64 cannot
+            resolve the logits to :data:`MAX_TOLERANCE` (beta below about 1e-11 of the scores' scale).
     """
     tol, max_iter = _check_options(tol, max_iter)
     prob.check_feasible()
     lam = np.zeros(prob.n_constraints) if lam0 is None else prob.check_multipliers(lam0, nonnegative=True, field="lam0")
+    try:
+        _raise_if_unresolvable(prob, _ScoreSizes(prob), np.zeros(prob.n_constraints))
+    except DualSolverError:
+        _raise_if_lp_infeasible(prob)  # infeasible thresholds are that at every beta: say so instead
+        raise
+    scales = slack_scales(prob)
+    if max(1.0, prob.beta, *scales) / min(1.0, prob.beta, *scales) <= _SCALE_RANGE:
+        return _solve(prob, lam, tol, max_iter, return_policy)
+    # Extreme scales (beta or a constraint's scale s_i far from 1): solve the equivalent problem with r' = r / beta,
+    # g'_i = g_i / s_i, b'_i = b_i / s_i and beta' = 1, whose multipliers are lambda'_i = lambda_i s_i / beta (the
+    # same tilted policy); D = beta D', grad_i D = s_i grad_i D', hess D = s s^T hess D' / beta.
+    beta = prob.beta
+    with np.errstate(over="ignore", under="ignore"):
+        reward = prob.reward / beta
+        if not np.all(np.isfinite(reward)):
+            raise DualSolverError(
+                f"solve_dual: beta={beta:.3g} is so small relative to the reward (max |r| = "
+                f"{np.abs(prob.reward).max():.3g}) that the logits r / beta overflow float64; increase beta"
+            )
+        unit = ConstrainedProblem(prob.ref_logprobs, reward, prob.utilities / scales[:, None, None],
+                                  prob.thresholds / scales, 1.0, prob.prompt_weights)
+        sol = _solve(unit, lam * scales / beta, tol, max_iter, return_policy)
+        lam = sol.lam * beta / scales
+    if not np.all(np.isfinite(lam)):
+        raise DualSolverError(
+            f"solve_dual: lambda* = {(sol.lam * beta / scales).tolist()} (beta={beta:.3g}, constraint scales "
+            f"{scales.tolist()}) is beyond float64's range; rescale the utilities or beta"
+        )
+    return dataclasses.replace(
+        sol, lam=lam, value=sol.value * beta, gradient=sol.gradient * scales,
+        hessian=sol.hessian * np.outer(scales / beta, scales),
+        continuation_betas=tuple(b * beta for b in sol.continuation_betas),
+        trajectory=sol.trajectory * beta / scales,
+    )  # fmt: skip
+
+
+def _solve(prob: ConstrainedProblem, lam: np.ndarray, tol: float, max_iter: int, return_policy: bool) -> DualSolution:
+    """:func:`solve_dual` on validated arguments at the problem's own scale."""
+    with np.errstate(all="ignore"):  # a huge lam0 overflows the logits: D(lam0) is then NaN or inf
+        worse = lam.any() and not dual_value(prob, lam) <= dual_value(prob, np.zeros_like(lam))
+    if worse:
+        # A start worse than lambda = 0 is far from lambda* (D is convex): its tilt of up to ~1e16 nats would take
+        # the trust region thousands of steps to undo, so start from zero instead.
+        lam = np.zeros_like(lam)
     sizes = _ScoreSizes(prob)
-    run = _newton(prob, lam, tol, min(max_iter, _DIRECT_ITERS), sizes)
-    betas: list[float] = []
+    try:
+        run = _newton(prob, lam, tol, min(max_iter, _DIRECT_ITERS), sizes)
+        betas: list[float] = []
+        if not run.certified:
+            direct = run.evaluations
+            run, betas = _continuation(prob, lam, tol, max_iter, sizes)
+            run.evaluations += direct
+    except np.linalg.LinAlgError as err:  # a Hessian under- or overflowing float64: no step to take
+        raise DualSolverError(
+            f"solve_dual: the Newton step failed at beta={prob.beta:.3g} ({err}); rescale the scores to order one"
+        ) from None
     if not run.certified:
-        direct = run.evaluations
-        run, betas = _continuation(prob, lam, tol, max_iter, sizes)
-        run.evaluations += direct
-    if not run.certified:
-        _raise_uncertified(prob, run, betas)
+        _raise_uncertified(prob, run, betas, sizes)
     ev = run.ev
     return DualSolution(
         lam=ev.lam,
@@ -425,11 +486,8 @@ def solve_dual(
     )
 
 
-def _raise_uncertified(prob: ConstrainedProblem, run: _Run, betas: list[float]) -> None:
-    """Raise InfeasibleProblemError if the feasibility LP says so, else a DualSolverError saying what failed."""
-    ev = run.ev
-    if ev.lam.sum() > 0:
-        _raise_if_certified_infeasible(prob, ev.lam)
+def _raise_if_lp_infeasible(prob: ConstrainedProblem) -> float:
+    """Raise InfeasibleProblemError if the feasibility LP finds no strictly feasible policy; else return its margin."""
     margin, mu = _feasibility_margin(prob)
     if margin <= 0:
         raise InfeasibleProblemError(
@@ -439,7 +497,32 @@ def _raise_uncertified(prob: ConstrainedProblem, run: _Run, betas: list[float]) 
             f"(largest improvements {prob.max_improvements.tolist()}, thresholds {prob.thresholds.tolist()}); "
             "lower the thresholds"
         )
+    return margin
+
+
+def _raise_if_unresolvable(prob: ConstrainedProblem, sizes: _ScoreSizes, lam: np.ndarray, stages: str = "") -> None:
+    """Raise DualSolverError if float64 rounding of the logits at ``lam`` exceeds :data:`MAX_TOLERANCE`."""
+    with np.errstate(over="ignore"):
+        floor = sizes.rounding_floor(prob, lam)
+    if floor > MAX_TOLERANCE:
+        raise DualSolverError(
+            f"solve_dual cannot certify the optimum at beta={prob.beta:.3g} in float64: the logits "
+            f"(r + lambda^T g) / beta span about {floor / (_ROUNDING_UNITS * np.finfo(float).eps):.3g} nats (max |r| "
+            f"= {sizes.sizes[0]:.3g}), so rounding alone moves the slacks by {floor:.2g} of their scale (more than "
+            f"{MAX_TOLERANCE:g}){stages}. Increase beta: the optimum at beta is within beta * E_x max_y "
+            "(-log pi_ref(y|x)) of the beta -> 0 linear program's value"
+        )
+
+
+def _raise_uncertified(prob: ConstrainedProblem, run: _Run, betas: list[float], sizes: _ScoreSizes) -> None:
+    """Raise InfeasibleProblemError if the feasibility LP says so, else a DualSolverError saying what failed."""
+    ev = run.ev
+    if ev.lam.sum() > 0:
+        _raise_if_certified_infeasible(prob, ev.lam)
+    margin = _raise_if_lp_infeasible(prob)
     stages = f"; {len(betas)} continuation stages from beta={betas[0]:.3g} failed to reach it" if betas else ""
+    if run.stalled:  # no representable step helped: is that float64's limit?
+        _raise_if_unresolvable(prob, sizes, ev.lam, stages)
     raise DualSolverError(
         f"solve_dual could not certify the optimum at beta={prob.beta:.3g}: relative KKT residual "
         f"{run.residual:.3g} > tolerance {run.tolerance:.3g} after {run.evaluations} evaluations at lambda = "

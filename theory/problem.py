@@ -40,13 +40,26 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 
 def _as_float_array(value: object, field: str, copy: bool = True) -> np.ndarray:
-    """``value`` as float64 (a fresh copy unless ``copy=False``); ``ValueError`` naming ``field`` if complex."""
+    """``value`` as float64 (a fresh copy unless ``copy=False``).
+
+    Raises:
+        ValueError: naming ``field``, unless ``value`` holds real integers or floats: complex values, text,
+            booleans, dates and objects would otherwise convert silently, and a masked array would lose its mask.
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(f"{field}: got a masked array, whose mask would be ignored; pass plain numbers "
+                         "(e.g. value.filled(0.0) with the masked entries given a meaning)")
     if np.iscomplexobj(value):
         raise ValueError(f"{field}: expected real numbers, got complex values; pass the real scores (e.g. x.real)")
     try:
-        return np.array(value, dtype=np.float64, copy=True) if copy else np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as err:
+        kind = np.asarray(value).dtype.kind
+    except (TypeError, ValueError) as err:  # ragged nested lists
         raise ValueError(f"{field}: expected a numeric array ({err})") from None
+    if kind not in "iuf":
+        what = {"b": "booleans", "U": "text", "S": "bytes", "M": "dates", "m": "time spans", "O": "Python objects",
+                "V": "raw records"}.get(kind, f"dtype kind {kind!r}")
+        raise ValueError(f"{field}: expected real numbers, got {what}; convert them to floats first")
+    return np.array(value, dtype=np.float64, copy=True) if copy else np.asarray(value, dtype=np.float64)
 
 
 def _require_finite(array: np.ndarray, field: str, fix: str) -> None:
@@ -145,10 +158,11 @@ class ConstrainedProblem:
             _require_finite(weights, "prompt_weights", "pass finite non-negative weights (or None for uniform)")
             if np.any(weights < 0):
                 raise ValueError("prompt_weights: must be finite and non-negative")
-            total = weights.sum()
-            if total <= 0:
+            largest = weights.max()
+            if largest <= 0:
                 raise ValueError("prompt_weights: must not be all zero")
-            weights = weights / total
+            weights = weights / largest  # first to at most one: a sum of weights near 1e308 would overflow
+            weights = weights / weights.sum()
 
         set_field(self, "ref_logprobs", _frozen(ref))
         set_field(self, "reward", _frozen(reward))

@@ -8,7 +8,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from llm.cli_errors import check_out_dir, exit_2_on_user_error
+from llm.threads import add_threads_argument, set_threads
 
+
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, run the laboratory and the nu dial, write their verdicts."""
     parser = argparse.ArgumentParser(prog="python -m analysis.next_token", description=__doc__)
@@ -17,9 +21,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--no-dial", action="store_true", help="skip the nu dial (nu_dial_*.csv)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the nu dial's rungs (default 2)")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers: expected a positive number of processes, got {args.workers}")
+    check_out_dir(args.out)
+    set_threads(args.threads)  # before torch loads
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from analysis.next_token.dial_verdicts import flip_table, write_dial_verdicts
     from analysis.next_token.laboratory import FULL, QUICK, prepare, train_runs

@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from analysis.next_token.rungs import CAID, ORACLE, Fitting, Rung
+from analysis.next_token.rungs import CAID, ORACLE, DialConfig, Fitting, Rung
 from analysis.next_token.verdicts import verdicts
 from llm.run_files import write_atomic
-
-if TYPE_CHECKING:
-    from analysis.next_token.nu_dial import DialConfig
 
 __all__ = [
     "DIAL_DIR", "LAMBDA_TOLERANCE", "RUNS_FILE", "VERDICTS_FILE", "dial_verdicts", "flip_table", "rung_verdicts",

@@ -279,6 +279,7 @@ def train_runs(lab: Lab, *, progress: bool = True, start: float | None = None) -
         "scale": dict(zip(SCORE_NAMES, world.scale.tolist(), strict=True)),
         "rho_reward_g1": world.correlation(0, 1), "rho_reward_g2": world.correlation(0, 2),
         "rho_g1_g2": world.correlation(1, 2), "n_train": config.n_train, "n_eval": config.n_eval,
+        "split_seed": config.split_seed,
         "vocab": world.vocab_size, "seconds_world": lab.seconds_world, "seconds_total": time.perf_counter() - start,
     }  # fmt: skip
     write_atomic(out / "world.json", json.dumps(summary, indent=1))

@@ -25,7 +25,6 @@ run) and ``nu_dial_verdicts.csv`` (:mod:`analysis.next_token.dial_verdicts`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -39,7 +38,7 @@ from analysis.next_token.classes import PolicyClass
 from analysis.next_token.dial_verdicts import DIAL_DIR, RUNS_FILE, rung_verdicts
 from analysis.next_token.evaluation import Measurement, measure, tilt_quantities
 from analysis.next_token.laboratory import Lab, Setting, _load_done
-from analysis.next_token.rungs import CAID, ORACLE, REFERENCE, Fitting, Outcome, Rung, RungLab
+from analysis.next_token.rungs import CAID, ORACLE, REFERENCE, DialConfig, Fitting, Outcome, Rung, RungLab
 from analysis.next_token.world import atomic_savez
 from analysis.tilt_attenuation import attenuation
 from llm.run_files import write_atomic
@@ -47,27 +46,6 @@ from theory import bounds, solve_dual
 from theory.problem import InfeasibleProblemError
 
 __all__ = ["FULL_DIAL", "QUICK_DIAL", "RUNS_FILE", "DialConfig", "run_dial", "theorem_columns"]
-
-
-
-@dataclasses.dataclass(frozen=True)
-class DialConfig:
-    """The rungs of the dial.
-
-    Attributes:
-        rungs: The rungs, in order of decreasing accuracy (the dial's rows).
-        fit_tol: Gradient tolerance of the lagrangian fits.
-    """
-
-    rungs: tuple[Rung, ...]
-    fit_tol: float = 1e-5
-
-    def __post_init__(self) -> None:
-        """Rung names are folder names: unique."""
-        names = [r.name for r in self.rungs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"rungs: names must be unique, got {names}")
-
 
 _TOP = PolicyClass.TOP_BIAS
 _RUNGS = (

@@ -3,7 +3,7 @@
 pi_theta(.|x) = softmax(head(norm(h + MLP(ln(h))))) with ``h`` the hidden state of the prompt's last position
 after the last block's attention. Trained: that block's post-attention norm and MLP and the final norm;
 frozen: everything below (so ``h`` is computed once per prompt, :func:`encode_trunk`) and the embedding with
-its tied LM head (the convention of ``llm.models.trainable_parameters(..., "top_layers")``). At its
+its tied LM head (the convention of ``llm.trainable.trainable_parameters(..., "top_layers")``). At its
 initialisation the policy is exactly pi_ref. One training step then costs a (batch x d) MLP and the head,
 not a forward pass of the model; training the whole last block would need every position's keys and
 values and costs ~40x more on 2 CPU cores.

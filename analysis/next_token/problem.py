@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.next_token.world import World, atomic_savez, normalised
+from llm.run_files import RunFileError, read_npz
 from theory import ConstrainedProblem
 
 __all__ = [
@@ -27,6 +28,9 @@ __all__ = [
 
 INSTANCE_FIELDS = ("ref_logprobs", "reward", "utilities", "thresholds", "beta", "prompt_weights")
 MAX_INSTANCE_BYTES = 100 * 2**20
+# The arrays an instance file may declare, uncompressed (its float64 copies in memory take twice this): the
+# broadcast scores compress far below MAX_INSTANCE_BYTES, so the declared size is bounded separately.
+MAX_INSTANCE_ARRAY_BYTES = 2**30
 
 
 class InstanceError(ValueError):
@@ -87,18 +91,27 @@ def save_instance(prob: ConstrainedProblem, path: Path) -> int:
 def load_instance(path: Path) -> ConstrainedProblem:
     """Read an ``instance.npz`` (no pickle), renormalise its float32 rows and validate it as a problem.
 
+    The file's size, each array's dtype (floats only) and the arrays' declared sizes
+    (``MAX_INSTANCE_ARRAY_BYTES`` in all) are checked before any array is read.
+
     Raises:
-        InstanceError: The file is missing, unreadable, lacks a field or fails validation.
+        InstanceError: The file is missing, unreadable, truncated, too large, lacks a field, holds a
+            non-float array or fails validation.
     """
     fix = "re-create it with `python -m analysis.next_token --out DIR`"
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise InstanceError(f"{path}: cannot read it as an npz file ({exc}); {fix}") from exc
-    missing = [f for f in INSTANCE_FIELDS if f not in arrays]
-    if missing:
-        raise InstanceError(f"{path}: missing fields {missing}; {fix}")
+        size = Path(path).stat().st_size
+    except OSError as exc:
+        raise InstanceError(f"{path}: cannot read it ({exc.strerror}); {fix}") from None
+    if size > MAX_INSTANCE_BYTES:
+        raise InstanceError(f"{path}: {size / 2**20:.3g} MB exceeds the {MAX_INSTANCE_BYTES / 2**20:.3g} MB an "
+                            f"instance may have; {fix}")
+    try:  # dtypes and declared sizes are checked before any array is allocated
+        arrays = read_npz(Path(path), INSTANCE_FIELDS, max_bytes=MAX_INSTANCE_ARRAY_BYTES, fix=fix, kinds="f")
+    except RunFileError as exc:
+        raise InstanceError(str(exc)) from None
+    if arrays["beta"].shape != ():
+        raise InstanceError(f"{path}: beta has shape {arrays['beta'].shape}, expected one number; {fix}")
     try:
         return ConstrainedProblem(
             normalised(arrays["ref_logprobs"]), arrays["reward"], arrays["utilities"], arrays["thresholds"],

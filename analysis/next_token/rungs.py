@@ -38,7 +38,9 @@ from llm.caid import Multipliers, inverse_cdf, run_caid
 from theory import ConstrainedProblem, tilted_policy
 from theory.dual import dual_hessian, evaluate_dual
 
-__all__ = ["CAID", "ORACLE", "REFERENCE", "Fitting", "Outcome", "Rung", "RungLab", "StepSize", "run_rung_caid"]
+__all__ = [
+    "CAID", "ORACLE", "REFERENCE", "DialConfig", "Fitting", "Outcome", "Rung", "RungLab", "StepSize", "run_rung_caid",
+]
 
 REFERENCE = "reference"
 """The method name of the untrained control pi_ref."""
@@ -150,6 +152,25 @@ class Rung:
         if method == REFERENCE:
             return True
         return self.fit is not Fitting.DPO and method in (Arm.ONE_SHOT_EXACT.value, ORACLE, Arm.DPO_H.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class DialConfig:
+    """The rungs of the dial.
+
+    Attributes:
+        rungs: The rungs, in order of decreasing accuracy (the dial's rows).
+        fit_tol: Gradient tolerance of the lagrangian fits.
+    """
+
+    rungs: tuple[Rung, ...]
+    fit_tol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        """Rung names are folder names: unique."""
+        names = [r.name for r in self.rungs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rungs: names must be unique, got {names}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -11,11 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.parametrization_gap.laboratory import FULL, QUICK, run
+from analysis.parametrization_gap.laboratory import SCALES, run
 from analysis.parametrization_gap.scaling import check_counts, scaling_table
+from llm.cli_errors import check_out_dir, exit_2_on_user_error, whole_number
 from paper_figures.parametrization_gap import draw_run
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
@@ -25,11 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, required=True, help="run directory (created; reruns resume)")
     parser.add_argument(
-        "--quick", action="store_true", help="the small run (about 4 minutes on a free CPU core), not the full one"
+        "--quick", action="store_true", help="the small run (minutes on 2 cores: docs/reproduction.md), not the full"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default: 0)")
+    parser.add_argument("--seed", type=whole_number, default=0, help="seed of everything, >= 0 (default: 0)")
     args = parser.parse_args(argv)
-    config = dataclasses.replace(QUICK if args.quick else FULL, seed=args.seed)
+    check_out_dir(args.out)
+    config = dataclasses.replace(SCALES["quick" if args.quick else "full"], seed=args.seed)
     summary = run(config, args.out)
     paths = draw_run(args.out, args.out / "figures")
     columns = ["label", "n_params", "nu", "duality_gap_measured", "duality_gap_bound", "dual_distance_measured"]

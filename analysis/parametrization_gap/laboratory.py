@@ -57,7 +57,7 @@ from analysis.parametrization_gap.sequence_world import SequenceWorld, active_th
 from llm.config import help_field
 from llm.run_files import write_atomic, write_run_record
 
-__all__ = ["FULL", "QUICK", "SUMMARY_COLUMNS", "GapLabConfig", "PolicyClassSpec", "run", "scaling_table"]
+__all__ = ["SCALES", "SUMMARY_COLUMNS", "GapLabConfig", "PolicyClassSpec", "run", "scaling_table"]
 
 SUMMARY_COLUMNS = (
     "policy_class", "size", "label", "n_params", "nu_1", "nu_kl", "nu", "P_star", "D_star", "P_p_star", "D_p_star",
@@ -88,17 +88,20 @@ class GapLabConfig:
     measurement: MeasurementSettings = help_field(MeasurementSettings(), "iteration counts and sample sizes")
 
 
-QUICK = GapLabConfig()
-FULL = GapLabConfig(
-    n_prompts=12,
-    vocab_size=4,
-    transformer_sizes=(
-        TransformerSize(1, 1, 1), TransformerSize(2, 1, 1), TransformerSize(4, 1, 1), TransformerSize(8, 1, 1),
-        TransformerSize(16, 1, 2), TransformerSize(32, 1, 4), TransformerSize(32, 2, 4),
+SCALES: dict[str, GapLabConfig] = {
+    "quick": GapLabConfig(),
+    "full": GapLabConfig(
+        n_prompts=12,
+        vocab_size=4,
+        transformer_sizes=(
+            TransformerSize(1, 1, 1), TransformerSize(2, 1, 1), TransformerSize(4, 1, 1), TransformerSize(8, 1, 1),
+            TransformerSize(16, 1, 2), TransformerSize(32, 1, 4), TransformerSize(32, 2, 4),
+        ),
+        lowrank_ranks=(8, 24, 48, 96, 160, 224),
+        measurement=MeasurementSettings(caid_steps=6, refine_steps=8, max_iter=80),
     ),
-    lowrank_ranks=(8, 24, 48, 96, 160, 224),
-    measurement=MeasurementSettings(caid_steps=6, refine_steps=8, max_iter=80),
-)  # fmt: skip
+}  # fmt: skip
+"""The sizes by scale (the one pattern of the toolkit's studies and laboratories)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +187,7 @@ def _trajectory_rows(label: str, kind: str, lam: np.ndarray, dual_values: np.nda
 
 def _steps_per_class(config: GapLabConfig) -> int:
     s = config.measurement
-    return 1 + (s.caid_steps + 1) + (s.refine_steps + 1) + s.practical_epochs
+    return 1 + (s.caid_steps + 1) + (s.refine_steps + 1) + s.practical_iterations
 
 
 def run(config: GapLabConfig, out: Path, progress: bool = True) -> pd.DataFrame:

@@ -16,7 +16,7 @@ policy found with the largest L(pi, lambda) (a pool of every maximiser visited),
 * P*_p: the best objective of a feasible in-class policy found (every maximiser visited, plus a restoration
   sweep that raises the multipliers of violated constraints from lambda*_p);
 * practical CAID (MoCAID, :func:`~analysis.parametrization_gap.practical_caid.practical_caid`) as the paper's
-  experiments run it: warm start at the one-shot dual lambda*, ``practical_epochs`` DPO epochs (the paper's
+  experiments run it: warm start at the one-shot dual lambda*, ``practical_iterations`` DPO epochs (T; the paper's
   T: 3 for its two-constraint runs, 4 for single-constraint) with an on-policy dual step before each
   but the first, 600 x 64 on-policy samples per dual step. The paper does not report its dual step size;
   we use ``eta = 1 / L_loc``. eps_app (eq. (28), the worst over the epochs), S^2 and eta are measured
@@ -129,7 +129,7 @@ class MeasurementSettings:
         cold_iter: L-BFGS iterations of the one-shot maximisation from pi_ref (every later fit is warm-started
             from it or its successors; the one at lambda*_nu gets ``5 * max_iter``).
         restoration_steps: At most this many multiplier increases to find a feasible in-class policy.
-        practical_epochs: T, DPO epochs of practical CAID (the paper: 3 with two constraints, 4 with one).
+        practical_iterations: T, DPO epochs of practical CAID (the paper: 3 with two constraints, 4 with one).
         dual_samples: On-policy (x, y) samples per stochastic dual step (the paper: 600 prompts x 64).
         dpo_pairs: Reference pairs relabelled at every epoch (the paper: the ~27k PKU-SafeRLHF-30K train pairs).
         dpo_iter: L-BFGS iterations of each DPO epoch (a limited fit, warm-started from the previous epoch;
@@ -141,7 +141,7 @@ class MeasurementSettings:
     max_iter: int = 60
     cold_iter: int = 300
     restoration_steps: int = 8
-    practical_epochs: int = 3
+    practical_iterations: int = 3
     dual_samples: int = 600 * 64
     dpo_pairs: int = 27_000
     dpo_iter: int = 30
@@ -309,7 +309,7 @@ def measure_policy_class(
     # Practical CAID from the one-shot warm start (its DPO policy starts at pi_ref; D_p(lambda(t)) is tracked
     # by a copy of the one-shot maximiser); its exact maximisers join the pool.
     practical = practical_caid(
-        make_policy(), prob, sol.lam, eta, settings.practical_epochs, settings.dual_samples, settings.dpo_pairs,
+        make_policy(), prob, sol.lam, eta, settings.practical_iterations, settings.dual_samples, settings.dpo_pairs,
         rng, settings.max_iter, on_step, dpo_iter=settings.dpo_iter, tracker=copy.deepcopy(one_shot_policy),
     )  # fmt: skip
     pool.add(*practical.maximizers)

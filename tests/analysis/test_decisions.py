@@ -202,3 +202,10 @@ def test_bad_input_names_the_field():
         estimate(np.array([[1.0, np.nan, 2.0], [1.0, 2.0, 3.0]]))
     with pytest.raises(ValueError, match="low < target < high"):
         Equivalence("t", estimate(np.arange(6.0)), 0.1, 0.2)
+
+
+def test_a_statistic_without_variance_covers_its_truth():
+    """pi_ref's improvement is exactly 0 in every seed and prompt: its zero-width interval covers the truth."""
+    cells = np.full((SEEDS, OPENERS), -0.555)
+    (decision,) = decide([Equivalence("t", estimate_cells(cells), -0.25, 0.25)], draws=500)
+    assert decision.verdict is Verdict.REFUTED and decision.coverage == 1.0 and decision.size == 0.0

@@ -165,7 +165,7 @@ def test_command_line_studies_a_configurations_reference_phase(tmp_path):
     import json
 
     from analysis.dual_convergence import main
-    from llm.config import load_config
+    from llm.config_files import load_config
     from llm.pipeline import run_setup
 
     sets = ["--set", f"model.cache_dir={tmp_path / 'cache'}", "--set", "data.limit=4"]

@@ -12,7 +12,8 @@ from analysis import multi_token_study as study
 from analysis.claims import TRACKS
 from analysis.crossed_anova import estimate
 from analysis.decisions import Verdict
-from llm.reviews import review_grid
+from llm.methods import REGISTRY
+from llm.prompts.reviews import review_grid
 from paper_figures import multi_token
 from paper_figures.report import claims
 
@@ -113,9 +114,15 @@ def test_violations_are_the_per_prompt_shares(finished):
 
 
 def test_figure_and_report_read_the_study(finished, tmp_path):
-    root, _, _ = finished
+    root, out, _ = finished
     paths = multi_token.make_figure(root, tmp_path)
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"]
+    # Panel (a): CAID's line is its mean over seeds at each threshold fraction (b differs between seeds' pools).
+    points = pd.read_csv(out / "points.csv")
+    caid = points[(points["method"] == "caid") & (points["constraints"] == 1)].groupby("fractions")
+    line = next(ln for ln in multi_token.draw(root).axes[0].get_lines() if ln.get_label() == REGISTRY["caid"].label)
+    np.testing.assert_allclose(line.get_xdata(), caid["b_1"].mean().to_numpy())
+    np.testing.assert_allclose(line.get_ydata(), caid["g_1_improvement"].mean().to_numpy())
     rows = [c for c in claims(root, "quick") if c.key == "multi_token"]
     verdicts = pd.read_csv(root / multi_token.RESULTS_FILE)
     assert [c.verdict for c in rows] == verdicts["verdict"].tolist()

@@ -2,7 +2,8 @@ import dataclasses
 
 import pytest
 
-from llm.config import ConfigError, DataConfig, RunConfig, describe_fields, from_dict, load_config, to_dict
+from llm.config import ConfigError, DataConfig, RunConfig
+from llm.config_files import describe_fields, from_dict, load_config, to_dict
 
 
 def _write(tmp_path, text):
@@ -50,6 +51,25 @@ dual_step_size = 2
         ('model = "tiny"', r"model: expected a table \[model\]"),
         ('[scorers]\nutilities = "-toxicity"', r"scorers\.utilities: expected a list of str"),
         ('[model]\ntrain = "lora8"', r"model\.train: use 'full', 'top_layers' or 'lora'"),
+        ("[training]\ngradient_accumulation_steps = 0", r"training\.gradient_accumulation_steps: must be >= 1"),
+        ('[training]\nmixed_precision = "fp8"', r"training\.mixed_precision: use 'no', 'bf16' or 'fp16'"),
+        ('[model]\ndtype = "bfloat16"\n[training]\nmixed_precision = "bf16"', r"training\.mixed_precision: autocasts"),
+        ("[data]\nmax_length = 10\nmax_prompt_length = 10", r"data\.max_length: must exceed data\.max_prompt_length"),
+        ("[data]\nmax_prompt_length = -1", r"data\.max_prompt_length: must be >= 0"),
+        ('[data]\nprompts = ["benign", "hf:"]', r"data\.prompts\[1\]: .*valid forms"),
+        ('[data]\nprompts = ["garak:nope"]', r"data\.prompts\[0\]: prompt-set spec 'garak:nope': unknown garak source"),
+        ("[model]\nlora_dropout = 1.0", r"model\.lora_dropout: must be in \[0, 1\)"),
+        ('[model]\nlora_target_modules = [" "]', r"model\.lora_target_modules: module names must be non-empty"),
+        ('[pecaid]\npreferences = "hf:a:b:c:d"', r"pecaid\.preferences: 'hf:a:b:c:d': empty or extra"),
+        ("[model]\noffline = 1", r"model\.offline: expected bool"),
+        ('[scorers]\nreward = ""\nutilities = []\nthresholds = []',
+         r"scorers\.reward: no scorer is only for method = 'pecaid'"),
+        ('method = "pecaid"\n[scorers]\nreward = ""\nutilities = []\nthresholds = [0.1]',
+         r"pecaid\.objectives: without scorers, name the labelled pairs' objectives"),
+        ('method = "pecaid"\n[scorers]\nreward = ""\nutilities = []\nthresholds = []\n'
+         '[pecaid]\nobjectives = ["a", "b"]',
+         r"scorers\.thresholds: give one threshold per constrained objective"),
+        ('[scorers]\nreward = ""', r"scorers\.reward: give the reward scorer"),
     ],
 )
 def test_bad_configurations_name_the_field(tmp_path, text, message):
@@ -127,8 +147,6 @@ def test_overrides_replace_fields_with_toml_values(tmp_path):
         ('[scorers]\nthreshold_units = "sigma"', r"scorers\.threshold_units: use 'absolute' or 'plugin_fraction'"),
         ('[scorers]\nthreshold_units = "plugin_fraction"\nthresholds = [1.2]',
          r"scorers\.thresholds: with threshold_units = 'plugin_fraction' give fractions in \(0, 1\)"),
-        ('method = "pecaid"\n[scorers]\nthreshold_units = "plugin_fraction"\nthresholds = [0.5]',
-         r"scorers\.threshold_units: PeCAID's thresholds are in implicit-reward units"),
         ("[data]\nseed = -2", r"data\.seed: must be >= 0, or -1"),
     ],
 )
@@ -140,10 +158,12 @@ def test_non_finite_negative_seed_and_enumerations_are_refused(tmp_path, text, m
 def test_enumerated_fields_list_their_choices_in_help_and_are_checked_on_construction():
     lines = list(describe_fields())
     assert any(line.startswith("model.train = ") and "[one of: full, top_layers, lora]" in line for line in lines)
-    assert any(line.startswith("method = ") and "[one of: caid, one_shot, dpo_h, dpo_g, pecaid]" in line
+    assert any(line.startswith("method = ") and "[one of: caid, one_shot, dpo_h, dpo_g, pecaid, reference]" in line
                for line in lines)  # fmt: skip
     with pytest.raises(ConfigError, match=r"method: use"):
         RunConfig(method="ppo")
+    with pytest.raises(ConfigError, match=r"method: 'dpo_reward' is now called 'dpo_h'"):
+        RunConfig(method="dpo_reward")
 
 
 def test_data_seed_fixes_the_split_and_reference_phase_apart_from_the_run_seed():

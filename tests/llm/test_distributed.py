@@ -17,7 +17,7 @@ import pytest
 
 import llm.learner as learner
 import llm.pipeline as pipeline
-from llm.config import load_config
+from llm.config_files import load_config
 from tests.interrupts import killed_on_call
 
 CONFIG = """

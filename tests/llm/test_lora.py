@@ -3,7 +3,7 @@ import copy
 import torch
 
 from llm.dpo import dpo_loss, sequence_logprobs
-from llm.models import apply_lora
+from llm.trainable import apply_lora
 from tests.tiny_llama import tiny_llama
 
 

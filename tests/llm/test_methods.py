@@ -42,7 +42,7 @@ def test_cli_help_shows_the_choices_and_the_default_methods():
     run = subprocess.run(
         [sys.executable, "-m", "llm", "sweep", "--help"], capture_output=True, text=True, check=True
     )
-    assert "{caid,one_shot,dpo_h,dpo_g,pecaid}" in run.stdout.replace("\n", "").replace(" ", "")
+    assert "{caid,one_shot,dpo_h,dpo_g,pecaid,reference}" in run.stdout.replace("\n", "").replace(" ", "")
     assert "default: caid one_shot dpo_h dpo_g" in " ".join(run.stdout.split())
     run = subprocess.run([sys.executable, "-m", "llm", "run", "--help"], capture_output=True, text=True, check=True)
     assert "[one of: float32, bfloat16]" in " ".join(run.stdout.split())

@@ -17,7 +17,6 @@ from llm.models import (  # noqa: E402
     converted_model_dir,
     load_model,
     tiny_model,
-    trainable_parameters,
 )
 from llm.scorers import (  # noqa: E402
     Relevance,
@@ -30,6 +29,7 @@ from llm.scorers import (  # noqa: E402
     negated,
     score,
 )
+from llm.trainable import trainable_parameters  # noqa: E402
 from tests.markers import HAS_MINILM, HAS_SMOLLM2, needs_smollm2  # noqa: E402
 
 QUESTION = "What is the capital of France?"
@@ -108,8 +108,27 @@ def test_missing_folder_empty_folder_and_unknown_hub_id_raise(tmp_path):
     with pytest.raises(ModelLoadError, match="empty-model"):
         load_model(tmp_path / "empty-model")
     with pytest.raises(ModelLoadError, match="local_files_only"):
-        load_model("caid-no-such-org/caid-no-such-model")
+        load_model("caid-no-such-org/caid-no-such-model", offline=True)
     assert issubclass(ModelLoadError, ValueError)
+
+
+def test_hub_ids_are_read_from_the_local_cache_only_when_offline(monkeypatch):
+    import transformers
+
+    calls = []
+
+    def record(source, **kwargs):
+        calls.append((source, kwargs.get("local_files_only")))
+        raise OSError("stop here")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", record)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record)
+    for offline in (False, True):
+        with pytest.raises(ModelLoadError, match="local_files_only" if offline else "check the hub id"):
+            load_model("some-org/some-model", offline=offline)
+        with pytest.raises(ModelLoadError):
+            models.load_tokenizer("some-org/some-model", offline=offline)
+    assert calls == [("some-org/some-model", False)] * 2 + [("some-org/some-model", True)] * 2
 
 
 def test_missing_package_names_the_install_line(monkeypatch):
@@ -294,6 +313,58 @@ def test_signed_negates_exactly_and_build_scorer_parses_specs():
             build_scorer(bad)
     with pytest.raises(ValueError, match="non-zero"):
         Signed(tox, 0)
+
+
+from llm.python_scorers import PythonScorer, callable_fingerprint, python_scorers  # noqa: E402
+
+
+def _length(prompts, responses):
+    return [float(len(r)) for r in responses]
+
+
+def test_python_scorers_join_by_name_negated_scaled_and_checked():
+    prompts, responses = ["q", "q"], ["ab", "abcd"]
+    mine = python_scorers({"length": _length, "tensor": lambda p, r: torch.tensor([1.0] * len(r))})
+    built = build_scorer("-2*length", custom=mine)
+    assert built.name == "-2*length" and isinstance(built, Scorer)
+    np.testing.assert_array_equal(score(built, prompts, responses), [-4.0, -8.0])
+    np.testing.assert_array_equal(score(build_scorer("tensor", custom=mine), prompts, responses), [1.0, 1.0])
+    with pytest.raises(ValueError, match="your scorers 'length', 'tensor'"):
+        build_scorer("lenght", custom=mine)
+    with pytest.raises(ValueError, match="built-in scorer"):
+        python_scorers({"Toxicity": _length})
+    for factor in ("-length", "2*length", "+x"):
+        with pytest.raises(ValueError, match="read as a factor"):
+            python_scorers({factor: _length})
+    with pytest.raises(TypeError, match="is not callable"):
+        python_scorers({"length": 3})
+    bad = build_scorer("nan", custom=python_scorers({"nan": lambda p, r: [float("nan")] * len(r)}))
+    with pytest.raises(ScorerError, match="'nan' returned non-finite"):
+        score(bad, prompts, responses)
+
+
+def test_python_scorer_fingerprints_follow_the_code_and_an_explicit_fingerprint():
+    namespace = {}
+    exec("def f(p, r):\n    return [1.0] * len(r)\n", namespace)  # no source file: the compiled code keys it
+    first = callable_fingerprint(namespace["f"])
+    exec("def f(p, r):\n    return [1.0] * len(r)\n", namespace)
+    assert callable_fingerprint(namespace["f"]) == first
+    exec("def f(p, r):\n    return [2.0] * len(r)\n", namespace)
+    assert callable_fingerprint(namespace["f"]) != first
+    assert callable_fingerprint(_length) != callable_fingerprint(lambda p, r: [0.0] * len(r))
+
+    def scaled(factor):
+        return lambda p, r: [factor] * len(r)
+
+    assert callable_fingerprint(scaled(1.0)) != callable_fingerprint(scaled(2.0))  # closures are keyed
+    by_code = callable_fingerprint(_length)
+    try:
+        _length.fingerprint = "v2"  # an explicit fingerprint replaces the code's
+        v2 = PythonScorer("length", _length).fingerprint
+        _length.fingerprint = "v3"
+        assert v2 != by_code and callable_fingerprint(_length) not in (v2, by_code)
+    finally:
+        del _length.fingerprint
 
 
 class _Fake:

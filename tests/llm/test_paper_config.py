@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from llm.config import RunConfig, from_dict, load_config, to_dict
+from llm.config import RunConfig
+from llm.config_files import from_dict, load_config, to_dict
 from tests.markers import needs_smollm2
 
 PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper_pku_saferlhf.toml"

@@ -64,6 +64,22 @@ def test_run_writes_every_file(finished):
     assert record["config"]["method"] == "caid" and "torch" in record["versions"]
 
 
+def test_summary_says_what_the_mean_hides(finished):
+    """Each utility's share of held-out prompts whose own improvement misses b, and the 10% / 90% quantiles of the
+    per-prompt improvement, recomputed here from eval_scores.csv (rounded there to six digits)."""
+    from llm.run_schema import load_eval_scores
+
+    out, summary = finished
+    scores = load_eval_scores(out)
+    for scorer, b in zip(scores.scorers[1:], summary["thresholds"], strict=True):
+        policy, reference = scores.scores(scorer)
+        per_prompt = policy.mean(axis=1) - reference.mean(axis=1)
+        row = summary["improvements"][scorer]
+        assert row["share_missing_b"] == pytest.approx(np.mean(per_prompt < b))
+        np.testing.assert_allclose([row["q10"], row["q90"]], np.quantile(per_prompt, [0.1, 0.9]), atol=1e-5)
+    assert "share_missing_b" not in summary["improvements"][scores.scorers[0]]
+
+
 def test_caid_starts_at_the_one_shot_dual_and_steps_on_policy(finished):
     out, summary = finished
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

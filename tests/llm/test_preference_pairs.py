@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm.preference_pairs import PreferenceData, PreferencePair, load_preference_pairs
+from llm.preference_pairs import PreferenceData, PreferencePair, load_preference_pairs, preferences_from_object
 
 DATA = Path(__file__).parent / "data"
 PKU = DATA / "preference_pairs_pku.jsonl"
@@ -64,6 +64,25 @@ def test_parquet_and_json_array_match_the_jsonl(tmp_path):
     expected = load_preference_pairs(PKU).pairs
     assert load_preference_pairs(tmp_path / "pku.parquet").pairs == expected
     assert load_preference_pairs(tmp_path / "pku.json").pairs == expected
+
+
+def test_datasets_data_frames_and_hf_specs_match_the_jsonl(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [json.loads(line) for line in PKU.read_text().splitlines() if line.strip()]
+    expected = load_preference_pairs(PKU)
+    from_frame = preferences_from_object(pd.DataFrame(rows))
+    assert from_frame.pairs == expected.pairs and from_frame.source == "preferences"
+    assert preferences_from_object(datasets.Dataset.from_list(rows), ["safer"]).pairs == load_preference_pairs(
+        PKU, ["safer"]
+    ).pairs
+    renamed = [{("question" if k == "prompt" else k): v for k, v in row.items()} for row in rows]
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(renamed)}).save_to_disk(str(tmp_path / "pku"))
+    loaded = load_preference_pairs(f"hf:{tmp_path / 'pku'}:test:question", offline=True)
+    assert loaded.pairs == expected.pairs and loaded.source == f"hf:{tmp_path / 'pku'}:test"
+    with pytest.raises(ValueError, match=r"row 0 \(0-based\): missing field 'prompt'"):
+        load_preference_pairs(f"hf:{tmp_path / 'pku'}:test")
+    with pytest.raises(TypeError, match=r"expected a datasets\.Dataset"):
+        preferences_from_object("pairs.jsonl")
 
 
 def test_records_are_frozen():

@@ -14,7 +14,7 @@ import pytest
 
 import llm.pipeline as pipeline
 from llm.__main__ import main
-from llm.config import to_dict
+from llm.config_files import to_dict
 from llm.run_files import LOCK_FILE, RunFileError, RunLockedError, write_run_record, write_with_digest
 from tests.llm.test_pipeline import TINY
 

@@ -3,8 +3,9 @@ import string
 
 import pytest
 
-from llm import data, reviews
-from llm.reviews import REVIEW_OPENERS, REVIEW_SUBJECTS, ReviewOpener, review_grid, review_prompts
+from llm import prompts as data
+from llm.prompts import reviews
+from llm.prompts.reviews import REVIEW_OPENERS, REVIEW_SUBJECTS, ReviewOpener, review_grid, review_prompts
 from tests.markers import needs_smollm2
 
 

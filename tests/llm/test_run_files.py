@@ -133,7 +133,7 @@ def test_offline_an_unknown_model_fails_at_once_without_the_network():
         "socket.getaddrinfo = socket.create_connection = socket.socket.connect = refuse\n"
         "start = time.time()\n"
         "from llm.models import ModelLoadError, load_model\n"
-        "try:\n    load_model('no-such-org/no-such-model')\n"
+        "try:\n    load_model('no-such-org/no-such-model', offline=True)\n"
         "except ModelLoadError as err:\n    print('refused', 'offline' in str(err), round(time.time() - start, 1))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
@@ -206,3 +206,58 @@ def test_no_pickle_enabled_load_anywhere():
 )
 def test_the_pickle_check_catches_unsafe_loads(source, unsafe):
     assert unsafe_loads(source) == unsafe
+
+
+def test_temporary_files_of_killed_writes_are_removed_when_the_lock_is_taken(tmp_path):
+    # Issue 26: a SIGKILL during a write left .tmp files that were never cleaned up.
+    dead, alive = _dead_pid(), os.getpid()
+    stale = [tmp_path / f".summary.json.{dead}.0123abcd.tmp", tmp_path / f".lock.{dead}.89abcdef.tmp"]
+    live = tmp_path / f".eval_scores.csv.{alive}.0123abcd.tmp"  # a write in progress (this process)
+    other = tmp_path / ".notes.tmp"  # not one of ours
+    for path in (*stale, live, other):
+        path.write_text("partial")
+    with run_lock(tmp_path):
+        assert not any(p.exists() for p in stale)
+        assert live.exists() and other.exists()
+
+
+@pytest.mark.parametrize("out", ["", "."])
+def test_out_naming_a_folder_of_other_files_is_refused_and_nothing_is_overwritten(tmp_path, monkeypatch, capsys, out):
+    # Issue 26: `--out ""` wrote the run into the current directory, overwriting its summary.json, exit 0.
+    from llm.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    mine = {"summary.json": '{"mine": true}\n', "eval_scores.csv": "a,b\n1,2\n"}
+    for name, text in mine.items():
+        (tmp_path / name).write_text(text)
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\nname = "tiny"\n')
+    assert main(["run", "--config", str(config), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert f"out: . ({tmp_path}) already holds files that no run of this toolkit wrote" in err
+    assert "eval_scores.csv, run.toml, summary.json" in err and "Traceback" not in err
+    assert {name: (tmp_path / name).read_text() for name in mine} == mine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_scores.csv", "run.toml", "summary.json"]
+
+
+def test_an_empty_folder_or_a_run_or_sweep_of_ours_is_accepted(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    check_run_dir(empty)
+    run = tmp_path / "run"
+    write_run_record(run, {"method": "caid"}, ("numpy",))
+    (run / "summary.json").write_text("{}")
+    check_run_dir(run)  # a run to resume
+    sweep = tmp_path / "sweep"
+    write_run_record(sweep / "caid_b1", {"method": "caid"}, ("numpy",))
+    check_run_dir(sweep)  # a sweep still running
+    (sweep / "sweep.json").write_text('{"runs": []}')
+    (sweep / "notes.txt").write_text("a user's note beside a finished sweep")
+    check_run_dir(sweep)
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / ".lock.guard").write_text("")  # what a start that failed early leaves
+    check_run_dir(failed)
+    (failed / "config.json").write_text('{"not": "a run record"}')
+    with pytest.raises(RunFileError, match=r"failed already holds files that no run of this toolkit wrote \(config"):
+        check_run_dir(failed)

@@ -6,10 +6,11 @@ import torch
 
 from llm.config import GenerationConfig
 from llm.dpo import dpo_loss, sequence_logprobs
-from llm.models import chat_prompt, load_model, trainable_parameters
+from llm.models import chat_prompt, load_model
 from llm.reference_phase import score_samples
 from llm.sampling import sample_responses
 from llm.scorers import build_scorer
+from llm.trainable import trainable_parameters
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ from llm.config import ConfigError, EvaluationConfig, ModelConfig, RunConfig, Tr
 from llm.distributed import Ranks
 from llm.dpo import TrunkCache, dpo_loss, label_uniforms, sequence_logprobs
 from llm.learner import Learner, TrunkCaches
-from llm.models import trainable_parameters
 from llm.run_files import RunFileError
 from llm.run_schema import load_eval_scores
 from llm.sampling import Sample
+from llm.trainable import trainable_parameters
 from tests.llm.test_pipeline import TINY
 
 PAD = 0
@@ -232,7 +232,9 @@ def test_log_ratios_of_the_first_held_out_prompts_only(cache, tmp_path):
         runs[n] = summary, load_eval_scores(tmp_path / f"n{n}")
     full, part = runs[0][1].policy_log_ratio, runs[1][1].policy_log_ratio
     assert full.shape == (2, 2) and np.isfinite(full).all() and np.abs(full).max() > 0
-    np.testing.assert_allclose(part[0], full[0], rtol=1e-5, atol=1e-6)
+    # Each log-ratio is a difference of two float32 sums of ~100 nats (resolution ~1e-5): the LM head's GEMM over
+    # another batch's shape rounds differently at that level, so the two runs agree to float32, not to 1e-6.
+    np.testing.assert_allclose(part[0], full[0], rtol=1e-5, atol=3e-5)
     assert np.isnan(part[1]).all()
     np.testing.assert_array_equal(runs[1][1].policy, runs[0][1].policy)
     assert runs[1][0]["kl_estimate"] == pytest.approx(full[0].mean(), rel=1e-4, abs=1e-6)

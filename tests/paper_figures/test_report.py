@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import paper_figures.__main__ as figures_main
-from llm.config import load_config
+from llm.config_files import load_config
 from paper_figures import producers, report
 from tests.llm_run_fixture import write_fixture, write_run
 

@@ -51,6 +51,13 @@ def test_single_utility_and_scalar_threshold_mean_one_constraint():
         ("prompt_weights", lambda a: np.array([1.0, -0.5, 1.0]), "prompt_weights"),
         ("prompt_weights", lambda a: np.ones(2), "prompt_weights"),
         ("prompt_weights", lambda a: np.zeros(3), "prompt_weights"),
+        # Issue 26: these converted silently (text parsed, booleans as 0/1, dates as day counts, the mask dropped).
+        ("utilities", lambda a: a["utilities"].astype(str), "utilities.*text"),
+        ("reward", lambda a: a["reward"] > 0, "reward.*booleans"),
+        ("reward", lambda a: np.full((3, 4), np.datetime64("2020-01-01")), "reward.*dates"),
+        ("reward", lambda a: np.ma.array(a["reward"], mask=np.eye(3, 4)), "reward.*masked"),
+        ("thresholds", lambda a: np.array([0.0, None]), "thresholds.*objects"),
+        ("prompt_weights", lambda a: np.array([True, False, True]), "prompt_weights.*booleans"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_field(field, value, match):
@@ -58,6 +65,14 @@ def test_bad_input_raises_value_error_naming_the_field(field, value, match):
     a[field] = value(a)
     with pytest.raises(ValueError, match=match):
         theory.ConstrainedProblem(**a)
+
+
+@pytest.mark.parametrize("weights", [[1e308, 1e308, 1e308], [1e308, 1.0, 5e307], [np.finfo(float).max] * 3])
+def test_huge_prompt_weights_are_normalised_not_zeroed(weights):
+    # Issue 26: prompt weights of 1e308 summed to inf and became 0.
+    prob = theory.ConstrainedProblem(**_arrays(), prompt_weights=np.array(weights))
+    expected = [w / max(weights) for w in weights]
+    assert np.allclose(prob.prompt_weights, np.array(expected) / sum(expected), rtol=1e-15, atol=0)
 
 
 def test_prompt_weights_are_normalised():
@@ -136,7 +151,7 @@ def test_stored_arrays_cannot_be_made_writeable(field):
         ("beta", lambda a: True, "beta: expected one number > 0, got a bool"),
         ("beta", lambda a: 0.1 + 0.2j, "beta: expected real numbers, got complex"),
         ("beta", lambda a: np.inf, "beta: must be a finite number"),
-        ("beta", lambda a: "0.1x", "beta: expected a numeric array"),
+        ("beta", lambda a: "0.1x", "beta: expected real numbers, got text"),
         ("reward", lambda a: a["reward"] + 0j, "reward: expected real numbers, got complex"),
         ("utilities", lambda a: a["utilities"] * 1j, "utilities: expected real numbers"),
         ("thresholds", lambda a: np.array([0.1j, 0.0]), "thresholds: expected real numbers"),

@@ -49,23 +49,27 @@ def test_rows_are_the_decisions_on_the_runs_errors(out):
     runs = pd.read_csv(out / "runs.csv")
     errors = load_errors(out, runs, "caid_exact", "g1@0.7")
     row = table[(table["claim"] == f"caid_exact {TRACKS}") & (table["setting"] == "g1@0.7")].iloc[0]
-    if row["verdict"] != "not testable":
-        assert row["estimate"] == pytest.approx(estimate(errors).value)
     arms, fractions, double, clusters = load_arms(out)
-    assert fractions == [0.3, 0.5, 0.7] and double == ["g1@0.3+g2@0.3"] and clusters is None
+    assert fractions == [0.3, 0.5, 0.7] and double == ["g1@0.3+g2@0.3"]
+    assert clusters is not None and len(clusters) == 16  # world.json records the split: prompts cluster by frame
+    if row["verdict"] != "not testable":
+        assert row["estimate"] == pytest.approx(estimate(errors, clusters).value)
     b = arms["caid_exact", 0.5].thresholds
     np.testing.assert_allclose(arms["reference", 0.5].errors(), -np.repeat(b, 16, axis=1))
 
 
-def test_frames_are_the_clusters_when_the_split_is_recorded(out, tmp_path):
+def test_without_the_split_each_prompt_is_its_own_cluster(out, tmp_path):
     world = json.loads((out / "world.json").read_text())
+    assert world["split_seed"] == CONFIG.split_seed
+    *_, clusters = load_arms(out)
+    assert clusters.max() < 8  # 16 held-out prompts of fewer frames
     copy = tmp_path / "lab"
     copy.mkdir()
     (copy / "runs.csv").write_text((out / "runs.csv").read_text())
     (copy / "runs").symlink_to(out / "runs")
-    (copy / "world.json").write_text(json.dumps({**world, "split_seed": CONFIG.split_seed}))
+    (copy / "world.json").write_text(json.dumps({k: v for k, v in world.items() if k != "split_seed"}))
     *_, clusters = load_arms(copy)
-    assert clusters is not None and len(clusters) == 16 and clusters.max() < 8
+    assert clusters is None
 
 
 def test_violations_are_the_exact_per_prompt_shares(out):

@@ -29,7 +29,7 @@ TINY = lab.GapLabConfig(
     transformer_sizes=(TransformerSize(2, 1, 1), TransformerSize(8, 1, 1)),
     lowrank_ranks=(20,),
     measurement=MeasurementSettings(
-        caid_steps=2, refine_steps=3, max_iter=40, cold_iter=200, restoration_steps=4, practical_epochs=3,
+        caid_steps=2, refine_steps=3, max_iter=40, cold_iter=200, restoration_steps=4, practical_iterations=3,
         dual_samples=2000, dpo_pairs=2000, dpo_iter=10,
     ),
 )  # fmt: skip
@@ -134,7 +134,7 @@ def test_practical_caid_starts_at_the_one_shot_dual_and_runs_the_paper_epochs(ru
     traj = pd.read_csv(run_dir / "trajectories.csv")
     for _, row in summary.iterrows():
         prac = traj[(traj["label"] == row["label"]) & (traj["kind"] == "practical")].sort_values("t")
-        assert len(prac) == TINY.measurement.practical_epochs
+        assert len(prac) == TINY.measurement.practical_iterations
         np.testing.assert_allclose(prac[["lam_1", "lam_2"]].to_numpy()[0], _lam(row, "lam_star"), rtol=1e-12)
         best = prac[["lam_1", "lam_2"]].to_numpy()[int(row["practical_t_best"])]
         np.testing.assert_allclose(best, _lam(row, "practical_lam_best"), rtol=1e-12)
@@ -226,8 +226,8 @@ def test_missing_run_names_the_command(tmp_path):
 
 @pytest.mark.slow
 def test_quick_world_bounds_and_nu_range(tmp_path):
-    """The quick laboratory (about 4 minutes): every applicable bound holds and nu spans two decades."""
-    summary = lab.run(lab.QUICK, tmp_path, progress=False)
+    """The quick laboratory (minutes): every applicable bound holds and nu spans two decades."""
+    summary = lab.run(lab.SCALES["quick"], tmp_path, progress=False)
     checked = assert_bounds_hold_where_hypotheses_hold(summary)
     assert checked >= len(summary) * len(BOUNDED) // 2
     parametrized = summary[summary["policy_class"] != "tabular"]

@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from llm.data import PromptSet
+from llm.prompts.prompt_set import PromptSet
 
 __all__ = ["REVIEW_OPENERS", "REVIEW_SUBJECTS", "ReviewOpener", "review_grid", "review_prompts"]
 
@@ -104,7 +104,7 @@ def review_prompts(n: int | None = None, seed: int = 0) -> PromptSet:
     """``n`` distinct review openings, sampled without replacement from the grid (all of it when ``n`` is None).
 
     The sample and its order depend only on ``seed`` (numpy PCG64), so a limit draws openers and subjects
-    evenly in expectation; :func:`llm.data.split` then splits by prompt text.
+    evenly in expectation; :func:`llm.prompts.split` then splits by prompt text.
 
     Args:
         n: number of prompts, 1 <= n <= 384; None means the whole grid, shuffled.

