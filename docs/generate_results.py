@@ -5,6 +5,9 @@ A block is the text between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -
 * ``claims``: the claims table of ``docs/reproduction/REPORT.md`` (every column but ``key``), verbatim;
 * ``gap_scaling``: the gap laboratory's per-quantity checks and log-log slopes against nu from the same report;
 * ``next_token``: the next-token laboratory's claims table from the same report;
+* ``next_token_dial``: the nu dial's three tables from the same report (``paper_figures.report.DIAL_TITLES``);
+* ``next_token_dial_full``: the same tables of the full-scale run, from its summaries in
+  ``docs/reproduction/full/next_token/`` (copied from ``python -m analysis.next_token --out DIR``'s folder);
 * ``timing``: the steps' seconds of ``docs/reproduction/timings.json`` and their total.
 
 ``python docs/generate_results.py`` rewrites every block in place; ``--check`` rewrites nothing and exits 1
@@ -21,9 +24,13 @@ import re
 import sys
 from pathlib import Path
 
+from paper_figures.report import DIAL_TITLES, dial_tables
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "reproduction" / "REPORT.md"
 TIMINGS = ROOT / "docs" / "reproduction" / "timings.json"
+FULL = ROOT / "docs" / "reproduction" / "full"
+"""Summaries of full-scale runs (a results folder: ``next_token/nu_dial_{rungs,claims,caid}.csv``)."""
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.DOTALL)
 
@@ -101,8 +108,19 @@ def next_token_block() -> str:
     return report_table("## Exact real-model laboratory: claims table", columns)
 
 
+def next_token_dial_block() -> str:
+    """The nu dial's three tables (rungs, each claim on each rung, CAID's error) from the quick report."""
+    return "\n".join(report_table(f"## {title}") for title in DIAL_TITLES)
+
+
+def next_token_dial_full_block() -> str:
+    """The same three tables from the full-scale run's summaries saved in ``docs/reproduction/full/next_token/``."""
+    return "\n".join(f"{table}\n" for _, table in dial_tables(FULL))
+
+
 GENERATORS = {
     "claims": claims_block, "gap_scaling": gap_scaling_block, "next_token": next_token_block, "timing": timing_block,
+    "next_token_dial": next_token_dial_block, "next_token_dial_full": next_token_dial_full_block,
 }  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from paper_figures import (
     fig3_dual_convergence,
     multi_token,
     next_token,
+    next_token_dial,
     parametrization_gap,
     real_lagrangian_gap,
     theory_solver_benchmark,
@@ -50,7 +52,7 @@ from paper_figures.fig1b_tradeoff import tradeoff_points
 from paper_figures.fig2_two_constraints import RESULTS_SUBDIR as TWO_SUBDIR
 from paper_figures.results_files import ResultsFileError, read_json_object, read_results_csv
 
-__all__ = ["REPORT_FILE", "Claim", "claims", "write_report"]
+__all__ = ["DIAL_TITLES", "REPORT_FILE", "Claim", "claims", "dial_tables", "to_markdown", "write_report"]
 
 REPORT_FILE = "REPORT.md"
 
@@ -68,7 +70,7 @@ class Claim:
         object.__setattr__(self, "verdict", Verdict(self.verdict).value)  # one vocabulary: a typo is an error
 
 
-def _md(frame: pd.DataFrame, digits: int = 3) -> str:
+def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub-flavoured Markdown table (numbers to ``digits`` decimals)."""
 
     def cell(v: object) -> str:
@@ -373,7 +375,7 @@ def _sweep_table(results_dir: Path, subdir: Path) -> str:
         bootstrap=[f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(runs["boot_low"], runs["boot_high"], strict=True)],
     )
     columns = ["run", "method", "scorer", "threshold", "improvement", "bootstrap", "verdict", "kl", "n_prompts"]
-    table = _md(runs[columns].fillna({"verdict": "(reward)"}))
+    table = to_markdown(runs[columns].fillna({"verdict": "(reward)"}))
     sweep = path / SWEEP_FILE
     fix = "delete it and rerun the sweep, which rewrites it when every run has ended"
     records = read_json_object(sweep, fix=fix).get("runs", []) if sweep.is_file() else []
@@ -391,6 +393,45 @@ def _safety_sweeps_absent(results_dir: Path) -> bool:
     return not any((results_dir / d).is_dir() for d in (SINGLE_SUBDIR, TWO_SUBDIR))
 
 
+DIAL_TITLES = (
+    "Exact real-model laboratory: the ν dial's rungs",
+    "Exact real-model laboratory: each claim on each rung of the ν dial",
+    "Exact real-model laboratory: CAID's error on the ν dial",
+)
+_DIAL_NOTES = (
+    "Each rung obtains every method's policy one way: the exact tilt π*(λ) (ν = 0), the best member of a class "
+    "fitted on the exact Lagrangian, or DPO in a class at a budget (K pairs per prompt, T epochs). nu_1: the median "
+    "over the rung's method runs of max_x \\|π − π*(λ)\\|₁ at the run's own λ; attenuation: the median achieved / "
+    "π*(λ)'s improvement of g₁; abs_lam_error, abs_policy_error: mean \\|π*(λ) − b\\| and \\|achieved − π*(λ)\\| of g₁ "
+    "(σ); t6 / t4: runs where Theorem 6 (CAID) / Theorem 4 (one-shot at the held-out λ*) has its hypotheses, "
+    "those whose U-OPT bound is below π_ref's measured U-OPT, and the largest measured / bound "
+    "(`analysis.next_token.nu_dial`, `analysis.next_token.dial_verdicts`).",
+    "Each claim of the claims table decided on every rung (columns: the rung's ν₁, smallest first; the T = 16 "
+    "variants are compared in the next table): ✓ replicated, ✗ refuted, ? undecided, ○ not testable, "
+    "d descriptive, – not decided on that rung; flips: where the verdict changes between neighbouring rungs.",
+    "CAID where the laboratory's CAID fell short of b: e_1 = achieved − b of g₁ (σ, mean over seeds) = lam_error "
+    "(π*(λ) at CAID's λ minus b) + policy_error (achieved minus π*(λ)); lambda_gap: the largest "
+    "max_i \\|λ_i(T) − λ*_i\\| over seeds, λ* of the train prompts (the problem the dual steps see).",
+)
+
+
+def dial_tables(results_dir: Path) -> list[tuple[str, str]]:
+    """The nu dial's three summaries as ``(note, Markdown table)``, in the order of :data:`DIAL_TITLES`.
+
+    The CAID table keeps :data:`paper_figures.next_token_dial.SHORTFALL_SETTINGS`.
+
+    Raises:
+        FileNotFoundError: A summary file is missing.
+        paper_figures.results_files.ResultsFileError: A summary file is unusable.
+    """
+    rungs, claims, caid = next_token_dial.load_summaries(results_dir)
+    rungs = rungs.drop(columns=[c for c in ("policy_class", "variant_of") if c in rungs])
+    caid = caid[caid["setting"].isin(next_token_dial.SHORTFALL_SETTINGS)].sort_values(["setting", "method"],
+                                                                                      kind="stable")
+    tables = (to_markdown(rungs, 4), to_markdown(claims), to_markdown(caid, 4))
+    return list(zip(_DIAL_NOTES, tables, strict=True))
+
+
 def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callable[[], str]]]:
     gap_columns = ["run", "method", "lambda", "dual_value", "lagrangian", "gap", "gap_ci_low", "gap_ci_high", "kl"]
     dual_columns = ["n_prompts", "k", "n_replicates", "n_infeasible", "lambda_1_mean", "lambda_1_sd", "dual_value_mean"]
@@ -401,13 +442,13 @@ def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callabl
             "downwards, so the gap is conservative); L̂ is the policy's own samples' E[r + λᵀg] − β·mean "
             "log(π/π_ref), with the λᵀ(E_ref g + b) offset shared (`analysis.lagrangian_gap`).\n\n"
         )
-        return note + _md(real_lagrangian_gap.load_gaps(results_dir)[gap_columns])
+        return note + to_markdown(real_lagrangian_gap.load_gaps(results_dir)[gap_columns])
 
     def convergence() -> str:
-        return _md(fig3_dual_convergence.load_summary(results_dir)[dual_columns])
+        return to_markdown(fig3_dual_convergence.load_summary(results_dir)[dual_columns])
 
     def laboratory() -> str:
-        return _md(scaling_table(_read_laboratory(results_dir)))
+        return to_markdown(scaling_table(_read_laboratory(results_dir)))
 
     def one_token() -> str:
         note = (
@@ -417,7 +458,7 @@ def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callabl
             "components; Holm over the table (`analysis.next_token.verdicts`, `analysis.claims`, "
             "`analysis.decisions`).\n\n"
         )
-        return note + _md(next_token.load_verdicts(results_dir))
+        return note + to_markdown(next_token.load_verdicts(results_dir))
 
     def study() -> str:
         note = (
@@ -428,14 +469,18 @@ def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callabl
             "at the measured components; Holm over the table (`analysis.multi_token_study`, `analysis.claims`, "
             "`analysis.decisions`).\n\n"
         )
-        return note + _md(multi_token.load_verdicts(results_dir))
+        return note + to_markdown(multi_token.load_verdicts(results_dir))
+
+    def dial(index: int) -> str:
+        note, table = dial_tables(results_dir)[index]
+        return f"{note}\n\n{table}"
 
     def hidden(load: Callable[[Path], pd.DataFrame]) -> Callable[[], str]:
         note = ("Per method and constraint: the share of (seed, held-out prompt) pairs whose own improvement misses "
                 "b, and the 10% / 90% quantiles of the per-prompt improvement (σ)")
 
         def build() -> str:
-            return note + ".\n\n" + _md(load(results_dir))
+            return note + ".\n\n" + to_markdown(load(results_dir))
 
         return build
 
@@ -453,6 +498,7 @@ def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callabl
         ("Parametrization-gap laboratory: scaling with ν", laboratory),
         ("Exact real-model laboratory: claims table", one_token),
         ("Exact real-model laboratory: what a mean hides", hidden(next_token.load_violations)),
+        *((title, functools.partial(dial, i)) for i, title in enumerate(DIAL_TITLES)),
     ]  # fmt: skip
 
 
@@ -474,7 +520,7 @@ def write_report(results_dir: Path | str, figures: Sequence[Path], scale: str, t
         "",
         "## Claims",
         "",
-        _md(pd.DataFrame([dataclasses.asdict(c) for c in claims(results_dir, scale)])),
+        to_markdown(pd.DataFrame([dataclasses.asdict(c) for c in claims(results_dir, scale)])),
         "",
     ]
     for title, build in _sections(results_dir, scale):
@@ -488,7 +534,7 @@ def write_report(results_dir: Path | str, figures: Sequence[Path], scale: str, t
         lines += [
             "## Time per step",
             "",
-            _md(pd.DataFrame({"step": list(timings), "seconds": list(timings.values())}), 0),
+            to_markdown(pd.DataFrame({"step": list(timings), "seconds": list(timings.values())}), 0),
         ]
         lines += ["", f"Total {total / 60:.1f} min (steps reused from an earlier invocation keep their time).", ""]
     lines += ["## Figures", ""]

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_out_dir(args.out)
     set_threads(args.threads)  # before torch loads
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from analysis.next_token.dial_verdicts import flip_table, write_dial_verdicts
+    from analysis.next_token.dial_verdicts import claim_table, write_dial_verdicts
     from analysis.next_token.laboratory import FULL, QUICK, prepare, train_runs
     from analysis.next_token.nu_dial import FULL_DIAL, QUICK_DIAL, run_dial
     from analysis.next_token.verdicts import write_verdicts
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_dial:
         dial = QUICK_DIAL if args.quick else FULL_DIAL
         run_dial(lab, dial, progress=progress, workers=args.workers)
-        print(flip_table(write_dial_verdicts(args.out, dial)).to_string(index=False))
+        print(claim_table(write_dial_verdicts(args.out, dial)).to_string(index=False))
     return 0
 
 

@@ -9,18 +9,25 @@ replaced by the dial's (:func:`analysis.next_token.nu_dial.theorem_columns`):
 * ``U-OPT within its Theorem 4 bound`` / ``R-OPT ...``: ``one_shot_oracle`` (one-shot at lambda*);
 
 each replicated when every run where the theorem's hypotheses hold is within its bound (up to the solver's
-accuracy), with the largest measured/bound ratio over those runs (estimate and high; low is the smallest), the
+accuracy, 1e-8), with measured - bound over those runs (estimate and high: the largest, low: the smallest),
+the largest measured/bound ratio where the bound is positive (``ratio_max``; at nu = 0 the bound is 0), the
 number of such runs and how many of their bounds are non-vacuous (below the same quantity measured for
-pi_ref); "not testable" where no run satisfies the hypotheses. On the exact
+pi_ref); "not testable" where no run satisfies the hypotheses (size and power then empty). On the exact
 rungs, ``CAID's lambda reaches the train lambda*`` compares lambda(T) of exact dual steps with the
 train prompts' lambda* (within 1e-3). These rows are exact (no sampling): size 0, power 1.
 
 A rung's ``nu_1_max`` is the median over its method runs (one-shot, CAID, oracle) of each run's
 ``max_x |pi - pi*(lambda)|_1``; ``claim_nu_1_max`` is the same median over the runs a row compares.
+
+Beside ``nu_dial_verdicts.csv``, three summaries a reader can take in at once: ``nu_dial_rungs.csv`` (one row
+per rung: nu, attenuation, the error's two parts, where the theorems apply), ``nu_dial_claims.csv`` (each claim's
+verdict on every rung in order of nu, and where it flips) and ``nu_dial_caid.csv`` (CAID's error and lambda per
+rung, setting and method, for the T = 4 against T = 16 comparison).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -32,14 +39,19 @@ from analysis.next_token.verdicts import verdicts
 from llm.run_files import write_atomic
 
 __all__ = [
-    "DIAL_DIR", "LAMBDA_TOLERANCE", "RUNS_FILE", "VERDICTS_FILE", "dial_verdicts", "flip_table", "rung_verdicts",
-    "write_dial_verdicts",
+    "CAID_FILE", "CLAIMS_FILE", "DIAL_DIR", "LAMBDA_TOLERANCE", "RUNGS_FILE", "RUNS_FILE", "VERDICTS_FILE",
+    "VERDICT_MARKS", "caid_table", "claim_table", "dial_verdicts", "rung_table", "rung_verdicts", "write_dial_verdicts",
 ]
 
 DIAL_DIR = "nu_dial"
 """The dial's folder in the laboratory's output (one sub-folder per rung)."""
 RUNS_FILE = "nu_dial_runs.csv"
 VERDICTS_FILE = "nu_dial_verdicts.csv"
+RUNGS_FILE = "nu_dial_rungs.csv"
+CLAIMS_FILE = "nu_dial_claims.csv"
+CAID_FILE = "nu_dial_caid.csv"
+VERDICT_MARKS = {"replicated": "✓", "refuted": "✗", "undecided": "?", "not testable": "○", "descriptive": "d"}
+"""The claims table's mark of each verdict."""
 RUNG_VERDICTS = "verdicts.csv"
 """Each rung folder's own verdicts (written by the process that ran the rung)."""
 LAMBDA_TOLERANCE = 1e-3
@@ -63,19 +75,22 @@ def _theorem_rows(runs: pd.DataFrame) -> list[dict[str, object]]:
         for quantity in ("u_opt", "r_opt"):
             bound = subject[f"{quantity}_bound"].astype(float)
             ok = subject[np.isfinite(bound)]
-            within = ok[quantity] <= ok[f"{quantity}_bound"] + EXACT_TOLERANCE
+            excess = (ok[quantity] - ok[f"{quantity}_bound"]).to_numpy(float)
             ratio = (ok[quantity] / ok[f"{quantity}_bound"])[ok[f"{quantity}_bound"] > EXACT_TOLERANCE]
             nonvacuous = int(ok[quantity.replace("opt", "nonvacuous")].astype(bool).sum())
-            verdict = "not testable" if ok.empty else "replicated" if within.all() else "refuted"
+            testable = not ok.empty
+            verdict = ("not testable" if not testable
+                       else "replicated" if excess.max() <= EXACT_TOLERANCE else "refuted")
             rows.append({
                 "claim": f"{quantity.upper().replace('_', '-')} within its {theorem} bound", "setting": "all",
-                "method": ", ".join(methods), "test": "exact: measured / bound",
-                "estimate": float(ratio.max()) if len(ratio) else np.nan,
-                "low": float(ratio.min()) if len(ratio) else np.nan,
-                "high": float(ratio.max()) if len(ratio) else np.nan, "verdict": verdict,
-                "size": 0.0, "power": 1.0 if len(ratio) else 0.0, "n_runs": len(subject), "n_evaluable": len(ok),
-                "n_nonvacuous": nonvacuous,
-                "bound_median": float(ok[f"{quantity}_bound"].median()) if len(ok) else np.nan,
+                "method": ", ".join(methods), "test": "exact: measured - bound <= 1e-8 in every run",
+                "estimate": float(excess.max()) if testable else np.nan,
+                "low": float(excess.min()) if testable else np.nan,
+                "high": float(excess.max()) if testable else np.nan, "verdict": verdict,
+                "size": 0.0 if testable else np.nan, "power": 1.0 if testable else np.nan,
+                "n_runs": len(subject), "n_evaluable": len(ok), "n_nonvacuous": nonvacuous,
+                "ratio_max": float(ratio.max()) if len(ratio) else np.nan,
+                "bound_median": float(ok[f"{quantity}_bound"].median()) if testable else np.nan,
             })  # fmt: skip
     return rows
 
@@ -119,7 +134,10 @@ def rung_verdicts(folder: Path, rung: Rung, rung_runs: pd.DataFrame) -> pd.DataF
 
 
 def dial_verdicts(out: Path, dial: DialConfig) -> pd.DataFrame:
-    """Every rung's verdicts, one row per rung and claim (each rung's ``verdicts.csv``, computed where missing)."""
+    """Every rung's verdicts, one row per rung and claim (each rung's ``verdicts.csv``, computed where missing).
+
+    ``variant_of`` names the rung whose non-CAID runs a longer-CAID rung shares (empty for the others).
+    """
     out = Path(out)
     runs = pd.read_csv(out / RUNS_FILE)
     frames = []
@@ -130,35 +148,108 @@ def dial_verdicts(out: Path, dial: DialConfig) -> pd.DataFrame:
         folder = out / DIAL_DIR / rung.name
         path = folder / RUNG_VERDICTS
         fresh = path.is_file() and path.stat().st_mtime >= (folder / "runs.csv").stat().st_mtime
-        frames.append(pd.read_csv(path) if fresh else rung_verdicts(folder, rung, rung_runs))
+        frame = pd.read_csv(path) if fresh else rung_verdicts(folder, rung, rung_runs)
+        frames.append(frame.assign(variant_of=dial.variant_of(rung) or ""))
     frame = pd.concat(frames, ignore_index=True)
     rest = [c for c in frame.columns if c not in COLUMNS]
     return frame[COLUMNS + rest]
 
 
 def write_dial_verdicts(out: Path, dial: DialConfig) -> pd.DataFrame:
-    """Compute the dial's verdicts and write ``nu_dial_verdicts.csv`` into ``out``."""
+    """Compute the dial's verdicts and write ``nu_dial_verdicts.csv`` and the three summaries into ``out``.
+
+    The summaries: ``nu_dial_rungs.csv`` (:func:`rung_table`), ``nu_dial_claims.csv`` (:func:`claim_table`) and
+    ``nu_dial_caid.csv`` (:func:`caid_table`). Returns the verdicts.
+    """
+    out = Path(out)
     frame = dial_verdicts(out, dial)
-    write_atomic(Path(out) / VERDICTS_FILE, frame.to_csv(index=False))
+    runs = pd.read_csv(out / RUNS_FILE)
+    write_atomic(out / VERDICTS_FILE, frame.to_csv(index=False))
+    for name, table in ((RUNGS_FILE, rung_table(runs, frame)), (CLAIMS_FILE, claim_table(frame)),
+                        (CAID_FILE, caid_table(runs))):  # fmt: skip
+        write_atomic(out / name, table.to_csv(index=False))
     return frame
 
 
-def flip_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each (claim, setting, method): its verdict on every rung in order of nu, and where the verdict changes.
+def _base_rungs(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["variant_of"].fillna("") == ""]
 
-    Returns:
-        One row per (claim, setting, method) with ``verdicts`` (``nu_1_max: verdict`` from the smallest nu up)
-        and ``flips_at`` (the nu_1_max of each rung whose verdict differs from the previous rung's), over the
-        rungs with the laboratory's CAID iterations (the T = 16 rungs are compared separately).
+
+def rung_table(runs: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
+    """One row per rung, in the dial's order: what it is, its nu, attenuation, error parts and theorems.
+
+    Columns: ``rung, policy_class, fit, budget, iterations, variant_of``; ``nu_1`` (the rung's ``nu_1_max``, the
+    median over its method runs of max_x |pi - pi*(lambda)|_1), ``nu_1_largest`` (the largest such run value),
+    ``nu_kl`` (the median of max_x |KL(pi*(lambda)) - KL(pi)|); over the method runs, for g_1: the median
+    ``attenuation`` and the mean ``abs_lam_error`` and ``abs_policy_error``; for U-OPT under Theorem 6 (CAID) and
+    Theorem 4 (``one_shot_oracle``): the runs where the hypotheses hold (``t6_evaluable``), those whose bound is
+    non-vacuous (``t6_nonvacuous``) and the largest measured / bound (``t6_ratio_max``), ``t4_*`` alike.
     """
     rows = []
-    base = frame[frame["iterations"] == frame["iterations"].min()]
+    for name, rung_runs in runs.groupby("rung", sort=False):
+        method_runs = rung_runs[rung_runs["method"].isin(METHOD_RUNS)]
+        rung_rows = verdicts[verdicts["rung"] == name]
+        first = rung_rows.iloc[0]
+        row = {"rung": name, "policy_class": first["policy_class"], "fit": first["fit"], "budget": first["budget"],
+               "iterations": int(first["iterations"]), "variant_of": first["variant_of"],
+               "nu_1": float(first["nu_1_max"]), "nu_1_largest": float(method_runs["nu_1_max"].max()),
+               "nu_kl": float(method_runs["nu_kl_max"].median()),
+               "attenuation": float(method_runs["attenuation"].median()),
+               "abs_lam_error": float(method_runs["lam_error"].abs().mean()),
+               "abs_policy_error": float(method_runs["policy_error"].abs().mean())}  # fmt: skip
+        for key, theorem in (("t6", "Theorem 6"), ("t4", "Theorem 4")):
+            bound = rung_rows[rung_rows["claim"] == f"U-OPT within its {theorem} bound"].iloc[0]
+            row.update({f"{key}_evaluable": int(bound["n_evaluable"]), f"{key}_nonvacuous": int(bound["n_nonvacuous"]),
+                        f"{key}_ratio_max": float(bound["ratio_max"])})  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def claim_table(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Each (claim, setting, method): its verdict on every rung, from the smallest nu up, and where it changes.
+
+    Over the rungs that are not longer-CAID variants. Columns: ``claim, setting, method``, then one column per
+    rung named by its ``nu_1`` (3 digits; the rung's name is added where two rungs round alike) holding the
+    verdict's mark (:data:`VERDICT_MARKS`; empty where the rung has no such row), then ``flips``: each change
+    between neighbouring rungs as ``label -> label: verdict -> verdict`` ("never" if none). A claim that holds on
+    the accurate rungs and not beyond flips at the first change.
+    """
+    base = _base_rungs(verdicts)
+    order = base.groupby("rung", sort=False)["nu_1_max"].first().sort_values(kind="stable")
+    labels = [f"{nu:.3g}" for nu in order]
+    labels = [f"{label} ({rung})" if labels.count(label) > 1 else label
+              for label, rung in zip(labels, order.index, strict=True)]  # fmt: skip
+    rows = []
     for (claim, setting, method), group in base.groupby(["claim", "setting", "method"], sort=False):
-        group = group.sort_values("nu_1_max")
-        verdicts_ = list(group["verdict"])
-        nus = list(group["nu_1_max"])
-        flips = [f"{nus[i]:.3g}" for i in range(1, len(verdicts_)) if verdicts_[i] != verdicts_[i - 1]]
-        rows.append({"claim": claim, "setting": setting, "method": method,
-                     "verdicts": "; ".join(f"{n:.3g}: {v}" for n, v in zip(nus, verdicts_, strict=True)),
-                     "flips_at": ", ".join(flips) if flips else "never"})
+        verdict = dict(zip(group["rung"], group["verdict"], strict=True))
+        row = {"claim": claim, "setting": setting, "method": method}
+        row.update({label: VERDICT_MARKS[verdict[rung]] if rung in verdict else None
+                    for label, rung in zip(labels, order.index, strict=True)})  # fmt: skip
+        present = [(label, verdict[rung]) for label, rung in zip(labels, order.index, strict=True) if rung in verdict]
+        flips = [f"{a} -> {b}: {va} -> {vb}" for (a, va), (b, vb) in itertools.pairwise(present) if va != vb]
+        row["flips"] = "; ".join(flips) if flips else "never"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def caid_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """CAID's error per rung, setting and method, split into its lambda and policy parts (mean over seeds).
+
+    Columns: ``rung, setting, method, iterations, seeds``; ``e_1`` (achieved_1 - b_1), ``lam_error`` and
+    ``policy_error`` of g_1 (they sum to ``e_1``), ``e_2`` for two constraints; ``lambda_gap``: the largest
+    max_i |lambda_i(T) - lambda*_i| over seeds (lambda* of the train prompts, the problem the dual steps see).
+    """
+    caid = runs[runs["method"].isin(CAID)]
+    m = sum(c.startswith("lam_final_") for c in runs.columns)
+    rows = []
+    for (rung, setting, method), group in caid.groupby(["rung", "setting", "method"], sort=False):
+        final = group[[f"lam_final_{i + 1}" for i in range(m)]].to_numpy(float)
+        star = group[[f"lam_star_train_{i + 1}" for i in range(m)]].to_numpy(float)
+        rows.append({
+            "rung": rung, "setting": setting, "method": method, "iterations": int(group["iterations"].iloc[0]),
+            "seeds": len(group), "e_1": float((group["achieved_1"] - group["b_1"]).mean()),
+            "lam_error": float(group["lam_error"].mean()), "policy_error": float(group["policy_error"].mean()),
+            "e_2": float((group["achieved_2"] - group["b_2"]).mean()) if "b_2" in group else np.nan,
+            "lambda_gap": float(np.nanmax(np.abs(final - star))),
+        })  # fmt: skip
     return pd.DataFrame(rows)

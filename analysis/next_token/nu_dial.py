@@ -314,8 +314,12 @@ _WORKER: dict[str, object] = {}
 def _worker(task: tuple[int, str | None]) -> pd.DataFrame:
     """A forked worker: one rung of the dial the parent left in ``_WORKER``."""
     import torch
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)  # one process per core; a forked process must not enter the parent's thread pool
+    # One process per core: torch's pool and numpy's BLAS pool (sized for the whole machine in the parent) would
+    # put two spinning threads on each core; measured 2-3x slower fits on 2 cores.
+    torch.set_num_threads(1)
+    threadpool_limits(1)
     index, base = task
     rlab, dial = _WORKER["rlab"], _WORKER["dial"]
     return _run_rung(rlab, dial.rungs[index], None if base is None else Path(base), False)
@@ -334,12 +338,9 @@ def run_dial(lab: Lab, dial: DialConfig = QUICK_DIAL, *, progress: bool = True, 
 
     rlab = RungLab(lab, dial.fit_tol)
     rlab.warm()
-    firsts: dict[tuple, int] = {}
-    for i, rung in enumerate(dial.rungs):
-        firsts.setdefault(rung.base, i)
-    base_dir = {i: lab.out / DIAL_DIR / dial.rungs[i].name / "runs" for i in firsts.values()}
-    phases = [[(i, None) for i in firsts.values()],
-              [(i, str(base_dir[firsts[r.base]])) for i, r in enumerate(dial.rungs) if firsts[r.base] != i]]
+    variants = {i: dial.variant_of(rung) for i, rung in enumerate(dial.rungs)}
+    phases = [[(i, None) for i, variant in variants.items() if variant is None],
+              [(i, str(lab.out / DIAL_DIR / variant / "runs")) for i, variant in variants.items() if variant]]
     tables: dict[int, pd.DataFrame] = {}
     bar = tqdm(total=len(dial.rungs), desc="nu dial", disable=not progress)
     for phase in phases:

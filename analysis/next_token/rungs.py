@@ -172,6 +172,11 @@ class DialConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"rungs: names must be unique, got {names}")
 
+    def variant_of(self, rung: Rung) -> str | None:
+        """The earlier rung whose non-CAID runs ``rung`` shares (it differs in CAID's T only), or None."""
+        first = next(r for r in self.rungs if r.base == rung.base)
+        return None if first.name == rung.name else first.name
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Outcome:

@@ -11,7 +11,14 @@ import pytest
 
 from analysis.next_token import laboratory
 from analysis.next_token.classes import PolicyClass
-from analysis.next_token.dial_verdicts import COLUMNS, flip_table, write_dial_verdicts
+from analysis.next_token.dial_verdicts import (
+    CAID_FILE,
+    CLAIMS_FILE,
+    COLUMNS,
+    RUNGS_FILE,
+    claim_table,
+    write_dial_verdicts,
+)
 from analysis.next_token.evaluation import TableProblem, evaluate, measure
 from analysis.next_token.laboratory import LabConfig
 from analysis.next_token.methods import TrainingSettings
@@ -98,7 +105,36 @@ def test_dial_files_and_verdicts(lab, dial_table):
     lam_rows = frame[frame["claim"] == "CAID's lambda reaches the train lambda*"]
     assert list(lam_rows["rung"]) == ["exact_tilt", "exact_tilt_T16"]
     assert lam_rows["verdict"].iloc[1] == "replicated"
-    assert len(flip_table(frame)) > 0
+    assert list(frame.loc[frame["rung"] == "exact_tilt_T16", "variant_of"].unique()) == ["exact_tilt"]
+    rungs = pd.read_csv(lab.out / RUNGS_FILE)
+    assert list(rungs["rung"]) == [r.name for r in DIAL.rungs]
+    assert rungs.loc[rungs["fit"] == "exact", "nu_1"].max() == 0.0
+    assert np.allclose(rungs.loc[rungs["fit"] == "exact", "attenuation"], 1.0, atol=1e-9)
+    caid = pd.read_csv(lab.out / CAID_FILE)
+    assert len(caid) == len(dial_table[dial_table["method"].str.startswith("caid")].groupby(["rung", "setting",
+                                                                                              "method"]))
+    assert np.allclose(caid["lam_error"] + caid["policy_error"], caid["e_1"], atol=1e-12)
+    long_exact = caid[(caid["rung"] == "exact_tilt_T16") & (caid["method"] == "caid_exact")]
+    assert (long_exact["lambda_gap"] <= 1e-3).all() and (long_exact["iterations"] == 16).all()
+    assert len(pd.read_csv(lab.out / CLAIMS_FILE)) == len(frame[frame["variant_of"] == ""]
+                                                          .groupby(["claim", "setting", "method"]))
+
+
+def test_claim_table_marks_each_rung_in_order_of_nu_and_names_the_flips():
+    rows = [  # rung, nu, verdict; listed out of order, one variant and two rungs that round alike
+        ("dpo", 1.5, "refuted"), ("tilt", 0.0, "replicated"), ("bias", 0.01, "replicated"),
+        ("bias_T16", 0.01, "undecided"), ("mlp", 1.5004, "undecided"),
+    ]  # fmt: skip
+    verdicts = pd.DataFrame([{"rung": r, "nu_1_max": nu, "claim": "c", "setting": "s", "method": "m",
+                              "verdict": v, "variant_of": "bias" if r == "bias_T16" else ""}
+                             for r, nu, v in rows])  # fmt: skip
+    table = claim_table(verdicts)
+    assert list(table.columns) == ["claim", "setting", "method", "0", "0.01", "1.5 (dpo)", "1.5 (mlp)", "flips"]
+    assert table.iloc[0, 3:7].tolist() == ["✓", "✓", "✗", "?"]
+    assert table["flips"].iloc[0] == ("0.01 -> 1.5 (dpo): replicated -> refuted; "
+                                      "1.5 (dpo) -> 1.5 (mlp): refuted -> undecided")
+    steady = claim_table(verdicts.assign(verdict="replicated"))
+    assert steady["flips"].iloc[0] == "never"
 
 
 def test_dial_resumes_after_kill(lab, tmp_path, monkeypatch):
@@ -138,7 +174,62 @@ def test_dial_figure_draws(lab, dial_table, tmp_path):
     write_dial_verdicts(lab.out, DIAL)
     results = tmp_path / "results"
     (results / "next_token").mkdir(parents=True)
-    for name in ("nu_dial_runs.csv", "nu_dial_verdicts.csv"):
+    for name in ("nu_dial_runs.csv", "nu_dial_verdicts.csv", RUNGS_FILE, CLAIMS_FILE, CAID_FILE):
         (results / "next_token" / name).write_text((lab.out / name).read_text())
+    (results / "multi_token").mkdir()
+    pd.DataFrame({"method": ["caid", "caid", "caid", "one_shot", "caid"], "constraints": [1, 1, 1, 1, 2],
+                  "attenuation_1": [0.5, 0.7, 0.9, 0.4, 5.0]}).to_csv(results / "multi_token" / "points.csv")
     paths = next_token_dial.make_figure(results, tmp_path / "figures")
-    assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size > 0 for p in paths)
+    assert {p.suffix for p in paths} == {".png", ".pdf"}
+    verdicts = pd.read_csv(results / "next_token" / "nu_dial_verdicts.csv")
+    fig = next_token_dial.draw(results)
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    checked = 0
+    for claim, part in verdicts[np.isfinite(verdicts["estimate"])].groupby("claim"):
+        ax = panels[claim if len(claim) < 40 else claim[:38] + "…"]
+        points = np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+        expected = np.column_stack([np.maximum(part["nu_1_max"], next_token_dial.NU_FLOOR), part["estimate"]])
+        assert np.allclose(np.sort(points, axis=0), np.sort(expected, axis=0))  # each row drawn once, where it is
+        checked += 1
+    assert checked >= 5
+    attenuation = panels["attenuation"]  # the study's single-constraint medians, one line per method
+    assert sorted(line.get_ydata()[0] for line in attenuation.get_lines()) == [0.4, 0.7]
+
+
+def test_report_renders_the_dial_summaries(lab, dial_table, tmp_path, monkeypatch):
+    from paper_figures import next_token_dial, report
+
+    write_dial_verdicts(lab.out, DIAL)
+    (tmp_path / "next_token").mkdir()
+    for name in (RUNGS_FILE, CLAIMS_FILE, CAID_FILE):
+        (tmp_path / "next_token" / name).write_text((lab.out / name).read_text())
+    monkeypatch.setattr(next_token_dial, "SHORTFALL_SETTINGS", ("g1@0.7",))
+    (_, rungs), (_, claims), (_, caid) = report.dial_tables(tmp_path)
+    body = [line for line in rungs.splitlines()[2:]]
+    assert [line.split(" | ")[0].lstrip("| ") for line in body] == [r.name for r in DIAL.rungs]
+    expected = pd.read_csv(lab.out / CLAIMS_FILE)
+    assert len(claims.splitlines()) == 2 + len(expected)
+    assert claims.splitlines()[2].count("|") == len(expected.columns) + 1
+    caid_rows = [line.split(" | ") for line in caid.splitlines()[2:]]
+    assert caid_rows and all(row[1] == "g1@0.7" for row in caid_rows)
+
+
+def test_theorem_rows_decide_against_the_bound_and_refute_a_violation(dial_table):
+    from analysis.next_token.dial_verdicts import _theorem_rows
+
+    exact = dial_table[dial_table["rung"] == "exact_tilt"]
+    rows = {r["claim"]: r for r in _theorem_rows(exact)}
+    oracle = rows["U-OPT within its Theorem 4 bound"]
+    # nu = 0: the bound is 0 and the oracle is pi*: measured within the solver's accuracy
+    assert oracle["n_evaluable"] > 0
+    assert oracle["verdict"] == "replicated" and oracle["high"] <= 1e-8 and oracle["power"] == 1.0
+    broken = exact.copy()  # a negative control: every measured gap 1e-3 above its bound
+    broken["u_opt"] = broken["u_opt_bound"] + 1e-3
+    refuted = 0
+    for row in _theorem_rows(broken):
+        if row["claim"].startswith("U-OPT") and row["n_evaluable"]:
+            assert row["verdict"] == "refuted" and row["low"] == pytest.approx(1e-3)
+            refuted += 1
+        if not row["n_evaluable"]:
+            assert row["verdict"] == "not testable" and np.isnan(row["power"])
+    assert refuted == 2  # Theorem 6 (CAID) and Theorem 4 (the oracle)
