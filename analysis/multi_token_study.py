@@ -17,8 +17,13 @@ The negative controls pi_ref (``reference``) and DPO_h (``dpo_h``, reward only) 
 the same tracking rows. The trade-off row's stated effect is the exact tilt's reward cost of the constraint,
 estimated on the held-out reference pools (:func:`analysis.claims.tilt_reward_cost`).
 
+Each run's attenuation (:mod:`analysis.tilt_attenuation`): its achieved improvement of g_i over pi_ref divided by
+the improvement the exact tilt pi*(lambda) at the run's own lambda would achieve, the latter estimated on the seed's
+held-out reference pool by self-normalised importance sampling (:func:`run_attenuation`).
+
 ``python -m analysis.multi_token_study --out RESULTS/multi_token [--scale quick|full]`` runs what is missing
-(each run resumes; a finished one is reused), then writes ``points.csv`` (one row per run), ``violations.csv``
+(each run resumes; a finished one is reused), then writes ``points.csv`` (one row per run, with its attenuation
+and the weights' effective sample sizes), ``violations.csv``
 (per method and constraint: the share of held-out prompts that miss b, 10% / 90% quantiles) and, last,
 ``verdicts.csv`` (one row per claim). The design and what it traded for time: docs/reproduction.md.
 """
@@ -46,10 +51,12 @@ from analysis.claims import (
     violation_rows,
 )
 from analysis.decisions import NotTestable
+from analysis.tilt_attenuation import attenuation, tilt_improvement
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import ConfigError, RunConfig
 from llm.config_files import load_config
 from llm.methods import METHODS
+from llm.methods import method as method_spec
 from llm.prompts import PromptSet, prompt_set, split
 from llm.prompts.reviews import REVIEW_SUBJECTS, review_grid
 from llm.run_files import write_atomic
@@ -57,8 +64,8 @@ from llm.run_schema import RunSummary, load_eval_scores
 from llm.sweep import SweepRun, run_sweep, sweep_runs
 from llm.threads import add_threads_argument, set_threads
 
-__all__ = ["SCALES", "StudyDesign", "arm_dirs", "load_arms", "load_run", "points", "run_study", "verdicts",
-           "write_results"]  # fmt: skip
+__all__ = ["SCALES", "RunAttenuation", "StudyDesign", "arm_dirs", "load_arms", "load_run", "points", "run_attenuation",
+           "run_study", "tilt_multipliers", "verdicts", "write_results"]  # fmt: skip
 
 CONFIG = "configs/reviews_study.toml"
 POINTS_FILE = "points.csv"
@@ -178,6 +185,14 @@ class Run:
     reference_pool: np.ndarray
 
 
+def _standardised_summary(run: Path) -> RunSummary:
+    """``run/summary.json``, refused unless its scores are in sigma units (beta, b and lambda are then too)."""
+    summary = RunSummary.read(run)
+    if not summary.score_scales:
+        raise ValueError(f"{run}: scores are not standardised (summary.json has no score_scales); rerun the study")
+    return summary
+
+
 def load_run(run: Path, config: RunConfig, units: dict[str, int]) -> Run:
     """A finished run's thresholds, ``(scorers, units)`` gains (policy mean - reference mean) and reference pool.
 
@@ -185,9 +200,7 @@ def load_run(run: Path, config: RunConfig, units: dict[str, int]) -> Run:
         ValueError: If the run is unfinished or malformed, not in sigma units, or its held-out prompts are not
             the configuration's (the message names the run directory).
     """
-    summary = RunSummary.read(run)
-    if not summary.score_scales:
-        raise ValueError(f"{run}: scores are not standardised (summary.json has no score_scales); rerun the study")
+    summary = _standardised_summary(run)
     scores = load_eval_scores(run)
     prompts = held_out_prompts(config)
     if len(scores.prompt_index) and scores.prompt_index.max() >= len(prompts):
@@ -196,6 +209,84 @@ def load_run(run: Path, config: RunConfig, units: dict[str, int]) -> Run:
     columns = [units[prompts[i]] for i in scores.prompt_index]
     gains[:, columns] = scores.policy.mean(axis=2) - scores.reference.mean(axis=2)
     return Run(np.asarray(summary.thresholds), gains, scores.reference)
+
+
+def tilt_multipliers(run: Path) -> tuple[float, np.ndarray]:
+    """``(w, lambda)`` of the composite ``w r + lambda^T g`` the run's evaluated policy was trained on.
+
+    lambda is ``summary.json``'s ``lambda_last``: each iteration takes its dual step before its primal step
+    (:func:`llm.caid.caid_iteration`) and the summary records the multipliers after the last step, so they are those
+    the last iterate, the one evaluated (only its weights are kept), was trained at: for CAID the last row of
+    ``dual_trajectory.csv``, for one-shot its plug-in lambda, 0 for DPO_h and pi_ref, e_1 for DPO_g. w is the
+    method's reward weight (:mod:`llm.methods`: 1, or 0 for DPO_g and pi_ref).
+
+    Raises:
+        ValueError: An unstandardised run, a PeCAID run (its lambda weighs implicit rewards, not the pool's
+            scores), or a ``lambda_last`` that is not one finite multiplier per threshold (the message names the
+            run directory and the field).
+    """
+    summary = _standardised_summary(run)
+    if summary.constraint_units != "scores":
+        raise ValueError(f"{run}: summary.json field 'constraint_units' is {summary.constraint_units!r}: its lambda "
+                         "weighs implicit rewards, not the reference pool's scores, so the pool's tilt does not apply")
+    lam = np.asarray(summary.lambda_last, dtype=np.float64)
+    if lam.shape != (len(summary.thresholds),) or not np.all(np.isfinite(lam)):
+        raise ValueError(f"{run}: summary.json field 'lambda_last' must hold one finite multiplier per threshold "
+                         f"({len(summary.thresholds)}), got {list(summary.lambda_last)}; rerun the run")
+    return method_spec(summary.method).reward_weight, lam
+
+
+@dataclasses.dataclass(frozen=True)
+class RunAttenuation:
+    """One run's improvement over pi_ref against the exact tilt's at its own multipliers (sigma units).
+
+    Attributes:
+        reward_weight: w of the composite ``w r + lambda^T g`` (:func:`tilt_multipliers`).
+        lam: ``(m,)`` the multipliers of the composite.
+        achieved: ``(m,)`` the run's held-out improvement of each g_i over pi_ref (``summary.json``).
+        tilt: ``(m,)`` the SNIS estimate of pi*(lambda)'s improvement on the seed's held-out reference pool.
+        attenuation: ``(m,)`` achieved / tilt (NaN where tilt is 0).
+        ess: ``(X,)`` the Kish effective sample size of the importance weights per held-out prompt (1 to K).
+    """
+
+    reward_weight: float
+    lam: np.ndarray
+    achieved: np.ndarray
+    tilt: np.ndarray
+    attenuation: np.ndarray
+    ess: np.ndarray
+
+
+def run_attenuation(run: Path, beta: float) -> RunAttenuation:
+    """The run's attenuation ``a_i = achieved_i / (E_x E_{pi*(lambda)} g_i - E_x E_{pi_ref} g_i)`` per utility.
+
+    pi*(lambda) ~ pi_ref exp((w r + lambda^T g) / beta) is the exact maximiser of the composite the run was
+    trained on (:func:`tilt_multipliers`); its improvement is estimated on the K responses of pi_ref per held-out
+    prompt in the run's ``eval_scores.csv`` (the seed's held-out reference pool, the one ``achieved`` is measured
+    against) with the self-normalised weights ``w_k ~ exp((w r + lambda^T g)(x, y_k) / beta)``:
+    ``sum_k w_k g_i(x, y_k) / sum_k w_k - mean_k g_i(x, y_k)``, averaged over the prompts
+    (:func:`analysis.tilt_attenuation.tilt_improvement`). Scores, lambda and beta are all in sigma units, as in
+    :func:`analysis.claims.tilt_reward_cost`.
+
+    Args:
+        run: A finished, standardised run directory.
+        beta: The run's KL strength (``caid.beta``, sigma units).
+
+    Raises:
+        ValueError: As :func:`tilt_multipliers`, or the scorers of ``eval_scores.csv`` are not ``summary.json``'s.
+    """
+    weight, lam = tilt_multipliers(run)
+    summary, scores = RunSummary.read(run), load_eval_scores(run)
+    if scores.scorers != tuple(summary.improvements) or len(scores.scorers) != 1 + len(lam):
+        raise ValueError(f"{run}: eval_scores.csv's scorers {list(scores.scorers)} are not summary.json's "
+                         f"'improvements' {list(summary.improvements)} (reward, then one per threshold); rerun it")
+    pool = scores.reference
+    estimate = tilt_improvement(weight * pool[0], pool[1:], lam, beta)
+    # A composite that is identically 0 (pi_ref, which is not trained) makes pi*(lambda) pi_ref itself: its
+    # improvement is exactly 0 and the ratio undefined, not the SNIS sum's rounding residue divided into noise.
+    tilt = estimate.improvement if weight != 0 or lam.any() else np.zeros_like(estimate.improvement)
+    achieved = np.array([summary.improvements[name]["mean"] for name in scores.scorers[1:]])
+    return RunAttenuation(weight, lam, achieved, tilt, attenuation(achieved, tilt), estimate.ess)
 
 
 def arm_dirs(out: Path, design: StudyDesign, name: str, two: bool = False) -> list[Path]:
@@ -231,16 +322,24 @@ def load_arms(out: Path, design: StudyDesign) -> tuple[dict[tuple[str, float], A
 
 
 def points(out: Path, design: StudyDesign) -> pd.DataFrame:
-    """One row per finished run: method, fractions, seed, b_i, mean improvements, KL, lambda (sigma units)."""
+    """One row per finished run: method, fractions, seed, b_i, mean improvements, KL, lambda (sigma units).
+
+    Each row also has the run's attenuation (:func:`run_attenuation`): ``tilt_improvement_i`` (the SNIS estimate of
+    pi*(lambda)'s improvement of g_i at the run's ``lambda_last``), ``attenuation_i = g_i_improvement /
+    tilt_improvement_i`` (NaN for pi_ref, whose tilt is itself), and ``ess_min``, ``ess_median``: the smallest and
+    the median over held-out prompts of the weights' Kish effective sample size (1 to the pool's K).
+    """
     rows = []
     for two in (False, True):
         if two and not design.pairs:
             continue
         for seed in design.seeds:
+            beta = design.run_config(seed, two).caid.beta
             for item in design.two_runs() if two else design.single_runs():
                 run = (_two_dir if two else _single_dir)(out, seed) / item.name
                 summary = RunSummary.read(run)
                 improvements = [v["mean"] for v in summary.improvements.values()]
+                measured = run_attenuation(run, beta)
                 rows.append({
                     "method": item.method, "constraints": 2 if two else 1, "seed": seed,
                     "fractions": "/".join(f"{f:g}" for f in item.thresholds),
@@ -250,6 +349,9 @@ def points(out: Path, design: StudyDesign) -> pd.DataFrame:
                     "kl_estimate": summary.kl_estimate,
                     **{f"lambda_one_shot_{i + 1}": v for i, v in enumerate(summary.lambda_one_shot)},
                     **{f"lambda_last_{i + 1}": v for i, v in enumerate(summary.lambda_last)},
+                    **{f"tilt_improvement_{i + 1}": v for i, v in enumerate(measured.tilt)},
+                    **{f"attenuation_{i + 1}": v for i, v in enumerate(measured.attenuation)},
+                    "ess_min": float(measured.ess.min()), "ess_median": float(np.median(measured.ess)),
                 })  # fmt: skip
     return pd.DataFrame(rows)
 

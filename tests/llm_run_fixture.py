@@ -38,6 +38,7 @@ def write_run(
     thresholds: Sequence[float],
     gains: Sequence[float],
     rng: np.random.Generator,
+    score_scales: Sequence[float] = (),
 ) -> None:
     """One finished run directory whose policy improves scorer i by about ``gains[i]``.
 
@@ -48,6 +49,7 @@ def write_run(
         thresholds: ``(m,)`` b of each utility.
         gains: ``(1 + m,)`` mean improvement of each scorer.
         rng: Source of the scores.
+        score_scales: ``summary.json``'s ``score_scales`` (empty: raw units; one per scorer: a standardised run).
     """
     run_dir.mkdir(parents=True)
     m = len(thresholds)
@@ -87,7 +89,7 @@ def write_run(
         kl_estimate=1.5, last_iteration=3, best_iteration=3,
         measured_slack_by_iteration={"1": None, "2": (0.0,) * m, "3": (0.0,) * m},
         reference_reward_utility_correlation=dict.fromkeys(scorers[1:], -0.3), n_train_prompts=40,
-        n_test_prompts=N_PROMPTS, reference_key="fixture",
+        n_test_prompts=N_PROMPTS, reference_key="fixture", score_scales=tuple(score_scales),
     ).write(run_dir)  # fmt: skip
 
 

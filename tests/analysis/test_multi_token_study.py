@@ -113,6 +113,23 @@ def test_violations_are_the_per_prompt_shares(finished):
     assert row["q10"] <= row["mean"] <= row["q90"] or row["units"] < 10
 
 
+def test_points_carry_each_runs_attenuation_at_its_last_lambda(finished):
+    _, out, design = finished
+    points = pd.read_csv(out / study.POINTS_FILE)
+    trained = points[points["method"] != "reference"]
+    np.testing.assert_allclose(trained["attenuation_1"], trained["g_1_improvement"] / trained["tilt_improvement_1"])
+    reference = points[points["method"] == "reference"]
+    assert (reference["tilt_improvement_1"] == 0).all() and reference["attenuation_1"].isna().all()
+    two = points[points["constraints"] == 2]
+    assert np.isfinite(two[["tilt_improvement_1", "tilt_improvement_2", "attenuation_2"]].to_numpy()).all()
+    # Kish ESS of K = 2 reference samples per prompt (evaluation.reference_samples)
+    assert ((1 <= points["ess_min"]) & (points["ess_min"] <= points["ess_median"]) & (points["ess_median"] <= 2)).all()
+    for seed in design.seeds:  # the tilt's lambda is the one the last CAID iteration trained at
+        run = out / "single" / f"seed{seed}" / "caid_b0.75"
+        last = pd.read_csv(run / "dual_trajectory.csv").iloc[-1]
+        assert study.tilt_multipliers(run) == (1.0, pytest.approx([last["lambda_1"]]))
+
+
 def test_figure_and_report_read_the_study(finished, tmp_path):
     root, out, _ = finished
     paths = multi_token.make_figure(root, tmp_path)
