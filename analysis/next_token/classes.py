@@ -28,7 +28,7 @@ import enum
 import numpy as np
 import torch
 
-from analysis.next_token.policy import LastBlockPolicy, Trunk
+from analysis.next_token.policy import Distribution, LastBlockPolicy, Trunk
 
 __all__ = [
     "BiasLagrangian",
@@ -74,26 +74,7 @@ def class_trunk(trunk: Trunk, ref_logp: np.ndarray) -> ClassTrunk:
     return ClassTrunk(trunk.hidden, torch.as_tensor(ref_logp, dtype=torch.float64))
 
 
-class _Distribution:
-    """Shared ``log_probs`` / ``distribution`` of the classes (the laboratory's policy interface)."""
-
-    def logits(self, trunk: Trunk) -> torch.Tensor:  # pragma: no cover - defined by each class
-        raise NotImplementedError
-
-    def log_probs(self, trunk: Trunk) -> torch.Tensor:
-        """``(X, V)`` log pi_theta(v|x)."""
-        return torch.log_softmax(self.logits(trunk), dim=-1)
-
-    @torch.no_grad()
-    def distribution(self, trunk: Trunk, batch_size: int = 64) -> np.ndarray:
-        """``(X, V)`` float64 pi_theta(.|x)."""
-        return np.concatenate([
-            torch.softmax(self.logits(trunk.rows(np.arange(s, min(s + batch_size, len(trunk))))).double(), -1).numpy()
-            for s in range(0, len(trunk), batch_size)
-        ])  # fmt: skip
-
-
-class LogitBiasPolicy(_Distribution, torch.nn.Module):
+class LogitBiasPolicy(Distribution, torch.nn.Module):
     """pi_theta(.|x) = softmax(log pi_ref(.|x) + b), b non-zero on ``tokens`` only (all V: every tilt)."""
 
     def __init__(self, vocab_size: int, tokens: np.ndarray | None = None) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["LastBlockPolicy", "Trunk", "encode_trunk", "right_padded"]
+__all__ = ["Distribution", "LastBlockPolicy", "Trunk", "encode_trunk", "right_padded"]
 
 
 def right_padded(batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +91,27 @@ def encode_trunk(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], ba
     return Trunk(torch.cat(states).float())
 
 
-class LastBlockPolicy(torch.nn.Module):
+class Distribution:
+    """``log_probs`` and ``distribution`` from a policy's ``logits(trunk)`` (the laboratory's policy interface)."""
+
+    def logits(self, trunk: Trunk) -> torch.Tensor:  # pragma: no cover - defined by each policy
+        """``(X, V)`` next-token logits after each prompt."""
+        raise NotImplementedError
+
+    def log_probs(self, trunk: Trunk) -> torch.Tensor:
+        """``(X, V)`` log pi_theta(v|x)."""
+        return torch.log_softmax(self.logits(trunk), dim=-1)
+
+    @torch.no_grad()
+    def distribution(self, trunk: Trunk, batch_size: int = 64) -> np.ndarray:
+        """``(X, V)`` float64 pi_theta(.|x)."""
+        return np.concatenate([
+            torch.softmax(self.logits(trunk.rows(np.arange(s, min(s + batch_size, len(trunk))))).double(), -1).numpy()
+            for s in range(0, len(trunk), batch_size)
+        ])  # fmt: skip
+
+
+class LastBlockPolicy(Distribution, torch.nn.Module):
     """pi_theta(.|x) = softmax(head(norm(h + MLP(ln(h))))) on a :class:`Trunk` (module docstring)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -114,15 +134,3 @@ class LastBlockPolicy(torch.nn.Module):
         h = trunk.hidden
         h = h + self.mlp(self.ln(h))
         return self.norm(h) @ self.head_weight.T
-
-    def log_probs(self, trunk: Trunk) -> torch.Tensor:
-        """``(X, V)`` log pi_theta(v|x)."""
-        return torch.log_softmax(self.logits(trunk), dim=-1)
-
-    @torch.no_grad()
-    def distribution(self, trunk: Trunk, batch_size: int = 64) -> np.ndarray:
-        """``(X, V)`` float64 pi_theta(.|x)."""
-        return np.concatenate([
-            torch.softmax(self.logits(trunk.rows(np.arange(s, min(s + batch_size, len(trunk))))).double(), -1).numpy()
-            for s in range(0, len(trunk), batch_size)
-        ])  # fmt: skip

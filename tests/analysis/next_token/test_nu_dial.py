@@ -177,8 +177,8 @@ def test_dial_figure_draws(lab, dial_table, tmp_path):
     for name in ("nu_dial_runs.csv", "nu_dial_verdicts.csv", RUNGS_FILE, CLAIMS_FILE, CAID_FILE):
         (results / "next_token" / name).write_text((lab.out / name).read_text())
     (results / "multi_token").mkdir()
-    pd.DataFrame({"method": ["caid", "caid", "caid", "one_shot", "caid"], "constraints": [1, 1, 1, 1, 2],
-                  "attenuation_1": [0.5, 0.7, 0.9, 0.4, 5.0]}).to_csv(results / "multi_token" / "points.csv")
+    pd.DataFrame({"method": ["caid", "caid", "caid", "one_shot", "caid", "dpo_h"], "constraints": [1, 1, 1, 1, 2, 1],
+                  "attenuation_1": [0.5, 0.7, 0.9, 0.4, 5.0, -3.0]}).to_csv(results / "multi_token" / "points.csv")
     paths = next_token_dial.make_figure(results, tmp_path / "figures")
     assert {p.suffix for p in paths} == {".png", ".pdf"}
     verdicts = pd.read_csv(results / "next_token" / "nu_dial_verdicts.csv")
@@ -192,7 +192,7 @@ def test_dial_figure_draws(lab, dial_table, tmp_path):
         assert np.allclose(np.sort(points, axis=0), np.sort(expected, axis=0))  # each row drawn once, where it is
         checked += 1
     assert checked >= 5
-    attenuation = panels["attenuation"]  # the study's single-constraint medians, one line per method
+    attenuation = panels["attenuation"]  # the study's single-constraint medians of CAID and one-shot
     assert sorted(line.get_ydata()[0] for line in attenuation.get_lines()) == [0.4, 0.7]
 
 
