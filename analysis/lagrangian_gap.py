@@ -41,13 +41,13 @@ from analysis.statistics import load_eval_scores, paired_improvement, read_summa
 from llm.methods import CONSTRAINED_METHODS
 from llm.run_files import RunFileError, read_json
 
-__all__ = ["GAP_METHODS", "lagrangian_gap", "lagrangian_gap_table"]
+__all__ = ["GAP_METHODS", "lagrangian_gap", "lagrangian_gap_table", "run_beta"]
 
 # Methods trained for a multiplier lambda (the DPO baselines fix their weights and are not Lagrangian maximisers).
 GAP_METHODS = CONSTRAINED_METHODS
 
 
-def _beta(run_dir: Path) -> float:
+def run_beta(run_dir: Path) -> float:
     """Beta of the run, from its ``config.json`` (validated: the error names the file and the fix)."""
     path = run_dir / "config.json"
     record = read_json(path, "it is written by `python -m llm run`; rerun the run into a fresh --out")
@@ -84,7 +84,7 @@ def lagrangian_gap(
     """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
-    beta = _beta(run_dir)
+    beta = run_beta(run_dir)
     scores = load_eval_scores(run_dir)
     if scores.policy_log_ratio is None:
         raise ValueError(

@@ -51,6 +51,7 @@ from analysis.claims import (
     violation_rows,
 )
 from analysis.decisions import NotTestable
+from analysis.lagrangian_gap import run_beta
 from analysis.tilt_attenuation import attenuation, tilt_improvement
 from llm.cli_errors import check_out_dir, exit_2_on_user_error
 from llm.config import ConfigError, RunConfig
@@ -257,7 +258,7 @@ class RunAttenuation:
     ess: np.ndarray
 
 
-def run_attenuation(run: Path, beta: float) -> RunAttenuation:
+def run_attenuation(run: Path) -> RunAttenuation:
     """The run's attenuation ``a_i = achieved_i / (E_x E_{pi*(lambda)} g_i - E_x E_{pi_ref} g_i)`` per utility.
 
     pi*(lambda) ~ pi_ref exp((w r + lambda^T g) / beta) is the exact maximiser of the composite the run was
@@ -269,11 +270,11 @@ def run_attenuation(run: Path, beta: float) -> RunAttenuation:
     :func:`analysis.claims.tilt_reward_cost`.
 
     Args:
-        run: A finished, standardised run directory.
-        beta: The run's KL strength (``caid.beta``, sigma units).
+        run: A finished, standardised run directory (beta is its own, ``config.json``'s ``caid.beta``).
 
     Raises:
         ValueError: As :func:`tilt_multipliers`, or the scorers of ``eval_scores.csv`` are not ``summary.json``'s.
+        llm.run_files.RunFileError: ``config.json`` is missing or has no positive ``config.caid.beta``.
     """
     weight, lam = tilt_multipliers(run)
     summary, scores = RunSummary.read(run), load_eval_scores(run)
@@ -281,7 +282,7 @@ def run_attenuation(run: Path, beta: float) -> RunAttenuation:
         raise ValueError(f"{run}: eval_scores.csv's scorers {list(scores.scorers)} are not summary.json's "
                          f"'improvements' {list(summary.improvements)} (reward, then one per threshold); rerun it")
     pool = scores.reference
-    estimate = tilt_improvement(weight * pool[0], pool[1:], lam, beta)
+    estimate = tilt_improvement(weight * pool[0], pool[1:], lam, run_beta(run))
     # A composite that is identically 0 (pi_ref, which is not trained) makes pi*(lambda) pi_ref itself: its
     # improvement is exactly 0 and the ratio undefined, not the SNIS sum's rounding residue divided into noise.
     tilt = estimate.improvement if weight != 0 or lam.any() else np.zeros_like(estimate.improvement)
@@ -334,12 +335,11 @@ def points(out: Path, design: StudyDesign) -> pd.DataFrame:
         if two and not design.pairs:
             continue
         for seed in design.seeds:
-            beta = design.run_config(seed, two).caid.beta
             for item in design.two_runs() if two else design.single_runs():
                 run = (_two_dir if two else _single_dir)(out, seed) / item.name
                 summary = RunSummary.read(run)
                 improvements = [v["mean"] for v in summary.improvements.values()]
-                measured = run_attenuation(run, beta)
+                measured = run_attenuation(run)
                 rows.append({
                     "method": item.method, "constraints": 2 if two else 1, "seed": seed,
                     "fractions": "/".join(f"{f:g}" for f in item.thresholds),

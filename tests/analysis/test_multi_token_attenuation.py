@@ -82,9 +82,10 @@ def _draw(finite: Finite, probs: np.ndarray, n: int, rng: np.random.Generator) -
     return np.stack([finite.r[rows, y], finite.g[rows, y]])
 
 
-def _write_run(run, method: str, lam: float, policy: np.ndarray, pool: np.ndarray) -> None:
-    """A finished, standardised run directory with these policy and reference-pool scores."""
+def _write_run(run, method: str, lam: float, policy: np.ndarray, pool: np.ndarray, beta: float = BETA) -> None:
+    """A finished, standardised run directory with these policy and reference-pool scores, trained at ``beta``."""
     run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": {"method": method, "caid": {"beta": beta}}}))
     texts = [""] * (X * policy.shape[2])
     (run / EVAL_SCORES_FILE).write_text(eval_scores_csv(SCORERS, {
         "policy": (policy, np.zeros(policy.shape[1:]), texts),
@@ -119,14 +120,14 @@ def test_a_policy_that_is_the_tilt_has_attenuation_one_and_pi_ref_zero(seed_pool
     assert denominator > 0.5 * exact  # the pool is large enough for the ratio to be a test
     _write_run(tmp_path / "tilt", "caid", lam, _draw(finite, star, N, rng), pool)
     tol_one = (abs(bias) + Z * np.hypot(finite.mean_sd(star, N), sd_snis)) / denominator
-    got = study.run_attenuation(tmp_path / "tilt", BETA)
+    got = study.run_attenuation(tmp_path / "tilt")
     assert got.attenuation[0] == pytest.approx(1.0, abs=tol_one)
     assert got.tilt[0] == pytest.approx(exact, abs=abs(bias) + Z * sd_tilt)
     assert tol_one < 0.1
     # pi_ref trained at the same lambda but not moved: a = (P - R) / (S - R), P from fresh pi_ref draws
     _write_run(tmp_path / "unmoved", "caid", lam, _draw(finite, finite.p, N, rng), pool)
     tol_zero = Z * np.hypot(finite.mean_sd(finite.p, N), sd_pool) / denominator
-    assert study.run_attenuation(tmp_path / "unmoved", BETA).attenuation[0] == pytest.approx(0.0, abs=tol_zero)
+    assert study.run_attenuation(tmp_path / "unmoved").attenuation[0] == pytest.approx(0.0, abs=tol_zero)
 
 
 @pytest.mark.parametrize(("method", "lam", "weight"), [
@@ -135,7 +136,7 @@ def test_a_policy_that_is_the_tilt_has_attenuation_one_and_pi_ref_zero(seed_pool
 def test_each_method_is_compared_with_the_tilt_of_its_own_composite(seed_pool, tmp_path, method, lam, weight):
     finite, pool, rng = seed_pool
     _write_run(tmp_path / method, method, lam, _draw(finite, finite.p, 2, rng), pool)
-    got = study.run_attenuation(tmp_path / method, BETA)
+    got = study.run_attenuation(tmp_path / method)
     assert got.reward_weight == weight and got.lam.tolist() == [lam]
     bias, _, sd_tilt = finite.snis_error(weight, lam)
     tol = abs(bias) + Z * sd_tilt
@@ -150,7 +151,7 @@ def test_each_method_is_compared_with_the_tilt_of_its_own_composite(seed_pool, t
 def test_the_reference_run_has_no_tilt_and_an_undefined_attenuation(seed_pool, tmp_path):
     finite, pool, rng = seed_pool
     _write_run(tmp_path / "reference", "reference", 0.0, _draw(finite, finite.p, 2, rng), pool)
-    got = study.run_attenuation(tmp_path / "reference", BETA)
+    got = study.run_attenuation(tmp_path / "reference")
     assert got.reward_weight == 0.0 and got.tilt.tolist() == [0.0]  # pi*(0) without reward is pi_ref: exactly 0
     assert np.isnan(got.attenuation).all()
     np.testing.assert_allclose(got.ess, K)  # uniform weights
@@ -178,3 +179,19 @@ def test_a_run_the_tilt_does_not_apply_to_is_refused_by_field(tmp_path):
         path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
         with pytest.raises(ValueError, match=f"{name}: summary.json field '{field}'"):
             study.tilt_multipliers(tmp_path / name)
+
+
+def test_the_tilt_is_taken_at_the_runs_own_beta(seed_pool, tmp_path):
+    finite, pool, rng = seed_pool
+    lam = 1.3
+    _write_run(tmp_path / "beta2", "caid", lam, _draw(finite, finite.p, 2, rng), pool, beta=2 * BETA)
+    got = study.run_attenuation(tmp_path / "beta2")
+    # pi_ref exp((r + lam g) / (2 beta)) is the tilt at beta with the composite halved
+    exact = finite.improvement(finite.tilt(0.5, lam / 2))
+    bias, _, sd_tilt = finite.snis_error(0.5, lam / 2)
+    tol = abs(bias) + Z * sd_tilt
+    assert got.tilt[0] == pytest.approx(exact, abs=tol)
+    assert abs(finite.improvement(finite.tilt(1.0, lam)) - exact) > 2 * tol  # beta = BETA would be told apart
+    (tmp_path / "beta2" / "config.json").unlink()
+    with pytest.raises(ValueError, match=r"config\.json"):
+        study.run_attenuation(tmp_path / "beta2")
