@@ -226,7 +226,10 @@ def tilt_multipliers(run: Path) -> tuple[float, np.ndarray]:
             scores), or a ``lambda_last`` that is not one finite multiplier per threshold (the message names the
             run directory and the field).
     """
-    summary = _standardised_summary(run)
+    return _multipliers(run, _standardised_summary(run))
+
+
+def _multipliers(run: Path, summary: RunSummary) -> tuple[float, np.ndarray]:
     if summary.constraint_units != "scores":
         raise ValueError(f"{run}: summary.json field 'constraint_units' is {summary.constraint_units!r}: its lambda "
                          "weighs implicit rewards, not the reference pool's scores, so the pool's tilt does not apply")
@@ -276,8 +279,8 @@ def run_attenuation(run: Path) -> RunAttenuation:
         ValueError: As :func:`tilt_multipliers`, or the scorers of ``eval_scores.csv`` are not ``summary.json``'s.
         llm.run_files.RunFileError: ``config.json`` is missing or has no positive ``config.caid.beta``.
     """
-    weight, lam = tilt_multipliers(run)
-    summary, scores = RunSummary.read(run), load_eval_scores(run)
+    summary, scores = _standardised_summary(run), load_eval_scores(run)
+    weight, lam = _multipliers(run, summary)
     if scores.scorers != tuple(summary.improvements) or len(scores.scorers) != 1 + len(lam):
         raise ValueError(f"{run}: eval_scores.csv's scorers {list(scores.scorers)} are not summary.json's "
                          f"'improvements' {list(summary.improvements)} (reward, then one per threshold); rerun it")

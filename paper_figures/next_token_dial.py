@@ -43,7 +43,7 @@ RUNGS_FILE, CLAIMS_FILE, CAID_FILE = "nu_dial_rungs.csv", "nu_dial_claims.csv", 
 """The summaries of :func:`analysis.next_token.dial_verdicts.write_dial_verdicts` (in ``RESULTS/next_token``)."""
 STUDY_POINTS = Path("multi_token") / "points.csv"
 SHORTFALL_SETTINGS = ("g1@0.8", "g1@0.6+g2@0.3")
-"""Where the laboratory's CAID (DPO in the last MLP, T = 4) fell short of b by about 0.28 σ."""
+"""Where the quick laboratory's CAID (DPO in the last MLP, T = 4) fell short of b by about 0.28 σ."""
 _FIX = "rerun `python -m analysis.next_token --quick --out <results>/next_token` (it resumes)"
 VERDICT_COLORS = {"replicated": "tab:green", "refuted": "tab:red", "undecided": "tab:gray",
                   "not testable": "white", "descriptive": "tab:blue"}
@@ -97,11 +97,10 @@ def study_attenuation(results_dir: Path) -> pd.DataFrame:
     (:func:`analysis.multi_token_study.points`).
     """
     path = Path(results_dir) / STUDY_POINTS
-    if not path.is_file():
-        return pd.DataFrame(columns=["method", "attenuation", "runs"])
-    points = read_results_csv(path, fix="rerun `python -m analysis.multi_token_study` (it reuses finished runs)",
-                              columns=("method", "constraints"), optional=("attenuation_1",))
-    if "attenuation_1" not in points:
+    fix = "rerun `python -m analysis.multi_token_study` (it reuses finished runs)"
+    points = (read_results_csv(path, fix=fix, columns=("method", "constraints"), optional=("attenuation_1",))
+              if path.is_file() else None)  # fmt: skip
+    if points is None or "attenuation_1" not in points:
         return pd.DataFrame(columns=["method", "attenuation", "runs"])
     trained = points[(points["constraints"] == 1) & points["method"].isin(COMPARED) & points["attenuation_1"].notna()]
     return (trained.groupby("method", sort=False)["attenuation_1"].agg(["median", "size"])

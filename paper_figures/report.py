@@ -52,7 +52,7 @@ from paper_figures.fig1b_tradeoff import tradeoff_points
 from paper_figures.fig2_two_constraints import RESULTS_SUBDIR as TWO_SUBDIR
 from paper_figures.results_files import ResultsFileError, read_json_object, read_results_csv
 
-__all__ = ["DIAL_TITLES", "REPORT_FILE", "Claim", "claims", "dial_tables", "to_markdown", "write_report"]
+__all__ = ["DIAL_TITLES", "REPORT_FILE", "Claim", "claims", "dial_tables", "write_report"]
 
 REPORT_FILE = "REPORT.md"
 
@@ -70,7 +70,7 @@ class Claim:
         object.__setattr__(self, "verdict", Verdict(self.verdict).value)  # one vocabulary: a typo is an error
 
 
-def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+def _md(frame: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub-flavoured Markdown table (numbers to ``digits`` decimals)."""
 
     def cell(v: object) -> str:
@@ -375,7 +375,7 @@ def _sweep_table(results_dir: Path, subdir: Path) -> str:
         bootstrap=[f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(runs["boot_low"], runs["boot_high"], strict=True)],
     )
     columns = ["run", "method", "scorer", "threshold", "improvement", "bootstrap", "verdict", "kl", "n_prompts"]
-    table = to_markdown(runs[columns].fillna({"verdict": "(reward)"}))
+    table = _md(runs[columns].fillna({"verdict": "(reward)"}))
     sweep = path / SWEEP_FILE
     fix = "delete it and rerun the sweep, which rewrites it when every run has ended"
     records = read_json_object(sweep, fix=fix).get("runs", []) if sweep.is_file() else []
@@ -428,7 +428,7 @@ def dial_tables(results_dir: Path) -> list[tuple[str, str]]:
     rungs = rungs.drop(columns=[c for c in ("policy_class", "variant_of") if c in rungs])
     caid = caid[caid["setting"].isin(next_token_dial.SHORTFALL_SETTINGS)].sort_values(["setting", "method"],
                                                                                       kind="stable")
-    tables = (to_markdown(rungs, 4), to_markdown(claims), to_markdown(caid, 4))
+    tables = (_md(rungs, 4), _md(claims), _md(caid, 4))
     return list(zip(_DIAL_NOTES, tables, strict=True))
 
 
@@ -442,13 +442,13 @@ def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callabl
             "downwards, so the gap is conservative); L̂ is the policy's own samples' E[r + λᵀg] − β·mean "
             "log(π/π_ref), with the λᵀ(E_ref g + b) offset shared (`analysis.lagrangian_gap`).\n\n"
         )
-        return note + to_markdown(real_lagrangian_gap.load_gaps(results_dir)[gap_columns])
+        return note + _md(real_lagrangian_gap.load_gaps(results_dir)[gap_columns])
 
     def convergence() -> str:
-        return to_markdown(fig3_dual_convergence.load_summary(results_dir)[dual_columns])
+        return _md(fig3_dual_convergence.load_summary(results_dir)[dual_columns])
 
     def laboratory() -> str:
-        return to_markdown(scaling_table(_read_laboratory(results_dir)))
+        return _md(scaling_table(_read_laboratory(results_dir)))
 
     def one_token() -> str:
         note = (
@@ -458,7 +458,7 @@ def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callabl
             "components; Holm over the table (`analysis.next_token.verdicts`, `analysis.claims`, "
             "`analysis.decisions`).\n\n"
         )
-        return note + to_markdown(next_token.load_verdicts(results_dir))
+        return note + _md(next_token.load_verdicts(results_dir))
 
     def study() -> str:
         note = (
@@ -469,10 +469,12 @@ def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callabl
             "at the measured components; Holm over the table (`analysis.multi_token_study`, `analysis.claims`, "
             "`analysis.decisions`).\n\n"
         )
-        return note + to_markdown(multi_token.load_verdicts(results_dir))
+        return note + _md(multi_token.load_verdicts(results_dir))
+
+    dial_summaries = functools.cache(lambda: dial_tables(results_dir))  # three sections, one read of the files
 
     def dial(index: int) -> str:
-        note, table = dial_tables(results_dir)[index]
+        note, table = dial_summaries()[index]
         return f"{note}\n\n{table}"
 
     def hidden(load: Callable[[Path], pd.DataFrame]) -> Callable[[], str]:
@@ -480,7 +482,7 @@ def _sections(results_dir: Path, scale: str = "full") -> list[tuple[str, Callabl
                 "b, and the 10% / 90% quantiles of the per-prompt improvement (σ)")
 
         def build() -> str:
-            return note + ".\n\n" + to_markdown(load(results_dir))
+            return note + ".\n\n" + _md(load(results_dir))
 
         return build
 
@@ -520,7 +522,7 @@ def write_report(results_dir: Path | str, figures: Sequence[Path], scale: str, t
         "",
         "## Claims",
         "",
-        to_markdown(pd.DataFrame([dataclasses.asdict(c) for c in claims(results_dir, scale)])),
+        _md(pd.DataFrame([dataclasses.asdict(c) for c in claims(results_dir, scale)])),
         "",
     ]
     for title, build in _sections(results_dir, scale):
@@ -534,7 +536,7 @@ def write_report(results_dir: Path | str, figures: Sequence[Path], scale: str, t
         lines += [
             "## Time per step",
             "",
-            to_markdown(pd.DataFrame({"step": list(timings), "seconds": list(timings.values())}), 0),
+            _md(pd.DataFrame({"step": list(timings), "seconds": list(timings.values())}), 0),
         ]
         lines += ["", f"Total {total / 60:.1f} min (steps reused from an earlier invocation keep their time).", ""]
     lines += ["## Figures", ""]

@@ -95,14 +95,19 @@ def _theorem_rows(runs: pd.DataFrame) -> list[dict[str, object]]:
     return rows
 
 
+def _lambda_gaps(runs: pd.DataFrame) -> np.ndarray:
+    """Per run, max_i |lambda_i(T) - lambda*_i| (lambda* of the train prompts; NaN columns of absent constraints)."""
+    m = sum(c.startswith("lam_final_") for c in runs.columns)
+    final = runs[[f"lam_final_{i + 1}" for i in range(m)]].to_numpy(float)
+    star = runs[[f"lam_star_train_{i + 1}" for i in range(m)]].to_numpy(float)
+    return np.nanmax(np.abs(final - star), axis=1)
+
+
 def _lambda_row(runs: pd.DataFrame) -> dict[str, object] | None:
     caid = runs[runs["method"] == "caid_exact"]
     if caid.empty:
         return None
-    m = sum(c.startswith("lam_final_") for c in runs.columns)
-    gaps = [np.nanmax(np.abs(caid[[f"lam_final_{i + 1}" for i in range(m)]].to_numpy(float)
-                             - caid[[f"lam_star_train_{i + 1}" for i in range(m)]].to_numpy(float)), axis=1)]
-    gap = np.concatenate(gaps)
+    gap = _lambda_gaps(caid)
     return {"claim": "CAID's lambda reaches the train lambda*", "setting": "all", "method": "caid_exact",
             "test": f"exact: max_i |lambda_i(T) - lambda*_i| <= {LAMBDA_TOLERANCE:g}", "estimate": float(gap.max()),
             "low": float(gap.min()), "high": float(gap.max()),
@@ -133,13 +138,14 @@ def rung_verdicts(folder: Path, rung: Rung, rung_runs: pd.DataFrame) -> pd.DataF
     return table
 
 
-def dial_verdicts(out: Path, dial: DialConfig) -> pd.DataFrame:
+def dial_verdicts(out: Path, dial: DialConfig, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every rung's verdicts, one row per rung and claim (each rung's ``verdicts.csv``, computed where missing).
 
-    ``variant_of`` names the rung whose non-CAID runs a longer-CAID rung shares (empty for the others).
+    ``variant_of`` names the rung whose non-CAID runs a longer-CAID rung shares (missing for the others).
+    ``runs``: the dial's ``nu_dial_runs.csv`` when the caller has read it.
     """
     out = Path(out)
-    runs = pd.read_csv(out / RUNS_FILE)
+    runs = pd.read_csv(out / RUNS_FILE) if runs is None else runs
     frames = []
     for rung in dial.rungs:
         rung_runs = runs[runs["rung"] == rung.name]
@@ -149,7 +155,7 @@ def dial_verdicts(out: Path, dial: DialConfig) -> pd.DataFrame:
         path = folder / RUNG_VERDICTS
         fresh = path.is_file() and path.stat().st_mtime >= (folder / "runs.csv").stat().st_mtime
         frame = pd.read_csv(path) if fresh else rung_verdicts(folder, rung, rung_runs)
-        frames.append(frame.assign(variant_of=dial.variant_of(rung) or ""))
+        frames.append(frame.assign(variant_of=dial.variant_of(rung)))
     frame = pd.concat(frames, ignore_index=True)
     rest = [c for c in frame.columns if c not in COLUMNS]
     return frame[COLUMNS + rest]
@@ -162,17 +168,13 @@ def write_dial_verdicts(out: Path, dial: DialConfig) -> pd.DataFrame:
     ``nu_dial_caid.csv`` (:func:`caid_table`). Returns the verdicts.
     """
     out = Path(out)
-    frame = dial_verdicts(out, dial)
     runs = pd.read_csv(out / RUNS_FILE)
+    frame = dial_verdicts(out, dial, runs)
     write_atomic(out / VERDICTS_FILE, frame.to_csv(index=False))
     for name, table in ((RUNGS_FILE, rung_table(runs, frame)), (CLAIMS_FILE, claim_table(frame)),
                         (CAID_FILE, caid_table(runs))):  # fmt: skip
         write_atomic(out / name, table.to_csv(index=False))
     return frame
-
-
-def _base_rungs(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["variant_of"].fillna("") == ""]
 
 
 def rung_table(runs: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -214,7 +216,7 @@ def claim_table(verdicts: pd.DataFrame) -> pd.DataFrame:
     between neighbouring rungs as ``label -> label: verdict -> verdict`` ("never" if none). A claim that holds on
     the accurate rungs and not beyond flips at the first change.
     """
-    base = _base_rungs(verdicts)
+    base = verdicts[verdicts["variant_of"].isna()]
     order = base.groupby("rung", sort=False)["nu_1_max"].first().sort_values(kind="stable")
     labels = [f"{nu:.3g}" for nu in order]
     labels = [f"{label} ({rung})" if labels.count(label) > 1 else label
@@ -240,16 +242,13 @@ def caid_table(runs: pd.DataFrame) -> pd.DataFrame:
     max_i |lambda_i(T) - lambda*_i| over seeds (lambda* of the train prompts, the problem the dual steps see).
     """
     caid = runs[runs["method"].isin(CAID)]
-    m = sum(c.startswith("lam_final_") for c in runs.columns)
     rows = []
     for (rung, setting, method), group in caid.groupby(["rung", "setting", "method"], sort=False):
-        final = group[[f"lam_final_{i + 1}" for i in range(m)]].to_numpy(float)
-        star = group[[f"lam_star_train_{i + 1}" for i in range(m)]].to_numpy(float)
         rows.append({
             "rung": rung, "setting": setting, "method": method, "iterations": int(group["iterations"].iloc[0]),
             "seeds": len(group), "e_1": float((group["achieved_1"] - group["b_1"]).mean()),
             "lam_error": float(group["lam_error"].mean()), "policy_error": float(group["policy_error"].mean()),
             "e_2": float((group["achieved_2"] - group["b_2"]).mean()) if "b_2" in group else np.nan,
-            "lambda_gap": float(np.nanmax(np.abs(final - star))),
+            "lambda_gap": float(_lambda_gaps(group).max()),
         })  # fmt: skip
     return pd.DataFrame(rows)

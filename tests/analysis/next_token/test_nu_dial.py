@@ -116,7 +116,7 @@ def test_dial_files_and_verdicts(lab, dial_table):
     assert np.allclose(caid["lam_error"] + caid["policy_error"], caid["e_1"], atol=1e-12)
     long_exact = caid[(caid["rung"] == "exact_tilt_T16") & (caid["method"] == "caid_exact")]
     assert (long_exact["lambda_gap"] <= 1e-3).all() and (long_exact["iterations"] == 16).all()
-    assert len(pd.read_csv(lab.out / CLAIMS_FILE)) == len(frame[frame["variant_of"] == ""]
+    assert len(pd.read_csv(lab.out / CLAIMS_FILE)) == len(frame[frame["variant_of"].isna()]
                                                           .groupby(["claim", "setting", "method"]))
 
 
@@ -126,7 +126,7 @@ def test_claim_table_marks_each_rung_in_order_of_nu_and_names_the_flips():
         ("bias_T16", 0.01, "undecided"), ("mlp", 1.5004, "undecided"),
     ]  # fmt: skip
     verdicts = pd.DataFrame([{"rung": r, "nu_1_max": nu, "claim": "c", "setting": "s", "method": "m",
-                              "verdict": v, "variant_of": "bias" if r == "bias_T16" else ""}
+                              "verdict": v, "variant_of": "bias" if r == "bias_T16" else None}
                              for r, nu, v in rows])  # fmt: skip
     table = claim_table(verdicts)
     assert list(table.columns) == ["claim", "setting", "method", "0", "0.01", "1.5 (dpo)", "1.5 (mlp)", "flips"]
@@ -205,8 +205,7 @@ def test_report_renders_the_dial_summaries(lab, dial_table, tmp_path, monkeypatc
         (tmp_path / "next_token" / name).write_text((lab.out / name).read_text())
     monkeypatch.setattr(next_token_dial, "SHORTFALL_SETTINGS", ("g1@0.7",))
     (_, rungs), (_, claims), (_, caid) = report.dial_tables(tmp_path)
-    body = [line for line in rungs.splitlines()[2:]]
-    assert [line.split(" | ")[0].lstrip("| ") for line in body] == [r.name for r in DIAL.rungs]
+    assert [line.split(" | ")[0].lstrip("| ") for line in rungs.splitlines()[2:]] == [r.name for r in DIAL.rungs]
     expected = pd.read_csv(lab.out / CLAIMS_FILE)
     assert len(claims.splitlines()) == 2 + len(expected)
     assert claims.splitlines()[2].count("|") == len(expected.columns) + 1
